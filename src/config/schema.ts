@@ -1,0 +1,249 @@
+/**
+ * The JSON Schema of lb.json, checked by ajv with defaults applied.
+ * `additionalProperties: false` everywhere: an unknown key is an error (HAProxy's
+ * zero-warning spirit), so a typo never silently turns a feature off.
+ * Units are in key names (`intervalMs`, `maxBytes`). An absent optional section
+ * means that feature is off.
+ */
+
+const hostPort = {
+  type: 'string',
+  // host:port, host may be a name, IPv4, or a bracketed IPv6 literal
+  pattern: '^(\\[[0-9A-Fa-f:.]+\\]|[A-Za-z0-9.-]+):([0-9]{1,5})$',
+} as const
+
+const positiveMs = { type: 'integer', minimum: 1, maximum: 86_400_000 } as const
+
+const cidrList = {
+  type: 'array',
+  items: { type: 'string', pattern: '^[0-9A-Fa-f:.]+(/[0-9]{1,3})?$' },
+} as const
+
+export const algorithms = [
+  'round-robin',
+  'weighted-round-robin',
+  'least-connections',
+  'power-of-two-choices',
+  'random',
+  'ip-hash',
+  'consistent-hash',
+] as const
+
+export const configSchema = {
+  $id: 'https://switchyard.dev/lb.schema.json',
+  type: 'object',
+  additionalProperties: false,
+  required: ['listen', 'upstreams'],
+  properties: {
+    $schema: { type: 'string' },
+    listen: hostPort,
+    workers: { type: 'integer', minimum: 0, maximum: 64 },
+    upstreams: {
+      type: 'array',
+      minItems: 1,
+      maxItems: 64,
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['address'],
+        properties: {
+          address: hostPort,
+          weight: { type: 'integer', minimum: 1, maximum: 1000, default: 1 },
+        },
+      },
+    },
+    balancing: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        algorithm: { enum: algorithms, default: 'round-robin' },
+        // what ip-hash / consistent-hash hash on
+        hashKey: {
+          type: 'object',
+          additionalProperties: false,
+          default: { source: 'ip' },
+          required: ['source'],
+          properties: {
+            source: { enum: ['ip', 'header', 'cookie'] },
+            name: { type: 'string', minLength: 1, maxLength: 256 },
+          },
+        },
+      },
+    },
+    retries: { type: 'integer', minimum: 0, maximum: 10, default: 1 },
+    timeouts: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        connectMs: { ...positiveMs, default: 2000 },
+        responseMs: { ...positiveMs, default: 5000 },
+        upstreamIdleMs: { ...positiveMs, default: 30_000 },
+        clientHeaderMs: { ...positiveMs, default: 10_000 },
+        clientIdleMs: { ...positiveMs, default: 60_000 },
+        drainMs: { ...positiveMs, default: 10_000 },
+      },
+    },
+    limits: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        maxHeaderBytes: { type: 'integer', minimum: 1024, maximum: 1_048_576, default: 16_384 },
+        maxHeaderCount: { type: 'integer', minimum: 8, maximum: 1000, default: 100 },
+        maxRequestTargetBytes: { type: 'integer', minimum: 256, maximum: 1_048_576, default: 8192 },
+        maxBodyBytes: { type: 'integer', minimum: 0, default: 0, description: '0 = unlimited' },
+      },
+    },
+    pool: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        maxIdlePerUpstream: { type: 'integer', minimum: 0, maximum: 10_000, default: 128 },
+        idleTimeoutMs: { ...positiveMs, default: 30_000 },
+      },
+    },
+    healthCheck: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        active: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            path: { type: 'string', pattern: '^/[\\x21-\\x7e]*$', default: '/' },
+            intervalMs: { ...positiveMs, default: 5000 },
+            timeoutMs: { ...positiveMs, default: 2000 },
+            expectStatus: {
+              type: 'array',
+              minItems: 1,
+              default: [200],
+              items: {
+                anyOf: [
+                  { type: 'integer', minimum: 100, maximum: 599 },
+                  { type: 'string', pattern: '^[1-5]xx$' },
+                ],
+              },
+            },
+            healthyThreshold: { type: 'integer', minimum: 1, maximum: 100, default: 1 },
+            unhealthyThreshold: { type: 'integer', minimum: 1, maximum: 100, default: 1 },
+          },
+        },
+        passive: {
+          type: 'object',
+          additionalProperties: false,
+          default: {},
+          properties: {
+            maxFailures: { type: 'integer', minimum: 1, maximum: 1000, default: 1 },
+            cooldownMs: { ...positiveMs, default: 10_000 },
+          },
+        },
+      },
+    },
+    rateLimit: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['maxRequests'],
+      properties: {
+        algorithm: { enum: ['fixed-window', 'sliding-window', 'token-bucket'], default: 'fixed-window' },
+        maxRequests: { type: 'integer', minimum: 1, maximum: 1_000_000_000 },
+        windowMs: { ...positiveMs, default: 60_000 },
+        burst: { type: 'integer', minimum: 1, maximum: 1_000_000_000 },
+        tableSize: { type: 'integer', minimum: 64, maximum: 4_194_304, default: 65_536 },
+        trustProxy: { ...cidrList, default: [] },
+      },
+    },
+    stickySessions: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['cookie'],
+      properties: {
+        cookie: { type: 'string', pattern: "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$" },
+        secret: { type: 'string', minLength: 16 },
+        maxAgeSeconds: { type: 'integer', minimum: 1 },
+      },
+    },
+    cache: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['maxBytes'],
+      properties: {
+        maxBytes: { type: 'integer', minimum: 1024 },
+        maxEntryBytes: { type: 'integer', minimum: 1, default: 1_048_576 },
+        cacheAuthorized: { type: 'boolean', default: false },
+      },
+    },
+    firewall: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        builtin: { type: 'boolean', default: false },
+        rules: {
+          type: 'array',
+          default: [],
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['action'],
+            properties: {
+              name: { type: 'string' },
+              action: { enum: ['deny', 'allow', 'log'] },
+              methods: { type: 'array', items: { type: 'string', pattern: "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$" } },
+              path: {
+                type: 'object',
+                additionalProperties: false,
+                properties: {
+                  prefix: { type: 'string' },
+                  exact: { type: 'string' },
+                  regex: { type: 'string' },
+                },
+              },
+              header: {
+                type: 'object',
+                additionalProperties: false,
+                required: ['name'],
+                properties: {
+                  name: { type: 'string', minLength: 1 },
+                  present: { type: 'boolean' },
+                  equals: { type: 'string' },
+                  regex: { type: 'string' },
+                },
+              },
+              clientCidr: cidrList,
+              maxBodyBytes: { type: 'integer', minimum: 0 },
+            },
+          },
+        },
+      },
+    },
+    admin: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['listen'],
+      properties: {
+        listen: hostPort,
+        token: { type: 'string', minLength: 8 },
+      },
+    },
+    log: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        level: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' },
+        access: { type: 'boolean', default: true },
+      },
+    },
+    proxy: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        // RFC 9110 §7.6.3: a proxy MUST send Via; pseudonym used in it
+        via: { type: 'string', pattern: "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", default: 'switchyard' },
+      },
+    },
+  },
+} as const

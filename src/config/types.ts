@@ -1,0 +1,108 @@
+/** The validated, defaulted, frozen configuration every thread works from. */
+import type { algorithms } from './schema'
+
+export type Algorithm = typeof algorithms[number]
+
+export interface UpstreamConfig {
+  address: string
+  weight: number
+}
+
+export interface HashKeyConfig {
+  source: 'ip' | 'header' | 'cookie'
+  name?: string
+}
+
+export interface ActiveHealthConfig {
+  path: string
+  intervalMs: number
+  timeoutMs: number
+  expectStatus: Array<number | string>
+  healthyThreshold: number
+  unhealthyThreshold: number
+}
+
+export interface PassiveHealthConfig {
+  maxFailures: number
+  cooldownMs: number
+}
+
+export interface RateLimitConfig {
+  algorithm: 'fixed-window' | 'sliding-window' | 'token-bucket'
+  maxRequests: number
+  windowMs: number
+  burst?: number
+  tableSize: number
+  trustProxy: string[]
+}
+
+export interface StickyConfig {
+  cookie: string
+  secret?: string
+  maxAgeSeconds?: number
+}
+
+export interface CacheConfig {
+  maxBytes: number
+  maxEntryBytes: number
+  cacheAuthorized: boolean
+}
+
+export interface FirewallRuleConfig {
+  name?: string
+  action: 'deny' | 'allow' | 'log'
+  methods?: string[]
+  path?: { prefix?: string, exact?: string, regex?: string }
+  header?: { name: string, present?: boolean, equals?: string, regex?: string }
+  clientCidr?: string[]
+  maxBodyBytes?: number
+}
+
+export interface FirewallConfig {
+  builtin: boolean
+  rules: FirewallRuleConfig[]
+}
+
+export interface Config {
+  listen: string
+  workers: number
+  upstreams: UpstreamConfig[]
+  balancing: { algorithm: Algorithm, hashKey: HashKeyConfig }
+  retries: number
+  timeouts: {
+    connectMs: number
+    responseMs: number
+    upstreamIdleMs: number
+    clientHeaderMs: number
+    clientIdleMs: number
+    drainMs: number
+  }
+  limits: {
+    maxHeaderBytes: number
+    maxHeaderCount: number
+    maxRequestTargetBytes: number
+    maxBodyBytes: number
+  }
+  pool: { maxIdlePerUpstream: number, idleTimeoutMs: number }
+  healthCheck?: { active?: ActiveHealthConfig, passive: PassiveHealthConfig }
+  rateLimit?: RateLimitConfig
+  stickySessions?: StickyConfig
+  cache?: CacheConfig
+  firewall?: FirewallConfig
+  admin?: { listen: string, token?: string }
+  log: { level: string, access: boolean }
+  proxy: { via: string }
+}
+
+/** host:port split once at load time. `host` has no brackets. */
+export interface HostPort {
+  host: string
+  port: number
+}
+
+export function parseHostPort (value: string): HostPort {
+  const colon = value.lastIndexOf(':')
+  let host = value.slice(0, colon)
+  if (host.startsWith('[')) host = host.slice(1, -1)
+  return { host, port: Number(value.slice(colon + 1)) }
+}

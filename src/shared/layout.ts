@@ -1,0 +1,106 @@
+/**
+ * Every offset into the shared state buffer, named in one place. Nothing else
+ * computes an index by hand: use the accessors in ./state.
+ *
+ * One SharedArrayBuffer, viewed as Int32 (Atomics work on Int32Array):
+ *
+ *   +--------------------------+  0
+ *   | header      (HEADER_INTS)|  cursors, global counters
+ *   +--------------------------+  UPSTREAMS_OFFSET
+ *   | upstream 0 (UPSTREAM_INTS)|  health, load, counters, latency histogram
+ *   | upstream 1               |
+ *   | ... MAX_UPSTREAMS slots  |
+ *   +--------------------------+  WORKERS_OFFSET
+ *   | worker slot 0 (WORKER_INTS)| thread id, connections, requests, loop lag
+ *   | ... MAX_WORKER_SLOTS     |
+ *   +--------------------------+  FIREWALL_OFFSET
+ *   | hits per firewall rule   |  MAX_FIREWALL_RULES ints
+ *   +--------------------------+  RATE_OFFSET
+ *   | rate-limit table         |  tableSize * RATE_SLOT_INTS (0 when rate limiting is off)
+ *   +--------------------------+
+ *
+ * Counters are 32-bit and wrap: readers treat them as uint32 (`>>> 0`) and the
+ * primary's sampler turns them into 64-bit totals by accumulating deltas.
+ * Timestamps are milliseconds since the state's epoch (passed to every thread),
+ * compared with wrap-safe subtraction.
+ */
+
+export const MAX_UPSTREAMS = 64
+export const MAX_WORKER_SLOTS = 64
+export const MAX_FIREWALL_RULES = 256
+
+// ---- header -----------------------------------------------------------------
+export const H_MAGIC = 0 //               written once by the primary
+export const H_RR_CURSOR = 1 //           round-robin cursor: Atomics.add by every thread
+export const H_UPSTREAM_GENERATION = 2 // bumped by the primary when the upstream table is swapped
+export const H_RATE_LIMITED = 3 //        requests answered 429 (all threads)
+export const H_FIREWALL_BLOCKED = 4 //    requests answered 403 by the firewall (all threads)
+export const H_PROTOCOL_ERRORS = 5 //     requests answered 4xx by the parser (all threads)
+export const H_RATE_EVICTIONS = 6 //      rate-limit slots taken over from another live key
+export const H_RATE_SLOTS_USED = 7 //     rate-limit slots ever claimed (usage gauge)
+export const H_RATE_TABLE_FULL = 8 //     lookups that found no slot (answered by the full-table policy)
+export const H_WORKER_RESTARTS = 9 //     workers replaced after a crash (primary)
+export const H_CONNECTIONS_ACCEPTED = 10 // client connections accepted (primary)
+export const H_CACHE_HITS = 11
+export const H_CACHE_MISSES = 12
+export const H_CACHE_BYTES = 13 //        bytes held by the shared cache (owner: cache store)
+export const H_CACHE_ENTRIES = 14
+export const H_STICKY_HITS = 15 //        requests routed by a valid sticky cookie
+export const HEADER_INTS = 32
+
+export const MAGIC = 0x53575931 // 'SWY1'
+
+// ---- per upstream -----------------------------------------------------------
+// Who writes: HEALTHY by the primary's active prober and by passive ejection in
+// any thread; ADMIN_STATE by the primary (admin API); the load counters by
+// whichever thread serves the request. Everyone reads.
+export const U_HEALTHY = 0 //            1 healthy, 0 ejected
+export const U_ADMIN_STATE = 1 //        ADMIN_* below
+export const U_CONSECUTIVE_FAILURES = 2
+export const U_EJECTED_AT = 3 //         ms since epoch when passively ejected (valid while !HEALTHY)
+export const U_ACTIVE_REQUESTS = 4 //    requests in flight to this upstream (least-connections)
+export const U_OPEN_SOCKETS = 5 //       sockets open to this upstream, busy or idle in a pool
+export const U_REQUESTS = 6 //           requests sent (counter)
+export const U_FAILURES = 7 //           connect failures, resets, timeouts (counter)
+export const U_LAST_CHECK_STATUS = 8 //  active check: HTTP status, or CHECK_* (negative) below; 0 = never
+export const U_LAST_CHECK_LATENCY_US = 9
+export const U_LAST_CHECK_AT = 10 //     ms since epoch
+export const U_HEALTH_TRANSITIONS = 11 // counter
+export const U_STATUS_1XX = 12 //        responses by class: 12..16 = 1xx..5xx
+export const U_LATENCY_SUM_MS = 17 //    sum of response-head latency, ms (counter)
+export const U_LATENCY_BUCKETS = 18 //   LATENCY_BOUNDS_MS.length + 1 counters (last one is +Inf)
+export const LATENCY_BOUNDS_MS = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000] as const
+export const U_RETRIES = U_LATENCY_BUCKETS + LATENCY_BOUNDS_MS.length + 1 // 32
+export const U_IN_USE = U_RETRIES + 1 //  1 while the slot belongs to a configured upstream
+export const UPSTREAM_INTS = 40
+
+export const ADMIN_ENABLED = 0
+export const ADMIN_DRAINING = 1 //       no new requests; in-flight ones finish
+
+export const CHECK_REFUSED = -1
+export const CHECK_TIMEOUT = -2
+export const CHECK_RESET = -3
+export const CHECK_BAD_RESPONSE = -4
+
+// ---- per worker slot --------------------------------------------------------
+// Written by the worker that claimed the slot; THREAD_ID cleared by the primary
+// when that worker exits.
+export const W_THREAD_ID = 0 //          0 = free
+export const W_OPEN_CONNECTIONS = 1
+export const W_REQUESTS = 2 //           counter
+export const W_LOOP_LAG_US = 3 //        event-loop delay p99 over the last second
+export const W_CPU_US = 4 //             thread CPU time, in ms (counter, wraps after ~50 days)
+export const WORKER_INTS = 8
+
+// ---- rate-limit table slot --------------------------------------------------
+export const RATE_SLOT_INTS = 4 //       layout owned by src/ratelimit
+
+// ---- offsets ----------------------------------------------------------------
+export const UPSTREAMS_OFFSET = HEADER_INTS
+export const WORKERS_OFFSET = UPSTREAMS_OFFSET + MAX_UPSTREAMS * UPSTREAM_INTS
+export const FIREWALL_OFFSET = WORKERS_OFFSET + MAX_WORKER_SLOTS * WORKER_INTS
+export const RATE_OFFSET = FIREWALL_OFFSET + MAX_FIREWALL_RULES
+
+export function stateInts (rateTableSlots: number): number {
+  return RATE_OFFSET + rateTableSlots * RATE_SLOT_INTS
+}

@@ -1,0 +1,165 @@
+/**
+ * Typed access to the shared state buffer (layout in ./layout). The primary
+ * creates it; every worker attaches to the same SharedArrayBuffer, so all
+ * threads see the same numbers without messages.
+ *
+ * Counters change only through Atomics.add / compareExchange; reads use
+ * Atomics.load. Nothing here allocates on the data path.
+ */
+import * as L from './layout'
+
+export interface SharedStateInit {
+  buffer: SharedArrayBuffer
+  /** Date.now() at creation: timestamps in the buffer are relative to it. */
+  epochMs: number
+  rateTableSlots: number
+}
+
+/** One configured upstream as every thread sees it; the table is swapped whole on reload. */
+export interface UpstreamEntry {
+  /** Index of this upstream's block in the shared buffer (stable across reloads for the same address). */
+  readonly slot: number
+  /** Position in the configured list. */
+  readonly index: number
+  readonly address: string
+  readonly host: string
+  readonly port: number
+  readonly weight: number
+  /** Opaque identifier safe to show to clients (never the address). */
+  readonly id: string
+}
+
+export class SharedState {
+  readonly buffer: SharedArrayBuffer
+  readonly i32: Int32Array
+  readonly epochMs: number
+  readonly rateTableSlots: number
+  /** View of the rate-limit table (empty when rate limiting is off). */
+  readonly rateTable: Int32Array
+
+  constructor (init: SharedStateInit) {
+    this.buffer = init.buffer
+    this.i32 = new Int32Array(init.buffer)
+    this.epochMs = init.epochMs
+    this.rateTableSlots = init.rateTableSlots
+    this.rateTable = new Int32Array(init.buffer, L.RATE_OFFSET * 4, init.rateTableSlots * L.RATE_SLOT_INTS)
+    if (Atomics.load(this.i32, L.H_MAGIC) !== L.MAGIC) throw new Error('shared state buffer is not initialised')
+  }
+
+  static create (rateTableSlots: number): SharedState {
+    const buffer = new SharedArrayBuffer(L.stateInts(rateTableSlots) * 4)
+    Atomics.store(new Int32Array(buffer), L.H_MAGIC, L.MAGIC)
+    return new SharedState({ buffer, epochMs: Date.now(), rateTableSlots })
+  }
+
+  toInit (): SharedStateInit {
+    return { buffer: this.buffer, epochMs: this.epochMs, rateTableSlots: this.rateTableSlots }
+  }
+
+  /** Milliseconds since the epoch as an int32 (wraps after ~24 days; compare with `elapsed`). */
+  now (): number {
+    return (Date.now() - this.epochMs) | 0
+  }
+
+  /** Wrap-safe `now - then` for timestamps from `now()`. */
+  static elapsed (now: number, then: number): number {
+    return (now - then) | 0
+  }
+
+  // ---- header ---------------------------------------------------------------
+  header (field: number): number { return Atomics.load(this.i32, field) }
+  addHeader (field: number, delta: number): number { return Atomics.add(this.i32, field, delta) }
+  storeHeader (field: number, value: number): void { Atomics.store(this.i32, field, value) }
+
+  /** Global round-robin cursor, shared by every thread (Pingora's fetch_add). */
+  nextCursor (): number { return Atomics.add(this.i32, L.H_RR_CURSOR, 1) >>> 0 }
+
+  // ---- per upstream ---------------------------------------------------------
+  static upstreamBase (slot: number): number { return L.UPSTREAMS_OFFSET + slot * L.UPSTREAM_INTS }
+
+  upstream (slot: number, field: number): number {
+    return Atomics.load(this.i32, L.UPSTREAMS_OFFSET + slot * L.UPSTREAM_INTS + field)
+  }
+
+  addUpstream (slot: number, field: number, delta: number): number {
+    return Atomics.add(this.i32, L.UPSTREAMS_OFFSET + slot * L.UPSTREAM_INTS + field, delta)
+  }
+
+  storeUpstream (slot: number, field: number, value: number): void {
+    Atomics.store(this.i32, L.UPSTREAMS_OFFSET + slot * L.UPSTREAM_INTS + field, value)
+  }
+
+  casUpstream (slot: number, field: number, expected: number, value: number): number {
+    return Atomics.compareExchange(this.i32, L.UPSTREAMS_OFFSET + slot * L.UPSTREAM_INTS + field, expected, value)
+  }
+
+  /** Eligible for new requests: healthy and not drained by an operator. */
+  isAvailable (slot: number): boolean {
+    const base = L.UPSTREAMS_OFFSET + slot * L.UPSTREAM_INTS
+    return Atomics.load(this.i32, base + L.U_HEALTHY) === 1 &&
+      Atomics.load(this.i32, base + L.U_ADMIN_STATE) === L.ADMIN_ENABLED
+  }
+
+  /** Reset a slot for a newly configured upstream (primary only). */
+  initUpstreamSlot (slot: number): void {
+    const base = L.UPSTREAMS_OFFSET + slot * L.UPSTREAM_INTS
+    for (let i = 0; i < L.UPSTREAM_INTS; i++) Atomics.store(this.i32, base + i, 0)
+    Atomics.store(this.i32, base + L.U_HEALTHY, 1)
+    Atomics.store(this.i32, base + L.U_IN_USE, 1)
+  }
+
+  /** Record a response's status class and head latency. */
+  recordResponse (slot: number, status: number, latencyMs: number): void {
+    const base = L.UPSTREAMS_OFFSET + slot * L.UPSTREAM_INTS
+    const cls = (status / 100) | 0
+    if (cls >= 1 && cls <= 5) Atomics.add(this.i32, base + L.U_STATUS_1XX + cls - 1, 1)
+    Atomics.add(this.i32, base + L.U_LATENCY_SUM_MS, latencyMs | 0)
+    const bounds = L.LATENCY_BOUNDS_MS
+    let b = 0
+    while (b < bounds.length && latencyMs > bounds[b]) b++
+    Atomics.add(this.i32, base + L.U_LATENCY_BUCKETS + b, 1)
+  }
+
+  // ---- per worker slot ------------------------------------------------------
+  worker (slot: number, field: number): number {
+    return Atomics.load(this.i32, L.WORKERS_OFFSET + slot * L.WORKER_INTS + field)
+  }
+
+  addWorker (slot: number, field: number, delta: number): number {
+    return Atomics.add(this.i32, L.WORKERS_OFFSET + slot * L.WORKER_INTS + field, delta)
+  }
+
+  storeWorker (slot: number, field: number, value: number): void {
+    Atomics.store(this.i32, L.WORKERS_OFFSET + slot * L.WORKER_INTS + field, value)
+  }
+
+  /** Claim a free worker slot for `threadId`; -1 when all are taken. */
+  claimWorkerSlot (threadId: number): number {
+    for (let slot = 0; slot < L.MAX_WORKER_SLOTS; slot++) {
+      const base = L.WORKERS_OFFSET + slot * L.WORKER_INTS
+      if (Atomics.compareExchange(this.i32, base + L.W_THREAD_ID, 0, threadId) === 0) {
+        for (let i = 1; i < L.WORKER_INTS; i++) Atomics.store(this.i32, base + i, 0)
+        return slot
+      }
+    }
+    return -1
+  }
+
+  /** Free the slot of an exited thread (primary). Returns the slot freed or -1. */
+  releaseWorkerSlot (threadId: number): number {
+    for (let slot = 0; slot < L.MAX_WORKER_SLOTS; slot++) {
+      const base = L.WORKERS_OFFSET + slot * L.WORKER_INTS
+      if (Atomics.compareExchange(this.i32, base + L.W_THREAD_ID, threadId, 0) === threadId) return slot
+    }
+    return -1
+  }
+
+  // ---- firewall rule hits ---------------------------------------------------
+  addFirewallHit (rule: number): void {
+    if (rule < L.MAX_FIREWALL_RULES) Atomics.add(this.i32, L.FIREWALL_OFFSET + rule, 1)
+  }
+
+  firewallHits (rule: number): number {
+    return Atomics.load(this.i32, L.FIREWALL_OFFSET + rule) >>> 0
+  }
+}

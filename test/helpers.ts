@@ -1,0 +1,153 @@
+/**
+ * Shared test helpers: real servers on loopback port 0, raw sockets, polling
+ * with a deadline. Every server a helper starts is returned with a close().
+ */
+import * as net from 'node:net'
+import * as http from 'node:http'
+import type { AddressInfo } from 'node:net'
+
+export async function waitFor (condition: () => boolean | Promise<boolean>, timeoutMs = 5000, what = 'condition'): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    if (await condition()) return
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+}
+
+export interface TestServer {
+  port: number
+  address: string
+  /** requests received (http servers) or connections accepted (raw servers) */
+  count: number
+  close (): Promise<void>
+}
+
+/** An echo upstream: answers with JSON of what it received (method, url, headers, body) and its own name. */
+export async function startEchoUpstream (name = 'upstream', onRequest?: (req: http.IncomingMessage, res: http.ServerResponse, body: Buffer) => boolean): Promise<TestServer & { server: http.Server }> {
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => {
+      result.count++
+      const body = Buffer.concat(chunks)
+      if (onRequest !== undefined && onRequest(req, res, body)) return
+      const payload = JSON.stringify({ name, method: req.method, url: req.url, headers: req.headers, rawHeaders: req.rawHeaders, body: body.toString('latin1'), bodyLength: body.length })
+      res.writeHead(200, { 'content-type': 'application/json', 'x-upstream': name })
+      res.end(payload)
+    })
+  })
+  server.keepAliveTimeout = 30_000
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const port = (server.address() as AddressInfo).port
+  const result = {
+    server,
+    port,
+    address: `127.0.0.1:${port}`,
+    count: 0,
+    close: async () => {
+      server.closeAllConnections()
+      await new Promise<void>((resolve) => server.close(() => resolve()))
+    },
+  }
+  return result
+}
+
+/** A raw TCP server: `onConnection` writes exact wire bytes. Tracks and destroys its sockets on close. */
+export async function startRawServer (onConnection: (socket: net.Socket) => void, port = 0): Promise<TestServer> {
+  const sockets = new Set<net.Socket>()
+  const server = net.createServer((socket) => {
+    result.count++
+    sockets.add(socket)
+    socket.on('close', () => sockets.delete(socket))
+    socket.on('error', () => {})
+    onConnection(socket)
+  })
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve))
+  const actual = (server.address() as AddressInfo).port
+  const result = {
+    port: actual,
+    address: `127.0.0.1:${actual}`,
+    count: 0,
+    close: async () => {
+      for (const s of sockets) s.destroy()
+      await new Promise<void>((resolve) => server.close(() => resolve()))
+    },
+  }
+  return result
+}
+
+/** A port that was free a moment ago (for upstreams that must be "down"). */
+export async function freePort (): Promise<number> {
+  const server = net.createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const port = (server.address() as AddressInfo).port
+  await new Promise<void>((resolve) => server.close(() => resolve()))
+  return port
+}
+
+/**
+ * Send raw bytes, collect everything until the server closes or `until(received)`
+ * says enough, or the timeout passes (then resolves with what arrived, timedOut = true).
+ */
+export async function rawExchange (port: number, data: Buffer | string | Array<Buffer | string>, opts: { until?: (received: Buffer) => boolean, timeoutMs?: number, delayMs?: number } = {}): Promise<{ data: Buffer, text: string, closed: boolean, timedOut: boolean }> {
+  const socket = net.connect(port, '127.0.0.1')
+  const chunks: Buffer[] = []
+  let closed = false
+  let timedOut = false
+  await new Promise<void>((resolve) => socket.once('connect', () => resolve()))
+  const done = new Promise<void>((resolve) => {
+    const timer = setTimeout(() => { timedOut = true; finish() }, opts.timeoutMs ?? 5000)
+    function finish (): void { clearTimeout(timer); socket.destroy(); resolve() }
+    socket.on('data', (c: Buffer) => {
+      chunks.push(c)
+      if (opts.until?.(Buffer.concat(chunks)) === true) finish()
+    })
+    socket.on('end', () => { closed = true; finish() })
+    socket.on('error', () => { closed = true; finish() })
+  })
+  const parts = Array.isArray(data) ? data : [data]
+  for (const part of parts) {
+    if (socket.destroyed) break
+    socket.write(part)
+    if (opts.delayMs !== undefined && parts.length > 1) await new Promise((resolve) => setTimeout(resolve, opts.delayMs))
+  }
+  await done
+  const all = Buffer.concat(chunks)
+  return { data: all, text: all.toString('latin1'), closed, timedOut }
+}
+
+/** Count complete HTTP responses in a byte stream with Content-Length bodies (test-side helper). */
+export function splitResponses (text: string): Array<{ status: number, headers: Record<string, string>, body: string }> {
+  const out: Array<{ status: number, headers: Record<string, string>, body: string }> = []
+  let rest = text
+  while (rest.length > 0) {
+    const end = rest.indexOf('\r\n\r\n')
+    if (end === -1) break
+    const lines = rest.slice(0, end).split('\r\n')
+    const status = Number(lines[0].split(' ')[1])
+    const headers: Record<string, string> = {}
+    for (const line of lines.slice(1)) {
+      const c = line.indexOf(':')
+      headers[line.slice(0, c).toLowerCase()] = line.slice(c + 1).trim()
+    }
+    const length = Number(headers['content-length'] ?? 0)
+    out.push({ status, headers, body: rest.slice(end + 4, end + 4 + length) })
+    rest = rest.slice(end + 4 + length)
+  }
+  return out
+}
+
+/** http.request wrapper with an agent-less, keep-alive-free default. */
+export async function httpRequest (port: number, opts: http.RequestOptions & { body?: string | Buffer } = {}): Promise<{ status: number, headers: http.IncomingHttpHeaders, body: string }> {
+  return await new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, agent: false, ...opts }, (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (c: Buffer) => chunks.push(c))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString() }))
+      res.on('error', reject)
+    })
+    req.on('error', reject)
+    req.end(opts.body)
+  })
+}
