@@ -21,7 +21,7 @@ function formatAjvError (err: ErrorObject): string {
     case 'enum':
       return `${path}: must be one of ${(err.params.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(', ')}`
     case 'pattern':
-      return `${path}: ${err.message ?? 'does not match'} (${describePattern(err.instancePath)})`
+      return `${path}: ${describePattern(err.instancePath)}`
     default:
       return `${path}: ${err.message ?? err.keyword}`
   }

@@ -1,0 +1,118 @@
+/**
+ * Command-line flags -> config overrides. Includes balancebeam's flags, so a
+ * balancebeam command line runs unchanged.
+ */
+import { existsSync } from 'node:fs'
+
+export interface CliOptions {
+  configPath: string | null
+  overrides: Record<string, unknown>
+  help: boolean
+  version: boolean
+}
+
+export class CliError extends Error {
+  readonly code = 'SWY_ERR_CLI'
+}
+
+export const usage = `Usage: switchyard [options]
+
+A load-balancing reverse proxy for HTTP/1.1 on Node.js worker threads.
+
+Options:
+  -c, --config PATH                       lb.json to load (default: ./lb.json when no --upstream is given)
+  -b, --bind HOST:PORT                    address to listen on (lb.json "listen"; default 0.0.0.0:1100 without a file)
+  -u, --upstream HOST:PORT                an upstream server; repeat for more (replaces lb.json "upstreams")
+      --active-health-check-interval S    seconds between active health checks (enables them)
+      --active-health-check-path PATH     path the active health check requests (default /)
+      --max-requests-per-minute N         per-client-IP limit: fixed window of 60 s (0 = off)
+  -w, --workers N                         worker threads; 0 = sequential mode (one thread)
+      --algorithm NAME                    balancing algorithm (round-robin, weighted-round-robin,
+                                          least-connections, power-of-two-choices, random, ip-hash,
+                                          consistent-hash)
+      --admin HOST:PORT                   admin API and dashboard listener
+      --log-level LEVEL                   fatal, error, warn, info, debug, trace, silent
+      --no-access-log                     turn the per-request access log off
+  -h, --help                              show this help
+  -v, --version                           print the version
+
+Flags override the file. Signals: SIGTERM/SIGINT drain and exit (a second one exits at once);
+SIGHUP re-reads the config file and applies it without dropping connections.
+`
+
+function setPath (target: Record<string, unknown>, path: string[], value: unknown): void {
+  let node = target
+  for (const key of path.slice(0, -1)) {
+    if (typeof node[key] !== 'object' || node[key] === null) node[key] = {}
+    node = node[key] as Record<string, unknown>
+  }
+  node[path[path.length - 1]] = value
+}
+
+function integer (flag: string, value: string, min: number): number {
+  if (!/^\d+$/.test(value)) throw new CliError(`${flag} expects a whole number, got "${value}"`)
+  const n = Number(value)
+  if (n < min) throw new CliError(`${flag} must be at least ${min}`)
+  return n
+}
+
+export function parseArgs (argv: readonly string[], cwd = process.cwd()): CliOptions {
+  const out: CliOptions = { configPath: null, overrides: {}, help: false, version: false }
+  const upstreams: string[] = []
+  const o = out.overrides
+  for (let i = 0; i < argv.length; i++) {
+    let arg = argv[i]
+    let inline: string | null = null
+    const eq = arg.indexOf('=')
+    if (arg.startsWith('--') && eq !== -1) { inline = arg.slice(eq + 1); arg = arg.slice(0, eq) }
+    const value = (): string => {
+      if (inline !== null) return inline
+      const v = argv[++i]
+      if (v === undefined) throw new CliError(`${arg} needs a value`)
+      return v
+    }
+    switch (arg) {
+      case '-h': case '--help': out.help = true; break
+      case '-v': case '--version': out.version = true; break
+      case '-c': case '--config': out.configPath = value(); break
+      case '-b': case '--bind': o.listen = value(); break
+      case '-u': case '--upstream': upstreams.push(value()); break
+      case '-w': case '--workers': o.workers = integer(arg, value(), 0); break
+      case '--active-health-check-interval': setPath(o, ['healthCheck', 'active', 'intervalMs'], integer(arg, value(), 1) * 1000); break
+      case '--active-health-check-path': setPath(o, ['healthCheck', 'active', 'path'], value()); break
+      case '--max-requests-per-minute': {
+        const n = integer(arg, value(), 0)
+        o.rateLimit = n === 0 ? null : { algorithm: 'fixed-window', maxRequests: n, windowMs: 60_000 }
+        break
+      }
+      case '--algorithm': setPath(o, ['balancing', 'algorithm'], value()); break
+      case '--admin': setPath(o, ['admin', 'listen'], value()); break
+      case '--log-level': setPath(o, ['log', 'level'], value()); break
+      case '--no-access-log': setPath(o, ['log', 'access'], false); break
+      default: throw new CliError(`unknown option ${arg} (see --help)`)
+    }
+  }
+  if (upstreams.length > 0) o.upstreams = upstreams.map((address) => ({ address }))
+  if (out.configPath === null && upstreams.length === 0 && existsSync(`${cwd}/lb.json`)) out.configPath = `${cwd}/lb.json`
+  return out
+}
+
+function isObject (v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v)
+}
+
+/** Deep-merge CLI overrides into the file's object; `null` removes a section. */
+export function mergeOverrides (base: Record<string, unknown>, overrides: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...base }
+  for (const [key, value] of Object.entries(overrides)) {
+    if (value === null) delete out[key]
+    else if (isObject(value) && isObject(out[key])) out[key] = mergeOverrides(out[key] as Record<string, unknown>, value)
+    else out[key] = value
+  }
+  return out
+}
+
+/** Without a file, flags alone make the config (balancebeam style). */
+export function baseWithoutFile (): Record<string, unknown> {
+  return { listen: '0.0.0.0:1100' }
+}

@@ -1,0 +1,77 @@
+#!/usr/bin/env node
+/**
+ * The switchyard command: parse flags, load and validate the config (exit 1
+ * with every error before binding anything), start, and handle signals.
+ */
+import { parseArgs, mergeOverrides, baseWithoutFile, usage } from './cli-args'
+import { readConfigFile, resolveConfig } from './config/load'
+import { ConfigError } from './errors'
+import { Switchyard } from './primary/server'
+import { logger, flushLogs } from './log'
+import { version } from './version'
+
+function loadRaw (configPath: string | null, overrides: Record<string, unknown>): Record<string, unknown> {
+  const base = configPath !== null ? readConfigFile(configPath) : baseWithoutFile()
+  return mergeOverrides(base, overrides)
+}
+
+async function main (): Promise<void> {
+  let options
+  try {
+    options = parseArgs(process.argv.slice(2))
+  } catch (err) {
+    process.stderr.write(`switchyard: ${(err as Error).message}\n`)
+    process.exit(2)
+  }
+  if (options.help) { process.stdout.write(usage); return }
+  if (options.version) { process.stdout.write(`switchyard ${version}\n`); return }
+  const source = options.configPath ?? 'command line'
+  let config
+  try {
+    config = resolveConfig(loadRaw(options.configPath, options.overrides), source)
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`switchyard: ${err.message}\n`)
+      process.exit(1)
+    }
+    throw err
+  }
+  let lb: Switchyard
+  try {
+    lb = await Switchyard.start(config)
+  } catch (err) {
+    process.stderr.write(`switchyard: cannot start: ${(err as Error).message}\n`)
+    flushLogs()
+    process.exit(1)
+  }
+
+  let signals = 0
+  const shutdown = (signal: string): void => {
+    signals++
+    if (signals > 1) {
+      logger.warn({ signal }, 'second signal: exiting now')
+      flushLogs()
+      process.exit(1)
+    }
+    logger.info({ signal, drainMs: lb.config.timeouts.drainMs }, 'draining: no new connections, finishing in-flight requests')
+    lb.stop().then(() => { flushLogs(); process.exit(0) }, (err: Error) => {
+      logger.error({ err: err.message }, 'error while stopping')
+      flushLogs()
+      process.exit(1)
+    })
+  }
+  process.on('SIGTERM', () => shutdown('SIGTERM'))
+  process.on('SIGINT', () => shutdown('SIGINT'))
+  process.on('SIGHUP', () => {
+    try {
+      const next = resolveConfig(loadRaw(options.configPath, options.overrides), source)
+      const result = lb.reload(next)
+      if (result.restartNeeded.length > 0) logger.warn({ keys: result.restartNeeded }, 'these changes need a restart and were not applied')
+    } catch (err) {
+      if (err instanceof ConfigError) logger.error({ errors: err.errors }, 'reload rejected: invalid configuration; still serving the previous one')
+      else logger.error({ err: (err as Error).message }, 'reload failed; still serving the previous configuration')
+    }
+  })
+}
+
+void main()

@@ -1,0 +1,142 @@
+/**
+ * Passive health (Envoy's outlier detection, HAProxy's `observe layer4`): the
+ * thread that saw a request to an upstream fail or succeed records it in shared
+ * memory, and `maxFailures` consecutive failures eject the upstream for every
+ * thread at once.
+ *
+ * recordUpstreamFailure / recordUpstreamSuccess run on the data path in any
+ * thread: Atomics only, no allocation, no logging (the caller logs when told it
+ * did the ejection). PassiveReviver runs on the primary and puts ejected
+ * upstreams back after `cooldownMs` when no active check is configured.
+ *
+ * Fields written here (see shared/layout): U_FAILURES, U_CONSECUTIVE_FAILURES,
+ * U_HEALTHY, U_EJECTED_AT, U_HEALTH_TRANSITIONS.
+ */
+import type { PassiveHealthConfig } from '../config/types'
+import {
+  U_CONSECUTIVE_FAILURES, U_EJECTED_AT, U_FAILURES, U_HEALTH_TRANSITIONS, U_HEALTHY,
+} from '../shared/layout'
+import { SharedState, type UpstreamEntry } from '../shared/state'
+import { logger } from '../log'
+
+/**
+ * Count a failed request (connect failure, reset, timeout) against `slot`.
+ * Returns true only for the one call, across all threads, that ejected the
+ * upstream, so exactly one thread logs the ejection.
+ */
+export function recordUpstreamFailure (state: SharedState, slot: number, passive: PassiveHealthConfig, nowMs: number): boolean {
+  state.addUpstream(slot, U_FAILURES, 1)
+  const consecutive = state.addUpstream(slot, U_CONSECUTIVE_FAILURES, 1) + 1
+  if (consecutive < passive.maxFailures) return false
+  // Already out (ejected by another thread or by the active prober): leave its
+  // ejection time alone so late failures of in-flight requests do not extend it.
+  if (state.upstream(slot, U_HEALTHY) !== 1) return false
+  // The time goes in before the flip: the reviver must never see HEALTHY = 0
+  // next to the stale time of an earlier ejection and revive at once. Threads
+  // racing here all store "now", so the loser's store only moves it by a hair.
+  state.storeUpstream(slot, U_EJECTED_AT, nowMs)
+  if (state.casUpstream(slot, U_HEALTHY, 1, 0) !== 1) return false
+  state.addUpstream(slot, U_HEALTH_TRANSITIONS, 1)
+  return true
+}
+
+/** A request got a response: the failure streak is over. */
+export function recordUpstreamSuccess (state: SharedState, slot: number): void {
+  // Load first: a store on every request would bounce the cache line between
+  // cores for nothing when the streak is already 0 (the common case).
+  if (state.upstream(slot, U_CONSECUTIVE_FAILURES) !== 0) state.storeUpstream(slot, U_CONSECUTIVE_FAILURES, 0)
+}
+
+/** What health code logs with: pino's Logger fits, and tests pass a recorder. */
+export interface HealthLogger {
+  info: (bindings: object, message: string) => void
+  warn: (bindings: object, message: string) => void
+}
+
+const MIN_POLL_MS = 10
+const MAX_POLL_MS = 1000
+
+/** How often to look for expired ejections: a quarter of the cooldown, within [10 ms, 1 s]. */
+export function reviverPollMs (cooldownMs: number): number {
+  return Math.min(MAX_POLL_MS, Math.max(MIN_POLL_MS, Math.floor(cooldownMs / 4)))
+}
+
+/**
+ * Primary only. Without active checks nothing else would ever mark an ejected
+ * upstream healthy again, so after `cooldownMs` it goes back "half-open":
+ * healthy, with its failure streak one short of `maxFailures`, so one more
+ * failure ejects it again at once while one success closes the streak.
+ * With active checks on it stays idle: the prober decides when to revive.
+ */
+export class PassiveReviver {
+  private passive: PassiveHealthConfig
+  private readonly state: SharedState
+  private table: readonly UpstreamEntry[]
+  private activeEnabled: boolean
+  private readonly log: HealthLogger
+  private timer: NodeJS.Timeout | null = null
+  private running = false
+
+  constructor (passive: PassiveHealthConfig, state: SharedState, table: readonly UpstreamEntry[], activeEnabled: boolean, log: HealthLogger = logger) {
+    this.passive = passive
+    this.state = state
+    this.table = table
+    this.activeEnabled = activeEnabled
+    this.log = log
+    this.poll = this.poll.bind(this)
+  }
+
+  start (): void {
+    this.running = true
+    this.schedule()
+  }
+
+  stop (): void {
+    this.running = false
+    this.unschedule()
+  }
+
+  setTable (table: readonly UpstreamEntry[]): void {
+    this.table = table
+  }
+
+  /** Hot reload: new cooldown / maxFailures, or active checks turned on or off. */
+  setConfig (passive: PassiveHealthConfig, activeEnabled: boolean): void {
+    this.passive = passive
+    this.activeEnabled = activeEnabled
+    this.unschedule()
+    if (this.running) this.schedule()
+  }
+
+  /** One pass over the table (exposed for tests and for a final sweep). */
+  poll (): void {
+    if (this.activeEnabled) return
+    const state = this.state
+    const now = state.now()
+    const cooldownMs = this.passive.cooldownMs
+    for (const entry of this.table) {
+      const slot = entry.slot
+      if (state.upstream(slot, U_HEALTHY) !== 0) continue
+      const ejectedForMs = SharedState.elapsed(now, state.upstream(slot, U_EJECTED_AT))
+      if (ejectedForMs < cooldownMs) continue
+      // Streak first, then the flip: a thread that sees the upstream healthy
+      // again must also see the half-open streak, not the old one.
+      state.storeUpstream(slot, U_CONSECUTIVE_FAILURES, this.passive.maxFailures - 1)
+      if (state.casUpstream(slot, U_HEALTHY, 0, 1) !== 0) continue
+      state.addUpstream(slot, U_HEALTH_TRANSITIONS, 1)
+      this.log.info({ upstream: entry.address, id: entry.id, ejectedForMs, cooldownMs }, 'upstream back in rotation after passive ejection cooldown (half-open)')
+    }
+  }
+
+  private schedule (): void {
+    if (this.activeEnabled || this.timer !== null) return
+    this.timer = setInterval(this.poll, reviverPollMs(this.passive.cooldownMs))
+    // Housekeeping must not keep the process alive on its own.
+    this.timer.unref()
+  }
+
+  private unschedule (): void {
+    if (this.timer !== null) clearInterval(this.timer)
+    this.timer = null
+  }
+}

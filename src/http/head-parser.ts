@@ -1,0 +1,614 @@
+/**
+ * A resumable, byte-level parser of HTTP/1.1 message heads (RFC 9112), for
+ * requests from clients and responses from upstreams.
+ *
+ * Feed it bytes as they arrive with `execute(chunk, start, end)`: it returns
+ * the index just past the head when the head is complete, HEAD_INCOMPLETE when
+ * every byte was taken and more are needed, or HEAD_ERROR with `error` set.
+ * No exceptions, no strings on the way: a head that arrives in one chunk is
+ * parsed in place (offsets into that chunk); a head split across chunks is
+ * accumulated in one per-connection buffer, and scanning resumes at the byte
+ * where it stopped, so a client dribbling one byte at a time costs O(n).
+ *
+ * Strict wherever RFC 9112 lets or tells a recipient reject: a lenient proxy
+ * is a request-smuggling hole. Every byte of the head is checked once.
+ */
+import {
+  CR, LF, SP, HTAB, COLON, COMMA, TOKEN, FIELD_VALUE, TARGET, LOWER, equalsLower, ascii,
+} from './tables'
+import {
+  classifyHeader, H_CONTENT_LENGTH, H_TRANSFER_ENCODING, H_CONNECTION, H_HOST, H_EXPECT, H_UPGRADE,
+} from './header-names'
+import type { ErrorCode } from '../errors'
+
+export const HEAD_INCOMPLETE = -1
+export const HEAD_ERROR = -2
+
+/** How the body that follows the head is delimited (RFC 9112 §6.3). */
+export const BODY_NONE = 0
+export const BODY_LENGTH = 1
+export const BODY_CHUNKED = 2
+export const BODY_CLOSE = 3 // response read until the upstream closes
+
+export const KIND_REQUEST = 0
+export const KIND_RESPONSE = 1
+
+// phases of the line scanner
+const START_LINE = 0
+const HEADER_LINE = 1
+
+const MAX_CONNECTION_TOKENS = 16
+const MAX_METHOD_BYTES = 64
+
+const CHUNKED = ascii('chunked')
+const CLOSE = ascii('close')
+const KEEP_ALIVE = ascii('keep-alive')
+const UPGRADE = ascii('upgrade')
+const CONTINUE = ascii('100-continue')
+const HTTP_1_DOT = ascii('HTTP/1.')
+
+/** Host header value bytes: RFC 3986 reg-name / IP-literal / port. */
+const HOST_CHAR = (() => {
+  const t = new Uint8Array(256)
+  const ok = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:[]%"
+  for (const c of ok) t[c.charCodeAt(0)] = 1
+  return t
+})()
+
+/** Well-known methods as interned strings: no allocation for them. */
+const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'OPTIONS', 'PATCH', 'TRACE', 'CONNECT']
+const METHOD_BYTES = METHODS.map(ascii)
+
+export interface HeadLimits {
+  maxHeaderBytes: number
+  maxHeaderCount: number
+  maxRequestTargetBytes: number
+}
+
+export class HeadParser {
+  readonly kind: number
+  readonly limits: HeadLimits
+  /** Set when execute() returns HEAD_ERROR. */
+  error: ErrorCode | null = null
+  /** Human detail for the log line (never sent to the client). */
+  errorDetail = ''
+
+  // ---- where the head lives: offsets below are relative to `base` in `buf` ----
+  buf: Buffer = EMPTY
+  base = 0
+  /** Length of the complete head, CRLFCRLF included. */
+  headLength = 0
+
+  // ---- start line ----
+  method = ''
+  targetStart = 0
+  targetEnd = 0
+  versionMinor = 1
+  status = 0
+
+  // ---- header fields: 5 ints each: name start, name end, value start, value end, line end (after CRLF) ----
+  headerCount = 0
+  readonly fields: Int32Array
+  readonly fieldKinds: Uint8Array
+  /** 1 for a field the proxy must not forward (duplicate Content-Length). */
+  readonly fieldSkip: Uint8Array
+  /** Header block start (first field line) and end (before the final CRLF). */
+  fieldsStart = 0
+  fieldsEnd = 0
+
+  // ---- semantics ----
+  contentLength = -1
+  bodyKind = BODY_NONE
+  hasTransferEncoding = false
+  chunkedLast = false
+  connectionClose = false
+  connectionKeepAlive = false
+  connectionUpgrade = false
+  /** Extra field names listed in Connection (hop-by-hop): start/end pairs. */
+  readonly connectionTokens: Int32Array
+  connectionTokenCount = 0
+  hostCount = 0
+  hasUpgrade = false
+  expectContinue = false
+  keepAlive = true
+  /** Response: set by the caller before parsing when the request was HEAD. */
+  noBodyExpected = false
+
+  // ---- resumable scanner state ----
+  private phase = START_LINE
+  private lineStart = 0
+  private scan = 0
+  private colon = -1
+  private sp1 = -1
+  private sp2 = -1
+  private accumulating = false
+  private acc: Buffer | null = null
+  private accLength = 0
+  private chunkedSeen = false
+
+  constructor (kind: number, limits: HeadLimits) {
+    this.kind = kind
+    this.limits = limits
+    this.fields = new Int32Array(limits.maxHeaderCount * 5)
+    this.fieldKinds = new Uint8Array(limits.maxHeaderCount)
+    this.fieldSkip = new Uint8Array(limits.maxHeaderCount)
+    this.connectionTokens = new Int32Array(MAX_CONNECTION_TOKENS * 2)
+  }
+
+  /** Ready for the next message on the same connection. */
+  reset (): void {
+    this.error = null
+    this.errorDetail = ''
+    this.buf = EMPTY
+    this.base = 0
+    this.headLength = 0
+    this.method = ''
+    this.targetStart = 0
+    this.targetEnd = 0
+    this.versionMinor = 1
+    this.status = 0
+    if (this.headerCount > 0) this.fieldSkip.fill(0, 0, this.headerCount)
+    this.headerCount = 0
+    this.fieldsStart = 0
+    this.fieldsEnd = 0
+    this.contentLength = -1
+    this.bodyKind = BODY_NONE
+    this.hasTransferEncoding = false
+    this.chunkedLast = false
+    this.connectionClose = false
+    this.connectionKeepAlive = false
+    this.connectionUpgrade = false
+    this.connectionTokenCount = 0
+    this.hostCount = 0
+    this.hasUpgrade = false
+    this.expectContinue = false
+    this.keepAlive = true
+    this.noBodyExpected = false
+    this.phase = START_LINE
+    this.lineStart = 0
+    this.scan = 0
+    this.colon = -1
+    this.sp1 = -1
+    this.sp2 = -1
+    this.accumulating = false
+    this.accLength = 0
+    this.chunkedSeen = false
+  }
+
+  /** True once at least one byte of the current head has been taken. */
+  get started (): boolean { return this.accumulating || this.scan > 0 }
+
+  execute (chunk: Buffer, start: number, end: number): number {
+    if (!this.accumulating) {
+      this.buf = chunk
+      this.base = start
+      const r = this.parse(end - start)
+      if (r !== HEAD_INCOMPLETE) return r < 0 ? r : start + r
+      // Split head: keep what we have and carry on in the accumulation buffer.
+      const have = end - start
+      if (this.acc === null) this.acc = Buffer.allocUnsafe(this.limits.maxHeaderBytes + 4)
+      chunk.copy(this.acc, 0, start, end)
+      this.accLength = have
+      this.accumulating = true
+      this.buf = this.acc
+      this.base = 0
+      return HEAD_INCOMPLETE
+    }
+    const acc = this.acc as Buffer
+    const before = this.accLength
+    const room = acc.length - before
+    const take = Math.min(room, end - start)
+    chunk.copy(acc, before, start, start + take)
+    this.accLength = before + take
+    const r = this.parse(this.accLength)
+    if (r === HEAD_INCOMPLETE) {
+      if (take < end - start) return this.fail('SWY_ERR_HEADERS_TOO_LARGE', 'header block over limit')
+      return HEAD_INCOMPLETE
+    }
+    if (r < 0) return r
+    // head ends at acc offset r: map back into the caller's chunk
+    return start + (r - before)
+  }
+
+  /** Value of field i as a latin1 string. */
+  fieldValue (i: number): string {
+    const f = i * 5
+    return this.buf.latin1Slice(this.base + this.fields[f + 2], this.base + this.fields[f + 3])
+  }
+
+  fieldName (i: number): string {
+    const f = i * 5
+    return this.buf.latin1Slice(this.base + this.fields[f], this.base + this.fields[f + 1])
+  }
+
+  /** First value of the field of `kind`, or null. */
+  valueOfKind (kind: number): string | null {
+    for (let i = 0; i < this.headerCount; i++) if (this.fieldKinds[i] === kind) return this.fieldValue(i)
+    return null
+  }
+
+  /** First value of a field by lower-case name (slow path: firewall, hashing). */
+  valueOf (lowerName: Uint8Array): string | null {
+    const buf = this.buf
+    const base = this.base
+    for (let i = 0; i < this.headerCount; i++) {
+      const f = i * 5
+      if (equalsLower(buf, base + this.fields[f], base + this.fields[f + 1], lowerName)) return this.fieldValue(i)
+    }
+    return null
+  }
+
+  /** First value of a field by lower-case name given as a string (firewall, hash keys). */
+  valueOfName (lowerName: string): string | null {
+    const buf = this.buf
+    const base = this.base
+    const n = lowerName.length
+    outer:
+    for (let i = 0; i < this.headerCount; i++) {
+      const f = i * 5
+      const s = base + this.fields[f]
+      if (base + this.fields[f + 1] - s !== n) continue
+      for (let j = 0; j < n; j++) if (LOWER[buf[s + j]] !== lowerName.charCodeAt(j)) continue outer
+      return this.fieldValue(i)
+    }
+    return null
+  }
+
+  target (): string {
+    return this.buf.latin1Slice(this.base + this.targetStart, this.base + this.targetEnd)
+  }
+
+  private fail (code: ErrorCode, detail: string): number {
+    this.error = code
+    this.errorDetail = detail
+    return HEAD_ERROR
+  }
+
+  /** Scan buf[base + scan, base + length); returns head length, HEAD_INCOMPLETE or HEAD_ERROR. */
+  private parse (length: number): number {
+    const buf = this.buf
+    const base = this.base
+    const limit = this.limits.maxHeaderBytes
+    let p = this.scan
+    const stop = length < limit + 2 ? length : limit + 2
+    while (p < stop) {
+      const b = buf[base + p]
+      if (b === CR) {
+        if (p + 1 >= length) break // wait for the LF
+        if (buf[base + p + 1] !== LF) return this.fail('SWY_ERR_BARE_CR_LF', 'bare CR')
+        const lineEnd = p
+        p += 2
+        const r = this.phase === START_LINE ? this.startLine(lineEnd) : this.headerLine(lineEnd, p)
+        if (r !== 0) {
+          if (r < 0) return r
+          this.headLength = p
+          return p
+        }
+        this.lineStart = p
+        this.colon = -1
+        continue
+      }
+      if (b === LF) return this.fail('SWY_ERR_BARE_CR_LF', 'bare LF') // RFC 9112 §2.2: we do not accept LF alone
+      if (this.phase === HEADER_LINE) {
+        if (this.colon === -1) {
+          if (b === COLON) {
+            if (p === this.lineStart) return this.fail('SWY_ERR_BAD_HEADER', 'empty field name')
+            this.colon = p
+          } else if (TOKEN[b] !== 1) {
+            if (b === SP || b === HTAB) {
+              // RFC 9112 §5.2: obs-fold; §5.1: no whitespace between name and colon
+              return p === this.lineStart
+                ? this.fail('SWY_ERR_OBS_FOLD', 'obsolete line folding')
+                : this.fail('SWY_ERR_BAD_HEADER', 'whitespace before colon')
+            }
+            return this.fail('SWY_ERR_BAD_HEADER', `invalid byte 0x${b.toString(16)} in field name`)
+          }
+        } else if (FIELD_VALUE[b] !== 1) {
+          return this.fail('SWY_ERR_BAD_HEADER', `invalid byte 0x${b.toString(16)} in field value`)
+        }
+      } else if (this.kind === KIND_REQUEST) {
+        const r = this.requestLineByte(b, p)
+        if (r < 0) return r
+      } else if (FIELD_VALUE[b] !== 1) {
+        return this.fail('SWY_ERR_UPSTREAM_PROTOCOL', 'invalid byte in status line')
+      }
+      p++
+    }
+    this.scan = p
+    if (p >= limit) {
+      if (this.phase === START_LINE && this.kind === KIND_REQUEST && this.sp1 !== -1 && this.sp2 === -1) {
+        return this.fail('SWY_ERR_URI_TOO_LONG', 'request target over limit')
+      }
+      return this.fail(this.kind === KIND_REQUEST ? 'SWY_ERR_HEADERS_TOO_LARGE' : 'SWY_ERR_UPSTREAM_PROTOCOL', 'header block over limit')
+    }
+    return HEAD_INCOMPLETE
+  }
+
+  /** Validate one byte of the request line as it is scanned. */
+  private requestLineByte (b: number, p: number): number {
+    if (b === SP) {
+      if (this.sp1 === -1) {
+        if (p === this.lineStart) return this.fail('SWY_ERR_BAD_REQUEST_LINE', 'empty method')
+        this.sp1 = p
+      } else if (this.sp2 === -1) {
+        if (p === this.sp1 + 1) return this.fail('SWY_ERR_BAD_REQUEST_LINE', 'empty request target')
+        this.sp2 = p
+      } else {
+        return this.fail('SWY_ERR_BAD_REQUEST_LINE', 'extra space in request line')
+      }
+      return 0
+    }
+    if (this.sp1 === -1) {
+      if (TOKEN[b] !== 1) return this.fail('SWY_ERR_BAD_METHOD', 'invalid byte in method')
+      if (p - this.lineStart >= MAX_METHOD_BYTES) return this.fail('SWY_ERR_BAD_METHOD', 'method too long')
+    } else if (this.sp2 === -1) {
+      if (TARGET[b] !== 1) return this.fail('SWY_ERR_BAD_REQUEST_LINE', `invalid byte 0x${b.toString(16)} in request target`)
+      if (p - this.sp1 > this.limits.maxRequestTargetBytes) return this.fail('SWY_ERR_URI_TOO_LONG', 'request target over limit')
+    } else if (b <= 0x20 || b >= 0x7f) {
+      return this.fail('SWY_ERR_BAD_REQUEST_LINE', 'invalid byte in version')
+    }
+    return 0
+  }
+
+  /** A complete start line [lineStart, lineEnd). Returns 0 to continue. */
+  private startLine (lineEnd: number): number {
+    this.phase = HEADER_LINE
+    this.fieldsStart = lineEnd + 2
+    const buf = this.buf
+    const base = this.base
+    if (this.kind === KIND_REQUEST) {
+      if (lineEnd === this.lineStart) {
+        // RFC 9112 §2.2: a server SHOULD ignore at least one empty line before the request-line
+        // (old clients send CRLF after a POST body); the head limit bounds how many
+        this.phase = START_LINE
+        return 0
+      }
+      if (this.sp2 === -1) return this.fail('SWY_ERR_BAD_REQUEST_LINE', 'request line needs method, target and version')
+      const v = base + this.sp2 + 1
+      if (lineEnd - (this.sp2 + 1) !== 8 || !startsWith(buf, v, HTTP_1_DOT)) {
+        if (lineEnd - (this.sp2 + 1) === 8 && startsWith(buf, v, HTTP_SLASH) && isDigit(buf[v + 5]) && buf[v + 6] === 0x2e && isDigit(buf[v + 7])) {
+          return this.fail('SWY_ERR_BAD_VERSION', 'unsupported HTTP version')
+        }
+        return this.fail('SWY_ERR_BAD_REQUEST_LINE', 'malformed HTTP version')
+      }
+      const minor = buf[v + 7]
+      if (minor !== 0x30 && minor !== 0x31) {
+        return isDigit(minor) ? this.fail('SWY_ERR_BAD_VERSION', 'unsupported HTTP version') : this.fail('SWY_ERR_BAD_REQUEST_LINE', 'malformed HTTP version')
+      }
+      this.versionMinor = minor - 0x30
+      this.method = internMethod(buf, base + this.lineStart, base + this.sp1)
+      this.targetStart = this.sp1 + 1
+      this.targetEnd = this.sp2
+      return this.checkTargetForm()
+    }
+    // status-line = HTTP-version SP status-code SP [ reason-phrase ]
+    const s = base + this.lineStart
+    const len = lineEnd - this.lineStart
+    if (len < 12 || !startsWith(buf, s, HTTP_1_DOT) || (buf[s + 7] !== 0x30 && buf[s + 7] !== 0x31) || buf[s + 8] !== SP ||
+        !isDigit(buf[s + 9]) || !isDigit(buf[s + 10]) || !isDigit(buf[s + 11]) || (len > 12 && buf[s + 12] !== SP)) {
+      return this.fail('SWY_ERR_UPSTREAM_PROTOCOL', 'malformed status line')
+    }
+    this.versionMinor = buf[s + 7] - 0x30
+    this.status = (buf[s + 9] - 0x30) * 100 + (buf[s + 10] - 0x30) * 10 + (buf[s + 11] - 0x30)
+    if (this.status < 100) return this.fail('SWY_ERR_UPSTREAM_PROTOCOL', 'status code below 100')
+    return 0
+  }
+
+  /** RFC 9112 §3.2: origin-form, absolute-form, or asterisk-form for OPTIONS. CONNECT is not proxied. */
+  private checkTargetForm (): number {
+    const first = this.buf[this.base + this.targetStart]
+    if (first === 0x2f) return 0 // '/'
+    if (first === 0x2a) { // '*'
+      return this.targetEnd - this.targetStart === 1 && this.method === 'OPTIONS'
+        ? 0
+        : this.fail('SWY_ERR_BAD_REQUEST_LINE', 'asterisk-form is only for OPTIONS')
+    }
+    if (this.method === 'CONNECT') return this.fail('SWY_ERR_BAD_REQUEST_LINE', 'CONNECT is not supported by a reverse proxy')
+    // absolute-form: scheme "://" ...
+    const t = this.buf.latin1Slice(this.base + this.targetStart, this.base + Math.min(this.targetEnd, this.targetStart + 8)).toLowerCase()
+    if (t.startsWith('http://') || t.startsWith('https://')) return 0
+    return this.fail('SWY_ERR_BAD_REQUEST_LINE', 'request target is not origin-form or absolute-form')
+  }
+
+  /** A complete field line, or the empty line that ends the head. Returns 1 when the head is complete. */
+  private headerLine (lineEnd: number, next: number): number {
+    const lineStart = this.lineStart
+    if (lineEnd === lineStart) {
+      this.fieldsEnd = lineStart
+      return this.finish()
+    }
+    const colon = this.colon
+    if (colon === -1) return this.kind === KIND_REQUEST ? this.fail('SWY_ERR_BAD_HEADER', 'field line without colon') : this.fail('SWY_ERR_UPSTREAM_PROTOCOL', 'field line without colon')
+    const n = this.headerCount
+    if (n >= this.limits.maxHeaderCount) {
+      return this.fail(this.kind === KIND_REQUEST ? 'SWY_ERR_HEADERS_TOO_LARGE' : 'SWY_ERR_UPSTREAM_PROTOCOL', 'too many header fields')
+    }
+    const buf = this.buf
+    const base = this.base
+    // trim OWS around the value (RFC 9112 §5.1)
+    let vs = colon + 1
+    let ve = lineEnd
+    while (vs < ve && (buf[base + vs] === SP || buf[base + vs] === HTAB)) vs++
+    while (ve > vs && (buf[base + ve - 1] === SP || buf[base + ve - 1] === HTAB)) ve--
+    const f = n * 5
+    this.fields[f] = lineStart
+    this.fields[f + 1] = colon
+    this.fields[f + 2] = vs
+    this.fields[f + 3] = ve
+    this.fields[f + 4] = next
+    const kind = classifyHeader(buf, base + lineStart, base + colon)
+    this.fieldKinds[n] = kind
+    this.headerCount = n + 1
+    switch (kind) {
+      case H_CONTENT_LENGTH: return this.onContentLength(n, base + vs, base + ve)
+      case H_TRANSFER_ENCODING: return this.onTransferEncoding(base + vs, base + ve)
+      case H_CONNECTION: return this.onConnection(base + vs, base + ve)
+      case H_HOST:
+        if (++this.hostCount > 1 && this.kind === KIND_REQUEST) return this.fail('SWY_ERR_MISSING_HOST', 'more than one Host field')
+        for (let i = base + vs; i < base + ve; i++) {
+          if (HOST_CHAR[buf[i]] !== 1 && this.kind === KIND_REQUEST) return this.fail('SWY_ERR_MISSING_HOST', 'invalid byte in Host')
+        }
+        return 0
+      case H_EXPECT:
+        if (equalsLower(buf, base + vs, base + ve, CONTINUE)) this.expectContinue = true
+        return 0
+      case H_UPGRADE:
+        this.hasUpgrade = true
+        return 0
+      default:
+        return 0
+    }
+  }
+
+  private onContentLength (index: number, s: number, e: number): number {
+    // RFC 9110 §8.6: Content-Length = 1*DIGIT. A list or junk is invalid (RFC 9112 §6.3 (5)).
+    const buf = this.buf
+    if (s === e || e - s > 15) return this.failFraming('SWY_ERR_BAD_CONTENT_LENGTH', 'invalid Content-Length')
+    let n = 0
+    for (let i = s; i < e; i++) {
+      const d = buf[i] - 0x30
+      if (d < 0 || d > 9) return this.failFraming('SWY_ERR_BAD_CONTENT_LENGTH', 'invalid Content-Length')
+      n = n * 10 + d
+    }
+    if (this.contentLength !== -1) {
+      // identical duplicates are one value (RFC 9112 §6.3 (5) lets us accept them); differing ones are an error
+      if (this.contentLength !== n) return this.failFraming('SWY_ERR_BAD_CONTENT_LENGTH', 'differing Content-Length values')
+      this.fieldSkip[index] = 1
+      return 0
+    }
+    this.contentLength = n
+    return 0
+  }
+
+  private onTransferEncoding (s: number, e: number): number {
+    // transfer-coding list; chunked must be last and appear once (RFC 9112 §6.1, §7)
+    this.hasTransferEncoding = true
+    const buf = this.buf
+    let i = s
+    let sawElement = false
+    while (i < e) {
+      while (i < e && (buf[i] === SP || buf[i] === HTAB || buf[i] === COMMA)) i++
+      if (i >= e) break
+      const ts = i
+      while (i < e && TOKEN[buf[i]] === 1) i++
+      const te = i
+      if (te === ts) return this.failFraming('SWY_ERR_BAD_TRANSFER_ENCODING', 'invalid transfer coding')
+      // skip parameters of this coding up to the next comma
+      const isChunked = equalsLower(buf, ts, te, CHUNKED)
+      let hasParams = false
+      while (i < e && buf[i] !== COMMA) {
+        if (buf[i] !== SP && buf[i] !== HTAB) hasParams = true
+        i++
+      }
+      if (isChunked) {
+        if (this.chunkedSeen) return this.failFraming('SWY_ERR_BAD_TRANSFER_ENCODING', 'chunked applied more than once')
+        if (hasParams) return this.failFraming('SWY_ERR_BAD_TRANSFER_ENCODING', 'chunked takes no parameters')
+        this.chunkedSeen = true
+      }
+      this.chunkedLast = isChunked
+      sawElement = true
+    }
+    if (!sawElement) return this.failFraming('SWY_ERR_BAD_TRANSFER_ENCODING', 'empty Transfer-Encoding')
+    return 0
+  }
+
+  private onConnection (s: number, e: number): number {
+    const buf = this.buf
+    let i = s
+    while (i < e) {
+      while (i < e && (buf[i] === SP || buf[i] === HTAB || buf[i] === COMMA)) i++
+      if (i >= e) break
+      const ts = i
+      while (i < e && TOKEN[buf[i]] === 1) i++
+      const te = i
+      while (i < e && (buf[i] === SP || buf[i] === HTAB)) i++
+      if (te === ts || (i < e && buf[i] !== COMMA)) return this.failFraming('SWY_ERR_BAD_HEADER', 'invalid Connection field')
+      if (equalsLower(buf, ts, te, CLOSE)) this.connectionClose = true
+      else if (equalsLower(buf, ts, te, KEEP_ALIVE)) this.connectionKeepAlive = true
+      else if (equalsLower(buf, ts, te, UPGRADE)) this.connectionUpgrade = true
+      else {
+        if (this.connectionTokenCount >= MAX_CONNECTION_TOKENS) return this.failFraming('SWY_ERR_BAD_HEADER', 'too many Connection options')
+        const k = this.connectionTokenCount++ * 2
+        this.connectionTokens[k] = ts - this.base
+        this.connectionTokens[k + 1] = te - this.base
+      }
+    }
+    return 0
+  }
+
+  private failFraming (code: ErrorCode, detail: string): number {
+    return this.fail(this.kind === KIND_REQUEST ? code : 'SWY_ERR_UPSTREAM_PROTOCOL', detail)
+  }
+
+  /** The head is complete: decide framing and persistence. */
+  private finish (): number {
+    const http11 = this.versionMinor === 1
+    if (this.kind === KIND_REQUEST) {
+      // RFC 9112 §3.2: a server MUST respond 400 to an HTTP/1.1 request without Host
+      if (http11 && this.hostCount === 0) return this.fail('SWY_ERR_MISSING_HOST', 'HTTP/1.1 request without Host')
+      if (this.hasTransferEncoding) {
+        // RFC 9112 §6.1: HTTP/1.0 with Transfer-Encoding has faulty framing
+        if (!http11) return this.fail('SWY_ERR_BAD_TRANSFER_ENCODING', 'Transfer-Encoding in an HTTP/1.0 request')
+        // RFC 9112 §6.3 (3): both present -> smuggling attempt; reject
+        if (this.contentLength !== -1) return this.fail('SWY_ERR_CL_AND_TE', 'both Content-Length and Transfer-Encoding')
+        // RFC 9112 §6.3 (4): a request whose final coding is not chunked -> 400
+        if (!this.chunkedLast) return this.fail('SWY_ERR_BAD_TRANSFER_ENCODING', 'final transfer coding is not chunked')
+        this.bodyKind = BODY_CHUNKED
+      } else {
+        this.bodyKind = this.contentLength > 0 ? BODY_LENGTH : BODY_NONE
+      }
+      this.keepAlive = http11 ? !this.connectionClose : (this.connectionKeepAlive && !this.connectionClose)
+      return 1
+    }
+    // response
+    const status = this.status
+    if (this.hasTransferEncoding && this.contentLength !== -1) {
+      // RFC 9112 §6.3 (3): "ought to be handled as an error"; we do, rather than forward it
+      return this.fail('SWY_ERR_UPSTREAM_PROTOCOL', 'both Content-Length and Transfer-Encoding')
+    }
+    if (this.noBodyExpected || status < 200 || status === 204 || status === 304) {
+      this.bodyKind = BODY_NONE
+    } else if (this.hasTransferEncoding) {
+      this.bodyKind = this.chunkedLast ? BODY_CHUNKED : BODY_CLOSE
+    } else if (this.contentLength !== -1) {
+      this.bodyKind = this.contentLength > 0 ? BODY_LENGTH : BODY_NONE
+    } else {
+      this.bodyKind = BODY_CLOSE
+    }
+    this.keepAlive = this.bodyKind !== BODY_CLOSE &&
+      (http11 ? !this.connectionClose : (this.connectionKeepAlive && !this.connectionClose))
+    return 1
+  }
+}
+
+const EMPTY = Buffer.alloc(0)
+const HTTP_SLASH = ascii('HTTP/')
+
+function isDigit (b: number): boolean { return b >= 0x30 && b <= 0x39 }
+
+function startsWith (buf: Uint8Array, at: number, prefix: Uint8Array): boolean {
+  for (let i = 0; i < prefix.length; i++) if (buf[at + i] !== prefix[i]) return false
+  return true
+}
+
+function internMethod (buf: Buffer, s: number, e: number): string {
+  const len = e - s
+  outer:
+  for (let m = 0; m < METHOD_BYTES.length; m++) {
+    const bytes = METHOD_BYTES[m]
+    if (bytes.length !== len) continue
+    for (let i = 0; i < len; i++) if (buf[s + i] !== bytes[i]) continue outer
+    return METHODS[m]
+  }
+  return buf.latin1Slice(s, e)
+}
+
+
+declare global {
+  interface Buffer {
+    /** Node's fast latin1 decoder (what toString('latin1', s, e) calls after checking its arguments). */
+    latin1Slice (start: number, end: number): string
+  }
+}
+
+export { LOWER }

@@ -1,0 +1,59 @@
+/**
+ * Canned responses the proxy writes itself (errors, 429, 403): short plain
+ * text bodies that say what went wrong in catalogue words and leak nothing
+ * (no addresses, no stack traces). Prebuilt per code at load time.
+ */
+import { errorCatalogue, type ErrorCode } from '../errors'
+
+const REASONS: Record<number, string> = {
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'Not Found',
+  405: 'Method Not Allowed',
+  408: 'Request Timeout',
+  413: 'Content Too Large',
+  414: 'URI Too Long',
+  429: 'Too Many Requests',
+  431: 'Request Header Fields Too Large',
+  500: 'Internal Server Error',
+  502: 'Bad Gateway',
+  503: 'Service Unavailable',
+  504: 'Gateway Timeout',
+  505: 'HTTP Version Not Supported',
+}
+
+export function reasonPhrase (status: number): string {
+  return REASONS[status] ?? 'Error'
+}
+
+function build (code: ErrorCode, close: boolean, extraHeaders: string, head: boolean): Buffer {
+  const { status, message } = errorCatalogue[code]
+  const body = `${status} ${reasonPhrase(status)}: ${message}\n`
+  return Buffer.from(
+    `HTTP/1.1 ${status} ${reasonPhrase(status)}\r\n` +
+    'Content-Type: text/plain; charset=utf-8\r\n' +
+    `Content-Length: ${Buffer.byteLength(body)}\r\n` +
+    'Cache-Control: no-store\r\n' +
+    extraHeaders +
+    (close ? 'Connection: close\r\n' : '') +
+    '\r\n' + (head ? '' : body), 'latin1')
+}
+
+const prebuilt = new Map<string, Buffer>()
+for (const code of Object.keys(errorCatalogue) as ErrorCode[]) {
+  for (const close of [false, true]) {
+    prebuilt.set(`${code}:${close ? 1 : 0}:0`, build(code, close, '', false))
+    prebuilt.set(`${code}:${close ? 1 : 0}:1`, build(code, close, '', true))
+  }
+}
+
+/** The canned response for `code`; `head` leaves the body out (answer to HEAD). */
+export function errorReply (code: ErrorCode, close: boolean, head = false): Buffer {
+  return prebuilt.get(`${code}:${close ? 1 : 0}:${head ? 1 : 0}`) as Buffer
+}
+
+/** A canned response with extra header lines (CRLF-terminated), e.g. the rate-limit fields of a 429. */
+export function errorReplyWith (code: ErrorCode, close: boolean, extraHeaders: string, head = false): Buffer {
+  return build(code, close, extraHeaders, head)
+}

@@ -1,0 +1,27 @@
+/**
+ * The descriptor hand-off addon (native/fdhandoff.c, built by node-gyp during
+ * `npm install`). Loaded lazily: sequential mode never needs it.
+ */
+import { join } from 'node:path'
+import { SwitchyardError } from '../errors'
+
+interface FdHandoff {
+  duplicate (fd: number): number
+  close (fd: number): void
+}
+
+let addon: FdHandoff | null = null
+
+export function loadHandoff (): FdHandoff {
+  if (addon !== null) return addon
+  // dist/src/primary/handoff.js -> <package root>/build/Release/fdhandoff.node
+  const path = join(__dirname, '..', '..', '..', 'build', 'Release', 'fdhandoff.node')
+  try {
+    addon = require(path) as FdHandoff
+  } catch (err) {
+    throw new SwitchyardError('SWY_ERR_FD_HANDOFF',
+      `cannot load the descriptor hand-off addon (${path}): ${(err as Error).message}. ` +
+      'Worker mode needs it: run `npm install` (it builds the addon with node-gyp), or start with --workers 0.', { cause: err })
+  }
+  return addon
+}

@@ -1,0 +1,170 @@
+/**
+ * The primary thread: owns the listening socket, the shared state, the health
+ * checks and (in worker mode) the worker pool. `workers: 0` serves every
+ * connection on this thread with the same connection handler the workers use.
+ */
+import * as net from 'node:net'
+import { randomBytes } from 'node:crypto'
+import type { Config } from '../config/types'
+import { parseHostPort } from '../config/types'
+import { SharedState, type UpstreamEntry } from '../shared/state'
+import { buildUpstreamTable } from '../shared/upstreams'
+import { H_CONNECTIONS_ACCEPTED } from '../shared/layout'
+import { createThreadProxy, attachConnection, applyConfig, startThreadStats, drainThread } from '../proxy/thread'
+import type { ProxyContext } from '../proxy/context'
+import { WorkerPool } from './workers'
+import { ActiveHealthChecker } from '../health/active'
+import { PassiveReviver } from '../health/passive'
+import { upstreamStatus, type UpstreamStatus } from '../health/status'
+import { logger, setLogLevel, flushLogs } from '../log'
+import { version } from '../version'
+
+export interface ListenAddress {
+  host: string
+  port: number
+}
+
+export class Switchyard {
+  config: Config
+  readonly state: SharedState
+  table: readonly UpstreamEntry[]
+  readonly startedAt = Date.now()
+  readonly stickySecret: string | null
+  private readonly server: net.Server
+  private sequential: ProxyContext | null = null
+  private workers: WorkerPool | null = null
+  private checker: ActiveHealthChecker | null = null
+  private readonly reviver: PassiveReviver
+  private stopThreadStats: () => void = () => {}
+  private stopping: Promise<void> | null = null
+  address: ListenAddress = { host: '', port: 0 }
+
+  private constructor (config: Config) {
+    this.config = config
+    setLogLevel(config.log.level)
+    this.state = SharedState.create(config.rateLimit?.tableSize ?? 0)
+    this.table = buildUpstreamTable(config, this.state, null)
+    this.stickySecret = config.stickySessions !== undefined
+      ? (config.stickySessions.secret ?? randomBytes(32).toString('base64url'))
+      : null
+    const passive = config.healthCheck?.passive ?? { maxFailures: 1, cooldownMs: 10_000 }
+    this.reviver = new PassiveReviver(passive, this.state, this.table, config.healthCheck?.active !== undefined)
+    if (config.workers === 0) {
+      const ctx = createThreadProxy(config, this.state, this.table, { stickySecret: this.stickySecret })
+      ctx.workerSlot = this.state.claimWorkerSlot(1)
+      this.stopThreadStats = startThreadStats(ctx)
+      this.sequential = ctx
+      this.server = net.createServer({ allowHalfOpen: true }, (socket) => this.onSequentialConnection(socket))
+    } else {
+      this.workers = new WorkerPool(config.workers, config, this.state, this.table, this.stickySecret)
+      this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
+        this.state.addHeader(H_CONNECTIONS_ACCEPTED, 1)
+        ;(this.workers as WorkerPool).dispatch(socket)
+      })
+    }
+    this.server.on('error', (err) => logger.error({ err: err.message }, 'listener error'))
+  }
+
+  private onSequentialConnection (socket: net.Socket): void {
+    this.state.addHeader(H_CONNECTIONS_ACCEPTED, 1)
+    const peer = socket.remoteAddress
+    if (peer === undefined) { socket.destroy(); return }
+    attachConnection(this.sequential as ProxyContext, socket, peer)
+  }
+
+  static async start (config: Config): Promise<Switchyard> {
+    const lb = new Switchyard(config)
+    const { host, port } = parseHostPort(config.listen)
+    await new Promise<void>((resolve, reject) => {
+      lb.server.once('error', reject)
+      lb.server.listen({ host, port, backlog: 4096 }, () => {
+        lb.server.off('error', reject)
+        resolve()
+      })
+    })
+    const bound = lb.server.address() as net.AddressInfo
+    lb.address = { host: bound.address, port: bound.port }
+    if (config.healthCheck?.active !== undefined) {
+      lb.checker = new ActiveHealthChecker(config.healthCheck.active, lb.state, lb.table)
+      lb.checker.start()
+    }
+    lb.reviver.start()
+    logger.info({
+      address: `${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}`,
+      mode: config.workers === 0 ? 'sequential' : 'workers',
+      workers: config.workers,
+      upstreams: lb.table.map((u) => u.address),
+      algorithm: config.balancing.algorithm,
+      version,
+    }, 'listening')
+    return lb
+  }
+
+  get mode (): 'sequential' | 'workers' { return this.workers === null ? 'sequential' : 'workers' }
+
+  /** The worker pool (worker mode only), for tests and the admin API. */
+  get workerPool (): WorkerPool | null { return this.workers }
+
+  upstreamStatus (): UpstreamStatus[] {
+    return upstreamStatus(this.state, this.table)
+  }
+
+  /**
+   * Apply a new config without dropping connections. `listen` and `workers`
+   * need a restart: reported in the result, the rest still applies.
+   */
+  reload (next: Config): { applied: boolean, restartNeeded: string[] } {
+    const restartNeeded: string[] = []
+    if (next.listen !== this.config.listen) restartNeeded.push('listen')
+    if (next.workers !== this.config.workers) restartNeeded.push('workers')
+    if ((next.rateLimit?.tableSize ?? 0) !== (this.config.rateLimit?.tableSize ?? 0)) restartNeeded.push('rateLimit.tableSize')
+    const effective: Config = { ...next, listen: this.config.listen, workers: this.config.workers, rateLimit: next.rateLimit === undefined ? undefined : { ...next.rateLimit, tableSize: this.config.rateLimit?.tableSize ?? next.rateLimit.tableSize } }
+    if (effective.rateLimit !== undefined && this.state.rateTableSlots === 0) {
+      restartNeeded.push('rateLimit (enabling it needs shared memory allocated at start)')
+      ;(effective as { rateLimit?: unknown }).rateLimit = undefined
+    }
+    Object.freeze(effective)
+    const table = buildUpstreamTable(effective, this.state, this.table)
+    this.config = effective
+    this.table = table
+    setLogLevel(effective.log.level)
+    if (this.sequential !== null) applyConfig(this.sequential, effective, table, { stickySecret: this.stickySecret })
+    if (this.workers !== null) this.workers.broadcast({ type: 'config', config: effective, table })
+    const active = effective.healthCheck?.active
+    if (active !== undefined) {
+      if (this.checker === null) { this.checker = new ActiveHealthChecker(active, this.state, table); this.checker.start() } else { this.checker.setConfig(active); this.checker.setTable(table) }
+    } else if (this.checker !== null) {
+      void this.checker.stop()
+      this.checker = null
+    }
+    this.reviver.setTable(table)
+    this.reviver.setConfig(effective.healthCheck?.passive ?? { maxFailures: 1, cooldownMs: 10_000 }, active !== undefined)
+    logger.info({ upstreams: table.map((u) => u.address), restartNeeded }, 'configuration reloaded')
+    return { applied: true, restartNeeded }
+  }
+
+  /** Stop accepting, let in-flight requests finish (up to drainMs), then release everything. */
+  async stop (drainMs = this.config.timeouts.drainMs): Promise<void> {
+    if (this.stopping !== null) return await this.stopping
+    this.stopping = (async () => {
+      const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
+      if (this.checker !== null) await this.checker.stop()
+      this.reviver.stop()
+      if (this.sequential !== null) {
+        const ctx = this.sequential
+        drainThread(ctx)
+        const deadline = Date.now() + drainMs
+        while (ctx.clients.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20))
+        for (const c of ctx.clients) c.destroy()
+        ctx.sweeper.stop()
+        this.stopThreadStats()
+        ctx.pool.drain()
+      }
+      if (this.workers !== null) await this.workers.drainAndClose(drainMs)
+      await closed
+      logger.info('stopped')
+      flushLogs()
+    })()
+    return await this.stopping
+  }
+}

@@ -1,0 +1,124 @@
+/**
+ * Worker mode: piscina owns N proxy worker threads. Every accepted connection
+ * becomes one long-lived task (it resolves when the connection closes), given
+ * to the worker with the fewest open connections. The primary duplicates the
+ * accepted socket's descriptor, destroys its own handle, and sends the number.
+ */
+import { join } from 'node:path'
+import type * as net from 'node:net'
+import { BroadcastChannel } from 'node:worker_threads'
+import { randomUUID } from 'node:crypto'
+import { Piscina } from 'piscina'
+import type { Config } from '../config/types'
+import type { SharedState, UpstreamEntry } from '../shared/state'
+import { H_WORKER_RESTARTS } from '../shared/layout'
+import { loadHandoff } from './handoff'
+import { logger } from '../log'
+
+export interface WorkerInit {
+  config: Config
+  state: ReturnType<SharedState['toInit']>
+  table: readonly UpstreamEntry[]
+  stickySecret: string | null
+  channel: string
+}
+
+export interface ConnectionTask {
+  fd: number
+  peerIp: string
+  peerPort: number
+}
+
+export type ControlMessage =
+  | { type: 'config', config: Config, table: readonly UpstreamEntry[] }
+  | { type: 'drain' }
+
+export class WorkerPool {
+  readonly pool: Piscina
+  private readonly channel: BroadcastChannel
+  private readonly handoff = loadHandoff()
+  private readonly inFlight = new Set<Promise<unknown>>()
+  private stopping = false
+
+  constructor (threads: number, config: Config, state: SharedState, table: readonly UpstreamEntry[], stickySecret: string | null) {
+    const channelName = `switchyard:${randomUUID()}`
+    this.channel = new BroadcastChannel(channelName)
+    this.channel.unref()
+    const init: WorkerInit = { config, state: state.toInit(), table, stickySecret, channel: channelName }
+    this.pool = new Piscina({
+      filename: join(__dirname, '..', '..', 'workers', 'proxy.worker.js'),
+      minThreads: threads,
+      maxThreads: threads,
+      // each connection is one task that lives as long as the connection
+      concurrentTasksPerWorker: 1_000_000,
+      idleTimeout: 2 ** 31 - 1,
+      // workers own sockets: they must never block in Atomics.wait
+      atomics: 'disabled',
+      workerData: init,
+      loadBalancer: fewestConnections,
+    })
+    this.pool.on('workerDestroy', (worker: { id: number }) => {
+      state.releaseWorkerSlot(worker.id)
+      if (!this.stopping) {
+        state.addHeader(H_WORKER_RESTARTS, 1)
+        logger.error({ threadId: worker.id }, 'worker thread exited; its connections were closed and a new worker replaces it')
+      }
+    })
+    this.pool.on('error', (err: Error) => {
+      logger.error({ err: { message: err.message, code: (err as NodeJS.ErrnoException).code } }, 'worker pool error')
+    })
+  }
+
+  /** Hand an accepted, paused socket to a worker. */
+  dispatch (socket: net.Socket): void {
+    const handle = (socket as unknown as { _handle: { fd: number } | null })._handle
+    const peerIp = socket.remoteAddress
+    const peerPort = socket.remotePort ?? 0
+    if (handle === null || peerIp === undefined || handle.fd < 0) { socket.destroy(); return }
+    let fd: number
+    try {
+      fd = this.handoff.duplicate(handle.fd)
+    } catch (err) {
+      logger.error({ err: (err as Error).message }, 'could not duplicate an accepted descriptor; connection dropped')
+      socket.destroy()
+      return
+    }
+    // our copy goes; the worker's duplicate keeps the connection open
+    socket.destroy()
+    const task: ConnectionTask = { fd, peerIp, peerPort }
+    const done = this.pool.run(task).catch((err: Error) => {
+      // a worker that crashed took its descriptors with it (thread teardown closes its handles)
+      if (!this.stopping) logger.warn({ peer: peerIp, err: err.message }, 'connection ended by a worker failure')
+    })
+    this.inFlight.add(done)
+    void done.finally(() => this.inFlight.delete(done))
+  }
+
+  broadcast (message: ControlMessage): void {
+    this.channel.postMessage(message)
+  }
+
+  get openConnections (): number { return this.inFlight.size }
+
+  /** Ask workers to finish what is in flight; wait up to `ms`, then destroy the pool. */
+  async drainAndClose (ms: number): Promise<void> {
+    this.broadcast({ type: 'drain' })
+    const deadline = Date.now() + ms
+    while (this.inFlight.size > 0 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 20))
+    }
+    this.stopping = true
+    await this.pool.destroy()
+    this.channel.close()
+  }
+}
+
+/** piscina load balancer: the worker with the fewest open connections (tasks). */
+function fewestConnections (_task: unknown, workers: Array<{ currentUsage: number, terminating: boolean, destroyed: boolean }>): any {
+  let best = null
+  for (const w of workers) {
+    if (w.terminating || w.destroyed) continue
+    if (best === null || w.currentUsage < best.currentUsage) best = w
+  }
+  return best
+}

@@ -1,0 +1,110 @@
+/**
+ * Everything one thread's request path needs, built once per thread (and
+ * rebuilt on reload): config, shared state, the upstream table and its
+ * balancer, the connection pool, the deadline sweeper, and the policy hooks.
+ * An off feature is `null` and costs one branch per request.
+ */
+import type { Config } from '../config/types'
+import type { SharedState, UpstreamEntry } from '../shared/state'
+import type { Balancer } from '../balancer/types'
+import { DeadlineSweeper } from './sweeper'
+import type { UpstreamPool } from './pool'
+import type { HeadLimits } from '../http/head-parser'
+
+/** What the firewall sees of a request (src/firewall). */
+export interface FirewallRequest {
+  method: string
+  target: string
+  clientIp: string
+  bodyLength: number
+  header (lowerCaseName: string): string | null
+}
+
+export interface FirewallHook {
+  evaluate (req: FirewallRequest): number
+  ruleName (index: number): string
+}
+
+export interface RateDecisionLike {
+  allowed: boolean
+}
+
+export interface RateLimitHook<D extends RateDecisionLike = RateDecisionLike> {
+  newDecision (): D
+  check (clientIp: string, nowMs: number, out: D): boolean
+  headers (decision: D): string
+}
+
+export interface StickyHook {
+  route (cookieHeader: string | null): number
+  setCookieLine (index: number): string
+}
+
+export type ClientIpResolver = (socketIp: string, xForwardedFor: string | null) => string
+
+export interface ConnectionCounters {
+  /** Worker slot in shared state (per-thread stats), -1 if none. */
+  workerSlot: number
+}
+
+export class ProxyContext {
+  config: Config
+  readonly state: SharedState
+  table: readonly UpstreamEntry[]
+  balancer: Balancer
+  readonly pool: UpstreamPool
+  readonly sweeper: DeadlineSweeper
+  headLimits: HeadLimits
+  firewall: FirewallHook | null = null
+  limiter: RateLimitHook | null = null
+  sticky: StickyHook | null = null
+  resolveClientIp: ClientIpResolver | null = null
+  /** Lower-case header name whose value is the balancing hash key, or null. */
+  hashHeader: string | null = null
+  /** Cookie name whose value is the balancing hash key, or null. */
+  hashCookie: string | null = null
+  workerSlot = -1
+  /** Set while shutting down: answer in-flight requests, then close. */
+  draining = false
+  /** Client connections open on this thread. */
+  readonly clients = new Set<{ closeIfIdle (): boolean, destroy (): void }>()
+  onIdle: (() => void) | null = null
+
+  constructor (config: Config, state: SharedState, table: readonly UpstreamEntry[], balancer: Balancer, pool: UpstreamPool) {
+    this.config = config
+    this.state = state
+    this.table = table
+    this.balancer = balancer
+    this.pool = pool
+    this.headLimits = limitsOf(config)
+    this.sweeper = new DeadlineSweeper(DeadlineSweeper.tickFor(shortestTimeout(config)))
+    this.sweeper.start()
+    this.applyHashKey(config)
+  }
+
+  applyHashKey (config: Config): void {
+    const hk = config.balancing.hashKey
+    this.hashHeader = hk.source === 'header' && hk.name !== undefined ? hk.name.toLowerCase() : null
+    this.hashCookie = hk.source === 'cookie' && hk.name !== undefined ? hk.name : null
+  }
+
+  setConfig (config: Config): void {
+    this.config = config
+    this.headLimits = limitsOf(config)
+    this.sweeper.setTick(DeadlineSweeper.tickFor(shortestTimeout(config)))
+    this.applyHashKey(config)
+  }
+}
+
+function limitsOf (config: Config): HeadLimits {
+  return {
+    maxHeaderBytes: config.limits.maxHeaderBytes,
+    maxHeaderCount: config.limits.maxHeaderCount,
+    maxRequestTargetBytes: config.limits.maxRequestTargetBytes,
+  }
+}
+
+function shortestTimeout (config: Config): number {
+  const t = config.timeouts
+  return Math.min(t.connectMs, t.responseMs, t.upstreamIdleMs, t.clientHeaderMs, t.clientIdleMs)
+}

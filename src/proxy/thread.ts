@@ -1,0 +1,64 @@
+/**
+ * Sets up the request path on one thread (the primary in sequential mode, or
+ * a worker): the ProxyContext with its balancer and policy hooks, and the
+ * per-thread stats. `attachConnection` is all a caller needs for a connected
+ * socket; it needs nothing else from the caller.
+ */
+import type * as net from 'node:net'
+import { monitorEventLoopDelay } from 'node:perf_hooks'
+import type { Config } from '../config/types'
+import type { SharedState, UpstreamEntry } from '../shared/state'
+import { W_LOOP_LAG_US } from '../shared/layout'
+import { createBalancer } from '../balancer/index'
+import { ProxyContext } from './context'
+import { UpstreamPool } from './pool'
+import { ClientConnection } from './client'
+import { installPolicies } from './policies'
+
+export interface ThreadOptions {
+  /** Shared secret for sticky cookies, generated once by the primary. */
+  stickySecret: string | null
+}
+
+export function createThreadProxy (config: Config, state: SharedState, table: readonly UpstreamEntry[], options: ThreadOptions): ProxyContext {
+  const pool = new UpstreamPool(config.pool.maxIdlePerUpstream)
+  const ctx = new ProxyContext(config, state, table, createBalancer(config.balancing, table, state), pool)
+  installPolicies(ctx, config, table, options.stickySecret)
+  return ctx
+}
+
+/** Hot reload: swap config, table and balancer; in-flight requests keep what they had. */
+export function applyConfig (ctx: ProxyContext, config: Config, table: readonly UpstreamEntry[], options: ThreadOptions): void {
+  const oldSlots = new Set(ctx.table.map((e) => e.slot))
+  ctx.setConfig(config)
+  ctx.table = table
+  ctx.balancer = createBalancer(config.balancing, table, ctx.state)
+  ctx.pool.maxIdlePerUpstream = config.pool.maxIdlePerUpstream
+  installPolicies(ctx, config, table, options.stickySecret)
+  for (const e of table) oldSlots.delete(e.slot)
+  for (const slot of oldSlots) ctx.pool.drain(slot) // idle sockets to upstreams that left
+}
+
+export function attachConnection (ctx: ProxyContext, socket: net.Socket, peerIp: string): ClientConnection {
+  return new ClientConnection(ctx, socket, peerIp)
+}
+
+/** Start accounting loop lag for this thread's worker slot (unref'd). */
+export function startThreadStats (ctx: ProxyContext): () => void {
+  if (ctx.workerSlot === -1) return () => {}
+  const histogram = monitorEventLoopDelay({ resolution: 20 })
+  histogram.enable()
+  const timer = setInterval(() => {
+    ctx.state.storeWorker(ctx.workerSlot, W_LOOP_LAG_US, Math.min(2 ** 31 - 1, Math.round(histogram.percentile(99) / 1000)))
+    histogram.reset()
+  }, 1000)
+  timer.unref()
+  return () => { clearInterval(timer); histogram.disable() }
+}
+
+/** Graceful shutdown on this thread: close idle connections, let the others finish. */
+export function drainThread (ctx: ProxyContext): void {
+  ctx.draining = true
+  for (const client of ctx.clients) client.closeIfIdle()
+  ctx.pool.drain()
+}

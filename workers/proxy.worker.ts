@@ -1,0 +1,43 @@
+/**
+ * The piscina worker entry. The request path is built once at module scope
+ * from workerData; each task is one client connection, handed over as a
+ * duplicated descriptor, and resolves when that connection closes.
+ */
+import * as net from 'node:net'
+import { workerData, threadId, BroadcastChannel } from 'node:worker_threads'
+import { SharedState } from '../src/shared/state'
+import { createThreadProxy, attachConnection, applyConfig, startThreadStats, drainThread } from '../src/proxy/thread'
+import type { WorkerInit, ConnectionTask, ControlMessage } from '../src/primary/workers'
+import { logger, flushLogs, setLogLevel } from '../src/log'
+
+const init = workerData as WorkerInit
+const state = new SharedState(init.state)
+setLogLevel(init.config.log.level)
+const ctx = createThreadProxy(init.config, state, init.table, { stickySecret: init.stickySecret })
+ctx.workerSlot = state.claimWorkerSlot(threadId)
+if (ctx.workerSlot === -1) logger.warn('no free worker slot in shared state; per-worker stats are off for this thread')
+startThreadStats(ctx)
+
+const channel = new BroadcastChannel(init.channel)
+channel.unref()
+channel.onmessage = (event: unknown) => {
+  const message = (event as { data: ControlMessage }).data
+  if (message.type === 'config') {
+    setLogLevel(message.config.log.level)
+    applyConfig(ctx, message.config, message.table, { stickySecret: init.stickySecret })
+  } else if (message.type === 'drain') {
+    drainThread(ctx)
+    flushLogs()
+  }
+}
+
+process.on('exit', flushLogs)
+
+export default async function serveConnection (task: ConnectionTask): Promise<void> {
+  const socket = new net.Socket({ fd: task.fd, readable: true, writable: true, allowHalfOpen: true })
+  return await new Promise<void>((resolve) => {
+    socket.once('close', () => resolve())
+    attachConnection(ctx, socket, task.peerIp)
+    if (ctx.draining) ctx.clients.forEach((c) => c.closeIfIdle())
+  })
+}
