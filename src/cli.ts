@@ -45,6 +45,8 @@ async function main (): Promise<void> {
     process.exit(1)
   }
 
+  lb.configSource = () => resolveConfig(loadRaw(options.configPath, options.overrides), source)
+
   let signals = 0
   const shutdown = (signal: string): void => {
     signals++
@@ -64,7 +66,7 @@ async function main (): Promise<void> {
   process.on('SIGINT', () => shutdown('SIGINT'))
   process.on('SIGHUP', () => {
     try {
-      const next = resolveConfig(loadRaw(options.configPath, options.overrides), source)
+      const next = (lb.configSource as () => typeof config)()
       const result = lb.reload(next)
       if (result.restartNeeded.length > 0) logger.warn({ keys: result.restartNeeded }, 'these changes need a restart and were not applied')
     } catch (err) {

@@ -38,6 +38,11 @@ export class Switchyard {
   private stopThreadStats: () => void = () => {}
   private stopping: Promise<void> | null = null
   address: ListenAddress = { host: '', port: 0 }
+  /**
+   * Re-reads and validates the config source (set by the CLI to re-read lb.json
+   * and re-apply flags); null when started from an object. Throws ConfigError.
+   */
+  configSource: (() => Config) | null = null
 
   private constructor (config: Config) {
     this.config = config
