@@ -6,6 +6,7 @@
 import { parseArgs, mergeOverrides, baseWithoutFile, usage } from './cli-args'
 import { readConfigFile, resolveConfig } from './config/load'
 import { ConfigError } from './errors'
+import type { Config } from './config/types'
 import { Switchyard } from './primary/server'
 import { logger, flushLogs } from './log'
 import { version } from './version'
@@ -26,7 +27,7 @@ async function main (): Promise<void> {
   if (options.help) { process.stdout.write(usage); return }
   if (options.version) { process.stdout.write(`switchyard ${version}\n`); return }
   const source = options.configPath ?? 'command line'
-  let config
+  let config: Config
   try {
     config = resolveConfig(loadRaw(options.configPath, options.overrides), source)
   } catch (err) {
@@ -66,7 +67,7 @@ async function main (): Promise<void> {
   process.on('SIGINT', () => shutdown('SIGINT'))
   process.on('SIGHUP', () => {
     try {
-      const next = (lb.configSource as () => typeof config)()
+      const next = (lb.configSource as () => Config)()
       const result = lb.reload(next)
       if (result.restartNeeded.length > 0) logger.warn({ keys: result.restartNeeded }, 'these changes need a restart and were not applied')
     } catch (err) {
