@@ -98,9 +98,10 @@ export interface ForwardIdentity {
 /**
  * The request head sent upstream: the request line as received, the kept
  * fields, then X-Forwarded-For / X-Forwarded-Proto / Forwarded / Via with this
- * hop appended, and Connection: upgrade when upgrading.
+ * hop appended, and Connection: upgrade when upgrading. `body`, when given, is
+ * copied right after the head so both leave in one write.
  */
-export function buildRequestHead (p: HeadParser, id: ForwardIdentity, upgrading: boolean): Buffer {
+export function buildRequestHead (p: HeadParser, id: ForwardIdentity, upgrading: boolean, body: Buffer | null): Buffer {
   const buf = p.buf
   const base = p.base
   const http10 = p.versionMinor === 0
@@ -116,10 +117,11 @@ export function buildRequestHead (p: HeadParser, id: ForwardIdentity, upgrading:
     (upgrading ? 'Connection: upgrade\r\n\r\n' : '\r\n')
   const lineBytes = p.fieldsStart
   const size = lineBytes + keptFieldBytes(p, DROP_REQUEST, upgrading) + added.length
-  const out = Buffer.allocUnsafe(size)
+  const out = Buffer.allocUnsafe(size + (body === null ? 0 : body.length))
   let o = buf.copy(out, 0, base, base + lineBytes)
   o = copyKeptFields(p, DROP_REQUEST, upgrading, out, o)
-  out.latin1Write(added, o)
+  o += out.latin1Write(added, o)
+  if (body !== null) body.copy(out, o)
   return out
 }
 

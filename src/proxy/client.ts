@@ -47,6 +47,8 @@ const D_IDLE = 2 //        keep-alive connection with no request
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE'])
 const MAX_PENDING_BYTES = 64 * 1024
+/** Up to this many body bytes are copied next to a head to save a write (and a syscall). */
+const COALESCE_BYTES = 16 * 1024
 
 const kClient = Symbol('switchyard.client')
 
@@ -83,6 +85,8 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
   /** Some request body bytes have gone to an upstream (then it cannot be replayed). */
   bodySent = false
   requestHead: Buffer | null = null
+  /** requestHead carries the first body bytes too. */
+  bodyInHead = false
   initialBody: Buffer | null = null
   entry: UpstreamEntry | null = null
   retriesLeft = 0
@@ -93,6 +97,8 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
   flag = '-'
   responseStarted = false
   closeAfterResponse = false
+  /** Response head not yet written: sent together with the first body bytes in one write. */
+  heldHead: Buffer | null = null
   /** Set-Cookie line to add to the response (sticky sessions), '' for none. */
   setCookie = ''
   stickyIndex = -1
@@ -276,7 +282,15 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
     else if (ctx.hashCookie !== null) this.pick.hashKey = cookieValue(p.valueOfKind(H_COOKIE), ctx.hashCookie)
     if (ctx.sticky !== null) this.stickyIndex = ctx.sticky.route(p.valueOfKind(H_COOKIE))
 
-    this.requestHead = buildRequestHead(p, this.identity, this.upgrading)
+    const initial = this.initialBody
+    if (initial !== null && initial.length <= COALESCE_BYTES) {
+      this.requestHead = buildRequestHead(p, this.identity, this.upgrading, initial)
+      this.initialBody = null
+      this.bodyInHead = true
+    } else {
+      this.requestHead = buildRequestHead(p, this.identity, this.upgrading, null)
+      this.bodyInHead = false
+    }
     this.retriesLeft = ctx.config.retries
     this.phase = P_CONNECTING
     // hold the body back until an upstream is connected: a failed connect can then go elsewhere
@@ -349,6 +363,7 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
       this.bodySent = true
     } else {
       s.write(this.requestHead as Buffer)
+      if (this.bodyInHead) this.bodySent = true
     }
     if (this.bodyDone) {
       this.phase = P_WAIT
@@ -442,7 +457,9 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
     const willClose = !this.keepAlive || ctx.draining || !this.bodyDone || (head.bodyKind === 3 /* BODY_CLOSE */ && !this.isHead)
     this.closeAfterResponse = willClose
     const connection = willClose ? CONNECTION_CLOSE : (this.http10 ? CONNECTION_KEEP_ALIVE : CONNECTION_NONE)
-    this.writeOut(buildResponseHead(head, ctx.config.proxy.via, connection, this.setCookie))
+    const out = buildResponseHead(head, ctx.config.proxy.via, connection, this.setCookie)
+    this.bytesOut += out.length
+    this.heldHead = out
     return HEAD_FINAL
   }
 
@@ -453,13 +470,36 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
 
   onResponseBody (chunk: Buffer, start: number, end: number): void {
     if (end <= start) return
-    this.bytesOut += end - start
-    const ok = this.socket.write(start === 0 && end === chunk.length ? chunk : chunk.subarray(start, end))
+    const n = end - start
+    this.bytesOut += n
+    const head = this.heldHead
+    let ok: boolean
+    if (head !== null && n <= COALESCE_BYTES) {
+      // one write, one syscall: head and the first body bytes together
+      this.heldHead = null
+      const out = Buffer.allocUnsafe(head.length + n)
+      head.copy(out, 0)
+      chunk.copy(out, head.length, start, end)
+      ok = this.socket.write(out)
+    } else {
+      if (head !== null) { this.heldHead = null; this.socket.write(head) }
+      ok = this.socket.write(start === 0 && end === chunk.length ? chunk : chunk.subarray(start, end))
+    }
     if (!ok && this.upstream !== null) this.upstream.socket.pause()
+  }
+
+  /** Write a held response head (a response without body bytes in this read). */
+  flushHead (): void {
+    const head = this.heldHead
+    if (head !== null) {
+      this.heldHead = null
+      this.socket.write(head)
+    }
   }
 
   onResponseEnd (up: UpstreamConnection, reusable: boolean): void {
     if (up !== this.upstream) return
+    this.flushHead()
     this.upstream = null
     this.releaseActive()
     // the upstream can take another request only if it got all of this one
@@ -470,6 +510,7 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
 
   onUpstreamFailure (up: UpstreamConnection, reason: number, detail: string): void {
     if (up !== this.upstream) return
+    this.flushHead()
     this.upstream = null
     this.releaseActive()
     const ctx = this.ctx

@@ -35,6 +35,7 @@ export interface UpstreamClient {
   onUpstreamConnected (up: UpstreamConnection): void
   onResponseHead (up: UpstreamConnection, head: HeadParser): number
   onResponseBody (chunk: Buffer, start: number, end: number): void
+  flushHead (): void
   onResponseEnd (up: UpstreamConnection, reusable: boolean): void
   onUpstreamFailure (up: UpstreamConnection, reason: number, detail: string): void
   onTunnelData (chunk: Buffer): void
@@ -190,10 +191,9 @@ export class UpstreamConnection implements Poolable, Expirable {
     }
     if (this.status === S_TUNNEL) { client.onTunnelData(chunk); return }
     this.receivedAny = true
-    const clientSocket = client.socket
-    clientSocket.cork()
     this.consume(chunk, client)
-    clientSocket.uncork()
+    // a head whose body did not start in this read goes out now
+    if (this.client !== null) this.client.flushHead()
   }
 
   private consume (chunk: Buffer, client: UpstreamClient): void {
