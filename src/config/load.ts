@@ -9,6 +9,7 @@ import { configSchema } from './schema'
 import type { Config } from './types'
 import { parseHostPort } from './types'
 import { ConfigError } from '../errors'
+import { firewallConfigErrors } from '../firewall/rules'
 
 const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, allowUnionTypes: true })
 const validate = ajv.compile(configSchema)
@@ -67,14 +68,7 @@ function semanticErrors (config: Config): string[] {
   if (rl !== undefined && (rl.tableSize & (rl.tableSize - 1)) !== 0) {
     errors.push('/rateLimit/tableSize: must be a power of two')
   }
-  if (config.firewall !== undefined) {
-    config.firewall.rules.forEach((rule, i) => {
-      for (const [where, source] of [['path/regex', rule.path?.regex], ['header/regex', rule.header?.regex]] as const) {
-        if (source === undefined) continue
-        try { new RegExp(source) } catch (err) { errors.push(`/firewall/rules/${i}/${where}: ${(err as Error).message}`) }
-      }
-    })
-  }
+  if (config.firewall !== undefined) errors.push(...firewallConfigErrors(config.firewall))
   return errors
 }
 

@@ -183,6 +183,7 @@ export const configSchema = {
         rules: {
           type: 'array',
           default: [],
+          maxItems: 252, // 256 shared hit counters, 4 taken by the built-in rules
           items: {
             type: 'object',
             additionalProperties: false,

@@ -41,7 +41,8 @@
  *   - a search for the literal phrase "union select", or "sleep(5)" / "pg_sleep("
  *   - relative paths in query values: ?next=../account, ?file=..\x
  *   - a quote, then or/and, then a comparison: ?q='a'+or+b=c
- *   - "<script", "<iframe" or "javascript:" followed by code-like text
+ *   - "<script", "<iframe" or "javascript:" followed by code-like text, and an
+ *     event handler with '=' after a space or quote: ?q=what+is+onload%3D
  *   - any '..' path segment, even one that stays inside the root: browsers remove
  *     dot segments before sending (WHATWG URL), so only tools and attackers send them
  * For a route that needs one of these, put an `allow` rule before it (an allow
@@ -84,17 +85,18 @@ export const SIGNATURE_BYTE = (() => {
 // linear time, not quadratic.
 
 /** Whitespace as SQL sees it: spaces, '+' (form encoding), C comments, MySQL's /*! version comments. */
-const S = String.raw`(?:[\s+]|/\*[\s\S]{0,64}?\*/|/\*!\d{0,5}|\*/)`
+// A comment cannot contain '*/', so a run of comments splits into tokens one way only.
+const S = String.raw`(?:[\s+]|/\*(?:[^*]|\*(?!/)){0,64}\*/|/\*!\d{0,5}|\*/)`
 
 const SQL_SIGNATURES = [
   // tautology after a closing quote: ' or 1=1, 'or'a'='a, ') or ('1'='1, " or ""=", ' || '1'='1, ' or 1--
-  String.raw`['"]\)*${S}*(?:(?:or|and|xor)\b|\|\||&&)${S}*\(*${S}*['"]?[\w.-]{0,40}['"]?\)*${S}*(?:[=<>]|!=|--|#)`,
+  String.raw`['"]\)*${S}*(?:(?:or|and|xor)\b|\|\||&&)(?:${S}|\()*['"]?[\w.-]{0,40}['"]?(?:${S}|\))*(?:[=<>]|!=|--|#)`,
   // a comment straight after a closing quote: admin'--, admin' #
   String.raw`['"]\)*${S}*(?:--|#)(?:[\s+&;]|$)`,
   // numeric or quoted tautology without a leading quote: 1 or 1=1, 1 and 'a'='a'
   String.raw`\b(?:or|and)${S}+(?<tq>['"]?)(?<tv>\w{1,20})\k<tq>${S}*=${S}*\k<tq>\k<tv>\k<tq>(?!\w)`,
   // union select, union all select, union(select, 0union/**/select
-  String.raw`(?<![a-z])union(?:${S}+(?:all|distinct)\b)?(?:${S}+|${S}*\(${S}*)select\b`,
+  String.raw`(?<![a-z])union(?:${S}+(?:all|distinct)\b)?(?:${S}|\()+select\b`,
   // stacked statements: ; drop table, ;delete from, ; exec xp_cmdshell
   String.raw`;${S}*(?:(?:drop|truncate|alter|create)${S}+(?:table|database|schema|user|view|index|procedure|function)\b|delete${S}+from\b|insert${S}+into\b|shutdown\b|exec(?:ute)?${S}+(?:xp|sp)_)`,
   // time-based and file probes: sleep(5), benchmark(1e6,...), pg_sleep(, waitfor delay '0:0:5'

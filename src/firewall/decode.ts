@@ -147,7 +147,8 @@ export class TargetDecoder {
         if (bytes[segmentStart + 2] === SEMICOLON) this.flags |= D_TRAVERSAL
       }
       bytes[w++] = SLASH
-      bytes.copyWithin(w, segmentStart, r)
+      // until something is dropped the segment is already in place; copy by hand after (segments are short)
+      if (w !== segmentStart) for (let k = segmentStart; k < r; k++) bytes[w + k - segmentStart] = bytes[k]
       w += segmentLength
     }
     return w

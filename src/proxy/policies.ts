@@ -6,10 +6,12 @@
 import type { Config } from '../config/types'
 import type { UpstreamEntry } from '../shared/state'
 import type { ProxyContext } from './context'
+import { createFirewall } from '../firewall/index'
+import { logger } from '../log'
 
 export function installPolicies (ctx: ProxyContext, config: Config, table: readonly UpstreamEntry[], stickySecret: string | null): void {
   ctx.resolveClientIp = null
-  ctx.firewall = null
+  ctx.firewall = config.firewall !== undefined ? createFirewall(config.firewall, ctx.state, logger.child({ component: 'firewall' })) : null
   ctx.limiter = null
   ctx.sticky = null
   void config
