@@ -148,9 +148,10 @@ export const configSchema = {
       required: ['maxRequests'],
       properties: {
         algorithm: { enum: ['fixed-window', 'sliding-window', 'token-bucket'], default: 'fixed-window' },
-        maxRequests: { type: 'integer', minimum: 1, maximum: 1_000_000_000 },
+        // a window's tag and count share one int32 in shared memory: counts stay under 2^24
+        maxRequests: { type: 'integer', minimum: 1, maximum: 16_777_215 },
         windowMs: { ...positiveMs, default: 60_000 },
-        burst: { type: 'integer', minimum: 1, maximum: 1_000_000_000 },
+        burst: { type: 'integer', minimum: 1, maximum: 16_777_215 },
         tableSize: { type: 'integer', minimum: 64, maximum: 4_194_304, default: 65_536 },
         trustProxy: { ...cidrList, default: [] },
       },

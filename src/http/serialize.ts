@@ -37,14 +37,17 @@ function namedByConnection (p: HeadParser, i: number): boolean {
   return false
 }
 
-/** Join every value of the fields of `kind` with ", " (list fields, RFC 9110 §5.3); '' when absent. */
-function joinedValues (p: HeadParser, kind: number): string {
+/**
+ * Join every value of the fields of `kind` (list fields, RFC 9110 §5.3; Cookie
+ * lines join with "; ", RFC 6265 §5.4); '' when absent.
+ */
+export function joinedValues (p: HeadParser, kind: number, separator = ', '): string {
   let out = ''
   for (let i = 0; i < p.headerCount; i++) {
     if (p.fieldKinds[i] !== kind) continue
     const v = p.fieldValue(i)
     if (v === '') continue
-    out = out === '' ? v : out + ', ' + v
+    out = out === '' ? v : out + separator + v
   }
   return out
 }

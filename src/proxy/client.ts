@@ -19,7 +19,7 @@ import {
 import { H_X_FORWARDED_FOR, H_COOKIE } from '../http/header-names'
 import { ChunkedScanner, CHUNKED_ERROR } from '../http/chunked'
 import {
-  buildRequestHead, buildResponseHead, type ForwardIdentity,
+  buildRequestHead, buildResponseHead, joinedValues, type ForwardIdentity,
   CONNECTION_NONE, CONNECTION_CLOSE, CONNECTION_KEEP_ALIVE, CONNECTION_UPGRADE,
 } from '../http/serialize'
 import { errorReply, errorReplyWith } from '../http/replies'
@@ -60,7 +60,7 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
   readonly parser: HeadParser
   readonly chunked: ChunkedScanner
   readonly pick = new PickContext()
-  readonly rate: RateDecisionLike | null
+  rate: RateDecisionLike | null
   phase = P_HEAD
   deadline = 0
   deadlineKind = D_NONE
@@ -259,7 +259,7 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
 
     // ---- policy: firewall -> rate limit -> pick ----
     const xffTrusted = ctx.resolveClientIp
-    this.clientIp = xffTrusted === null ? this.identity.clientIp : xffTrusted(this.identity.clientIp, p.valueOfKind(H_X_FORWARDED_FOR))
+    this.clientIp = xffTrusted === null ? this.identity.clientIp : xffTrusted(this.identity.clientIp, nullIfEmpty(joinedValues(p, H_X_FORWARDED_FOR)))
     if (ctx.firewall !== null) {
       const rule = ctx.firewall.evaluate(this)
       if (rule >= 0) {
@@ -269,7 +269,7 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
       }
     }
     if (ctx.limiter !== null) {
-      const decision = this.rate as RateDecisionLike
+      const decision = this.rate ?? (this.rate = ctx.limiter.newDecision())
       if (!ctx.limiter.check(this.clientIp, Date.now(), decision)) {
         ctx.state.addHeader(L.H_RATE_LIMITED, 1)
         this.answerLocally('SWY_ERR_RATE_LIMITED', errorReplyWith('SWY_ERR_RATE_LIMITED', !this.canContinueAfterLocalAnswer(), ctx.limiter.headers(decision), this.isHead))
@@ -279,8 +279,8 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
     this.pick.reset()
     this.pick.clientIp = this.clientIp
     if (ctx.hashHeader !== null) this.pick.hashKey = p.valueOfName(ctx.hashHeader) ?? ''
-    else if (ctx.hashCookie !== null) this.pick.hashKey = cookieValue(p.valueOfKind(H_COOKIE), ctx.hashCookie)
-    if (ctx.sticky !== null) this.stickyIndex = ctx.sticky.route(p.valueOfKind(H_COOKIE))
+    else if (ctx.hashCookie !== null) this.pick.hashKey = cookieValue(nullIfEmpty(joinedValues(p, H_COOKIE, '; ')), ctx.hashCookie)
+    if (ctx.sticky !== null) this.stickyIndex = ctx.sticky.route(nullIfEmpty(joinedValues(p, H_COOKIE, '; ')))
 
     const initial = this.initialBody
     if (initial !== null && initial.length <= COALESCE_BYTES) {
@@ -705,6 +705,10 @@ function cookieValue (header: string | null, name: string): string {
     i = end + 1
   }
   return ''
+}
+
+function nullIfEmpty (value: string): string | null {
+  return value === '' ? null : value
 }
 
 function client (socket: net.Socket): ClientConnection {
