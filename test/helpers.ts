@@ -33,7 +33,8 @@ export async function startEchoUpstream (name = 'upstream', onRequest?: (req: ht
       const body = Buffer.concat(chunks)
       if (onRequest !== undefined && onRequest(req, res, body)) return
       const payload = JSON.stringify({ name, method: req.method, url: req.url, headers: req.headers, rawHeaders: req.rawHeaders, body: body.toString('latin1'), bodyLength: body.length })
-      res.writeHead(200, { 'content-type': 'application/json', 'x-upstream': name })
+      // Content-Length, not chunked: splitResponses() and pipelining tests frame on it
+      res.writeHead(200, { 'content-type': 'application/json', 'x-upstream': name, 'content-length': Buffer.byteLength(payload) })
       res.end(payload)
     })
   })

@@ -44,6 +44,15 @@ const P_CLOSED = 5
 const D_NONE = 0
 const D_HEADER = 1 //      a request head has started and must complete (slowloris)
 const D_IDLE = 2 //        keep-alive connection with no request
+const D_LINGER = 3 //      closing: reading and discarding until the client closes too
+
+/**
+ * After our last response on a connection we half-close and keep reading (and
+ * discarding) for a while: closing with unread input makes the kernel send RST,
+ * which can destroy the response before the client reads it (RFC 9112 §9.6).
+ */
+const LINGER_MS = 2000
+const LINGER_MAX_BYTES = 16 * 1024 * 1024
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE'])
 const MAX_PENDING_BYTES = 64 * 1024
@@ -103,6 +112,8 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
   setCookie = ''
   stickyIndex = -1
   lastFailure = ''
+  /** Bytes discarded while lingering. */
+  discarded = 0
 
   constructor (ctx: ProxyContext, socket: net.Socket, peerIp: string) {
     this.ctx = ctx
@@ -153,6 +164,9 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
     } else if (this.deadlineKind === D_IDLE && this.phase === P_HEAD) {
       this.clearDeadline()
       this.socket.destroy()
+    } else if (this.deadlineKind === D_LINGER) {
+      this.clearDeadline()
+      this.socket.destroy()
     } else {
       this.clearDeadline()
     }
@@ -183,7 +197,10 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
         if (up !== null && !up.socket.write(chunk)) this.socket.pause()
         break
       }
-      case P_CLOSED: break
+      case P_CLOSED:
+        this.discarded += chunk.length
+        if (this.discarded > LINGER_MAX_BYTES) this.socket.destroy()
+        break
       default: // P_CONNECTING with the body done, or P_WAIT: the next pipelined request
         this.pending = this.pending === null ? chunk : Buffer.concat([this.pending, chunk])
         if (this.pending.length > MAX_PENDING_BYTES) this.socket.pause()
@@ -585,8 +602,7 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
     this.initialBody = null
     this.entry = null
     if (this.closeAfterResponse || !this.keepAlive) {
-      this.phase = P_CLOSED
-      this.socket.end()
+      this.lingerAndClose()
       return
     }
     this.parser.reset()
@@ -633,11 +649,18 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
     this.closeAfterResponse = true
     this.pending = null
     this.writeOut(errorReply(code, true, this.isHead))
-    this.phase = P_CLOSED
     logAccess(this)
+    this.lingerAndClose()
+  }
+
+  /** Half-close after the last response; discard input until the client closes or LINGER_MS passes. */
+  private lingerAndClose (): void {
+    this.phase = P_CLOSED
+    this.pending = null
+    this.discarded = 0
     this.socket.end()
-    // framing is lost: do not wait for the client to read politely
-    this.socket.destroySoon()
+    if (this.socket.isPaused()) this.socket.resume()
+    this.setDeadline(D_LINGER, LINGER_MS)
   }
 
   private detachUpstream (destroy: boolean): void {
@@ -659,7 +682,8 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
   handleEnd (): void {
     // the client half-closed: answer what is in flight, then close
     this.keepAlive = false
-    if (this.phase === P_HEAD && (!this.parser.started || this.parser.error !== null)) this.socket.end()
+    if (this.phase === P_CLOSED) this.socket.destroy() // we had half-closed already: done
+    else if (this.phase === P_HEAD && (!this.parser.started || this.parser.error !== null)) this.socket.end()
     else if (this.phase === P_BODY) this.abortUpload('SWY_ERR_BAD_REQUEST', 'client closed before sending the whole body')
   }
 
