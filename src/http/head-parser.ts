@@ -37,6 +37,14 @@ export const KIND_RESPONSE = 1
 const START_LINE = 0
 const HEADER_LINE = 1
 
+// request-target forms (RFC 9112 §3.2), followed byte by byte
+const T_START = 0
+const T_ORIGIN = 1 //    '/' ...
+const T_ASTERISK = 2 //  '*'
+const T_SCHEME = 3 //    "http://" or "https://", any case
+const T_AUTHORITY = 4 // host [ ":" port ]
+const T_ABS_PATH = 5 //  after the authority
+
 const MAX_CONNECTION_TOKENS = 16
 const MAX_METHOD_BYTES = 64
 
@@ -46,6 +54,9 @@ const KEEP_ALIVE = ascii('keep-alive')
 const UPGRADE = ascii('upgrade')
 const CONTINUE = ascii('100-continue')
 const HTTP_1_DOT = ascii('HTTP/1.')
+const HTTP_SLASH = ascii('HTTP/')
+const HTTP_SCHEME = ascii('http://')
+const HTTPS_SCHEME = ascii('https://')
 
 /** Host header value bytes: RFC 3986 reg-name / IP-literal / port. */
 const HOST_CHAR = (() => {
@@ -121,6 +132,7 @@ export class HeadParser {
   private colon = -1
   private sp1 = -1
   private sp2 = -1
+  private targetState = T_START
   private accumulating = false
   private acc: Buffer | null = null
   private accLength = 0
@@ -170,6 +182,7 @@ export class HeadParser {
     this.colon = -1
     this.sp1 = -1
     this.sp2 = -1
+    this.targetState = T_START
     this.accumulating = false
     this.accLength = 0
     this.chunkedSeen = false
@@ -270,11 +283,17 @@ export class HeadParser {
     const base = this.base
     const limit = this.limits.maxHeaderBytes
     let p = this.scan
-    const stop = length < limit + 2 ? length : limit + 2
+    // A head is at most maxHeaderBytes, final CRLF included, however it is split: the check
+    // depends only on byte positions, never on where a chunk happened to end (RFC 9112 §2.3
+    // leaves the limit to us; RFC 6585 §5: 431 when it is exceeded).
+    const stop = length < limit ? length : limit
     while (p < stop) {
       const b = buf[base + p]
       if (b === CR) {
-        if (p + 1 >= length) break // wait for the LF
+        if (p + 1 >= stop) { // the LF is not here yet (wait) or would fall past the limit
+          if (p + 1 >= limit) p = limit
+          break
+        }
         if (buf[base + p + 1] !== LF) return this.fail('SWY_ERR_BARE_CR_LF', 'bare CR')
         const lineEnd = p
         p += 2
@@ -344,9 +363,56 @@ export class HeadParser {
     } else if (this.sp2 === -1) {
       if (TARGET[b] !== 1) return this.fail('SWY_ERR_BAD_REQUEST_LINE', `invalid byte 0x${b.toString(16)} in request target`)
       if (p - this.sp1 > this.limits.maxRequestTargetBytes) return this.fail('SWY_ERR_URI_TOO_LONG', 'request target over limit')
-    } else if (b <= 0x20 || b >= 0x7f) {
-      return this.fail('SWY_ERR_BAD_REQUEST_LINE', 'invalid byte in version')
+      if (this.targetState !== T_ORIGIN && this.targetState !== T_ABS_PATH) return this.targetByte(p - this.sp1 - 1, b)
+    } else {
+      // RFC 9112 §2.3: HTTP-version = "HTTP" "/" DIGIT "." DIGIT. Refuse at the first byte that
+      // cannot fit, rather than hold the connection open until a line end that changes nothing.
+      const j = p - this.sp2 - 1
+      if (j >= 8 || (j < 5 ? b !== HTTP_SLASH[j] : j === 6 ? b !== 0x2e : !isDigit(b))) {
+        return this.fail('SWY_ERR_BAD_REQUEST_LINE', 'malformed HTTP version')
+      }
     }
+    return 0
+  }
+
+  /**
+   * Follow the form of the request target as its bytes arrive (RFC 9112 §3.2): origin-form,
+   * asterisk-form, or absolute-form with an http(s) scheme and a valid authority. A target that
+   * cannot become one of them is refused at the first byte that rules them out.
+   */
+  private targetByte (j: number, b: number): number {
+    switch (this.targetState) {
+      case T_START:
+        if (b === 0x2f) this.targetState = T_ORIGIN
+        else if (b === 0x2a) this.targetState = T_ASTERISK
+        else if (LOWER[b] === HTTP_SCHEME[0]) this.targetState = T_SCHEME
+        else return this.fail('SWY_ERR_BAD_REQUEST_LINE', 'request target is not origin-form or absolute-form')
+        return 0
+      case T_SCHEME: {
+        // "http" is common to both schemes; byte 4 (':' or 's') decides which one this is
+        const scheme = j < 4 || (j === 4 ? LOWER[b] : LOWER[this.buf[this.base + this.sp1 + 5]]) !== 0x73 ? HTTP_SCHEME : HTTPS_SCHEME
+        if (LOWER[b] !== scheme[j]) return this.fail('SWY_ERR_BAD_REQUEST_LINE', 'request target is not origin-form or absolute-form')
+        if (j === scheme.length - 1) this.targetState = T_AUTHORITY
+        return 0
+      }
+      case T_AUTHORITY:
+        if (b === 0x2f || b === 0x3f) { // '/' or '?' ends the authority
+          this.targetState = T_ABS_PATH
+          return this.checkAuthority(j)
+        }
+        // RFC 3986 §3.2.2 host and §3.2.3 port bytes only; RFC 9110 §4.2.4: userinfo ('@') is an error
+        if (HOST_CHAR[b] !== 1) return this.fail('SWY_ERR_BAD_REQUEST_LINE', `invalid byte 0x${b.toString(16)} in request target authority`)
+        return 0
+      default: // T_ASTERISK: nothing may follow the '*'
+        return this.fail('SWY_ERR_BAD_REQUEST_LINE', 'asterisk-form is a lone "*"')
+    }
+  }
+
+  /** The authority of an absolute-form target ends before target byte `end`: RFC 9110 §4.2.1, the host must not be empty. */
+  private checkAuthority (end: number): number {
+    const t = this.base + this.sp1 + 1
+    const start = LOWER[this.buf[t + 4]] === 0x73 ? HTTPS_SCHEME.length : HTTP_SCHEME.length
+    if (end === start || this.buf[t + start] === COLON) return this.fail('SWY_ERR_BAD_REQUEST_LINE', 'absolute-form target without a host')
     return 0
   }
 
@@ -396,18 +462,19 @@ export class HeadParser {
 
   /** RFC 9112 §3.2: origin-form, absolute-form, or asterisk-form for OPTIONS. CONNECT is not proxied. */
   private checkTargetForm (): number {
-    const first = this.buf[this.base + this.targetStart]
-    if (first === 0x2f) return 0 // '/'
-    if (first === 0x2a) { // '*'
-      return this.targetEnd - this.targetStart === 1 && this.method === 'OPTIONS'
-        ? 0
-        : this.fail('SWY_ERR_BAD_REQUEST_LINE', 'asterisk-form is only for OPTIONS')
-    }
+    // RFC 9110 §9.3.6: CONNECT asks for a tunnel, which a reverse proxy does not open (whatever the target form)
     if (this.method === 'CONNECT') return this.fail('SWY_ERR_BAD_REQUEST_LINE', 'CONNECT is not supported by a reverse proxy')
-    // absolute-form: scheme "://" ...
-    const t = this.buf.latin1Slice(this.base + this.targetStart, this.base + Math.min(this.targetEnd, this.targetStart + 8)).toLowerCase()
-    if (t.startsWith('http://') || t.startsWith('https://')) return 0
-    return this.fail('SWY_ERR_BAD_REQUEST_LINE', 'request target is not origin-form or absolute-form')
+    switch (this.targetState) {
+      case T_ORIGIN:
+      case T_ABS_PATH:
+        return 0
+      case T_ASTERISK: // RFC 9112 §3.2.4
+        return this.method === 'OPTIONS' ? 0 : this.fail('SWY_ERR_BAD_REQUEST_LINE', 'asterisk-form is only for OPTIONS')
+      case T_AUTHORITY:
+        return this.checkAuthority(this.targetEnd - this.targetStart)
+      default: // a scheme cut short ("http:/")
+        return this.fail('SWY_ERR_BAD_REQUEST_LINE', 'request target is not origin-form or absolute-form')
+    }
   }
 
   /** A complete field line, or the empty line that ends the head. Returns 1 when the head is complete. */
@@ -450,7 +517,8 @@ export class HeadParser {
         }
         return 0
       case H_EXPECT:
-        if (equalsLower(buf, base + vs, base + ve, CONTINUE)) this.expectContinue = true
+        // RFC 9110 §10.1.1: a server MUST ignore a 100-continue expectation in an HTTP/1.0 request
+        if (this.kind === KIND_REQUEST && this.versionMinor === 1 && equalsLower(buf, base + vs, base + ve, CONTINUE)) this.expectContinue = true
         return 0
       case H_UPGRADE:
         this.hasUpgrade = true
@@ -462,12 +530,18 @@ export class HeadParser {
 
   private onContentLength (index: number, s: number, e: number): number {
     // RFC 9110 §8.6: Content-Length = 1*DIGIT. A list or junk is invalid (RFC 9112 §6.3 (5)).
+    // Leading zeros are valid digits; only significant ones count toward the 15-digit cap that
+    // keeps n exact (§8.6: a recipient MUST prevent integer conversion overflow).
     const buf = this.buf
-    if (s === e || e - s > 15) return this.failFraming('SWY_ERR_BAD_CONTENT_LENGTH', 'invalid Content-Length')
+    // RFC 9112 §6.3 (3): refused at the conflicting line, not after buffering the rest of the head
+    if (this.kind === KIND_REQUEST && this.hasTransferEncoding) return this.fail('SWY_ERR_CL_AND_TE', 'both Content-Length and Transfer-Encoding')
+    if (s === e) return this.failFraming('SWY_ERR_BAD_CONTENT_LENGTH', 'invalid Content-Length')
     let n = 0
+    let significant = 0
     for (let i = s; i < e; i++) {
       const d = buf[i] - 0x30
       if (d < 0 || d > 9) return this.failFraming('SWY_ERR_BAD_CONTENT_LENGTH', 'invalid Content-Length')
+      if ((n !== 0 || d !== 0) && ++significant > 15) return this.failFraming('SWY_ERR_BAD_CONTENT_LENGTH', 'Content-Length too large')
       n = n * 10 + d
     }
     if (this.contentLength !== -1) {
@@ -483,6 +557,12 @@ export class HeadParser {
   private onTransferEncoding (s: number, e: number): number {
     // transfer-coding list; chunked must be last and appear once (RFC 9112 §6.1, §7)
     this.hasTransferEncoding = true
+    const request = this.kind === KIND_REQUEST
+    if (request) {
+      // decided as soon as this line arrives: RFC 9112 §6.1 (TE in HTTP/1.0 is faulty framing), §6.3 (3)
+      if (this.versionMinor === 0) return this.fail('SWY_ERR_BAD_TRANSFER_ENCODING', 'Transfer-Encoding in an HTTP/1.0 request')
+      if (this.contentLength !== -1) return this.fail('SWY_ERR_CL_AND_TE', 'both Content-Length and Transfer-Encoding')
+    }
     const buf = this.buf
     let i = s
     let sawElement = false
@@ -504,6 +584,9 @@ export class HeadParser {
         if (this.chunkedSeen) return this.failFraming('SWY_ERR_BAD_TRANSFER_ENCODING', 'chunked applied more than once')
         if (hasParams) return this.failFraming('SWY_ERR_BAD_TRANSFER_ENCODING', 'chunked takes no parameters')
         this.chunkedSeen = true
+      } else if (this.chunkedSeen && request) {
+        // RFC 9112 §6.3 (4): once a coding follows chunked, chunked can never be final again
+        return this.fail('SWY_ERR_BAD_TRANSFER_ENCODING', 'final transfer coding is not chunked')
       }
       this.chunkedLast = isChunked
       sawElement = true
@@ -562,6 +645,9 @@ export class HeadParser {
     }
     // response
     const status = this.status
+    // RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message means faulty framing; a proxy
+    // answers 502 rather than guess (§6.3 (5))
+    if (this.hasTransferEncoding && !http11) return this.fail('SWY_ERR_UPSTREAM_PROTOCOL', 'Transfer-Encoding in an HTTP/1.0 response')
     if (this.hasTransferEncoding && this.contentLength !== -1) {
       // RFC 9112 §6.3 (3): "ought to be handled as an error"; we do, rather than forward it
       return this.fail('SWY_ERR_UPSTREAM_PROTOCOL', 'both Content-Length and Transfer-Encoding')
@@ -582,7 +668,6 @@ export class HeadParser {
 }
 
 const EMPTY = Buffer.alloc(0)
-const HTTP_SLASH = ascii('HTTP/')
 
 function isDigit (b: number): boolean { return b >= 0x30 && b <= 0x39 }
 

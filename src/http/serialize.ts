@@ -118,10 +118,13 @@ export function buildRequestHead (p: HeadParser, id: ForwardIdentity, upgrading:
     'Forwarded: ' + (priorForwarded === '' ? '' : priorForwarded + ', ') + id.forwardedFor + ';proto=' + proto + '\r\n' +
     'Via: ' + (priorVia === '' ? '' : priorVia + ', ') + (http10 ? '1.0 ' : '1.1 ') + id.via + '\r\n' +
     (upgrading ? 'Connection: upgrade\r\n\r\n' : '\r\n')
-  const lineBytes = p.fieldsStart
+  // skip the empty lines a client may send before the request line (RFC 9112 §2.2): they are not forwarded
+  let lineStart = base
+  while (buf[lineStart] === 0x0d) lineStart += 2
+  const lineBytes = base + p.fieldsStart - lineStart
   const size = lineBytes + keptFieldBytes(p, DROP_REQUEST, upgrading) + added.length
   const out = Buffer.allocUnsafe(size + (body === null ? 0 : body.length))
-  let o = buf.copy(out, 0, base, base + lineBytes)
+  let o = buf.copy(out, 0, lineStart, lineStart + lineBytes)
   o = copyKeptFields(p, DROP_REQUEST, upgrading, out, o)
   o += out.latin1Write(added, o)
   if (body !== null) body.copy(out, o)

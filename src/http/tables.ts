@@ -38,9 +38,11 @@ export const FIELD_VALUE = table((b) => b === HTAB || (b >= 0x20 && b !== 0x7f))
 
 /**
  * Request-target bytes (RFC 9112 §3.2, RFC 3986): visible ASCII only. No SP,
- * no CTL, no DEL, no obs-text (raw non-ASCII must be percent-encoded).
+ * no CTL, no DEL, no obs-text (raw non-ASCII must be percent-encoded), and no
+ * '#': no request-target form has a fragment (RFC 9110 §7.1: the target URI
+ * excludes it), so a '#' would only let two parsers disagree on the path.
  */
-export const TARGET = table((b) => b > 0x20 && b < 0x7f)
+export const TARGET = table((b) => b > 0x20 && b < 0x7f && b !== 0x23)
 
 /** Hex digit value, or 0xff. */
 export const HEX = (() => {
