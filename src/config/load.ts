@@ -58,7 +58,7 @@ function semanticErrors (config: Config): string[] {
     if (!loopback && config.admin.token === undefined) {
       errors.push('/admin/listen: a non-loopback admin listener needs /admin/token')
     }
-    if (config.admin.listen === config.listen) errors.push('/admin/listen: must differ from /listen')
+    if (config.admin.listen === config.listen && parseHostPort(config.listen).port !== 0) errors.push('/admin/listen: must differ from /listen')
   }
   const hk = config.balancing.hashKey
   if (hk.source !== 'ip' && hk.name === undefined) {

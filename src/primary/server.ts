@@ -18,6 +18,7 @@ import { PassiveReviver } from '../health/passive'
 import { upstreamStatus, type UpstreamStatus } from '../health/status'
 import { logger, setLogLevel, flushLogs } from '../log'
 import { version } from '../version'
+import { startAdmin, type AdminServer } from '../admin/server'
 
 export interface ListenAddress {
   host: string
@@ -37,6 +38,8 @@ export class Switchyard {
   private readonly reviver: PassiveReviver
   private stopThreadStats: () => void = () => {}
   private stopping: Promise<void> | null = null
+  /** Admin API and dashboard (config.admin), null when off. */
+  admin: AdminServer | null = null
   address: ListenAddress = { host: '', port: 0 }
   /**
    * Re-reads and validates the config source (set by the CLI to re-read lb.json
@@ -94,6 +97,14 @@ export class Switchyard {
       lb.checker.start()
     }
     lb.reviver.start()
+    if (config.admin !== undefined) {
+      try {
+        lb.admin = await startAdmin(lb)
+      } catch (err) {
+        await lb.stop(0)
+        throw err
+      }
+    }
     logger.info({
       address: `${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}`,
       mode: config.workers === 0 ? 'sequential' : 'workers',
@@ -167,6 +178,8 @@ export class Switchyard {
       }
       if (this.workers !== null) await this.workers.drainAndClose(drainMs)
       await closed
+      // last, so /api/status still answers while connections drain
+      if (this.admin !== null) await this.admin.close()
       logger.info('stopped')
       flushLogs()
     })()

@@ -57,7 +57,7 @@ export const MAGIC = 0x53575931 // 'SWY1'
 export const U_HEALTHY = 0 //            1 healthy, 0 ejected
 export const U_ADMIN_STATE = 1 //        ADMIN_* below
 export const U_CONSECUTIVE_FAILURES = 2
-export const U_EJECTED_AT = 3 //         ms since epoch when passively ejected (valid while !HEALTHY)
+export const U_EJECTED_AT = 3 //         ms since epoch when ejected (passive or active; valid while !HEALTHY)
 export const U_ACTIVE_REQUESTS = 4 //    requests in flight to this upstream (least-connections)
 export const U_OPEN_SOCKETS = 5 //       sockets open to this upstream, busy or idle in a pool
 export const U_REQUESTS = 6 //           requests sent (counter)
@@ -67,7 +67,7 @@ export const U_LAST_CHECK_LATENCY_US = 9
 export const U_LAST_CHECK_AT = 10 //     ms since epoch
 export const U_HEALTH_TRANSITIONS = 11 // counter
 export const U_STATUS_1XX = 12 //        responses by class: 12..16 = 1xx..5xx
-export const U_LATENCY_SUM_MS = 17 //    sum of response-head latency, ms (counter)
+export const U_LATENCY_SUM_US = 17 //    sum of response-head latency, µs (counter; wraps after ~71 min of summed latency, the sampler accumulates)
 export const U_LATENCY_BUCKETS = 18 //   LATENCY_BOUNDS_MS.length + 1 counters (last one is +Inf)
 export const LATENCY_BOUNDS_MS = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000] as const
 export const U_RETRIES = U_LATENCY_BUCKETS + LATENCY_BOUNDS_MS.length + 1 // 32
@@ -89,7 +89,6 @@ export const W_THREAD_ID = 0 //          0 = free
 export const W_OPEN_CONNECTIONS = 1
 export const W_REQUESTS = 2 //           counter
 export const W_LOOP_LAG_US = 3 //        event-loop delay p99 over the last second
-export const W_CPU_US = 4 //             thread CPU time, in ms (counter, wraps after ~50 days)
 export const WORKER_INTS = 8
 
 // ---- rate-limit table slot --------------------------------------------------

@@ -113,7 +113,7 @@ export class SharedState {
     const base = L.UPSTREAMS_OFFSET + slot * L.UPSTREAM_INTS
     const cls = (status / 100) | 0
     if (cls >= 1 && cls <= 5) Atomics.add(this.i32, base + L.U_STATUS_1XX + cls - 1, 1)
-    Atomics.add(this.i32, base + L.U_LATENCY_SUM_MS, latencyMs | 0)
+    Atomics.add(this.i32, base + L.U_LATENCY_SUM_US, (latencyMs * 1000) | 0)
     const bounds = L.LATENCY_BOUNDS_MS
     let b = 0
     while (b < bounds.length && latencyMs > bounds[b]) b++
