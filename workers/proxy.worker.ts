@@ -34,6 +34,8 @@ channel.onmessage = (event: unknown) => {
 process.on('exit', flushLogs)
 
 export default async function serveConnection (task: ConnectionTask): Promise<void> {
+  // from here on the descriptor is ours: if this thread dies, its teardown closes it
+  Atomics.store(task.adopted, 0, 1)
   const socket = new net.Socket({ fd: task.fd, readable: true, writable: true, allowHalfOpen: true })
   return await new Promise<void>((resolve) => {
     socket.once('close', () => resolve())

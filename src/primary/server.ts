@@ -82,6 +82,8 @@ export class Switchyard {
 
   static async start (config: Config): Promise<Switchyard> {
     const lb = new Switchyard(config)
+    // accept only once the workers can serve: the first requests must not wait for threads to boot
+    if (lb.workers !== null) await lb.workers.ready()
     const { host, port } = parseHostPort(config.listen)
     await new Promise<void>((resolve, reject) => {
       lb.server.once('error', reject)

@@ -11,7 +11,7 @@ import { randomUUID } from 'node:crypto'
 import { Piscina } from 'piscina'
 import type { Config } from '../config/types'
 import type { SharedState, UpstreamEntry } from '../shared/state'
-import { H_WORKER_RESTARTS } from '../shared/layout'
+import { H_WORKER_RESTARTS, MAX_WORKER_SLOTS, W_THREAD_ID } from '../shared/layout'
 import { loadHandoff } from './handoff'
 import { logger } from '../log'
 
@@ -27,7 +27,17 @@ export interface ConnectionTask {
   fd: number
   peerIp: string
   peerPort: number
+  /**
+   * Ownership handshake: the worker stores 1 here just before it wraps the
+   * descriptor. If the task fails with 0 still here, no worker adopted it and
+   * the primary still owns it (re-dispatch or close); with 1, the worker's
+   * teardown closed it and the number may already be reused: never touch it.
+   */
+  adopted: Int32Array
 }
+
+/** How often a descriptor no worker adopted is offered again before it is closed. */
+const MAX_HANDOFF_ATTEMPTS = 3
 
 export type ControlMessage =
   | { type: 'config', config: Config, table: readonly UpstreamEntry[] }
@@ -38,9 +48,14 @@ export class WorkerPool {
   private readonly channel: BroadcastChannel
   private readonly handoff = loadHandoff()
   private readonly inFlight = new Set<Promise<unknown>>()
+  private readonly watched = new WeakSet<object>()
+  private readonly state: SharedState
+  private readonly threads: number
   private stopping = false
 
   constructor (threads: number, config: Config, state: SharedState, table: readonly UpstreamEntry[], stickySecret: string | null) {
+    this.state = state
+    this.threads = threads
     const channelName = `switchyard:${randomUUID()}`
     this.channel = new BroadcastChannel(channelName)
     this.channel.unref()
@@ -57,8 +72,11 @@ export class WorkerPool {
       workerData: init,
       loadBalancer: fewestConnections,
     })
+    // A worker's threadId reads -1 once it has exited, so remember each one while it lives
+    // and free its shared-state slot from its own 'exit' event.
+    this.pool.on('workerCreate', () => { this.watchThreads() })
     this.pool.on('workerDestroy', (worker: { id: number }) => {
-      state.releaseWorkerSlot(worker.id)
+      this.watchThreads()
       if (!this.stopping) {
         state.addHeader(H_WORKER_RESTARTS, 1)
         logger.error({ threadId: worker.id }, 'worker thread exited; its connections were closed and a new worker replaces it')
@@ -67,6 +85,15 @@ export class WorkerPool {
     this.pool.on('error', (err: Error) => {
       logger.error({ err: { message: err.message, code: (err as NodeJS.ErrnoException).code } }, 'worker pool error')
     })
+  }
+
+  private watchThreads (): void {
+    for (const worker of this.pool.threads) {
+      if (this.watched.has(worker) || worker.threadId < 0) continue
+      this.watched.add(worker)
+      const threadId = worker.threadId
+      worker.once('exit', () => { this.state.releaseWorkerSlot(threadId) })
+    }
   }
 
   /** Hand an accepted, paused socket to a worker. */
@@ -85,13 +112,38 @@ export class WorkerPool {
     }
     // our copy goes; the worker's duplicate keeps the connection open
     socket.destroy()
-    const task: ConnectionTask = { fd, peerIp, peerPort }
+    this.handOff({ fd, peerIp, peerPort, adopted: new Int32Array(new SharedArrayBuffer(4)) }, 1)
+  }
+
+  private handOff (task: ConnectionTask, attempt: number): void {
     const done = this.pool.run(task).catch((err: Error) => {
-      // a worker that crashed took its descriptors with it (thread teardown closes its handles)
-      if (!this.stopping) logger.warn({ peer: peerIp, err: err.message }, 'connection ended by a worker failure')
+      if (Atomics.load(task.adopted, 0) === 1) {
+        // the worker had it: its teardown closed the descriptor and the connection with it
+        if (!this.stopping) logger.warn({ peer: task.peerIp, err: err.message }, 'connection ended by a worker failure')
+        return
+      }
+      // no worker adopted it: it is still ours, untouched (nothing was read from it)
+      if (!this.stopping && attempt < MAX_HANDOFF_ATTEMPTS) {
+        this.handOff(task, attempt + 1)
+        return
+      }
+      logger.warn({ peer: task.peerIp, err: err.message }, 'no worker could take a connection; closed')
+      try { this.handoff.close(task.fd) } catch { /* already closed */ }
     })
     this.inFlight.add(done)
     void done.finally(() => this.inFlight.delete(done))
+  }
+
+  /** Resolves once every worker has loaded and claimed its slot (or after `timeoutMs`). */
+  async ready (timeoutMs = 15_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs
+    while (Date.now() < deadline) {
+      let claimed = 0
+      for (let slot = 0; slot < MAX_WORKER_SLOTS; slot++) if (this.state.worker(slot, W_THREAD_ID) !== 0) claimed++
+      if (claimed >= this.threads) return
+      await new Promise((resolve) => setTimeout(resolve, 10))
+    }
+    logger.warn({ threads: this.threads }, 'workers were slow to start; serving anyway')
   }
 
   broadcast (message: ControlMessage): void {

@@ -28,7 +28,7 @@ import { describe, type ErrorCode } from '../errors'
 import {
   UpstreamConnection, type UpstreamClient,
   HEAD_FINAL, HEAD_INTERIM, HEAD_TUNNEL, HEAD_ABORT,
-  FAIL_CONNECT, FAIL_RESET, FAIL_TIMEOUT, FAIL_PROTOCOL, FAIL_MID_BODY,
+  FAIL_CONNECT, FAIL_RESET, FAIL_TIMEOUT, FAIL_PROTOCOL, FAIL_MID_BODY, FAIL_CLIENT_STALLED,
 } from './upstream'
 import { recordUpstreamFailure, recordUpstreamSuccess } from '../health/passive'
 import { logAccess, logRejected, logUpstreamProblem } from './access-log'
@@ -533,6 +533,14 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
     const ctx = this.ctx
     const entry = this.entry as UpstreamEntry
     this.lastFailure = `${entry.address}: ${detail}`
+    if (reason === FAIL_CLIENT_STALLED) {
+      // the client's fault: no passive failure for the upstream, a 408 for the client
+      logRejected(this, 'SWY_ERR_CLIENT_TIMEOUT', detail)
+      this.keepAlive = false
+      if (this.responseStarted) this.logAndClose()
+      else this.failRequest('SWY_ERR_CLIENT_TIMEOUT', detail)
+      return
+    }
     if (this.responseStarted) {
       // the status line is already out: all we can do is cut the connection
       this.flag = reason === FAIL_MID_BODY && detail.startsWith('upstream idle') ? 'UT' : 'UC'
@@ -682,9 +690,21 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
   handleEnd (): void {
     // the client half-closed: answer what is in flight, then close
     this.keepAlive = false
-    if (this.phase === P_CLOSED) this.socket.destroy() // we had half-closed already: done
-    else if (this.phase === P_HEAD && (!this.parser.started || this.parser.error !== null)) this.socket.end()
-    else if (this.phase === P_BODY) this.abortUpload('SWY_ERR_BAD_REQUEST', 'client closed before sending the whole body')
+    if (this.phase === P_CLOSED) {
+      this.socket.destroy() // we had half-closed already: done
+    } else if (this.phase === P_HEAD) {
+      if (!this.parser.started || this.parser.error !== null) this.socket.end()
+      // a head that can never be completed: answer now rather than hold the connection until clientHeaderMs
+      else this.rejectRequest('SWY_ERR_BAD_REQUEST', 'client closed the connection in the middle of a request head')
+    } else if ((this.phase === P_BODY || this.phase === P_CONNECTING) && !this.bodyDone) {
+      // the body can never be completed: drop the exchange, and blame no upstream
+      this.flag = 'DC'
+      this.status = 499
+      this.detachUpstream(true)
+      logAccess(this)
+      this.phase = P_CLOSED
+      this.socket.destroy()
+    }
   }
 
   handleClose (): void {

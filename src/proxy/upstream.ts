@@ -28,6 +28,7 @@ export const FAIL_RESET = 2 //       closed or reset before any response byte
 export const FAIL_TIMEOUT = 3 //     no response head within responseMs
 export const FAIL_PROTOCOL = 4 //    malformed response head
 export const FAIL_MID_BODY = 5 //    broke off, stalled, or malformed after the head was relayed
+export const FAIL_CLIENT_STALLED = 6 // the client stopped sending its request body (not the upstream's fault)
 
 /** The client side of an exchange, as the upstream connection calls it. */
 export interface UpstreamClient {
@@ -169,7 +170,14 @@ export class UpstreamConnection implements Poolable, Expirable {
     switch (this.deadlineKind) {
       case D_CONNECT: this.fail(FAIL_CONNECT, `connect timeout after ${this.ctx.config.timeouts.connectMs} ms`); break
       case D_RESPONSE: this.fail(FAIL_TIMEOUT, `no response within ${this.ctx.config.timeouts.responseMs} ms`); break
-      case D_BODY_IDLE: this.fail(this.receivedAny ? FAIL_MID_BODY : FAIL_RESET, `upstream idle for ${this.ctx.config.timeouts.upstreamIdleMs} ms`); break
+      case D_BODY_IDLE:
+        if (this.status === S_HEAD && !this.receivedAny && this.socket.writableLength === 0) {
+          // uploading, and the upstream has taken everything we had: the client is the idle one
+          this.fail(FAIL_CLIENT_STALLED, `client sent no request body for ${this.ctx.config.timeouts.upstreamIdleMs} ms`)
+        } else {
+          this.fail(this.receivedAny ? FAIL_MID_BODY : FAIL_RESET, `upstream idle for ${this.ctx.config.timeouts.upstreamIdleMs} ms`)
+        }
+        break
       case D_POOL_IDLE: this.destroy(); break
       default: this.deadline = 0
     }

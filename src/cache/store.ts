@@ -1,0 +1,658 @@
+/**
+ * The shared response cache: one copy of each entry for every thread, in one
+ * SharedArrayBuffer (layout and record format in ./layout, the index in
+ * ./index-table, fill claims in ./fill-claims). HTTP semantics live in
+ * ./policy; this module only keeps bytes.
+ *
+ * ---- Storage ------------------------------------------------------------------
+ * The arena is a log-structured ring. New records are appended at HEAD; room
+ * is made by retiring the record at TAIL, the oldest. A record that was hit
+ * since the hand last passed (its index slot's ref bit) gets a second chance
+ * instead: it is moved to HEAD (in place when the ring is exactly full) with
+ * the bit cleared, at most REINSERT_BUDGET times per store. That is CLOCK, an
+ * LRU approximation, over a FIFO of bytes. Records never straddle the end of
+ * the arena (a pad record fills the gap), so the arena bounds what is held:
+ * never more than maxBytes of records, metadata included. Records replaced or
+ * purged stay in the ring as dead bytes until the tail reaches them.
+ *
+ * ---- Concurrency -----------------------------------------------------------
+ * Writers (store, remove, and the eviction they do) take one try-lock word
+ * with compareExchange; a thread that finds it held skips its write (caching
+ * is best effort; skipped stores are counted) and never waits. Readers take
+ * no lock: a record's first word is its id, a seqlock. A reader checks the id
+ * (the index slot's copy) before reading, copies everything out, fences and
+ * checks again; any change means a miss. A writer clears the id of a record
+ * it evicts or moves, fences, and only then overwrites those bytes; it writes
+ * a new record's id last, after a fence. So a reader either copies a record
+ * that nobody touched meanwhile, or misses. Ids come from a counter through a
+ * seeded bijection: never 0, never repeated within 2^32 records, and not
+ * predictable, so a body cannot forge the id of the record it overwrote (ABA).
+ * Keys are verified against the record's stored key bytes: hash collisions
+ * and torn index slots cost probes, never a wrong URL.
+ *
+ * JavaScript has no fence. fence() is a SeqCst store to a word only this
+ * instance uses, then a SeqCst load: V8 emits xchg + mov on x64 and
+ * stlr + ldar on arm64, so plain loads/stores before it complete before any
+ * access after it (release on the store, store->load order for stlr/ldar,
+ * acquire on the load).
+ *
+ * A thread terminated inside the write lock (worker.terminate runs no
+ * finally) would hold it forever: the lock word is the holder's clock, and a
+ * lock older than the lease is taken over and the whole cache is reset
+ * (its state is unknown). The critical section is synchronous and bounded,
+ * so a live holder never comes near the lease.
+ */
+import { randomBytes } from 'node:crypto'
+import type { SharedState } from '../shared/state'
+import { H_CACHE_BYTES, H_CACHE_ENTRIES, H_CACHE_HITS, H_CACHE_MISSES } from '../shared/layout'
+import * as C from './layout'
+import { CacheEntry, type CacheEntryInput } from './entry'
+import { hashKey, isLatin1, variantKey, varyValues, type HeaderSource } from './key'
+import { clearSlot, emptySlotFor, fillSlot, repointSlot, slotOfRecord } from './index-table'
+import { claimFill, claimTag, releaseFill } from './fill-claims'
+import { currentAgeMs } from './policy'
+
+export { CacheEntry }
+export type { CacheEntryInput }
+
+/** Sent to every thread (structured clone shares the buffer). Everything else is read from it. */
+export interface SharedCacheInit {
+  buffer: SharedArrayBuffer
+}
+
+export interface SharedCacheOptions {
+  /** Index slots (rounded up to a power of two); default arena bytes / 256. Tests force a small index. */
+  indexSlots?: number
+  /** Bits of key hash kept (default 64); tests force full-hash collisions with fewer. */
+  hashBits?: number
+  /** A write lock held longer than this is presumed dead (default 5000 ms). */
+  lockLeaseMs?: number
+}
+
+export interface CacheStoreStats {
+  liveRecords: number
+  liveEntries: number
+  liveBytes: number
+  skippedStores: number
+  refusedStores: number
+  evictions: number
+  reinsertions: number
+  lockTakeovers: number
+}
+
+/** Second chances given per store before the tail is evicted regardless. */
+const REINSERT_BUDGET = 16
+const DEFAULT_LOCK_LEASE_MS = 5000
+const MAX_MAKE_ROOM_STEPS = 1 << 24
+
+export class SharedCacheStore {
+  /** Largest head + body accepted: the configured limit, at most half the arena. */
+  readonly maxEntryBytes: number
+  private readonly state: SharedState
+  private readonly ctl: Int32Array
+  private readonly fills: BigInt64Array
+  private readonly index: Int32Array
+  private readonly refs: Uint8Array
+  /** The arena as a Buffer (latin1Slice) and as a plain Uint8Array (set/subarray without Buffer#copy's ~0.7 µs of overhead). */
+  private readonly arena: Buffer
+  private readonly bytes: Uint8Array
+  private readonly words: Int32Array
+  private readonly floats: Float64Array
+  private readonly arenaBytes: number
+  private readonly mask: number
+  /** Live records the index may hold (3/4 load). */
+  private readonly capacity: number
+  private readonly seed: number
+  private readonly hashBits: number
+  private readonly leaseMs: number
+  private readonly hash = new Int32Array(2)
+  /** This instance's own word for fence(): never contended. */
+  private readonly fenceWord = new Int32Array(new SharedArrayBuffer(4))
+  private lockToken = 0
+  // the last marker read (find -> KIND_MARKER): its generation and names, kept by id
+  private markerId = 0
+  private markerGen = 0
+  private markerNames: string[] = []
+
+  static allocate (maxBytes: number, maxEntryBytes: number, options: SharedCacheOptions = {}): SharedCacheInit {
+    const arenaBytes = Math.floor(Math.min(maxBytes, C.MAX_ARENA_BYTES) / 8) * 8
+    if (!(arenaBytes >= 256)) throw new RangeError(`cache.maxBytes ${maxBytes}: at least 256 bytes`)
+    let slots = 4
+    const wanted = options.indexSlots ?? Math.ceil(arenaBytes / 256)
+    while (slots < wanted) slots *= 2
+    const layout = C.cacheBufferLayout(slots, arenaBytes)
+    const buffer = new SharedArrayBuffer(layout.totalBytes)
+    const ctl = new Int32Array(buffer, 0, C.CTL_INTS)
+    ctl[C.C_SEED] = randomBytes(4).readInt32LE(0)
+    ctl[C.C_INDEX_SLOTS] = slots
+    ctl[C.C_ARENA_BYTES] = arenaBytes
+    ctl[C.C_MAX_ENTRY_BYTES] = Math.max(0, Math.min(maxEntryBytes, arenaBytes >> 1))
+    ctl[C.C_HASH_BITS] = Math.max(1, Math.min(64, options.hashBits ?? 64))
+    ctl[C.C_LOCK_LEASE_MS] = options.lockLeaseMs ?? DEFAULT_LOCK_LEASE_MS
+    Atomics.store(ctl, C.C_MAGIC, C.MAGIC)
+    return { buffer }
+  }
+
+  constructor (init: SharedCacheInit, state: SharedState) {
+    const buffer = init.buffer
+    this.state = state
+    this.ctl = new Int32Array(buffer, 0, C.CTL_INTS)
+    if (Atomics.load(this.ctl, C.C_MAGIC) !== C.MAGIC) throw new Error('cache buffer is not initialised')
+    const layout = C.cacheBufferLayout(this.ctl[C.C_INDEX_SLOTS], this.ctl[C.C_ARENA_BYTES])
+    this.arenaBytes = layout.arenaBytes
+    this.mask = layout.indexSlots - 1
+    this.capacity = Math.max(1, (layout.indexSlots * 3) >> 2)
+    this.maxEntryBytes = this.ctl[C.C_MAX_ENTRY_BYTES]
+    this.seed = this.ctl[C.C_SEED]
+    this.hashBits = this.ctl[C.C_HASH_BITS]
+    this.leaseMs = this.ctl[C.C_LOCK_LEASE_MS]
+    this.fills = new BigInt64Array(buffer, C.FILL_OFFSET, C.FILL_SLOTS)
+    this.index = new Int32Array(buffer, layout.indexOffset, layout.indexSlots * C.INDEX_INTS)
+    this.refs = new Uint8Array(buffer, layout.refOffset, layout.indexSlots)
+    this.arena = Buffer.from(buffer, layout.arenaOffset, layout.arenaBytes)
+    this.bytes = new Uint8Array(buffer, layout.arenaOffset, layout.arenaBytes)
+    this.words = new Int32Array(buffer, layout.arenaOffset, layout.arenaBytes >> 2)
+    this.floats = new Float64Array(buffer, layout.arenaOffset, layout.arenaBytes >> 3)
+  }
+
+  // ---- readers (any thread, lock-free) -----------------------------------------
+
+  /**
+   * Copy the entry stored under `key` into `out`; false when there is none
+   * (then only out.varyNames may have changed). A key whose response varies holds a marker: `req` (the request's
+   * headers) then picks the variant, and without it the lookup misses. Stale
+   * entries are returned too, with out.fresh false, for revalidation. Counts
+   * H_CACHE_HITS for a fresh entry, H_CACHE_MISSES otherwise.
+   */
+  lookup (key: string, nowMs: number, out: CacheEntry, req: HeaderSource | null = null): boolean {
+    let kind = this.find(key, out)
+    if (kind === C.KIND_MARKER) {
+      const names = this.markerNames
+      kind = req === null ? 0 : this.find(variantKey(key, this.markerGen, varyValues(names, req)), out)
+      out.varyNames = names
+    } else out.varyNames = null
+    if (kind !== C.KIND_ENTRY) {
+      Atomics.add(this.state.i32, H_CACHE_MISSES, 1)
+      return false
+    }
+    out.currentAgeMs = currentAgeMs(out.initialAgeSec, out.storedAtMs, nowMs)
+    out.fresh = out.freshForMs > out.currentAgeMs
+    Atomics.add(this.state.i32, out.fresh ? H_CACHE_HITS : H_CACHE_MISSES, 1)
+    return true
+  }
+
+  /** Probe the index for `key`: KIND_ENTRY (copied into out), KIND_MARKER (markerGen/Names set) or 0. */
+  private find (key: string, out: CacheEntry): number {
+    if (key.length > C.MAX_KEY_BYTES) return 0
+    const h = this.hash
+    hashKey(key, this.seed, this.hashBits, h)
+    const hi = h[0]
+    const lo = h[1]
+    const index = this.index
+    const mask = this.mask
+    for (let p = 0; p < C.MAX_PROBE && p <= mask; p++) {
+      const slot = (lo + p) & mask
+      const base = slot * C.INDEX_INTS
+      const slotHi = Atomics.load(index, base + C.I_KEY_HI)
+      if (slotHi === 0) return 0
+      if (slotHi !== hi || Atomics.load(index, base + C.I_KEY_LO) !== lo) continue
+      const kind = this.readRecord(Atomics.load(index, base + C.I_OFFSET), Atomics.load(index, base + C.I_ID), key, out)
+      if (kind !== 0) {
+        // CLOCK reference bit; a slot recycled meanwhile only flatters another entry
+        if (Atomics.load(this.refs, slot) === 0) Atomics.store(this.refs, slot, 1)
+        return kind
+      }
+    }
+    return 0
+  }
+
+  /**
+   * The seqlock read of the record (offset, id) if it holds `key`. Everything
+   * between the two id checks may be torn by a writer recycling the bytes, so
+   * every length is bounds-checked (garbage must not throw or allocate much)
+   * and nothing reaches `out` before the second check passes.
+   */
+  private readRecord (offset: number, id: number, key: string, out: CacheEntry): number {
+    if (id === 0 || offset < 0 || (offset & 7) !== 0 || offset > this.arenaBytes - C.RECORD_HEADER_BYTES) return 0
+    const words = this.words
+    const w = offset >> 2
+    if (Atomics.load(words, w) !== id) return 0
+    const size = words[w + (C.R_SIZE >> 2)]
+    const kind = words[w + (C.R_KIND >> 2)]
+    const keyLength = words[w + (C.R_KEY_LEN >> 2)]
+    if (keyLength !== key.length || size > this.arenaBytes - offset) return 0
+    const arena = this.arena
+    const bytes = this.bytes
+    let p = offset + C.RECORD_HEADER_BYTES
+    for (let i = 0; i < keyLength; i++) if (bytes[p + i] !== key.charCodeAt(i)) return 0
+    p += keyLength
+    const etagLength = words[w + (C.R_ETAG_LEN >> 2)]
+    const lmLength = words[w + (C.R_LM_LEN >> 2)]
+    const varyLength = words[w + (C.R_VARY_LEN >> 2)]
+    const headLength = words[w + (C.R_HEAD_LEN >> 2)]
+    const bodyLength = words[w + (C.R_BODY_LEN >> 2)]
+    if (etagLength < -1 || lmLength < -1 || varyLength < -1 || headLength < 0 || bodyLength < 0) return 0
+    const etagAt = p
+    const lmAt = etagAt + (etagLength > 0 ? etagLength : 0)
+    const varyAt = lmAt + (lmLength > 0 ? lmLength : 0)
+    const stringsEnd = varyAt + (varyLength > 0 ? varyLength : 0)
+    const headAt = offset + words[w + (C.R_HEAD_AT >> 2)]
+    if (headAt < stringsEnd || headAt + headLength + bodyLength > offset + size) return 0
+
+    if (kind === C.KIND_MARKER) {
+      const generation = words[w + (C.R_GEN >> 2)]
+      const names = id === this.markerId ? this.markerNames : varyLength > 0 ? arena.latin1Slice(varyAt, varyAt + varyLength).split(',') : []
+      this.fence()
+      if (Atomics.load(words, w) !== id) return 0
+      this.markerId = id
+      this.markerGen = generation
+      this.markerNames = names
+      return C.KIND_MARKER
+    }
+    if (kind !== C.KIND_ENTRY || headLength + bodyLength > this.maxEntryBytes) return 0
+    const etag = etagLength >= 0 ? arena.latin1Slice(etagAt, etagAt + etagLength) : null
+    const lastModified = lmLength >= 0 ? arena.latin1Slice(lmAt, lmAt + lmLength) : null
+    const status = words[w + (C.R_STATUS >> 2)]
+    const initialAgeSec = words[w + (C.R_AGE_SEC >> 2)]
+    const f = offset >> 3
+    const storedAtMs = this.floats[f + (C.R_STORED_AT >> 3)]
+    const responseDateMs = this.floats[f + (C.R_DATE >> 3)]
+    const freshForMs = this.floats[f + (C.R_FRESH_FOR >> 3)]
+    // one copy out of the arena for head and body together, at the arena's
+    // phase mod 8 so V8 copies words, not bytes (see ./layout)
+    const total = headLength + bodyLength
+    const copy = Buffer.allocUnsafe(total + 7)
+    const phase = (headAt - copy.byteOffset) & 7
+    copy.set(bytes.subarray(headAt, headAt + total), phase)
+    this.fence()
+    if (Atomics.load(words, w) !== id) return 0
+    out.status = status
+    out.head = copy.subarray(phase, phase + headLength)
+    out.body = copy.subarray(phase + headLength, phase + total)
+    out.storedAtMs = storedAtMs
+    out.responseDateMs = responseDateMs
+    out.initialAgeSec = initialAgeSec
+    out.freshForMs = freshForMs
+    out.etag = etag
+    out.lastModified = lastModified
+    return C.KIND_ENTRY
+  }
+
+  // ---- writers (one at a time, try-lock) ------------------------------------------
+
+  /**
+   * Store `entry` under `key` (a primary key, key.ts). With varyNames, a
+   * marker naming them goes under `key` (kept if it already names the same
+   * fields, so sibling variants survive) and the entry under the variant key
+   * of entry.varyValues. false when another thread holds the write lock
+   * (counted, never waited for) or the entry is refused: head + body over
+   * maxEntryBytes, Vary: *, a key over MAX_KEY_BYTES or not latin1, or no
+   * index slot left on its probe run.
+   */
+  store (key: string, entry: CacheEntryInput): boolean {
+    const names = entry.varyNames !== null && entry.varyNames.length > 0 ? entry.varyNames : null
+    if (entry.head.length + entry.body.length > this.maxEntryBytes ||
+      (names !== null && (names.includes('*') || entry.varyValues === null))) return this.refuse()
+    if (!this.lock()) {
+      Atomics.add(this.ctl, C.C_SKIPPED_STORES, 1)
+      return false
+    }
+    try {
+      if (names === null) return this.put(key, C.KIND_ENTRY, entry, '', 0)
+      const varyText = names.join(',')
+      let generation = this.liveMarkerGeneration(key, varyText)
+      if (generation === 0) {
+        generation = this.nextGeneration()
+        if (!this.put(key, C.KIND_MARKER, null, varyText, generation)) return false
+      }
+      return this.put(variantKey(key, generation, entry.varyValues as string), C.KIND_ENTRY, entry, '', 0)
+    } finally {
+      this.unlock()
+    }
+  }
+
+  /**
+   * Purge `key`. For a varying URL that is the marker: its generation dies
+   * with it, so every variant becomes unreachable (their bytes age out of the
+   * ring). false when nothing was stored under `key`, or the store was busy
+   * (try again).
+   */
+  remove (key: string): boolean {
+    if (!this.lock()) return false
+    try {
+      if (key.length > C.MAX_KEY_BYTES) return false
+      hashKey(key, this.seed, this.hashBits, this.hash)
+      const slot = this.slotOfKey(key, this.hash[0], this.hash[1])
+      if (slot < 0) return false
+      const offset = this.index[slot * C.INDEX_INTS + C.I_OFFSET]
+      this.unlinkRecord(offset, slot)
+      this.publish()
+      return true
+    } finally {
+      this.unlock()
+    }
+  }
+
+  /**
+   * Claim the right to fill `key` (request coalescing). true: this thread
+   * fetches; false: another thread holds an unexpired claim (until it calls
+   * releaseFill or `ttlMs` passes).
+   */
+  tryClaimFill (key: string, nowMs: number, ttlMs: number): boolean {
+    hashKey(key, this.seed, 64, this.hash)
+    return claimFill(this.fills, claimTag(this.hash[0]), this.hash[1], nowMs, ttlMs)
+  }
+
+  releaseFill (key: string): void {
+    hashKey(key, this.seed, 64, this.hash)
+    releaseFill(this.fills, claimTag(this.hash[0]), this.hash[1])
+  }
+
+  stats (): CacheStoreStats {
+    const c = this.ctl
+    return {
+      liveRecords: Atomics.load(c, C.C_LIVE_RECORDS),
+      liveEntries: Atomics.load(c, C.C_LIVE_ENTRIES),
+      liveBytes: Atomics.load(c, C.C_LIVE_BYTES),
+      skippedStores: Atomics.load(c, C.C_SKIPPED_STORES) >>> 0,
+      refusedStores: Atomics.load(c, C.C_REFUSED_STORES) >>> 0,
+      evictions: Atomics.load(c, C.C_EVICTIONS) >>> 0,
+      reinsertions: Atomics.load(c, C.C_REINSERTIONS) >>> 0,
+      lockTakeovers: Atomics.load(c, C.C_LOCK_TAKEOVERS) >>> 0,
+    }
+  }
+
+  // ---- under the write lock ------------------------------------------------------
+
+  /** Append one record and point the key's index slot at it. */
+  private put (key: string, kind: number, entry: CacheEntryInput | null, varyText: string, generation: number): boolean {
+    if (key.length > C.MAX_KEY_BYTES || !isLatin1(key)) return this.refuse()
+    const etag = entry === null ? null : entry.etag
+    const lastModified = entry === null ? null : entry.lastModified
+    const etagLength = etag === null ? -1 : etag.length
+    const lmLength = lastModified === null ? -1 : lastModified.length
+    const headLength = entry === null ? 0 : entry.head.length
+    const bodyLength = entry === null ? 0 : entry.body.length
+    const stringsEnd = C.RECORD_HEADER_BYTES + key.length + Math.max(0, etagLength) + Math.max(0, lmLength) + varyText.length
+    // records start 8-aligned, so this gap puts the body at its source's phase mod 8 (see ./layout)
+    const gap = entry === null ? 0 : (entry.body.byteOffset - (stringsEnd + headLength)) & 7
+    const size = C.align8(stringsEnd + gap + headLength + bodyLength)
+    if (size > this.arenaBytes >> 1) return this.refuse()
+    const hash = this.hash
+    hashKey(key, this.seed, this.hashBits, hash)
+    const hi = hash[0]
+    const lo = hash[1]
+
+    const offset = this.makeRoom(size)
+    if (offset < 0) return this.refuse()
+    // the ids of everything evicted are cleared: now the bytes may change
+    this.fence()
+    const words = this.words
+    const w = offset >> 2
+    Atomics.store(words, w, 0)
+    words[w + (C.R_SIZE >> 2)] = size
+    words[w + (C.R_KIND >> 2)] = kind
+    words[w + (C.R_KEY_HI >> 2)] = hi
+    words[w + (C.R_KEY_LO >> 2)] = lo
+    words[w + (C.R_KEY_LEN >> 2)] = key.length
+    words[w + (C.R_STATUS >> 2)] = entry === null ? 0 : entry.status
+    words[w + (C.R_AGE_SEC >> 2)] = entry === null ? 0 : entry.initialAgeSec
+    words[w + (C.R_ETAG_LEN >> 2)] = etagLength
+    words[w + (C.R_LM_LEN >> 2)] = lmLength
+    words[w + (C.R_VARY_LEN >> 2)] = kind === C.KIND_MARKER ? varyText.length : -1
+    words[w + (C.R_GEN >> 2)] = generation
+    words[w + (C.R_HEAD_LEN >> 2)] = headLength
+    words[w + (C.R_BODY_LEN >> 2)] = bodyLength
+    words[w + (C.R_HEAD_AT >> 2)] = stringsEnd + gap
+    const f = offset >> 3
+    this.floats[f + (C.R_STORED_AT >> 3)] = entry === null ? 0 : entry.storedAtMs
+    this.floats[f + (C.R_DATE >> 3)] = entry === null ? 0 : entry.responseDateMs
+    this.floats[f + (C.R_FRESH_FOR >> 3)] = entry === null ? 0 : entry.freshForMs
+    const bytes = this.bytes
+    let p = writeLatin1(bytes, offset + C.RECORD_HEADER_BYTES, key)
+    if (etag !== null) p = writeLatin1(bytes, p, etag)
+    if (lastModified !== null) p = writeLatin1(bytes, p, lastModified)
+    p = writeLatin1(bytes, p, varyText) + gap
+    if (entry !== null) {
+      bytes.set(entry.head, p)
+      bytes.set(entry.body, p + headLength)
+    }
+    const id = this.nextId()
+    this.fence()
+    Atomics.store(words, w, id)
+    let head = offset + size
+    if (head === this.arenaBytes) head = 0
+    Atomics.store(this.ctl, C.C_HEAD, head)
+    Atomics.add(this.ctl, C.C_USED, size)
+
+    const slot = this.slotOfKey(key, hi, lo)
+    if (slot >= 0) {
+      // replace: readers see the old record or the new one, then the old one dies
+      const oldOffset = this.index[slot * C.INDEX_INTS + C.I_OFFSET]
+      repointSlot(this.index, slot, offset, id)
+      Atomics.store(this.refs, slot, 0)
+      this.retire(oldOffset)
+    } else {
+      const free = emptySlotFor(this.index, this.mask, lo)
+      if (free < 0) {
+        Atomics.store(words, w, 0) // dead bytes in the ring until the tail passes
+        return this.refuse()
+      }
+      fillSlot(this.index, this.refs, free, hi, lo, offset, id)
+      Atomics.add(this.ctl, C.C_LIVE_RECORDS, 1)
+    }
+    Atomics.add(this.ctl, C.C_LIVE_BYTES, size)
+    if (kind === C.KIND_ENTRY) Atomics.add(this.ctl, C.C_LIVE_ENTRIES, 1)
+    this.publish()
+    return true
+  }
+
+  /**
+   * Free `need` contiguous bytes at the ring's head (and keep the index under
+   * its load limit): retire tail records, giving referenced ones a second
+   * chance. Returns the offset to write at, or -1.
+   */
+  private makeRoom (need: number): number {
+    const ctl = this.ctl
+    const words = this.words
+    const arenaBytes = this.arenaBytes
+    let head = Atomics.load(ctl, C.C_HEAD)
+    let tail = Atomics.load(ctl, C.C_TAIL)
+    let used = Atomics.load(ctl, C.C_USED)
+    let budget = REINSERT_BUDGET
+    let at = -1
+    for (let step = 0; step < MAX_MAKE_ROOM_STEPS; step++) {
+      if (used === 0) { head = 0; tail = 0 }
+      const indexRoom = Atomics.load(ctl, C.C_LIVE_RECORDS) < this.capacity
+      if (head > tail || used === 0) {
+        // free: [head, end) and [0, tail)
+        if (indexRoom) {
+          if (arenaBytes - head >= need) { at = head; break }
+          // a record never straddles the end: pad to it and wrap
+          this.writePad(head, arenaBytes - head)
+          used += arenaBytes - head
+          head = 0
+          continue
+        }
+      } else if (indexRoom && tail - head >= need) { at = head; break }
+      if (used === 0) break
+      // retire the record at the tail
+      const w = tail >> 2
+      const size = words[w + (C.R_SIZE >> 2)]
+      if (size < 8 || (size & 7) !== 0 || size > arenaBytes - tail) {
+        // a ring we cannot walk is a bug; start over rather than loop
+        this.reset()
+        head = 0; tail = 0; used = 0
+        continue
+      }
+      const id = Atomics.load(words, w)
+      if (id !== 0 && words[w + (C.R_KIND >> 2)] !== C.KIND_PAD) {
+        const slot = slotOfRecord(this.index, this.mask, words[w + (C.R_KEY_HI >> 2)], words[w + (C.R_KEY_LO >> 2)], tail, id)
+        if (slot >= 0 && indexRoom && budget > 0 && head <= tail && Atomics.load(this.refs, slot) === 1) {
+          // second chance: move it to the head (a no-op move when the ring is exactly full)
+          budget--
+          Atomics.store(this.refs, slot, 0)
+          Atomics.add(ctl, C.C_REINSERTIONS, 1)
+          if (head !== tail) {
+            Atomics.store(words, w, 0)
+            this.fence()
+            this.bytes.copyWithin(head, tail, tail + size)
+            const movedId = this.nextId()
+            this.fence()
+            Atomics.store(words, head >> 2, movedId)
+            repointSlot(this.index, slot, head, movedId)
+          }
+          head += size
+          if (head === arenaBytes) head = 0
+        } else {
+          this.unlinkRecord(tail, slot)
+          Atomics.add(ctl, C.C_EVICTIONS, 1)
+          used -= size
+        }
+      } else used -= size
+      tail += size
+      if (tail === arenaBytes) tail = 0
+    }
+    Atomics.store(ctl, C.C_HEAD, head)
+    Atomics.store(ctl, C.C_TAIL, tail)
+    Atomics.store(ctl, C.C_USED, used)
+    return at
+  }
+
+  /** Kill the live record at `offset` and empty its index slot (if it has one). */
+  private unlinkRecord (offset: number, slot: number): void {
+    this.retire(offset)
+    if (slot >= 0) {
+      clearSlot(this.index, this.refs, this.mask, slot)
+      Atomics.sub(this.ctl, C.C_LIVE_RECORDS, 1)
+    }
+  }
+
+  /** Clear a live record's id (readers miss from here on) and drop it from the live totals. */
+  private retire (offset: number): void {
+    const w = offset >> 2
+    if (Atomics.load(this.words, w) === 0) return
+    Atomics.store(this.words, w, 0)
+    Atomics.sub(this.ctl, C.C_LIVE_BYTES, this.words[w + (C.R_SIZE >> 2)])
+    if (this.words[w + (C.R_KIND >> 2)] === C.KIND_ENTRY) Atomics.sub(this.ctl, C.C_LIVE_ENTRIES, 1)
+  }
+
+  private writePad (offset: number, size: number): void {
+    const w = offset >> 2
+    Atomics.store(this.words, w, 0)
+    this.words[w + (C.R_SIZE >> 2)] = size
+    this.words[w + (C.R_KIND >> 2)] = C.KIND_PAD
+  }
+
+  /** The index slot of the live record stored under `key` (key bytes compared), or -1. */
+  private slotOfKey (key: string, hi: number, lo: number): number {
+    const index = this.index
+    const words = this.words
+    const bytes = this.bytes
+    const mask = this.mask
+    outer:
+    for (let p = 0; p < C.MAX_PROBE && p <= mask; p++) {
+      const slot = (lo + p) & mask
+      const base = slot * C.INDEX_INTS
+      const slotHi = index[base + C.I_KEY_HI]
+      if (slotHi === 0) return -1
+      if (slotHi !== hi || index[base + C.I_KEY_LO] !== lo) continue
+      const offset = index[base + C.I_OFFSET]
+      const w = offset >> 2
+      if (words[w] !== index[base + C.I_ID] || words[w + (C.R_KEY_LEN >> 2)] !== key.length) continue
+      const at = offset + C.RECORD_HEADER_BYTES
+      for (let i = 0; i < key.length; i++) if (bytes[at + i] !== key.charCodeAt(i)) continue outer
+      return slot
+    }
+    return -1
+  }
+
+  /** The generation of the live marker under `key` if it names exactly `varyText`, else 0. */
+  private liveMarkerGeneration (key: string, varyText: string): number {
+    hashKey(key, this.seed, this.hashBits, this.hash)
+    const slot = this.slotOfKey(key, this.hash[0], this.hash[1])
+    if (slot < 0) return 0
+    const offset = this.index[slot * C.INDEX_INTS + C.I_OFFSET]
+    const w = offset >> 2
+    if (this.words[w + (C.R_KIND >> 2)] !== C.KIND_MARKER || this.words[w + (C.R_VARY_LEN >> 2)] !== varyText.length) return 0
+    const at = offset + C.RECORD_HEADER_BYTES + key.length
+    for (let i = 0; i < varyText.length; i++) if (this.bytes[at + i] !== varyText.charCodeAt(i)) return 0
+    return this.words[w + (C.R_GEN >> 2)]
+  }
+
+  /** A fresh record id: a seeded bijection of a counter, never 0. */
+  private nextId (): number {
+    for (;;) {
+      const n = Atomics.add(this.ctl, C.C_NEXT_ID, 1) + 1
+      let h = n ^ this.seed
+      h ^= h >>> 16
+      h = Math.imul(h, 0x85ebca6b)
+      h ^= h >>> 13
+      h = Math.imul(h, 0xc2b2ae35)
+      h ^= h >>> 16
+      if (h !== 0) return h
+    }
+  }
+
+  private nextGeneration (): number {
+    const g = (Atomics.add(this.ctl, C.C_NEXT_GEN, 1) + 1) | 0
+    return g === 0 ? this.nextGeneration() : g
+  }
+
+  private refuse (): boolean {
+    Atomics.add(this.ctl, C.C_REFUSED_STORES, 1)
+    return false
+  }
+
+  /** The state buffer's gauges mirror the store's own (stored, not added: exact even after a reset). */
+  private publish (): void {
+    this.state.storeHeader(H_CACHE_BYTES, Atomics.load(this.ctl, C.C_LIVE_BYTES))
+    this.state.storeHeader(H_CACHE_ENTRIES, Atomics.load(this.ctl, C.C_LIVE_ENTRIES))
+  }
+
+  private fence (): void {
+    Atomics.store(this.fenceWord, 0, 0)
+    Atomics.load(this.fenceWord, 0)
+  }
+
+  private lock (): boolean {
+    const now = Date.now()
+    const token = C.lockToken(now)
+    const held = Atomics.compareExchange(this.ctl, C.C_LOCK, 0, token)
+    if (held === 0) { this.lockToken = token; return true }
+    if (C.lockHeldMs(held, now) <= this.leaseMs) return false
+    // the holder died inside the lock: take over, and trust nothing it left
+    if (Atomics.compareExchange(this.ctl, C.C_LOCK, held, token) !== held) return false
+    this.lockToken = token
+    Atomics.add(this.ctl, C.C_LOCK_TAKEOVERS, 1)
+    this.reset()
+    return true
+  }
+
+  private unlock (): void {
+    // compareExchange, not store: a holder whose lease was taken over must not free the new holder's lock
+    Atomics.compareExchange(this.ctl, C.C_LOCK, this.lockToken, 0)
+  }
+
+  /** Empty the cache (under the lock). Zeroing the whole arena clears every id a reader might hold. */
+  private reset (): void {
+    this.index.fill(0)
+    this.refs.fill(0)
+    this.arena.fill(0)
+    this.fence()
+    const c = this.ctl
+    Atomics.store(c, C.C_HEAD, 0)
+    Atomics.store(c, C.C_TAIL, 0)
+    Atomics.store(c, C.C_USED, 0)
+    Atomics.store(c, C.C_LIVE_RECORDS, 0)
+    Atomics.store(c, C.C_LIVE_BYTES, 0)
+    Atomics.store(c, C.C_LIVE_ENTRIES, 0)
+    this.publish()
+  }
+}
+
+/** Latin1 bytes of `text` at `at` (short strings: a loop beats Buffer#write's call overhead); returns the end. */
+function writeLatin1 (bytes: Uint8Array, at: number, text: string): number {
+  for (let i = 0; i < text.length; i++) bytes[at + i] = text.charCodeAt(i)
+  return at + text.length
+}
