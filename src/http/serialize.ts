@@ -96,6 +96,31 @@ export interface ForwardIdentity {
   forwardedFor: string
   /** Pseudonym for Via. */
   via: string
+  /**
+   * The added fields for the common case (HTTP/1.1, no prior X-Forwarded-For,
+   * Forwarded or Via, not upgrading), built on first use: they only depend on
+   * the connection, so most requests copy these bytes instead of building strings.
+   */
+  plainTail?: Buffer
+}
+
+function hasKind (p: HeadParser, a: number, b: number, c: number): boolean {
+  const kinds = p.fieldKinds
+  for (let i = 0; i < p.headerCount; i++) {
+    const k = kinds[i]
+    if (k === a || k === b || k === c) return true
+  }
+  return false
+}
+
+/** The fields the proxy adds to a forwarded request, ending with the blank line. */
+function addedFields (id: ForwardIdentity, priorXff: string, priorForwarded: string, priorVia: string, http10: boolean, upgrading: boolean): string {
+  const proto = 'http'
+  return 'X-Forwarded-For: ' + (priorXff === '' ? id.clientIp : priorXff + ', ' + id.clientIp) + '\r\n' +
+    'X-Forwarded-Proto: ' + proto + '\r\n' +
+    'Forwarded: ' + (priorForwarded === '' ? '' : priorForwarded + ', ') + id.forwardedFor + ';proto=' + proto + '\r\n' +
+    'Via: ' + (priorVia === '' ? '' : priorVia + ', ') + (http10 ? '1.0 ' : '1.1 ') + id.via + '\r\n' +
+    (upgrading ? 'Connection: upgrade\r\n\r\n' : '\r\n')
 }
 
 /**
@@ -108,16 +133,22 @@ export function buildRequestHead (p: HeadParser, id: ForwardIdentity, upgrading:
   const buf = p.buf
   const base = p.base
   const http10 = p.versionMinor === 0
+  if (!http10 && !upgrading && !hasKind(p, H_X_FORWARDED_FOR, H_FORWARDED, H_VIA)) {
+    const tail = id.plainTail ?? (id.plainTail = Buffer.from(addedFields(id, '', '', '', false, false), 'latin1'))
+    let lineStart = base
+    while (buf[lineStart] === 0x0d) lineStart += 2
+    const lineBytes = base + p.fieldsStart - lineStart
+    const out = Buffer.allocUnsafe(lineBytes + keptFieldBytes(p, DROP_REQUEST, false) + tail.length + (body === null ? 0 : body.length))
+    let o = buf.copy(out, 0, lineStart, lineStart + lineBytes)
+    o = copyKeptFields(p, DROP_REQUEST, false, out, o)
+    o += tail.copy(out, o)
+    if (body !== null) body.copy(out, o)
+    return out
+  }
   const priorXff = joinedValues(p, H_X_FORWARDED_FOR)
   const priorForwarded = joinedValues(p, H_FORWARDED)
   const priorVia = joinedValues(p, H_VIA)
-  const proto = 'http'
-  const added =
-    'X-Forwarded-For: ' + (priorXff === '' ? id.clientIp : priorXff + ', ' + id.clientIp) + '\r\n' +
-    'X-Forwarded-Proto: ' + proto + '\r\n' +
-    'Forwarded: ' + (priorForwarded === '' ? '' : priorForwarded + ', ') + id.forwardedFor + ';proto=' + proto + '\r\n' +
-    'Via: ' + (priorVia === '' ? '' : priorVia + ', ') + (http10 ? '1.0 ' : '1.1 ') + id.via + '\r\n' +
-    (upgrading ? 'Connection: upgrade\r\n\r\n' : '\r\n')
+  const added = addedFields(id, priorXff, priorForwarded, priorVia, http10, upgrading)
   // skip the empty lines a client may send before the request line (RFC 9112 §2.2): they are not forwarded
   let lineStart = base
   while (buf[lineStart] === 0x0d) lineStart += 2
@@ -137,6 +168,15 @@ export const CONNECTION_KEEP_ALIVE = 2 // for HTTP/1.0 clients that asked for it
 export const CONNECTION_UPGRADE = 3
 
 const STATUS_PREFIX = Buffer.from('HTTP/1.1', 'latin1')
+
+// the common response tails (no prior Via, nothing extra), per pseudonym, version and Connection line
+let tailVia = ''
+const tails: string[] = []
+function plainResponseTail (via: string, versionMinor: number, connection: number): string {
+  if (via !== tailVia) { tailVia = via; tails.length = 0 }
+  const k = versionMinor * 4 + connection
+  return tails[k] ?? (tails[k] = 'Via: ' + (versionMinor === 0 ? '1.0 ' : '1.1 ') + via + '\r\n' + CONNECTION_LINES[connection] + '\r\n')
+}
 const CONNECTION_LINES = ['', 'Connection: close\r\n', 'Connection: keep-alive\r\n', 'Connection: upgrade\r\n']
 
 /**
@@ -148,9 +188,10 @@ export function buildResponseHead (p: HeadParser, via: string, connection: numbe
   const buf = p.buf
   const base = p.base
   const priorVia = joinedValues(p, H_VIA)
-  const tail =
-    'Via: ' + (priorVia === '' ? '' : priorVia + ', ') + (p.versionMinor === 0 ? '1.0 ' : '1.1 ') + via + '\r\n' +
-    CONNECTION_LINES[connection] + extra + '\r\n'
+  const tail = priorVia === '' && extra === ''
+    ? plainResponseTail(via, p.versionMinor, connection)
+    : 'Via: ' + (priorVia === '' ? '' : priorVia + ', ') + (p.versionMinor === 0 ? '1.0 ' : '1.1 ') + via + '\r\n' +
+      CONNECTION_LINES[connection] + extra + '\r\n'
   const lineBytes = p.fieldsStart
   const keepUpgrade = connection === CONNECTION_UPGRADE
   const size = lineBytes + keptFieldBytes(p, DROP_RESPONSE, keepUpgrade) + tail.length
