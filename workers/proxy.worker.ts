@@ -13,7 +13,7 @@ import { logger, flushLogs, setLogLevel } from '../src/log'
 const init = workerData as WorkerInit
 const state = new SharedState(init.state)
 setLogLevel(init.config.log.level)
-const ctx = createThreadProxy(init.config, state, init.table, { stickySecret: init.stickySecret })
+const ctx = createThreadProxy(init.config, state, init.table, { stickySecret: init.stickySecret, cache: init.cache })
 ctx.workerSlot = state.claimWorkerSlot(threadId)
 if (ctx.workerSlot === -1) logger.warn('no free worker slot in shared state; per-worker stats are off for this thread')
 startThreadStats(ctx)
@@ -24,7 +24,7 @@ channel.onmessage = (event: unknown) => {
   const message = (event as { data: ControlMessage }).data
   if (message.type === 'config') {
     setLogLevel(message.config.log.level)
-    applyConfig(ctx, message.config, message.table, { stickySecret: init.stickySecret })
+    applyConfig(ctx, message.config, message.table, { stickySecret: init.stickySecret, cache: init.cache })
   } else if (message.type === 'drain') {
     drainThread(ctx)
     flushLogs()

@@ -21,6 +21,7 @@ import type { CounterTotals } from './totals'
 import { buildStatus } from './status'
 import { renderMetrics, CONTENT_TYPE as METRICS_CONTENT_TYPE } from './prometheus'
 import { dashboardHtml, dashboardCsp } from './dashboard'
+import { primaryKey } from '../cache/key'
 
 export interface AdminContext {
   readonly lb: Switchyard
@@ -146,6 +147,12 @@ export function handleRequest (ctx: AdminContext, req: http.IncomingMessage, res
       sendJson(res, 200, { id: entry.id, address: entry.address, draining })
       return
     }
+    if (path === '/api/cache/purge') {
+      if (method !== 'POST') return methodNotAllowed(res, 'POST')
+      if (crossSite(req)) { sendJson(res, 403, { error: 'cross-site request refused' }); return }
+      purge(ctx, req, res)
+      return
+    }
     if (path === '/api/reload') {
       if (method !== 'POST') return methodNotAllowed(res, 'POST')
       if (crossSite(req)) { sendJson(res, 403, { error: 'cross-site request refused' }); return }
@@ -158,6 +165,31 @@ export function handleRequest (ctx: AdminContext, req: http.IncomingMessage, res
     if (!res.headersSent) sendJson(res, 500, { error: (err as Error).message })
     else res.destroy()
   }
+}
+
+/**
+ * POST /api/cache/purge?path=/a/b&host=example.com: remove a URL (and every
+ * Vary variant of it) from the shared cache. `host` is the request's Host as
+ * clients send it; `path` the request target (path and query).
+ */
+function purge (ctx: AdminContext, req: http.IncomingMessage, res: http.ServerResponse): void {
+  const cache = ctx.lb.cache
+  if (cache === null) { sendJson(res, 409, { error: 'the cache is off (no cache section at start)' }); return }
+  const query = new URL(req.url ?? '/', 'http://admin.invalid').searchParams
+  const target = query.get('path')
+  const host = query.get('host') ?? ''
+  if (target === null || !target.startsWith('/')) { sendJson(res, 400, { error: 'path=/... is required' }); return }
+  const key = primaryKey(host, target)
+  // remove() is false both for "not stored" and "another thread holds the write lock":
+  // try a few times, a few ms apart, before answering that nothing was there
+  let attempt = 0
+  const tryRemove = (): void => {
+    const removed = cache.remove(key)
+    if (!removed && ++attempt < 10) { setTimeout(tryRemove, 5); return }
+    log.info({ host, path: target, removed }, 'cache purge')
+    sendJson(res, 200, { host, path: target, purged: removed })
+  }
+  tryRemove()
 }
 
 function reload (ctx: AdminContext, res: http.ServerResponse): void {

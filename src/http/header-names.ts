@@ -23,6 +23,7 @@ export const H_COOKIE = 15
 export const H_SET_COOKIE = 16
 export const H_AUTHORIZATION = 17
 export const H_PROXY_AUTHORIZATION = 18
+export const H_AGE = 19
 
 const known: Array<[string, number]> = [
   ['content-length', H_CONTENT_LENGTH],
@@ -43,6 +44,7 @@ const known: Array<[string, number]> = [
   ['set-cookie', H_SET_COOKIE],
   ['authorization', H_AUTHORIZATION],
   ['proxy-authorization', H_PROXY_AUTHORIZATION],
+  ['age', H_AGE],
 ]
 
 // byLength[n] = list of [bytes, kind] of names with n bytes

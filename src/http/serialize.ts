@@ -9,7 +9,7 @@
 import type { HeadParser } from './head-parser'
 import {
   H_CONNECTION, H_KEEP_ALIVE, H_PROXY_CONNECTION, H_TE, H_TRAILER, H_UPGRADE,
-  H_X_FORWARDED_FOR, H_X_FORWARDED_PROTO, H_FORWARDED, H_VIA,
+  H_X_FORWARDED_FOR, H_X_FORWARDED_PROTO, H_FORWARDED, H_VIA, H_AGE,
 } from './header-names'
 import { LOWER } from './tables'
 
@@ -18,6 +18,9 @@ const DROP_REQUEST = new Uint8Array(32)
 for (const k of [H_CONNECTION, H_KEEP_ALIVE, H_PROXY_CONNECTION, H_TE, H_TRAILER, H_UPGRADE, H_X_FORWARDED_FOR, H_X_FORWARDED_PROTO, H_FORWARDED, H_VIA]) DROP_REQUEST[k] = 1
 const DROP_RESPONSE = new Uint8Array(32)
 for (const k of [H_CONNECTION, H_KEEP_ALIVE, H_PROXY_CONNECTION, H_TE, H_TRAILER, H_UPGRADE, H_VIA]) DROP_RESPONSE[k] = 1
+// what a stored response leaves out: hop-by-hop, and what the cache sets itself on every hit (Age, Via)
+const DROP_STORED = new Uint8Array(32)
+for (const k of [H_CONNECTION, H_KEEP_ALIVE, H_PROXY_CONNECTION, H_TE, H_TRAILER, H_UPGRADE, H_VIA, H_AGE]) DROP_STORED[k] = 1
 
 /** Is field i named by a Connection option (hence hop-by-hop)? */
 function namedByConnection (p: HeadParser, i: number): boolean {
@@ -126,14 +129,15 @@ function addedFields (id: ForwardIdentity, priorXff: string, priorForwarded: str
 /**
  * The request head sent upstream: the request line as received, the kept
  * fields, then X-Forwarded-For / X-Forwarded-Proto / Forwarded / Via with this
- * hop appended, and Connection: upgrade when upgrading. `body`, when given, is
- * copied right after the head so both leave in one write.
+ * hop appended, and Connection: upgrade when upgrading. `extra` is more field
+ * lines (e.g. the cache's validators). `body`, when given, is copied right
+ * after the head so both leave in one write.
  */
-export function buildRequestHead (p: HeadParser, id: ForwardIdentity, upgrading: boolean, body: Buffer | null): Buffer {
+export function buildRequestHead (p: HeadParser, id: ForwardIdentity, upgrading: boolean, body: Buffer | null, extra = ''): Buffer {
   const buf = p.buf
   const base = p.base
   const http10 = p.versionMinor === 0
-  if (!http10 && !upgrading && !hasKind(p, H_X_FORWARDED_FOR, H_FORWARDED, H_VIA)) {
+  if (!http10 && !upgrading && extra === '' && !hasKind(p, H_X_FORWARDED_FOR, H_FORWARDED, H_VIA)) {
     const tail = id.plainTail ?? (id.plainTail = Buffer.from(addedFields(id, '', '', '', false, false), 'latin1'))
     let lineStart = base
     while (buf[lineStart] === 0x0d) lineStart += 2
@@ -148,7 +152,7 @@ export function buildRequestHead (p: HeadParser, id: ForwardIdentity, upgrading:
   const priorXff = joinedValues(p, H_X_FORWARDED_FOR)
   const priorForwarded = joinedValues(p, H_FORWARDED)
   const priorVia = joinedValues(p, H_VIA)
-  const added = addedFields(id, priorXff, priorForwarded, priorVia, http10, upgrading)
+  const added = extra + addedFields(id, priorXff, priorForwarded, priorVia, http10, upgrading)
   // skip the empty lines a client may send before the request line (RFC 9112 §2.2): they are not forwarded
   let lineStart = base
   while (buf[lineStart] === 0x0d) lineStart += 2
@@ -207,4 +211,18 @@ declare global {
   interface Buffer {
     latin1Write (text: string, offset: number): number
   }
+}
+
+/** The response head the cache stores: our status-line version, end-to-end fields, final CRLF. */
+export function buildStoredHead (p: HeadParser): Buffer {
+  const buf = p.buf
+  const base = p.base
+  const lineBytes = p.fieldsStart
+  const out = Buffer.allocUnsafe(lineBytes + keptFieldBytes(p, DROP_STORED, false) + 2)
+  STATUS_PREFIX.copy(out, 0)
+  let o = 8 + buf.copy(out, 8, base + 8, base + lineBytes)
+  o = copyKeptFields(p, DROP_STORED, false, out, o)
+  out[o] = 0x0d
+  out[o + 1] = 0x0a
+  return out
 }

@@ -19,6 +19,7 @@ import { upstreamStatus, type UpstreamStatus } from '../health/status'
 import { logger, setLogLevel, flushLogs } from '../log'
 import { version } from '../version'
 import { startAdmin, type AdminServer } from '../admin/server'
+import { SharedCacheStore, type SharedCacheInit } from '../cache/store'
 
 export interface ListenAddress {
   host: string
@@ -31,6 +32,9 @@ export class Switchyard {
   table: readonly UpstreamEntry[]
   readonly startedAt = Date.now()
   readonly stickySecret: string | null
+  /** The shared cache's memory (config.cache at start), and the primary's own handle on it (purge). */
+  readonly cacheInit: SharedCacheInit | null
+  readonly cache: SharedCacheStore | null
   private readonly server: net.Server
   private sequential: ProxyContext | null = null
   private workers: WorkerPool | null = null
@@ -55,16 +59,18 @@ export class Switchyard {
     this.stickySecret = config.stickySessions !== undefined
       ? (config.stickySessions.secret ?? randomBytes(32).toString('base64url'))
       : null
+    this.cacheInit = config.cache !== undefined ? SharedCacheStore.allocate(config.cache.maxBytes, config.cache.maxEntryBytes) : null
+    this.cache = this.cacheInit !== null ? new SharedCacheStore(this.cacheInit, this.state) : null
     const passive = config.healthCheck?.passive ?? { maxFailures: 1, cooldownMs: 10_000 }
     this.reviver = new PassiveReviver(passive, this.state, this.table, config.healthCheck?.active !== undefined)
     if (config.workers === 0) {
-      const ctx = createThreadProxy(config, this.state, this.table, { stickySecret: this.stickySecret })
+      const ctx = createThreadProxy(config, this.state, this.table, { stickySecret: this.stickySecret, cache: this.cacheInit })
       ctx.workerSlot = this.state.claimWorkerSlot(1)
       this.stopThreadStats = startThreadStats(ctx)
       this.sequential = ctx
       this.server = net.createServer({ allowHalfOpen: true }, (socket) => this.onSequentialConnection(socket))
     } else {
-      this.workers = new WorkerPool(config.workers, config, this.state, this.table, this.stickySecret)
+      this.workers = new WorkerPool(config.workers, config, this.state, this.table, this.stickySecret, this.cacheInit)
       this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
         this.state.addHeader(H_CONNECTIONS_ACCEPTED, 1)
         ;(this.workers as WorkerPool).dispatch(socket)
@@ -137,6 +143,10 @@ export class Switchyard {
     if (next.workers !== this.config.workers) restartNeeded.push('workers')
     if ((next.rateLimit?.tableSize ?? 0) !== (this.config.rateLimit?.tableSize ?? 0)) restartNeeded.push('rateLimit.tableSize')
     const effective: Config = { ...next, listen: this.config.listen, workers: this.config.workers, rateLimit: next.rateLimit === undefined ? undefined : { ...next.rateLimit, tableSize: this.config.rateLimit?.tableSize ?? next.rateLimit.tableSize } }
+    if (effective.cache !== undefined && (this.cacheInit === null || effective.cache.maxBytes !== this.config.cache?.maxBytes || effective.cache.maxEntryBytes !== this.config.cache?.maxEntryBytes)) {
+      restartNeeded.push('cache.maxBytes / cache.maxEntryBytes (the cache memory is allocated at start)')
+      ;(effective as { cache?: unknown }).cache = this.config.cache
+    }
     if (effective.rateLimit !== undefined && this.state.rateTableSlots === 0) {
       restartNeeded.push('rateLimit (enabling it needs shared memory allocated at start)')
       ;(effective as { rateLimit?: unknown }).rateLimit = undefined
@@ -146,7 +156,7 @@ export class Switchyard {
     this.config = effective
     this.table = table
     setLogLevel(effective.log.level)
-    if (this.sequential !== null) applyConfig(this.sequential, effective, table, { stickySecret: this.stickySecret })
+    if (this.sequential !== null) applyConfig(this.sequential, effective, table, { stickySecret: this.stickySecret, cache: this.cacheInit })
     if (this.workers !== null) this.workers.broadcast({ type: 'config', config: effective, table })
     const active = effective.healthCheck?.active
     if (active !== undefined) {

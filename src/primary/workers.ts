@@ -13,6 +13,7 @@ import type { Config } from '../config/types'
 import type { SharedState, UpstreamEntry } from '../shared/state'
 import { H_WORKER_RESTARTS, MAX_WORKER_SLOTS, W_THREAD_ID } from '../shared/layout'
 import { loadHandoff } from './handoff'
+import type { SharedCacheInit } from '../cache/store'
 import { logger } from '../log'
 
 export interface WorkerInit {
@@ -20,6 +21,7 @@ export interface WorkerInit {
   state: ReturnType<SharedState['toInit']>
   table: readonly UpstreamEntry[]
   stickySecret: string | null
+  cache: SharedCacheInit | null
   channel: string
 }
 
@@ -53,13 +55,13 @@ export class WorkerPool {
   private readonly threads: number
   private stopping = false
 
-  constructor (threads: number, config: Config, state: SharedState, table: readonly UpstreamEntry[], stickySecret: string | null) {
+  constructor (threads: number, config: Config, state: SharedState, table: readonly UpstreamEntry[], stickySecret: string | null, cache: SharedCacheInit | null) {
     this.state = state
     this.threads = threads
     const channelName = `switchyard:${randomUUID()}`
     this.channel = new BroadcastChannel(channelName)
     this.channel.unref()
-    const init: WorkerInit = { config, state: state.toInit(), table, stickySecret, channel: channelName }
+    const init: WorkerInit = { config, state: state.toInit(), table, stickySecret, cache, channel: channelName }
     this.pool = new Piscina({
       filename: join(__dirname, '..', '..', 'workers', 'proxy.worker.js'),
       minThreads: threads,

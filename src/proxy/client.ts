@@ -33,6 +33,7 @@ import {
 import { recordUpstreamFailure, recordUpstreamSuccess } from '../health/passive'
 import { logAccess, logRejected, logUpstreamProblem } from './access-log'
 import type { Expirable } from './sweeper'
+import { CacheState, type CacheUser, type CachedResponse } from './cache-path'
 
 const P_HEAD = 0 //        reading a request head
 const P_CONNECTING = 1 //  head parsed, waiting for an upstream connection
@@ -61,7 +62,7 @@ const COALESCE_BYTES = 16 * 1024
 
 const kClient = Symbol('switchyard.client')
 
-export class ClientConnection implements UpstreamClient, Expirable, FirewallRequest {
+export class ClientConnection implements UpstreamClient, Expirable, FirewallRequest, CacheUser {
   readonly ctx: ProxyContext
   readonly socket: net.Socket
   readonly peerIp: string
@@ -114,6 +115,9 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
   lastFailure = ''
   /** Bytes discarded while lingering. */
   discarded = 0
+  /** Cache state for the current request; null while the cache is off. */
+  cacheState: CacheState = null as unknown as CacheState
+  cacheOn = false
 
   constructor (ctx: ProxyContext, socket: net.Socket, peerIp: string) {
     this.ctx = ctx
@@ -293,6 +297,21 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
         return
       }
     }
+    if (ctx.cache !== null) {
+      if (!this.cacheOn || this.cacheState.hook !== ctx.cache) { this.cacheState = new CacheState(ctx.cache, this); this.cacheOn = true }
+      this.phase = P_CONNECTING
+      if (this.cacheState.onRequest(this, p.bodyKind === BODY_NONE)) return
+    } else if (this.cacheOn) {
+      this.cacheState.reset()
+      this.cacheOn = false
+    }
+    this.forwardRequest()
+  }
+
+  /** Balancing and forwarding (after the policy hooks and the cache). */
+  forwardRequest (): void {
+    const ctx = this.ctx
+    const p = this.parser
     this.pick.reset()
     this.pick.clientIp = this.clientIp
     if (ctx.hashHeader !== null) this.pick.hashKey = p.valueOfName(ctx.hashHeader) ?? ''
@@ -300,12 +319,13 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
     if (ctx.sticky !== null) this.stickyIndex = ctx.sticky.route(nullIfEmpty(joinedValues(p, H_COOKIE, '; ')))
 
     const initial = this.initialBody
+    const validators = this.cacheOn ? this.cacheState.conditionalFields() : ''
     if (initial !== null && initial.length <= COALESCE_BYTES) {
-      this.requestHead = buildRequestHead(p, this.identity, this.upgrading, initial)
+      this.requestHead = buildRequestHead(p, this.identity, this.upgrading, initial, validators)
       this.initialBody = null
       this.bodyInHead = true
     } else {
-      this.requestHead = buildRequestHead(p, this.identity, this.upgrading, null)
+      this.requestHead = buildRequestHead(p, this.identity, this.upgrading, null, validators)
       this.bodyInHead = false
     }
     this.retriesLeft = ctx.config.retries
@@ -370,6 +390,7 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
   onUpstreamConnected (up: UpstreamConnection): void {
     if (up !== this.upstream || this.phase !== P_CONNECTING) return
     this.sentAt = performance.now()
+    if (this.cacheOn) this.cacheState.requestSentAt = Date.now()
     const s = up.socket
     const body = this.initialBody
     if (body !== null) {
@@ -470,11 +491,25 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
       this.socket.resume()
       return HEAD_TUNNEL
     }
+    let extra = this.setCookie
+    if (this.cacheOn && this.cacheState.key !== '') {
+      const cached = this.cacheState.onResponseHead(this, head)
+      if (cached !== null) {
+        // revalidated: the stored response goes out instead of the upstream's 304
+        this.status = cached.status
+        this.closeAfterResponse = !this.keepAlive || ctx.draining || !this.bodyDone
+        const out = this.renderCached(cached)
+        this.bytesOut += out.length
+        this.heldHead = out
+        return HEAD_FINAL
+      }
+      extra += `X-Cache: ${this.cacheState.xCache}\r\n`
+    }
     // keep the client connection only if its framing stays known
     const willClose = !this.keepAlive || ctx.draining || !this.bodyDone || (head.bodyKind === 3 /* BODY_CLOSE */ && !this.isHead)
     this.closeAfterResponse = willClose
     const connection = willClose ? CONNECTION_CLOSE : (this.http10 ? CONNECTION_KEEP_ALIVE : CONNECTION_NONE)
-    const out = buildResponseHead(head, ctx.config.proxy.via, connection, this.setCookie)
+    const out = buildResponseHead(head, ctx.config.proxy.via, connection, extra)
     this.bytesOut += out.length
     this.heldHead = out
     return HEAD_FINAL
@@ -487,6 +522,7 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
 
   onResponseBody (chunk: Buffer, start: number, end: number): void {
     if (end <= start) return
+    if (this.cacheOn) this.cacheState.onResponseBody(chunk, start, end)
     const n = end - start
     this.bytesOut += n
     const head = this.heldHead
@@ -517,6 +553,7 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
   onResponseEnd (up: UpstreamConnection, reusable: boolean): void {
     if (up !== this.upstream) return
     this.flushHead()
+    if (this.cacheOn) this.cacheState.onResponseEnd(this.status)
     this.upstream = null
     this.releaseActive()
     // the upstream can take another request only if it got all of this one
@@ -603,8 +640,31 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
 
   // ---- ends of a request ----
 
+  /** Answer from the cache (hit, 304, only-if-cached 504). */
+  serveCached (response: CachedResponse): void {
+    const ctx = this.ctx
+    this.status = response.status
+    this.flag = '-'
+    this.responseStarted = true
+    this.closeAfterResponse = !this.keepAlive || ctx.draining
+    this.writeOut(this.renderCached(response))
+    this.finishRequest()
+  }
+
+  /** A cached response's bytes: its head, our Via and Connection, the body. */
+  private renderCached (response: CachedResponse): Buffer {
+    const connection = this.closeAfterResponse ? 'Connection: close\r\n' : (this.http10 ? 'Connection: keep-alive\r\n' : '')
+    const head = response.head + 'Via: 1.1 ' + this.ctx.config.proxy.via + '\r\n' + connection + '\r\n'
+    const body = response.body
+    const out = Buffer.allocUnsafe(head.length + (body === null ? 0 : body.length))
+    const o = out.latin1Write(head, 0)
+    if (body !== null) body.copy(out, o)
+    return out
+  }
+
   /** The response went out completely: log it, then next request or close. */
   private finishRequest (): void {
+    if (this.cacheOn) this.cacheState.reset()
     logAccess(this)
     this.requestHead = null
     this.initialBody = null
@@ -719,6 +779,7 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
       }
     }
     this.releaseActive()
+    if (this.cacheOn) this.cacheState.reset()
     this.phase = P_CLOSED
     this.pending = null
     ctx.clients.delete(this)

@@ -47,6 +47,8 @@ export interface ConnectionCounters {
   workerSlot: number
 }
 
+import type { CacheHook } from './cache-path'
+
 export class ProxyContext {
   config: Config
   readonly state: SharedState
@@ -58,6 +60,8 @@ export class ProxyContext {
   firewall: FirewallHook | null = null
   limiter: RateLimitHook | null = null
   sticky: StickyHook | null = null
+  /** The shared response cache (config.cache), null when off. */
+  cache: CacheHook | null = null
   resolveClientIp: ClientIpResolver | null = null
   /** Lower-case header name whose value is the balancing hash key, or null. */
   hashHeader: string | null = null

@@ -14,17 +14,32 @@ import { ProxyContext } from './context'
 import { UpstreamPool } from './pool'
 import { ClientConnection } from './client'
 import { installPolicies } from './policies'
+import { CacheHook } from './cache-path'
+import { SharedCacheStore, type SharedCacheInit } from '../cache/store'
 
 export interface ThreadOptions {
   /** Shared secret for sticky cookies, generated once by the primary. */
   stickySecret: string | null
+  /** The shared cache's memory, allocated once by the primary when config.cache is set. */
+  cache: SharedCacheInit | null
 }
 
 export function createThreadProxy (config: Config, state: SharedState, table: readonly UpstreamEntry[], options: ThreadOptions): ProxyContext {
   const pool = new UpstreamPool(config.pool.maxIdlePerUpstream)
   const ctx = new ProxyContext(config, state, table, createBalancer(config.balancing, table, state), pool)
   installPolicies(ctx, config, table, options.stickySecret)
+  installCache(ctx, config, options.cache)
   return ctx
+}
+
+/** The cache hook: its memory is fixed at start, its policy follows the config (off when the section goes). */
+function installCache (ctx: ProxyContext, config: Config, init: SharedCacheInit | null): void {
+  if (config.cache === undefined || init === null) { ctx.cache = null; return }
+  if (ctx.cache === null) ctx.cache = new CacheHook(new SharedCacheStore(init, ctx.state), config.cache, config.timeouts.responseMs)
+  else {
+    ctx.cache.config = config.cache
+    ctx.cache.fillTtlMs = Math.min(10_000, config.timeouts.responseMs + 1000)
+  }
 }
 
 /** Hot reload: swap config, table and balancer; in-flight requests keep what they had. */
@@ -35,6 +50,7 @@ export function applyConfig (ctx: ProxyContext, config: Config, table: readonly 
   ctx.balancer = createBalancer(config.balancing, table, ctx.state)
   ctx.pool.maxIdlePerUpstream = config.pool.maxIdlePerUpstream
   installPolicies(ctx, config, table, options.stickySecret)
+  installCache(ctx, config, options.cache)
   for (const e of table) oldSlots.delete(e.slot)
   for (const slot of oldSlots) ctx.pool.drain(slot) // idle sockets to upstreams that left
 }

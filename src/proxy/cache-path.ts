@@ -1,0 +1,315 @@
+/**
+ * The response cache on the request path (RFC 9111, as a shared cache):
+ * lookup before balancing, hits served without an upstream, stale entries
+ * revalidated with the stored validators, cacheable misses captured and stored
+ * once for every thread (src/cache/store.ts), and concurrent misses for one
+ * key collapsed so one request goes upstream while the others wait for the
+ * entry. Only responses with a Content-Length body (or none) are stored; a
+ * chunked response passes through uncached.
+ */
+import type { CacheConfig } from '../config/types'
+import { SharedCacheStore, CacheEntry } from '../cache/store'
+import {
+  requestCacheMode, responseFreshness, correctedInitialAgeSec, freshEnoughForRequest, conditionalMatches, varyNames,
+  parseHttpDate, CacheControl, CACHE_BYPASS, CACHE_LOOKUP,
+} from '../cache/policy'
+import { primaryKey, varyValues } from '../cache/key'
+import { HeadView } from '../cache/head-view'
+import type { HeadParser } from '../http/head-parser'
+import { BODY_NONE, BODY_LENGTH } from '../http/head-parser'
+import { H_HOST, H_AUTHORIZATION } from '../http/header-names'
+import { buildStoredHead } from '../http/serialize'
+
+/** How long a request waits for another thread's fill of the same key before going upstream itself. */
+const FILL_WAIT_MS_MAX = 10_000
+const WAITER_POLL_MS = 5
+
+/** One per thread: the store and the requests waiting for a fill. */
+export class CacheHook {
+  readonly store: SharedCacheStore
+  config: CacheConfig
+  readonly waiters = new Set<CacheUser>()
+  private timer: NodeJS.Timeout | null = null
+  /** Responses arrive within responseMs, so a fill claim older than that is abandoned. */
+  fillTtlMs: number
+
+  constructor (store: SharedCacheStore, config: CacheConfig, responseMs: number) {
+    this.store = store
+    this.config = config
+    this.fillTtlMs = Math.min(FILL_WAIT_MS_MAX, responseMs + 1000)
+  }
+
+  park (user: CacheUser): void {
+    this.waiters.add(user)
+    if (this.timer === null) {
+      this.timer = setInterval(pollWaiters, WAITER_POLL_MS, this)
+      this.timer.unref()
+    }
+  }
+
+  unpark (user: CacheUser): void {
+    this.waiters.delete(user)
+    if (this.waiters.size === 0 && this.timer !== null) {
+      clearInterval(this.timer)
+      this.timer = null
+    }
+  }
+}
+
+function pollWaiters (hook: CacheHook): void {
+  const now = Date.now()
+  for (const user of hook.waiters) user.cacheState.retry(user, now)
+}
+
+/** What the cache needs of a client connection. */
+export interface CacheUser {
+  readonly parser: HeadParser
+  readonly isHead: boolean
+  readonly cacheState: CacheState
+  /** Answer with a response the cache built (`head` without its final CRLF; the connection adds Via, Connection). */
+  serveCached (response: CachedResponse): void
+  /** Continue the request upstream (balancing, forwarding). */
+  forwardRequest (): void
+}
+
+/** A response rendered from the cache: head fields without the final CRLF, and the body to send. */
+export class CachedResponse {
+  status = 0
+  head = ''
+  body: Buffer | null = null
+}
+
+/** Per-connection cache state for the current request (monomorphic, reset per request). */
+export class CacheState {
+  readonly hook: CacheHook
+  readonly view: HeadView
+  readonly requestCc = new CacheControl()
+  readonly entry = new CacheEntry()
+  key = ''
+  mode = CACHE_BYPASS
+  /** A stored entry is being revalidated: the upstream got our validators. */
+  revalidating = false
+  /** This request holds the key's fill claim. */
+  filling = false
+  waitingSince = 0
+  hasAuthorization = false
+  requestSentAt = 0
+  /** Capture of a storable response: head to store and body chunks. */
+  storedHead: Buffer | null = null
+  chunks: Buffer[] = []
+  capturedBytes = 0
+  expectedBytes = 0
+  freshForMs = 0
+  initialAgeSec = 0
+  responseDateMs = 0
+  etag: string | null = null
+  lastModified: string | null = null
+  varyNames: string[] | null = null
+  /** X-Cache value for the relayed response, '' when the cache was not consulted. */
+  xCache = ''
+  readonly response = new CachedResponse()
+
+  readonly user: CacheUser
+
+  constructor (hook: CacheHook, user: CacheUser) {
+    this.hook = hook
+    this.user = user
+    this.view = new HeadView(user.parser)
+  }
+
+  reset (): void {
+    if (this.filling) { this.hook.store.releaseFill(this.key); this.filling = false }
+    if (this.waitingSince !== 0) this.hook.unpark(this.user)
+    this.key = ''
+    this.mode = CACHE_BYPASS
+    this.revalidating = false
+    this.waitingSince = 0
+    this.storedHead = null
+    this.chunks = []
+    this.capturedBytes = 0
+    this.xCache = ''
+  }
+
+  /**
+   * Before balancing: true when the request was answered from the cache or is
+   * parked waiting for another request's fill; false to go upstream.
+   */
+  onRequest (user: CacheUser, bodyless: boolean): boolean {
+    this.reset()
+    const p = user.parser
+    if (!bodyless) return false
+    this.mode = requestCacheMode(this.view, this.hook.config.cacheAuthorized, this.requestCc)
+    if (this.mode === CACHE_BYPASS) return false
+    this.hasAuthorization = p.valueOfKind(H_AUTHORIZATION) !== null
+    this.key = primaryKey(p.valueOfKind(H_HOST) ?? '', p.target())
+    return this.lookup(user, Date.now())
+  }
+
+  private lookup (user: CacheUser, now: number): boolean {
+    const store = this.hook.store
+    const entry = this.entry
+    this.revalidating = false
+    if (store.lookup(this.key, now, entry, this.view)) {
+      if (entry.fresh && this.mode === CACHE_LOOKUP && freshEnoughForRequest(this.requestCc, entry.currentAgeMs, entry.freshForMs)) {
+        this.serve(user, 'HIT')
+        return true
+      }
+      // stale, or the client asked for revalidation: ask the upstream with our validators,
+      // unless the client brings its own (then its answer is for it, not for us)
+      const clientConditional = this.view.header('if-none-match') !== null || this.view.header('if-modified-since') !== null
+      if ((entry.etag !== null || entry.lastModified !== null) && !clientConditional && entry.status === 200) this.revalidating = true
+    }
+    if (this.requestCc.onlyIfCached && !this.revalidating) {
+      // RFC 9111 §5.2.1.7: nothing stored that we may use: 504
+      const r = this.response
+      r.status = 504
+      r.head = ONLY_IF_CACHED_HEAD
+      r.body = ONLY_IF_CACHED_BODY
+      user.serveCached(r)
+      return true
+    }
+    if (store.tryClaimFill(this.key, now, this.hook.fillTtlMs)) {
+      this.filling = true
+      this.xCache = this.revalidating ? 'REVALIDATED' : 'MISS'
+      return false
+    }
+    // another request (any thread) is fetching this key: wait for its entry
+    if (this.waitingSince === 0) this.waitingSince = now
+    if (now - this.waitingSince > this.hook.fillTtlMs) {
+      this.xCache = 'MISS'
+      return false
+    }
+    this.hook.park(user)
+    return true
+  }
+
+  /** Parked: try again (called by the thread's poll timer). */
+  retry (user: CacheUser, now: number): void {
+    this.hook.unpark(user) // lookup parks it again if it must keep waiting
+    if (this.lookup(user, now)) return
+    user.forwardRequest()
+  }
+
+  /** Our validators for the forwarded request ('' when not revalidating). */
+  conditionalFields (): string {
+    if (!this.revalidating) return ''
+    const e = this.entry
+    return (e.etag !== null ? `If-None-Match: ${e.etag}\r\n` : '') +
+      (e.lastModified !== null ? `If-Modified-Since: ${e.lastModified}\r\n` : '')
+  }
+
+  /** Answer from the stored entry: 304 when the client's own validators match, else the entry. */
+  private serve (user: CacheUser, xCache: string): void {
+    const e = this.entry
+    const notModified = e.status === 200 && conditionalMatches(this.view, e.etag, e.lastModified)
+    user.serveCached(renderStored(e, xCache, notModified, user.isHead, this.response))
+  }
+
+  /**
+   * The response head arrived. Returns the response to send instead (a
+   * revalidated entry), or null to relay the upstream's response.
+   */
+  onResponseHead (user: CacheUser, res: HeadParser): CachedResponse | null {
+    if (this.key === '') return null
+    const now = Date.now()
+    if (this.revalidating && res.status === 304) {
+      // RFC 9111 §4.3.4: freshen the stored response with the 304's metadata and serve it
+      const e = this.entry
+      const view = new HeadView(res)
+      const fresh = responseFreshness(view, this.mode, this.hasAuthorization, this.hook.config.cacheAuthorized, now)
+      const freshFor = fresh >= 0 ? fresh : e.freshForMs
+      this.hook.store.store(this.key, {
+        status: e.status, head: e.head, body: e.body, storedAtMs: now,
+        responseDateMs: dateOf(view, now), initialAgeSec: correctedInitialAgeSec(view, this.requestSentAt, now),
+        freshForMs: freshFor, etag: view.header('etag') ?? e.etag, lastModified: view.header('last-modified') ?? e.lastModified,
+        varyNames: e.varyNames, varyValues: e.varyNames === null ? null : varyValues(e.varyNames, this.view),
+      })
+      this.release()
+      e.currentAgeMs = 0
+      const notModified = conditionalMatches(this.view, e.etag, e.lastModified)
+      return renderStored(e, 'REVALIDATED', notModified, user.isHead, this.response)
+    }
+    if (this.revalidating) this.xCache = 'MISS' // the upstream sent a new response instead
+    this.storedHead = null
+    if (user.isHead || res.status < 200) return null
+    const view = new HeadView(res)
+    const freshFor = responseFreshness(view, this.mode, this.hasAuthorization, this.hook.config.cacheAuthorized, now)
+    if (freshFor < 0) return null
+    const framing = res.bodyKind
+    if (!(framing === BODY_NONE || (framing === BODY_LENGTH && res.contentLength <= this.hook.store.maxEntryBytes))) return null
+    const names = varyNames(view)
+    if (names !== null && names.includes('*')) return null
+    this.storedHead = buildStoredHead(res)
+    this.expectedBytes = framing === BODY_LENGTH ? res.contentLength : 0
+    this.freshForMs = freshFor
+    this.initialAgeSec = correctedInitialAgeSec(view, this.requestSentAt, now)
+    this.responseDateMs = dateOf(view, now)
+    this.etag = view.header('etag')
+    this.lastModified = view.header('last-modified')
+    this.varyNames = names
+    this.chunks = []
+    this.capturedBytes = 0
+    return null
+  }
+
+  onResponseBody (chunk: Buffer, start: number, end: number): void {
+    if (this.storedHead === null) return
+    this.chunks.push(chunk.subarray(start, end))
+    this.capturedBytes += end - start
+  }
+
+  /** The response is complete: store what was captured, then let waiters in. */
+  onResponseEnd (status: number): void {
+    if (this.storedHead !== null && this.capturedBytes === this.expectedBytes) {
+      this.hook.store.store(this.key, {
+        status, head: this.storedHead, body: this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks, this.capturedBytes),
+        storedAtMs: Date.now(), responseDateMs: this.responseDateMs, initialAgeSec: this.initialAgeSec,
+        freshForMs: this.freshForMs, etag: this.etag, lastModified: this.lastModified,
+        varyNames: this.varyNames, varyValues: this.varyNames === null ? null : varyValues(this.varyNames, this.view),
+      })
+    }
+    this.storedHead = null
+    this.chunks = []
+    this.release()
+  }
+
+  /** Give up the fill claim (failure, abort, or done). */
+  release (): void {
+    if (this.filling) {
+      this.hook.store.releaseFill(this.key)
+      this.filling = false
+    }
+  }
+}
+
+const ONLY_IF_CACHED_BODY = Buffer.from('504 Gateway Timeout: not in the cache\n', 'latin1')
+const ONLY_IF_CACHED_HEAD = 'HTTP/1.1 504 Gateway Timeout\r\nContent-Type: text/plain; charset=utf-8\r\n' +
+  `Content-Length: ${ONLY_IF_CACHED_BODY.length}\r\nCache-Control: no-store\r\n`
+
+function dateOf (view: HeadView, now: number): number {
+  const date = view.header('date')
+  const ms = date === null ? -1 : parseHttpDate(date, now)
+  return ms >= 0 ? ms : now
+}
+
+// fields a 304 carries from the stored 200 (RFC 9110 §15.4.5)
+const NOT_MODIFIED_FIELDS = /^(cache-control|content-location|date|etag|expires|vary|last-modified):/i
+
+/** The stored response as it goes to the client, with Age and X-Cache (RFC 9111 §5.1). */
+function renderStored (e: CacheEntry, xCache: string, notModified: boolean, head: boolean, out: CachedResponse): CachedResponse {
+  const ageSec = Math.floor(e.currentAgeMs / 1000)
+  const stored = e.head.latin1Slice(0, e.head.length - 2) // without the final CRLF
+  if (notModified) {
+    const lines = stored.split('\r\n')
+    out.head = 'HTTP/1.1 304 Not Modified\r\n' + lines.slice(1).filter((l) => NOT_MODIFIED_FIELDS.test(l)).map((l) => l + '\r\n').join('')
+    out.status = 304
+  } else {
+    out.head = stored
+    out.status = e.status
+  }
+  out.head += `Age: ${ageSec}\r\nX-Cache: ${xCache}\r\n`
+  out.body = notModified || head || e.body.length === 0 ? null : e.body
+  return out
+}
+
+export { SharedCacheStore }
