@@ -113,15 +113,18 @@ describe('recordUpstreamFailure / recordUpstreamSuccess', () => {
     `
     const gate = new SharedArrayBuffer(4)
     const results = await Promise.all(Array.from({ length: threads }, async () => {
+      // wait for the worker's own exit rather than terminate() it (nodejs/node#54918: terminating
+      // a worker while V8 compiles for it can abort the process on Node 20)
       const worker = new Worker(source, { eval: true, workerData: { init: state.toInit(), gate, threads, failuresEach, passive: { maxFailures: 1000, cooldownMs: 100 } } })
-      try {
-        return await new Promise<number>((resolve, reject) => {
-          worker.once('message', resolve)
-          worker.once('error', reject)
-        })
-      } finally {
-        await worker.terminate()
-      }
+      const exited = new Promise<number>((resolve) => worker.once('exit', resolve))
+      const ejections = await new Promise<number>((resolve, reject) => {
+        worker.once('message', resolve)
+        worker.once('error', reject)
+      })
+      const timer = setTimeout(() => { void worker.terminate() }, 10_000)
+      await exited
+      clearTimeout(timer)
+      return ejections
     }))
     assert.equal(results.reduce((a, b) => a + b, 0), 1)
     assert.equal(state.upstream(0, U_FAILURES), threads * failuresEach)
