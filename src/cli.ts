@@ -42,7 +42,7 @@ async function main (): Promise<void> {
     lb = await Switchyard.start(config)
   } catch (err) {
     process.stderr.write(`switchyard: cannot start: ${(err as Error).message}\n`)
-    flushLogs()
+    await flushLogs()
     process.exit(1)
   }
 
@@ -53,14 +53,12 @@ async function main (): Promise<void> {
     signals++
     if (signals > 1) {
       logger.warn({ signal }, 'second signal: exiting now')
-      flushLogs()
-      process.exit(1)
+      void flushLogs(50).then(() => process.exit(1))
     }
     logger.info({ signal, drainMs: lb.config.timeouts.drainMs }, 'draining: no new connections, finishing in-flight requests')
-    lb.stop().then(() => { flushLogs(); process.exit(0) }, (err: Error) => {
+    lb.stop().then(async () => { await flushLogs(); process.exit(0) }, async (err: Error) => {
       logger.error({ err: err.message }, 'error while stopping')
-      flushLogs()
-      process.exit(1)
+      void flushLogs(50).then(() => process.exit(1))
     })
   }
   process.on('SIGTERM', () => shutdown('SIGTERM'))

@@ -1,13 +1,16 @@
 /**
  * One pino logger per thread, created at module scope. Writes are asynchronous
- * (sonic-boom with sync: false) so logging never blocks the data path; a worker
- * must call `flushLogs()` before it exits (pino's exit hook runs only on the
- * main thread).
+ * (sonic-boom with sync: false) so logging never blocks the data path. Buffered
+ * lines are flushed asynchronously with a deadline before the process exits
+ * (`flushLogs`): a synchronous flush would block for ever if stdout is a pipe
+ * nobody reads (a stalled log shipper), and shutdown must not hang on that.
  */
 import pino from 'pino'
 import { isMainThread, threadId } from 'node:worker_threads'
 
 const destination = pino.destination({ dest: 1, sync: false })
+// stdout closed under us (EPIPE): lose the lines, keep serving
+destination.on('error', () => {})
 
 export const logger = pino({
   level: process.env.SWITCHYARD_LOG_LEVEL ?? 'info',
@@ -23,6 +26,16 @@ export function setLogLevel (level: string): void {
   accessLogger.level = level
 }
 
-export function flushLogs (): void {
-  try { destination.flushSync() } catch { /* not ready yet or already closed */ }
+/** Flush buffered log lines; resolves when written or after `timeoutMs`, whichever is first. */
+export async function flushLogs (timeoutMs = 1000): Promise<void> {
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, timeoutMs)
+    timer.unref()
+    try {
+      destination.flush(() => { clearTimeout(timer); resolve() })
+    } catch {
+      clearTimeout(timer)
+      resolve()
+    }
+  })
 }

@@ -27,11 +27,10 @@ channel.onmessage = (event: unknown) => {
     applyConfig(ctx, message.config, message.table, { stickySecret: init.stickySecret, cache: init.cache })
   } else if (message.type === 'drain') {
     drainThread(ctx)
-    flushLogs()
+    void flushLogs()
   }
 }
 
-process.on('exit', flushLogs)
 
 export default async function serveConnection (task: ConnectionTask): Promise<void> {
   // from here on the descriptor is ours: if this thread dies, its teardown closes it

@@ -193,7 +193,7 @@ export class Switchyard {
       // last, so /api/status still answers while connections drain
       if (this.admin !== null) await this.admin.close()
       logger.info('stopped')
-      flushLogs()
+      await flushLogs()
     })()
     return await this.stopping
   }

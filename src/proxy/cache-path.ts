@@ -58,7 +58,10 @@ export class CacheHook {
 
 function pollWaiters (hook: CacheHook): void {
   const now = Date.now()
-  for (const user of hook.waiters) user.cacheState.retry(user, now)
+  // a snapshot: retry() takes a waiter out and may put it back, which a live Set
+  // iteration would visit again, forever
+  const waiting = Array.from(hook.waiters)
+  for (const user of waiting) user.cacheState.retry(user, now)
 }
 
 /** What the cache needs of a client connection. */
