@@ -142,16 +142,18 @@ export function responseFreshness (res: ResponseView, requestCacheMode: number, 
 }
 
 /**
- * corrected_initial_age (RFC 9111 §4.2.3), in whole seconds rounded up (older
- * is the safe side), for a response requested at `requestTimeMs` and received
- * at `responseTimeMs`.
+ * corrected_initial_age (RFC 9111 §4.2.3), in whole seconds rounded down, for a
+ * response requested at `requestTimeMs` and received at `responseTimeMs`. Down,
+ * because HTTP dates have whole-second resolution: the sub-second part of "now
+ * minus Date" is an artefact of truncating the Date, and rounding it up would
+ * make every response a second old on arrival (max-age=1 stale at once).
  */
 export function correctedInitialAgeSec (res: ResponseView, requestTimeMs: number, responseTimeMs: number): number {
   const dateMs = receivedDateMs(res, responseTimeMs)
   const apparentAgeMs = Math.max(0, responseTimeMs - dateMs)
   const responseDelayMs = Math.max(0, responseTimeMs - requestTimeMs)
   const correctedAgeValueMs = ageHeaderSec(res) * 1000 + responseDelayMs
-  return Math.min(Math.ceil(Math.max(apparentAgeMs, correctedAgeValueMs) / 1000), 2147483647)
+  return Math.min(Math.floor(Math.max(apparentAgeMs, correctedAgeValueMs) / 1000), 2147483647)
 }
 
 /** current_age (RFC 9111 §4.2.3): corrected_initial_age + resident_time, ms. */

@@ -162,9 +162,10 @@ export class SharedCacheStore {
    * (then only out.varyNames may have changed). A key whose response varies holds a marker: `req` (the request's
    * headers) then picks the variant, and without it the lookup misses. Stale
    * entries are returned too, with out.fresh false, for revalidation. Counts
-   * H_CACHE_HITS for a fresh entry, H_CACHE_MISSES otherwise.
+   * H_CACHE_HITS for a fresh entry, H_CACHE_MISSES otherwise, unless `count` is
+   * false (the request path counts once per request, not per lookup).
    */
-  lookup (key: string, nowMs: number, out: CacheEntry, req: HeaderSource | null = null): boolean {
+  lookup (key: string, nowMs: number, out: CacheEntry, req: HeaderSource | null = null, count = true): boolean {
     let kind = this.find(key, out)
     if (kind === C.KIND_MARKER) {
       const names = this.markerNames
@@ -172,12 +173,12 @@ export class SharedCacheStore {
       out.varyNames = names
     } else out.varyNames = null
     if (kind !== C.KIND_ENTRY) {
-      Atomics.add(this.state.i32, H_CACHE_MISSES, 1)
+      if (count) Atomics.add(this.state.i32, H_CACHE_MISSES, 1)
       return false
     }
     out.currentAgeMs = currentAgeMs(out.initialAgeSec, out.storedAtMs, nowMs)
     out.fresh = out.freshForMs > out.currentAgeMs
-    Atomics.add(this.state.i32, out.fresh ? H_CACHE_HITS : H_CACHE_MISSES, 1)
+    if (count) Atomics.add(this.state.i32, out.fresh ? H_CACHE_HITS : H_CACHE_MISSES, 1)
     return true
   }
 
@@ -309,6 +310,11 @@ export class SharedCacheStore {
     } finally {
       this.unlock()
     }
+  }
+
+  /** Count a request's outcome (H_CACHE_HITS / H_CACHE_MISSES) in shared state. */
+  countRequest (field: number): void {
+    Atomics.add(this.state.i32, field, 1)
   }
 
   /**

@@ -19,6 +19,7 @@ import type { HeadParser } from '../http/head-parser'
 import { BODY_NONE, BODY_LENGTH } from '../http/head-parser'
 import { H_HOST, H_AUTHORIZATION } from '../http/header-names'
 import { buildStoredHead } from '../http/serialize'
+import { H_CACHE_HITS, H_CACHE_MISSES } from '../shared/layout'
 
 /** How long a request waits for another thread's fill of the same key before going upstream itself. */
 const FILL_WAIT_MS_MAX = 10_000
@@ -39,6 +40,19 @@ export class CacheHook {
     this.fillTtlMs = Math.min(FILL_WAIT_MS_MAX, responseMs + 1000)
   }
 
+  /**
+   * Remove `key` (RFC 9111 §4.4 invalidation). remove() is also false when
+   * another thread holds the write lock, so try a few times, a few ms apart.
+   */
+  invalidate (key: string, attempt = 0): void {
+    if (this.store.remove(key) || attempt >= 10) return
+    setTimeout(invalidateLater, 5, this, key, attempt + 1).unref()
+  }
+
+  count (field: number): void {
+    this.store.countRequest(field)
+  }
+
   park (user: CacheUser): void {
     this.waiters.add(user)
     if (this.timer === null) {
@@ -54,6 +68,10 @@ export class CacheHook {
       this.timer = null
     }
   }
+}
+
+function invalidateLater (hook: CacheHook, key: string, attempt: number): void {
+  hook.invalidate(key, attempt)
 }
 
 function pollWaiters (hook: CacheHook): void {
@@ -89,6 +107,8 @@ export class CacheState {
   readonly requestCc = new CacheControl()
   readonly entry = new CacheEntry()
   key = ''
+  /** An unsafe request's URL: a non-error response to it invalidates what is stored there. */
+  invalidateKey = ''
   mode = CACHE_BYPASS
   /** A stored entry is being revalidated: the upstream got our validators. */
   revalidating = false
@@ -124,6 +144,7 @@ export class CacheState {
     if (this.filling) { this.hook.store.releaseFill(this.key); this.filling = false }
     if (this.waitingSince !== 0) this.hook.unpark(this.user)
     this.key = ''
+    this.invalidateKey = ''
     this.mode = CACHE_BYPASS
     this.revalidating = false
     this.waitingSince = 0
@@ -140,6 +161,12 @@ export class CacheState {
   onRequest (user: CacheUser, bodyless: boolean): boolean {
     this.reset()
     const p = user.parser
+    const method = p.method
+    if (method !== 'GET' && method !== 'HEAD' && method !== 'OPTIONS' && method !== 'TRACE') {
+      // RFC 9111 §4.4: remember the target; invalidated if the response is not an error
+      this.invalidateKey = primaryKey(p.valueOfKind(H_HOST) ?? '', p.target())
+      return false
+    }
     if (!bodyless) return false
     this.mode = requestCacheMode(this.view, this.hook.config.cacheAuthorized, this.requestCc)
     if (this.mode === CACHE_BYPASS) return false
@@ -152,8 +179,10 @@ export class CacheState {
     const store = this.hook.store
     const entry = this.entry
     this.revalidating = false
-    if (store.lookup(this.key, now, entry, this.view)) {
+    // counted once per request when its outcome is decided (a waiting request looks up every few ms)
+    if (store.lookup(this.key, now, entry, this.view, false)) {
       if (entry.fresh && this.mode === CACHE_LOOKUP && freshEnoughForRequest(this.requestCc, entry.currentAgeMs, entry.freshForMs)) {
+        this.hook.count(H_CACHE_HITS)
         this.serve(user, 'HIT')
         return true
       }
@@ -164,6 +193,7 @@ export class CacheState {
     }
     if (this.requestCc.onlyIfCached && !this.revalidating) {
       // RFC 9111 §5.2.1.7: nothing stored that we may use: 504
+      this.hook.count(H_CACHE_MISSES)
       const r = this.response
       r.status = 504
       r.head = ONLY_IF_CACHED_HEAD
@@ -174,12 +204,14 @@ export class CacheState {
     if (store.tryClaimFill(this.key, now, this.hook.fillTtlMs)) {
       this.filling = true
       this.xCache = this.revalidating ? 'REVALIDATED' : 'MISS'
+      this.hook.count(H_CACHE_MISSES)
       return false
     }
     // another request (any thread) is fetching this key: wait for its entry
     if (this.waitingSince === 0) this.waitingSince = now
     if (now - this.waitingSince > this.hook.fillTtlMs) {
       this.xCache = 'MISS'
+      this.hook.count(H_CACHE_MISSES)
       return false
     }
     this.hook.park(user)
@@ -263,6 +295,10 @@ export class CacheState {
 
   /** The response is complete: store what was captured, then let waiters in. */
   onResponseEnd (status: number): void {
+    if (this.invalidateKey !== '' && status >= 200 && status < 400) {
+      this.hook.invalidate(this.invalidateKey)
+      this.invalidateKey = ''
+    }
     if (this.storedHead !== null && this.capturedBytes === this.expectedBytes) {
       this.hook.store.store(this.key, {
         status, head: this.storedHead, body: this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks, this.capturedBytes),
