@@ -1,0 +1,646 @@
+/**
+ * `npm run bench`: the end-to-end comparison. switchyard in sequential mode (--workers 0) and with
+ * 1..N worker threads, optionally next to nginx, HAProxy and a plain node:http proxy, all in front
+ * of the same upstreams and driven by the same load generator for the same time and connections.
+ *
+ *   configurations A B C … run interleaved, A B C A B C …, --rounds times (each run: fresh start,
+ *   brief warm-up, measured interval); the table shows medians over rounds.
+ *
+ * Pinning (taskset, on by default when there are >= 2 CPUs): the balancer (or peer) gets the first
+ * half of the CPUs, the load generator and the upstreams the rest. On 2 cores that is
+ *
+ *     CPU 0: balancer (all its threads)      CPU 1: load generator + upstreams
+ *
+ * so worker threads compete for one core and requests/s cannot scale; "CPU µs per request" of the
+ * balancer process (utime+stime of all its threads from /proc/PID/stat, across the measured interval,
+ * over the requests answered) is the number that stays comparable between runs and machines.
+ * --no-pin lets everything float.
+ *
+ * Writes bench/results/<date-time>.json (raw runs, medians, machine) and .svg (chart).
+ */
+import * as fs from 'node:fs'
+import * as os from 'node:os'
+import * as path from 'node:path'
+import { execFileSync } from 'node:child_process'
+import { renderChart, type ChartInput } from './chart'
+import { pickLoadGenerator, type LoadGenerator, type LoadResult } from './loadgen'
+import {
+  ROOT, allowedCpus, formatCpuList, freePort, indentTail, killAllSync, parseCpuList, peerDefinitions,
+  spawnTracked, startNginxUpstreams, startNodeUpstreams, stopAll, stopProcess, waitForPort, which,
+  INSTALL_HINT, type Managed, type Upstreams,
+} from './peers'
+
+// ---------------------------------------------------------------------------------------------
+// Options
+// ---------------------------------------------------------------------------------------------
+
+interface Options {
+  quick: boolean
+  durationS: number
+  warmupS: number
+  rounds: number
+  connections: number
+  json: boolean
+  peers: boolean
+  workersList: number[]
+  pin: boolean
+  balancerCpus: number[] | null
+  loadCpus: number[] | null
+  upstreams: number
+  nginxUpstreams: boolean
+  loadgen: 'wrk' | 'autocannon' | null
+  balancerScript: string
+  peerThreads: number | null
+  /** Everything after `--`, appended to the switchyard command line. */
+  balancerArgs: string[]
+}
+
+const HELP = `npm run bench -- [options] [-- extra switchyard flags]
+
+  --quick               short runs: 3 s measured, 1 s warm-up, 2 rounds
+  --duration S          measured seconds per run (default 10)
+  --warmup S            warm-up seconds after each start (default 2)
+  --rounds N            interleaved rounds; the table shows medians (default 3)
+  --connections N       concurrent connections of the load generator (default 64)
+  --workers-list 0,1,2  switchyard configurations (default 0..os.availableParallelism())
+  --peers               also measure nginx, HAProxy (when installed) and the node:http proxy
+  --peer-threads N      nginx worker_processes / haproxy nbthread (default: CPUs given to the balancer)
+  --upstreams N         upstream processes (default 2)
+  --nginx-upstreams     nginx 'return 200' servers as upstreams (when nginx is installed)
+  --loadgen wrk|autocannon   force a load generator (default: wrk if on PATH)
+  --no-pin              no taskset pinning
+  --balancer-cpus 0     CPUs for the balancer / peers (default: first half)
+  --load-cpus 1         CPUs for the load generator and upstreams (default: the rest)
+  --balancer-script P   balancer entry (default dist/src/cli.js)
+  --json                print only the result JSON on stdout
+`
+
+function parseArgs(argv: string[]): Options {
+  const options: Options = {
+    quick: false, durationS: 10, warmupS: 2, rounds: 3, connections: 64, json: false, peers: false,
+    workersList: [], pin: true, balancerCpus: null, loadCpus: null, upstreams: 2, nginxUpstreams: false,
+    loadgen: null, balancerScript: path.join(ROOT, 'dist/src/cli.js'), peerThreads: null, balancerArgs: [],
+  }
+  let duration: number | null = null
+  let warmup: number | null = null
+  let rounds: number | null = null
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]
+    const value = (): string => {
+      const v = argv[++i]
+      if (v === undefined) throw new Error(`${arg} needs a value`)
+      return v
+    }
+    const positive = (min: number): number => {
+      const n = Number(value())
+      if (!Number.isFinite(n) || n < min) throw new Error(`${arg}: expected a number >= ${min}`)
+      return n
+    }
+    switch (arg) {
+      case '--quick': options.quick = true; break
+      case '--duration': duration = positive(1); break
+      case '--warmup': warmup = positive(0); break
+      case '--rounds': rounds = Math.floor(positive(1)); break
+      case '--connections': options.connections = Math.floor(positive(1)); break
+      case '--json': options.json = true; break
+      case '--peers': options.peers = true; break
+      case '--peer-threads': options.peerThreads = Math.floor(positive(1)); break
+      case '--workers-list': options.workersList = parseWorkersList(value()); break
+      case '--no-pin': options.pin = false; break
+      case '--balancer-cpus': options.balancerCpus = parseCpuList(value()); break
+      case '--load-cpus': options.loadCpus = parseCpuList(value()); break
+      case '--upstreams': options.upstreams = Math.floor(positive(1)); break
+      case '--nginx-upstreams': options.nginxUpstreams = true; break
+      case '--balancer-script': options.balancerScript = path.resolve(value()); break
+      case '--loadgen': {
+        const name = value()
+        if (name !== 'wrk' && name !== 'autocannon') throw new Error('--loadgen: wrk or autocannon')
+        options.loadgen = name
+        break
+      }
+      case '--help': case '-h':
+        process.stdout.write(HELP)
+        process.exit(0)
+        break
+      case '--':
+        options.balancerArgs = argv.slice(i + 1)
+        i = argv.length
+        break
+      default:
+        throw new Error(`unknown option ${arg} (see --help)`)
+    }
+  }
+  options.durationS = duration ?? (options.quick ? 3 : 10)
+  options.warmupS = warmup ?? (options.quick ? 1 : 2)
+  options.rounds = rounds ?? (options.quick ? 2 : 3)
+  if (options.workersList.length === 0) {
+    for (let n = 0; n <= os.availableParallelism(); n++) options.workersList.push(n)
+  }
+  return options
+}
+
+function parseWorkersList(list: string): number[] {
+  const workers = list.split(',').map((s) => Number.parseInt(s, 10))
+  if (workers.some((n) => !Number.isInteger(n) || n < 0)) throw new Error(`--workers-list: bad list ${list}`)
+  return [...new Set(workers)]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pinning
+// ---------------------------------------------------------------------------------------------
+
+interface Pinning {
+  enabled: boolean
+  balancerCpus: number[] | null
+  loadCpus: number[] | null
+  /** Human-readable: where each process runs, or why nothing is pinned. */
+  description: string
+}
+
+function planPinning(options: Options, loadgenName: string): Pinning {
+  const cpus = allowedCpus()
+  const off = (why: string): Pinning => ({ enabled: false, balancerCpus: null, loadCpus: null, description: why })
+  if (!options.pin) return off('no pinning (--no-pin): all processes float over all CPUs')
+  if (which('taskset') === null) return off('no pinning: taskset not found (apt-get install -y util-linux)')
+  if (cpus.length < 2 && options.balancerCpus === null) return off('no pinning: only one CPU')
+  const half = Math.max(1, Math.floor(cpus.length / 2))
+  const balancerCpus = options.balancerCpus ?? cpus.slice(0, half)
+  const loadCpus = options.loadCpus ?? cpus.filter((c) => !balancerCpus.includes(c))
+  if (loadCpus.length === 0) return off('no pinning: no CPU left for the load generator')
+  return {
+    enabled: true,
+    balancerCpus,
+    loadCpus,
+    description: `taskset: balancer/peer on CPU ${formatCpuList(balancerCpus)}; ` +
+      `${loadgenName} + upstreams on CPU ${formatCpuList(loadCpus)}`,
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU time of a process tree, from /proc
+// ---------------------------------------------------------------------------------------------
+
+const CLOCK_TICKS_PER_SEC = ((): number => {
+  try {
+    return Number.parseInt(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim(), 10) || 100
+  } catch {
+    return 100
+  }
+})()
+
+interface ProcStat {
+  ppid: number
+  ticks: number
+}
+
+/** /proc/PID/stat: utime (field 14) + stime (15) cover every thread of the process. */
+function readStat(pid: number): ProcStat | null {
+  let text: string
+  try {
+    text = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+  } catch {
+    return null
+  }
+  // comm (field 2) may contain spaces and parentheses: split after the last ')'.
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ')
+  return { ppid: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]) }
+}
+
+/** CPU µs used so far by `pid` and its live descendants (nginx workers, etc.). */
+function cpuMicrosOfTree(pid: number): number {
+  const children = new Map<number, number[]>()
+  const ticks = new Map<number, number>()
+  for (const entry of fs.readdirSync('/proc')) {
+    const child = Number(entry)
+    if (!Number.isInteger(child)) continue
+    const stat = readStat(child)
+    if (stat === null) continue
+    ticks.set(child, stat.ticks)
+    const siblings = children.get(stat.ppid)
+    if (siblings === undefined) children.set(stat.ppid, [child])
+    else siblings.push(child)
+  }
+  let total = 0
+  const stack = [pid]
+  while (stack.length > 0) {
+    const current = stack.pop() as number
+    total += ticks.get(current) ?? 0
+    stack.push(...(children.get(current) ?? []))
+  }
+  return (total * 1e6) / CLOCK_TICKS_PER_SEC
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configurations and runs
+// ---------------------------------------------------------------------------------------------
+
+interface Configuration {
+  id: string
+  label: string
+  kind: 'switchyard' | 'peer'
+  /** switchyard worker threads (0 = sequential); null for peers */
+  workers: number | null
+  start(port: number): Promise<Managed>
+}
+
+interface RunRecord {
+  config: string
+  round: number
+  ok: boolean
+  error: string | null
+  warmup: LoadResult | null
+  result: LoadResult | null
+  errors: number
+  cpuMicros: number
+  cpuMicrosPerRequest: number
+  /** balancer CPU time / measured wall time, in % of one core */
+  cpuPercent: number
+  /** how the balancer ended when stopped (0 expected) */
+  exitStatus: number | string | null
+}
+
+interface Summary {
+  id: string
+  label: string
+  kind: 'switchyard' | 'peer'
+  workers: number | null
+  runs: number
+  failedRuns: number
+  requestsPerSec: number
+  requestsPerSecMin: number
+  requestsPerSecMax: number
+  p50Ms: number
+  p99Ms: number
+  /** summed over rounds, so a rare error is not hidden by the median */
+  errorsTotal: number
+  cpuMicrosPerRequest: number
+  cpuMicrosPerRequestMin: number
+  cpuMicrosPerRequestMax: number
+  cpuPercent: number
+  /** requests/s over sequential switchyard's */
+  speedup: number | null
+  badExits: (number | string)[]
+}
+
+function switchyardConfig(workers: number, options: Options, upstreams: Upstreams, pinning: Pinning): Configuration {
+  return {
+    id: workers === 0 ? 'switchyard-seq' : `switchyard-w${workers}`,
+    label: workers === 0 ? 'switchyard seq' : `switchyard ×${workers}`,
+    kind: 'switchyard',
+    workers,
+    async start(port) {
+      const args = [options.balancerScript, '--bind', `127.0.0.1:${port}`]
+      for (const p of upstreams.ports) args.push('--upstream', `127.0.0.1:${p}`)
+      args.push('--workers', String(workers), '--log-level', 'warn', '--no-access-log', ...options.balancerArgs)
+      const managed = spawnTracked(process.execPath, args, { name: 'switchyard', cpus: pinning.balancerCpus })
+      await waitForPort(managed, port, 20_000)
+      return managed
+    },
+  }
+}
+
+function median(values: number[]): number {
+  const sorted = values.filter(Number.isFinite).sort((a, b) => a - b)
+  if (sorted.length === 0) return Number.NaN
+  const mid = sorted.length >> 1
+  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
+}
+
+function summarize(config: Configuration, runs: RunRecord[]): Summary {
+  const ok = runs.filter((r) => r.ok && r.result !== null)
+  const rps = ok.map((r) => (r.result as LoadResult).requestsPerSec)
+  const cpu = ok.map((r) => r.cpuMicrosPerRequest)
+  return {
+    id: config.id,
+    label: config.label,
+    kind: config.kind,
+    workers: config.workers,
+    runs: runs.length,
+    failedRuns: runs.length - ok.length,
+    requestsPerSec: median(rps),
+    requestsPerSecMin: ok.length > 0 ? Math.min(...rps) : Number.NaN,
+    requestsPerSecMax: ok.length > 0 ? Math.max(...rps) : Number.NaN,
+    p50Ms: median(ok.map((r) => (r.result as LoadResult).p50Ms)),
+    p99Ms: median(ok.map((r) => (r.result as LoadResult).p99Ms)),
+    errorsTotal: ok.reduce((sum, r) => sum + r.errors, 0),
+    cpuMicrosPerRequest: median(cpu),
+    cpuMicrosPerRequestMin: ok.length > 0 ? Math.min(...cpu) : Number.NaN,
+    cpuMicrosPerRequestMax: ok.length > 0 ? Math.max(...cpu) : Number.NaN,
+    cpuPercent: median(ok.map((r) => r.cpuPercent)),
+    speedup: null,
+    badExits: config.kind === 'switchyard'
+      ? runs.map((r) => r.exitStatus).filter((s): s is number | string => s !== null && s !== 0)
+      : [],
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Progress on stderr
+// ---------------------------------------------------------------------------------------------
+
+class Progress {
+  private readonly tty = process.stderr.isTTY === true
+  private timer: NodeJS.Timeout | null = null
+  private phaseEnd = 0
+  private text = ''
+  /** seconds per run beyond warm-up + measurement (start, stop), learned as we go */
+  private overheadS = 1.5
+
+  constructor(private readonly totalRuns: number, private readonly runS: number) {}
+
+  phase(runIndex: number, label: string, round: number, rounds: number, phase: string, phaseS: number,
+    phaseOffsetS: number): void {
+    const runsLeftAfterThis = this.totalRuns - runIndex - 1
+    this.phaseEnd = Date.now() + phaseS * 1000
+    const afterPhase = (this.runS - phaseOffsetS - phaseS) + runsLeftAfterThis * (this.runS + this.overheadS)
+    this.text = `[bench] run ${runIndex + 1}/${this.totalRuns}  ${label}  round ${round}/${rounds}  ${phase}`
+    const render = (): void => {
+      const left = Math.max(0, Math.round((this.phaseEnd - Date.now()) / 1000 + afterPhase))
+      const line = `${this.text}  ~${left} s left`
+      if (this.tty) process.stderr.write(`\r\x1b[K${line}`)
+      else if (phase !== 'starting') process.stderr.write(`${line}\n`)
+    }
+    render()
+    if (this.timer !== null) clearInterval(this.timer)
+    this.timer = this.tty ? setInterval(render, 1000) : null
+  }
+
+  learnOverhead(seconds: number): void {
+    this.overheadS = (this.overheadS + seconds) / 2
+  }
+
+  note(message: string): void {
+    if (this.tty) process.stderr.write('\r\x1b[K')
+    process.stderr.write(`${message}\n`)
+  }
+
+  done(): void {
+    if (this.timer !== null) clearInterval(this.timer)
+    this.timer = null
+    if (this.tty) process.stderr.write('\r\x1b[K')
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Main
+// ---------------------------------------------------------------------------------------------
+
+/** Set on SIGINT/SIGTERM: runs failing because we are killing them are not news. */
+let stopping = false
+
+async function runOnce(config: Configuration, round: number, options: Options, loadgen: LoadGenerator,
+  pinning: Pinning, threads: number, progress: Progress, runIndex: number): Promise<RunRecord> {
+  const record: RunRecord = {
+    config: config.id, round, ok: false, error: null, warmup: null, result: null, errors: 0,
+    cpuMicros: 0, cpuMicrosPerRequest: Number.NaN, cpuPercent: Number.NaN, exitStatus: null,
+  }
+  const began = Date.now()
+  let managed: Managed | null = null
+  try {
+    progress.phase(runIndex, config.label, round, options.rounds, 'starting', 0, 0)
+    const port = await freePort()
+    managed = await config.start(port)
+    const load = { url: `http://127.0.0.1:${port}/`, connections: options.connections, threads, cpus: pinning.loadCpus }
+    if (options.warmupS > 0) {
+      progress.phase(runIndex, config.label, round, options.rounds, 'warm-up', options.warmupS, 0)
+      record.warmup = await loadgen.run({ ...load, durationS: options.warmupS })
+      if (record.warmup.requests - record.warmup.non2xx === 0) {
+        throw new Error(`no successful response during warm-up (${record.warmup.non2xx} non-2xx, ` +
+          `${record.warmup.socketErrors} socket errors)\n${indentTail(managed)}`)
+      }
+    }
+    progress.phase(runIndex, config.label, round, options.rounds, 'measuring', options.durationS, options.warmupS)
+    const cpuBefore = cpuMicrosOfTree(managed.pid)
+    const result = await loadgen.run({ ...load, durationS: options.durationS })
+    const cpuAfter = cpuMicrosOfTree(managed.pid)
+    if (managed.exitStatus !== null) throw new Error(`${managed.name} exited (${managed.exitStatus}) during the run`)
+    record.result = result
+    record.errors = result.non2xx + result.socketErrors
+    record.cpuMicros = cpuAfter - cpuBefore
+    record.cpuMicrosPerRequest = result.requests > 0 ? record.cpuMicros / result.requests : Number.NaN
+    record.cpuPercent = (100 * record.cpuMicros) / (result.durationS * 1e6)
+    record.ok = true
+  } catch (err) {
+    record.error = (err as Error).message
+    if (!stopping) progress.note(`[bench] ${config.label} round ${round} failed: ${record.error}`)
+  } finally {
+    if (managed !== null) record.exitStatus = await stopProcess(managed)
+  }
+  progress.learnOverhead((Date.now() - began) / 1000 - options.warmupS - options.durationS)
+  return record
+}
+
+function formatNumber(value: number, digits: number): string {
+  if (!Number.isFinite(value)) return '—'
+  return value.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits })
+}
+
+function renderTable(summaries: Summary[], header: string[], notes: string[]): string {
+  const columns = ['configuration', 'req/s', 'spread', 'p50 ms', 'p99 ms', 'errors', 'CPU µs/req', 'CPU %',
+    'vs seq']
+  const rows = summaries.map((s) => [
+    s.label + (s.failedRuns > 0 ? ` (${s.failedRuns}/${s.runs} failed)` : ''),
+    formatNumber(s.requestsPerSec, 0),
+    Number.isFinite(s.requestsPerSec) && s.requestsPerSec > 0
+      ? `±${formatNumber((50 * (s.requestsPerSecMax - s.requestsPerSecMin)) / s.requestsPerSec, 1)}%` : '—',
+    formatNumber(s.p50Ms, 2),
+    formatNumber(s.p99Ms, 2),
+    s.runs > s.failedRuns ? String(s.errorsTotal) : '—',
+    formatNumber(s.cpuMicrosPerRequest, 1),
+    formatNumber(s.cpuPercent, 0),
+    s.speedup === null || !Number.isFinite(s.speedup) ? '—' : `${s.speedup.toFixed(2)}×`,
+  ])
+  const widths = columns.map((c, i) => Math.max(c.length, ...rows.map((r) => r[i].length)))
+  const line = (cells: string[]): string =>
+    cells.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]) : cell.padStart(widths[i]))).join('  ').trimEnd()
+  return [
+    ...header,
+    '',
+    line(columns),
+    line(widths.map((w) => '-'.repeat(w))),
+    ...rows.map(line),
+    '',
+    ...notes,
+  ].join('\n') + '\n'
+}
+
+async function main(): Promise<void> {
+  const options = parseArgs(process.argv.slice(2))
+
+  if (!fs.existsSync(path.join(ROOT, 'dist/bench/upstream.js'))) {
+    throw new Error('dist/bench/upstream.js is missing: build first (npm run build)')
+  }
+  const loadgen = pickLoadGenerator(options.loadgen)
+  const pinning = planPinning(options, loadgen.name)
+  const cpuCount = os.availableParallelism()
+  const threads = pinning.loadCpus?.length ?? Math.max(1, Math.floor(cpuCount / 2))
+  const peerThreads = options.peerThreads ?? pinning.balancerCpus?.length ?? cpuCount
+
+  // What to measure
+  const notes: string[] = []
+  const haveBalancer = fs.existsSync(options.balancerScript)
+  if (!haveBalancer) {
+    const message = `switchyard entry ${path.relative(ROOT, options.balancerScript)} not found (not built yet?)`
+    if (!options.peers) throw new Error(`${message}; run with --peers to measure only the peers`)
+    notes.push(`${message}: measured the peers only.`)
+  }
+  const peers = options.peers ? peerDefinitions() : []
+  const missingPeers = peers.filter((p) => p.binary === null).map((p) => p.id)
+  if (missingPeers.length > 0) notes.push(`not installed: ${missingPeers.join(', ')} (install: ${INSTALL_HINT})`)
+  if (!options.peers) notes.push('peers: run with --peers to add nginx, HAProxy and a node:http proxy for reference.')
+
+  let nginxUpstreams = false
+  if (options.nginxUpstreams) {
+    if (which('nginx') !== null) nginxUpstreams = true
+    else notes.push(`--nginx-upstreams: nginx is not installed (${INSTALL_HINT}); used node upstreams.`)
+  }
+
+  process.on('SIGINT', () => void interrupted('SIGINT', 130))
+  process.on('SIGTERM', () => void interrupted('SIGTERM', 143))
+
+  const startedAt = new Date()
+  const upstreams = nginxUpstreams
+    ? await startNginxUpstreams(which('nginx') as string, options.upstreams, pinning.loadCpus)
+    : await startNodeUpstreams(options.upstreams, pinning.loadCpus)
+
+  const configs: Configuration[] = []
+  if (haveBalancer) for (const workers of options.workersList) configs.push(switchyardConfig(workers, options, upstreams, pinning))
+  for (const peer of peers) {
+    if (peer.binary === null) continue
+    const label = peer.id === 'nginx' ? `nginx ${peer.version} (${peerThreads} worker${peerThreads > 1 ? 's' : ''})`
+      : peer.id === 'haproxy' ? `haproxy ${peer.version} (${peerThreads} thread${peerThreads > 1 ? 's' : ''})`
+        : 'node:http proxy (1 thread)'
+    configs.push({
+      id: peer.id,
+      label,
+      kind: 'peer',
+      workers: null,
+      start: (port) => peer.start(port, upstreams.ports, peerThreads, pinning.balancerCpus),
+    })
+  }
+  if (configs.length === 0) throw new Error('nothing to measure')
+
+  const header = [
+    `switchyard load bench: ${loadgen.name} ${loadgen.version}, ${options.connections} connections, ` +
+      `${options.durationS} s measured (+${options.warmupS} s warm-up) × ${options.rounds} rounds, medians`,
+    `upstreams: ${upstreams.ports.length} × ${upstreams.kind === 'nginx' ? 'nginx return 200' : 'bench/upstream.js (net)'}` +
+      `; ${cpuCount} CPUs (${os.cpus()[0]?.model ?? 'unknown'}), node ${process.version}`,
+    `pinning: ${pinning.description}`,
+  ]
+  if (!options.json) process.stdout.write(`${header.join('\n')}\n`)
+
+  // A B C A B C …
+  const progress = new Progress(configs.length * options.rounds, options.warmupS + options.durationS)
+  const runs: RunRecord[] = []
+  let runIndex = 0
+  for (let round = 1; round <= options.rounds; round++) {
+    for (const config of configs) {
+      runs.push(await runOnce(config, round, options, loadgen, pinning, threads, progress, runIndex++))
+    }
+  }
+  progress.done()
+  await stopAll()
+
+  const summaries = configs.map((config) => summarize(config, runs.filter((r) => r.config === config.id)))
+  const sequential = summaries.find((s) => s.id === 'switchyard-seq')
+  for (const s of summaries) {
+    s.speedup = sequential !== undefined && sequential.requestsPerSec > 0 ? s.requestsPerSec / sequential.requestsPerSec : null
+  }
+  for (const s of summaries) {
+    const failed = runs.find((r) => r.config === s.id && r.error !== null)
+    if (failed !== undefined) notes.push(`${s.label}: ${s.failedRuns} run(s) failed, first: ${failed.error?.split('\n')[0]}`)
+    if (s.badExits.length > 0) notes.push(`${s.label}: on SIGTERM exited with ${s.badExits.join(', ')} (expected 0)`)
+  }
+  notes.push('errors = non-2xx + socket errors, summed over rounds; spread = half the min..max range of req/s.',
+    `CPU µs/req and CPU % = the balancer's own processes (all threads), from /proc/PID/stat.`)
+  if (loadgen.name === 'autocannon') notes.push('autocannon reports latency in whole milliseconds.')
+
+  // Files
+  const stamp = startedAt.toISOString().replace(/\.\d+Z$/, 'Z').replace(/:/g, '-')
+  const resultsDir = path.join(ROOT, 'bench', 'results')
+  fs.mkdirSync(resultsDir, { recursive: true })
+  const jsonPath = path.join(resultsDir, `${stamp}.json`)
+  const svgPath = path.join(resultsDir, `${stamp}.svg`)
+  const report = {
+    schema: 'switchyard-bench-load/1',
+    startedAt: startedAt.toISOString(),
+    finishedAt: new Date().toISOString(),
+    git: gitDescribe(),
+    machine: {
+      cpus: cpuCount,
+      allowedCpus: allowedCpus(),
+      cpuModel: os.cpus()[0]?.model ?? 'unknown',
+      memoryGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
+      kernel: os.release(),
+      node: process.version,
+      clockTicksPerSec: CLOCK_TICKS_PER_SEC,
+    },
+    loadgen: { name: loadgen.name, version: loadgen.version, threads: loadgen.name === 'wrk' ? threads : 1 },
+    pinning,
+    options: { ...options, balancerScript: path.relative(ROOT, options.balancerScript) },
+    upstreams: { kind: upstreams.kind, count: upstreams.ports.length },
+    peerThreads,
+    notes,
+    summaries,
+    runs,
+  }
+  fs.writeFileSync(jsonPath, `${JSON.stringify(report, null, 2)}\n`)
+  fs.writeFileSync(svgPath, renderChart(chartInput(summaries, loadgen, options, pinning)))
+
+  if (options.json) {
+    process.stdout.write(`${JSON.stringify(report, null, 2)}\n`)
+    for (const note of notes) process.stderr.write(`[bench] ${note}\n`)
+  } else {
+    process.stdout.write(renderTable(summaries, [], notes))
+    process.stdout.write(`\nresults: ${path.relative(process.cwd(), jsonPath)}\n` +
+      `chart:   ${path.relative(process.cwd(), svgPath)}\n`)
+  }
+  if (runs.every((r) => !r.ok)) process.exitCode = 1
+}
+
+function chartInput(summaries: Summary[], loadgen: LoadGenerator, options: Options, pinning: Pinning): ChartInput {
+  return {
+    title: 'switchyard: sequential vs worker threads',
+    subtitle: `${loadgen.name}, ${options.connections} connections, ${options.durationS} s × ${options.rounds} rounds; ` +
+      `${os.availableParallelism()} CPUs; ${pinning.enabled ? pinning.description : 'not pinned'}`,
+    points: summaries.filter((s) => s.kind === 'switchyard').map((s) => ({
+      workers: s.workers as number,
+      requestsPerSec: s.requestsPerSec,
+      requestsPerSecMin: s.requestsPerSecMin,
+      requestsPerSecMax: s.requestsPerSecMax,
+      cpuUsPerRequest: s.cpuMicrosPerRequest,
+      cpuUsPerRequestMin: s.cpuMicrosPerRequestMin,
+      cpuUsPerRequestMax: s.cpuMicrosPerRequestMax,
+    })),
+    references: summaries.filter((s) => s.kind === 'peer').map((s) => ({
+      label: s.label, requestsPerSec: s.requestsPerSec, cpuUsPerRequest: s.cpuMicrosPerRequest,
+    })),
+  }
+}
+
+function gitDescribe(): string | null {
+  try {
+    const commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim()
+    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'],
+      { cwd: ROOT, encoding: 'utf8' }).trim() !== ''
+    return dirty ? `${commit}-dirty` : commit
+  } catch {
+    return null
+  }
+}
+
+async function interrupted(signal: string, code: number): Promise<void> {
+  if (stopping) return
+  stopping = true
+  process.stderr.write(`\n[bench] ${signal}: stopping everything\n`)
+  await stopAll()
+  process.exit(code)
+}
+
+process.on('exit', killAllSync)
+
+main().catch(async (err: Error) => {
+  process.stderr.write(`\n[bench] ${err.message}\n`)
+  await stopAll()
+  process.exit(1)
+})

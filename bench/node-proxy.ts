@@ -1,0 +1,121 @@
+/**
+ * The plain node:http reverse proxy peer: what you get in a few lines of Node without switchyard.
+ * One thread, node:http server, a keep-alive http.Agent towards the upstreams, round-robin.
+ *
+ *   node dist/bench/node-proxy.js --bind 127.0.0.1:8080 --upstream 127.0.0.1:8081 --upstream 127.0.0.1:8082
+ *
+ * It takes switchyard's CLI flags (--workers, --log-level, --no-access-log are accepted and ignored),
+ * so `bench/load.ts --balancer-script dist/bench/node-proxy.js` can stand in for the balancer while
+ * the real CLI is not there. Prints {"msg":"listening"} on stdout; exits on SIGTERM/SIGINT or when
+ * stdin closes.
+ */
+import * as fs from 'node:fs'
+import * as http from 'node:http'
+import type * as net from 'node:net'
+
+interface Target {
+  host: string
+  port: number
+}
+
+interface Options {
+  host: string
+  port: number
+  upstreams: Target[]
+}
+
+function parseHostPort(value: string): Target {
+  const colon = value.lastIndexOf(':')
+  const port = Number.parseInt(value.slice(colon + 1), 10)
+  if (colon <= 0 || !Number.isInteger(port)) throw new Error(`node-proxy: expected HOST:PORT, got ${value}`)
+  return { host: value.slice(0, colon), port }
+}
+
+function parseArgs(argv: string[]): Options {
+  const options: Options = { host: '127.0.0.1', port: 0, upstreams: [] }
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]
+    if (arg === '--bind') {
+      const bind = parseHostPort(argv[++i])
+      options.host = bind.host
+      options.port = bind.port
+    } else if (arg === '--upstream') {
+      options.upstreams.push(parseHostPort(argv[++i]))
+    } else if (arg === '--workers' || arg === '--log-level') {
+      i++
+    } else if (arg !== '--no-access-log') {
+      throw new Error(`node-proxy: unknown argument ${arg}`)
+    }
+  }
+  if (options.upstreams.length === 0) throw new Error('node-proxy: at least one --upstream')
+  return options
+}
+
+/** RFC 9110 §7.6.1: connection-specific fields are not forwarded. */
+const HOP_BY_HOP = new Set([
+  'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade',
+])
+
+function forwardableHeaders(raw: string[]): Record<string, string | string[]> {
+  const headers: Record<string, string | string[]> = {}
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i].toLowerCase()
+    if (HOP_BY_HOP.has(name)) continue
+    const existing = headers[name]
+    if (existing === undefined) headers[name] = raw[i + 1]
+    else if (Array.isArray(existing)) existing.push(raw[i + 1])
+    else headers[name] = [existing, raw[i + 1]]
+  }
+  return headers
+}
+
+function main(): void {
+  const options = parseArgs(process.argv.slice(2))
+  const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: 1024 })
+  let next = 0
+
+  const server = http.createServer({ keepAliveTimeout: 60_000 }, (req, res) => {
+    const target = options.upstreams[next]
+    next = (next + 1) % options.upstreams.length
+    const upstreamReq = http.request({
+      agent,
+      host: target.host,
+      port: target.port,
+      method: req.method,
+      path: req.url,
+      headers: forwardableHeaders(req.rawHeaders),
+    }, (upstreamRes) => {
+      res.writeHead(upstreamRes.statusCode ?? 502, forwardableHeaders(upstreamRes.rawHeaders))
+      upstreamRes.pipe(res)
+    })
+    upstreamReq.on('error', () => {
+      if (!res.headersSent) {
+        res.writeHead(502, { 'content-length': '0' })
+        res.end()
+      } else {
+        res.destroy()
+      }
+    })
+    req.pipe(upstreamReq)
+  })
+  server.on('error', (err) => {
+    process.stderr.write(`node-proxy: ${err.message}\n`)
+    process.exit(1)
+  })
+  server.listen(options.port, options.host, () => {
+    const { port } = server.address() as net.AddressInfo
+    process.stdout.write(`${JSON.stringify({ msg: 'listening', port })}\n`)
+  })
+
+  const exit = (): void => process.exit(0)
+  process.on('SIGTERM', exit)
+  process.on('SIGINT', exit)
+  // Only a pipe means "the bench is holding me": /dev/null would end at once.
+  if (fs.fstatSync(0).isFIFO()) {
+    process.stdin.on('end', exit)
+    process.stdin.on('close', exit)
+    process.stdin.resume()
+  }
+}
+
+main()
