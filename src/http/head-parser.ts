@@ -21,6 +21,13 @@ import {
 } from './header-names'
 import type { ErrorCode } from '../errors'
 
+// Module-local aliases of the lookup tables: compiled to CommonJS, an imported name is a
+// property load on the module object at every use; a local const is a constant to V8.
+const TOKEN_T = TOKEN
+const FIELD_VALUE_T = FIELD_VALUE
+const TARGET_T = TARGET
+const LOWER_T = LOWER
+
 export const HEAD_INCOMPLETE = -1
 export const HEAD_ERROR = -2
 
@@ -261,7 +268,7 @@ export class HeadParser {
       const f = i * 5
       const s = base + this.fields[f]
       if (base + this.fields[f + 1] - s !== n) continue
-      for (let j = 0; j < n; j++) if (LOWER[buf[s + j]] !== lowerName.charCodeAt(j)) continue outer
+      for (let j = 0; j < n; j++) if (LOWER_T[buf[s + j]] !== lowerName.charCodeAt(j)) continue outer
       return this.fieldValue(i)
     }
     return null
@@ -288,6 +295,43 @@ export class HeadParser {
     // leaves the limit to us; RFC 6585 §5: 431 when it is exceeded).
     const stop = length < limit ? length : limit
     while (p < stop) {
+      if (this.phase === HEADER_LINE) {
+        // Fast path for field lines: tight loops over the name and the value with the
+        // position in a local, stopping at the first byte they do not take.
+        if (this.colon === -1) {
+          while (p < stop && TOKEN_T[buf[base + p]] === 1) p++
+          if (p >= stop) break
+          const c = buf[base + p]
+          if (c === COLON) {
+            if (p === this.lineStart) return this.fail('SWY_ERR_BAD_HEADER', 'empty field name')
+            this.colon = p++
+          } else if (c !== CR && c !== LF) {
+            if (c === SP || c === HTAB) {
+              // RFC 9112 §5.2: obs-fold; §5.1: no whitespace between name and colon
+              return p === this.lineStart
+                ? this.fail('SWY_ERR_OBS_FOLD', 'obsolete line folding')
+                : this.fail('SWY_ERR_BAD_HEADER', 'whitespace before colon')
+            }
+            return this.fail('SWY_ERR_BAD_HEADER', `invalid byte 0x${c.toString(16)} in field name`)
+          }
+        }
+        if (this.colon !== -1) {
+          while (p < stop && FIELD_VALUE_T[buf[base + p]] === 1) p++
+          if (p >= stop) break
+          const c = buf[base + p]
+          if (c !== CR && c !== LF) return this.fail('SWY_ERR_BAD_HEADER', `invalid byte 0x${c.toString(16)} in field value`)
+        }
+      }
+      else if (this.sp1 !== -1 && this.sp2 === -1 && (this.targetState === T_ORIGIN || this.targetState === T_ABS_PATH)) {
+        // Fast path for the path and query of a request target: a tight loop up to the
+        // target limit; the byte that stops it (SP, CR, anything else) takes the slow path.
+        const targetEnd = base + this.sp1 + 1 + this.limits.maxRequestTargetBytes
+        const end = base + stop < targetEnd ? base + stop : targetEnd
+        let i = base + p
+        while (i < end && TARGET_T[buf[i]] === 1) i++
+        p = i - base
+        if (p >= stop) break
+      }
       const b = buf[base + p]
       if (b === CR) {
         if (p + 1 >= stop) { // the LF is not here yet (wait) or would fall past the limit
@@ -308,27 +352,10 @@ export class HeadParser {
         continue
       }
       if (b === LF) return this.fail('SWY_ERR_BARE_CR_LF', 'bare LF') // RFC 9112 §2.2: we do not accept LF alone
-      if (this.phase === HEADER_LINE) {
-        if (this.colon === -1) {
-          if (b === COLON) {
-            if (p === this.lineStart) return this.fail('SWY_ERR_BAD_HEADER', 'empty field name')
-            this.colon = p
-          } else if (TOKEN[b] !== 1) {
-            if (b === SP || b === HTAB) {
-              // RFC 9112 §5.2: obs-fold; §5.1: no whitespace between name and colon
-              return p === this.lineStart
-                ? this.fail('SWY_ERR_OBS_FOLD', 'obsolete line folding')
-                : this.fail('SWY_ERR_BAD_HEADER', 'whitespace before colon')
-            }
-            return this.fail('SWY_ERR_BAD_HEADER', `invalid byte 0x${b.toString(16)} in field name`)
-          }
-        } else if (FIELD_VALUE[b] !== 1) {
-          return this.fail('SWY_ERR_BAD_HEADER', `invalid byte 0x${b.toString(16)} in field value`)
-        }
-      } else if (this.kind === KIND_REQUEST) {
+      if (this.kind === KIND_REQUEST) {
         const r = this.requestLineByte(b, p)
         if (r < 0) return r
-      } else if (FIELD_VALUE[b] !== 1) {
+      } else if (FIELD_VALUE_T[b] !== 1) {
         return this.fail('SWY_ERR_UPSTREAM_PROTOCOL', 'invalid byte in status line')
       }
       p++
@@ -358,10 +385,10 @@ export class HeadParser {
       return 0
     }
     if (this.sp1 === -1) {
-      if (TOKEN[b] !== 1) return this.fail('SWY_ERR_BAD_METHOD', 'invalid byte in method')
+      if (TOKEN_T[b] !== 1) return this.fail('SWY_ERR_BAD_METHOD', 'invalid byte in method')
       if (p - this.lineStart >= MAX_METHOD_BYTES) return this.fail('SWY_ERR_BAD_METHOD', 'method too long')
     } else if (this.sp2 === -1) {
-      if (TARGET[b] !== 1) return this.fail('SWY_ERR_BAD_REQUEST_LINE', `invalid byte 0x${b.toString(16)} in request target`)
+      if (TARGET_T[b] !== 1) return this.fail('SWY_ERR_BAD_REQUEST_LINE', `invalid byte 0x${b.toString(16)} in request target`)
       if (p - this.sp1 > this.limits.maxRequestTargetBytes) return this.fail('SWY_ERR_URI_TOO_LONG', 'request target over limit')
       if (this.targetState !== T_ORIGIN && this.targetState !== T_ABS_PATH) return this.targetByte(p - this.sp1 - 1, b)
     } else {
@@ -385,13 +412,13 @@ export class HeadParser {
       case T_START:
         if (b === 0x2f) this.targetState = T_ORIGIN
         else if (b === 0x2a) this.targetState = T_ASTERISK
-        else if (LOWER[b] === HTTP_SCHEME[0]) this.targetState = T_SCHEME
+        else if (LOWER_T[b] === HTTP_SCHEME[0]) this.targetState = T_SCHEME
         else return this.fail('SWY_ERR_BAD_REQUEST_LINE', 'request target is not origin-form or absolute-form')
         return 0
       case T_SCHEME: {
         // "http" is common to both schemes; byte 4 (':' or 's') decides which one this is
-        const scheme = j < 4 || (j === 4 ? LOWER[b] : LOWER[this.buf[this.base + this.sp1 + 5]]) !== 0x73 ? HTTP_SCHEME : HTTPS_SCHEME
-        if (LOWER[b] !== scheme[j]) return this.fail('SWY_ERR_BAD_REQUEST_LINE', 'request target is not origin-form or absolute-form')
+        const scheme = j < 4 || (j === 4 ? LOWER_T[b] : LOWER_T[this.buf[this.base + this.sp1 + 5]]) !== 0x73 ? HTTP_SCHEME : HTTPS_SCHEME
+        if (LOWER_T[b] !== scheme[j]) return this.fail('SWY_ERR_BAD_REQUEST_LINE', 'request target is not origin-form or absolute-form')
         if (j === scheme.length - 1) this.targetState = T_AUTHORITY
         return 0
       }
@@ -411,7 +438,7 @@ export class HeadParser {
   /** The authority of an absolute-form target ends before target byte `end`: RFC 9110 §4.2.1, the host must not be empty. */
   private checkAuthority (end: number): number {
     const t = this.base + this.sp1 + 1
-    const start = LOWER[this.buf[t + 4]] === 0x73 ? HTTPS_SCHEME.length : HTTP_SCHEME.length
+    const start = LOWER_T[this.buf[t + 4]] === 0x73 ? HTTPS_SCHEME.length : HTTP_SCHEME.length
     if (end === start || this.buf[t + start] === COLON) return this.fail('SWY_ERR_BAD_REQUEST_LINE', 'absolute-form target without a host')
     return 0
   }
@@ -570,7 +597,7 @@ export class HeadParser {
       while (i < e && (buf[i] === SP || buf[i] === HTAB || buf[i] === COMMA)) i++
       if (i >= e) break
       const ts = i
-      while (i < e && TOKEN[buf[i]] === 1) i++
+      while (i < e && TOKEN_T[buf[i]] === 1) i++
       const te = i
       if (te === ts) return this.failFraming('SWY_ERR_BAD_TRANSFER_ENCODING', 'invalid transfer coding')
       // skip parameters of this coding up to the next comma
@@ -602,7 +629,7 @@ export class HeadParser {
       while (i < e && (buf[i] === SP || buf[i] === HTAB || buf[i] === COMMA)) i++
       if (i >= e) break
       const ts = i
-      while (i < e && TOKEN[buf[i]] === 1) i++
+      while (i < e && TOKEN_T[buf[i]] === 1) i++
       const te = i
       while (i < e && (buf[i] === SP || buf[i] === HTAB)) i++
       if (te === ts || (i < e && buf[i] !== COMMA)) return this.failFraming('SWY_ERR_BAD_HEADER', 'invalid Connection field')
