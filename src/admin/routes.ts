@@ -22,6 +22,7 @@ import { buildStatus } from './status'
 import { renderMetrics, CONTENT_TYPE as METRICS_CONTENT_TYPE } from './prometheus'
 import { dashboardHtml, dashboardCsp } from './dashboard'
 import { primaryKey } from '../cache/key'
+import { BUSY, REMOVED } from '../cache/store'
 
 export interface AdminContext {
   readonly lb: Switchyard
@@ -180,12 +181,12 @@ function purge (ctx: AdminContext, req: http.IncomingMessage, res: http.ServerRe
   const host = query.get('host') ?? ''
   if (target === null || !target.startsWith('/')) { sendJson(res, 400, { error: 'path=/... is required' }); return }
   const key = primaryKey(host, target)
-  // remove() is false both for "not stored" and "another thread holds the write lock":
-  // try a few times, a few ms apart, before answering that nothing was there
+  // the store refuses a write while another thread holds its lock: try again a few ms later
   let attempt = 0
   const tryRemove = (): void => {
-    const removed = cache.remove(key)
-    if (!removed && ++attempt < 10) { setTimeout(tryRemove, 5); return }
+    const result = cache.tryRemove(key)
+    if (result === BUSY && ++attempt < 10) { setTimeout(tryRemove, 5); return }
+    const removed = result === REMOVED
     log.info({ host, path: target, removed }, 'cache purge')
     sendJson(res, 200, { host, path: target, purged: removed })
   }

@@ -150,7 +150,10 @@ export function responseFreshness (res: ResponseView, requestCacheMode: number, 
  */
 export function correctedInitialAgeSec (res: ResponseView, requestTimeMs: number, responseTimeMs: number): number {
   const dateMs = receivedDateMs(res, responseTimeMs)
-  const apparentAgeMs = Math.max(0, responseTimeMs - dateMs)
+  // an HTTP date names a whole second: the response was generated somewhere in
+  // [date, date + 1 s), so take the latest instant (else a response crossing a
+  // second boundary in flight would look a second old)
+  const apparentAgeMs = Math.max(0, responseTimeMs - dateMs - 999)
   const responseDelayMs = Math.max(0, responseTimeMs - requestTimeMs)
   const correctedAgeValueMs = ageHeaderSec(res) * 1000 + responseDelayMs
   return Math.min(Math.floor(Math.max(apparentAgeMs, correctedAgeValueMs) / 1000), 2147483647)

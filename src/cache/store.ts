@@ -56,6 +56,11 @@ export { CacheEntry }
 export type { CacheEntryInput }
 
 /** Sent to every thread (structured clone shares the buffer). Everything else is read from it. */
+/** tryRemove() results. */
+export const REMOVED = 1
+export const ABSENT = 0
+export const BUSY = -1
+
 export interface SharedCacheInit {
   buffer: SharedArrayBuffer
 }
@@ -324,16 +329,21 @@ export class SharedCacheStore {
    * (try again).
    */
   remove (key: string): boolean {
-    if (!this.lock()) return false
+    return this.tryRemove(key) === REMOVED
+  }
+
+  /** Like remove(), telling apart REMOVED, ABSENT (nothing stored) and BUSY (try again). */
+  tryRemove (key: string): number {
+    if (!this.lock()) return BUSY
     try {
-      if (key.length > C.MAX_KEY_BYTES) return false
+      if (key.length > C.MAX_KEY_BYTES) return ABSENT
       hashKey(key, this.seed, this.hashBits, this.hash)
       const slot = this.slotOfKey(key, this.hash[0], this.hash[1])
-      if (slot < 0) return false
+      if (slot < 0) return ABSENT
       const offset = this.index[slot * C.INDEX_INTS + C.I_OFFSET]
       this.unlinkRecord(offset, slot)
       this.publish()
-      return true
+      return REMOVED
     } finally {
       this.unlock()
     }

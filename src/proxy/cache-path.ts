@@ -8,7 +8,7 @@
  * chunked response passes through uncached.
  */
 import type { CacheConfig } from '../config/types'
-import { SharedCacheStore, CacheEntry } from '../cache/store'
+import { SharedCacheStore, CacheEntry, BUSY } from '../cache/store'
 import {
   requestCacheMode, responseFreshness, correctedInitialAgeSec, freshEnoughForRequest, conditionalMatches, varyNames,
   parseHttpDate, CacheControl, CACHE_BYPASS, CACHE_LOOKUP,
@@ -45,7 +45,7 @@ export class CacheHook {
    * another thread holds the write lock, so try a few times, a few ms apart.
    */
   invalidate (key: string, attempt = 0): void {
-    if (this.store.remove(key) || attempt >= 10) return
+    if (this.store.tryRemove(key) !== BUSY || attempt >= 10) return
     setTimeout(invalidateLater, 5, this, key, attempt + 1).unref()
   }
 
@@ -287,28 +287,36 @@ export class CacheState {
     return null
   }
 
-  onResponseBody (chunk: Buffer, start: number, end: number): void {
+  /** Called before the bytes go to the client, so the entry is stored before the client has the whole response. */
+  onResponseBody (chunk: Buffer, start: number, end: number, status: number): void {
     if (this.storedHead === null) return
     this.chunks.push(chunk.subarray(start, end))
     this.capturedBytes += end - start
+    if (this.capturedBytes === this.expectedBytes) this.commit(status)
   }
 
-  /** The response is complete: store what was captured, then let waiters in. */
+  /** The response is complete: store what was captured (a bodiless one), then let waiters in. */
   onResponseEnd (status: number): void {
     if (this.invalidateKey !== '' && status >= 200 && status < 400) {
       this.hook.invalidate(this.invalidateKey)
       this.invalidateKey = ''
     }
-    if (this.storedHead !== null && this.capturedBytes === this.expectedBytes) {
-      this.hook.store.store(this.key, {
-        status, head: this.storedHead, body: this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks, this.capturedBytes),
-        storedAtMs: Date.now(), responseDateMs: this.responseDateMs, initialAgeSec: this.initialAgeSec,
-        freshForMs: this.freshForMs, etag: this.etag, lastModified: this.lastModified,
-        varyNames: this.varyNames, varyValues: this.varyNames === null ? null : varyValues(this.varyNames, this.view),
-      })
-    }
+    if (this.storedHead !== null && this.capturedBytes === this.expectedBytes) this.commit(status)
     this.storedHead = null
     this.chunks = []
+    this.release()
+  }
+
+  private commit (status: number): void {
+    this.hook.store.store(this.key, {
+      status, head: this.storedHead as Buffer, body: this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks, this.capturedBytes),
+      storedAtMs: Date.now(), responseDateMs: this.responseDateMs, initialAgeSec: this.initialAgeSec,
+      freshForMs: this.freshForMs, etag: this.etag, lastModified: this.lastModified,
+      varyNames: this.varyNames, varyValues: this.varyNames === null ? null : varyValues(this.varyNames, this.view),
+    })
+    this.storedHead = null
+    this.chunks = []
+    // waiters may take it from here; the fill is done
     this.release()
   }
 

@@ -522,7 +522,7 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
 
   onResponseBody (chunk: Buffer, start: number, end: number): void {
     if (end <= start) return
-    if (this.cacheOn) this.cacheState.onResponseBody(chunk, start, end)
+    if (this.cacheOn) this.cacheState.onResponseBody(chunk, start, end, this.status)
     const n = end - start
     this.bytesOut += n
     const head = this.heldHead

@@ -196,8 +196,9 @@ describe('age and freshness (RFC 9111 §4.2.3)', () => {
   it('corrected_initial_age: the larger of apparent age and Age + response delay', () => {
     // Age 10 s, 2 s round trip, Date matches the receipt: 12 s
     assert.equal(correctedInitialAgeSec(res(200, { age: '10', date: DATE }), NOW - 2000, NOW), 12)
-    // Date 30 s behind the receipt, no Age: apparent age wins
-    assert.equal(correctedInitialAgeSec(res(200, { date: new Date(NOW - 30_000).toUTCString() }), NOW, NOW), 30)
+    // Date 30 s behind the receipt, no Age: apparent age wins; the Date names a whole second,
+    // taken at its latest instant, so 29.0xx s -> 29 (a response is never made older by rounding)
+    assert.equal(correctedInitialAgeSec(res(200, { date: new Date(NOW - 30_000).toUTCString() }), NOW, NOW), 29)
     // a Date in the future counts as 0, an invalid Age is ignored
     assert.equal(correctedInitialAgeSec(res(200, { date: new Date(NOW + 30_000).toUTCString(), age: 'x' }), NOW, NOW), 0)
   })
