@@ -8,6 +8,7 @@ import { workerData, threadId, BroadcastChannel } from 'node:worker_threads'
 import { SharedState } from '../src/shared/state'
 import { createThreadProxy, attachConnection, applyConfig, startThreadStats, drainThread } from '../src/proxy/thread'
 import type { WorkerInit, ConnectionTask, ControlMessage } from '../src/primary/workers'
+import { ADOPT_TAKING, ADOPT_WRAPPED } from '../src/primary/adoption'
 import { logger, flushLogs, setLogLevel } from '../src/log'
 
 const init = workerData as WorkerInit
@@ -33,9 +34,11 @@ channel.onmessage = (event: unknown) => {
 
 
 export default async function serveConnection (task: ConnectionTask): Promise<void> {
-  // from here on the descriptor is ours: if this thread dies, its teardown closes it
-  Atomics.store(task.adopted, 0, 1)
+  // the hand-off handshake (src/primary/workers.ts): taking, then wrapped, after which this
+  // thread's teardown closes the descriptor if the thread dies
+  Atomics.store(task.adopted, 0, ADOPT_TAKING)
   const socket = new net.Socket({ fd: task.fd, readable: true, writable: true, allowHalfOpen: true })
+  Atomics.store(task.adopted, 0, ADOPT_WRAPPED)
   return await new Promise<void>((resolve) => {
     socket.once('close', () => resolve())
     attachConnection(ctx, socket, task.peerIp)

@@ -8,6 +8,8 @@ import { SwitchyardError } from '../errors'
 interface FdHandoff {
   duplicate (fd: number): number
   close (fd: number): void
+  /** "ip:port" of the socket's peer, or null when `fd` is not an open connected socket. */
+  peer (fd: number): string | null
 }
 
 let addon: FdHandoff | null = null

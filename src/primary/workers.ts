@@ -13,6 +13,7 @@ import type { Config } from '../config/types'
 import type { SharedState, UpstreamEntry } from '../shared/state'
 import { H_WORKER_RESTARTS, MAX_WORKER_SLOTS, W_THREAD_ID } from '../shared/layout'
 import { loadHandoff } from './handoff'
+import { ADOPT_NONE, ADOPT_TAKING } from './adoption'
 import type { SharedCacheInit } from '../cache/store'
 import { logger } from '../log'
 
@@ -30,13 +31,16 @@ export interface ConnectionTask {
   peerIp: string
   peerPort: number
   /**
-   * Ownership handshake: the worker stores 1 here just before it wraps the
-   * descriptor. If the task fails with 0 still here, no worker adopted it and
-   * the primary still owns it (re-dispatch or close); with 1, the worker's
-   * teardown closed it and the number may already be reused: never touch it.
+   * Ownership handshake, written by the worker: ADOPT_TAKING just before it
+   * wraps the descriptor, ADOPT_WRAPPED once a socket owns it. If the task
+   * fails (the worker died), ADOPT_NONE means the descriptor is still ours,
+   * untouched; ADOPT_WRAPPED means the worker's teardown closed it (the
+   * number may already be reused: never touch it); ADOPT_TAKING is decided by
+   * asking the kernel whether the number still names the same peer.
    */
   adopted: Int32Array
 }
+
 
 /** How often a descriptor no worker adopted is offered again before it is closed. */
 const MAX_HANDOFF_ATTEMPTS = 3
@@ -119,11 +123,17 @@ export class WorkerPool {
 
   private handOff (task: ConnectionTask, attempt: number): void {
     const done = this.pool.run(task).catch((err: Error) => {
-      if (Atomics.load(task.adopted, 0) === 1) {
+      const adopted = Atomics.load(task.adopted, 0)
+      // the worker died between taking the descriptor and wrapping it: still ours only if
+      // the number still names this connection ('exit' fires after the thread's handles closed)
+      const stillOurs = adopted === ADOPT_NONE ||
+        (adopted === ADOPT_TAKING && this.handoff.peer(task.fd) === peerKey(task.peerIp, task.peerPort))
+      if (!stillOurs) {
         // the worker had it: its teardown closed the descriptor and the connection with it
         if (!this.stopping) logger.warn({ peer: task.peerIp, err: err.message }, 'connection ended by a worker failure')
         return
       }
+      Atomics.store(task.adopted, 0, ADOPT_NONE)
       // no worker adopted it: it is still ours, untouched (nothing was read from it)
       if (!this.stopping && attempt < MAX_HANDOFF_ATTEMPTS) {
         this.handOff(task, attempt + 1)
@@ -165,6 +175,11 @@ export class WorkerPool {
     await this.pool.destroy()
     this.channel.close()
   }
+}
+
+/** The peer as the addon prints it (IPv4-mapped addresses as Node reports them: "::ffff:1.2.3.4"). */
+function peerKey (ip: string, port: number): string {
+  return `${ip}:${port}`
 }
 
 /** piscina load balancer: the worker with the fewest open connections (tasks). */
