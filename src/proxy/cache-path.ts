@@ -45,7 +45,12 @@ export class CacheHook {
    * another thread holds the write lock, so try a few times, a few ms apart.
    */
   invalidate (key: string, attempt = 0): void {
-    if (this.store.tryRemove(key) !== BUSY || attempt >= 10) return
+    // the write lock is held for a copy at most: a short bounded spin nearly always gets it,
+    // so the entry is gone before the response that caused it is relayed
+    for (let spin = 0; spin < (attempt === 0 ? 64 : 1); spin++) {
+      if (this.store.tryRemove(key) !== BUSY) return
+    }
+    if (attempt >= 10) return
     setTimeout(invalidateLater, 5, this, key, attempt + 1).unref()
   }
 
@@ -245,6 +250,11 @@ export class CacheState {
    * revalidated entry), or null to relay the upstream's response.
    */
   onResponseHead (user: CacheUser, res: HeadParser): CachedResponse | null {
+    if (this.invalidateKey !== '') {
+      // RFC 9111 §4.4: before the client can see this response (and send its next GET)
+      if (res.status >= 200 && res.status < 400) this.hook.invalidate(this.invalidateKey)
+      this.invalidateKey = ''
+    }
     if (this.key === '') return null
     const now = Date.now()
     if (this.revalidating && res.status === 304) {
@@ -297,10 +307,6 @@ export class CacheState {
 
   /** The response is complete: store what was captured (a bodiless one), then let waiters in. */
   onResponseEnd (status: number): void {
-    if (this.invalidateKey !== '' && status >= 200 && status < 400) {
-      this.hook.invalidate(this.invalidateKey)
-      this.invalidateKey = ''
-    }
     if (this.storedHead !== null && this.capturedBytes === this.expectedBytes) this.commit(status)
     this.storedHead = null
     this.chunks = []

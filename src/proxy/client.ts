@@ -492,7 +492,7 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
       return HEAD_TUNNEL
     }
     let extra = this.setCookie
-    if (this.cacheOn && this.cacheState.key !== '') {
+    if (this.cacheOn && (this.cacheState.key !== '' || this.cacheState.invalidateKey !== '')) {
       const cached = this.cacheState.onResponseHead(this, head)
       if (cached !== null) {
         // revalidated: the stored response goes out instead of the upstream's 304
@@ -503,7 +503,7 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
         this.heldHead = out
         return HEAD_FINAL
       }
-      extra += `X-Cache: ${this.cacheState.xCache}\r\n`
+      if (this.cacheState.xCache !== '') extra += `X-Cache: ${this.cacheState.xCache}\r\n`
     }
     // keep the client connection only if its framing stays known
     const willClose = !this.keepAlive || ctx.draining || !this.bodyDone || (head.bodyKind === 3 /* BODY_CLOSE */ && !this.isHead)
