@@ -24,6 +24,9 @@ import { H_CACHE_HITS, H_CACHE_MISSES } from '../shared/layout'
 /** How long a request waits for another thread's fill of the same key before going upstream itself. */
 const FILL_WAIT_MS_MAX = 10_000
 const WAITER_POLL_MS = 5
+/** How long a URL whose response could not be stored skips coalescing. */
+const PASS_MS = 10_000
+const PASS_MARKS_MAX = 10_000
 
 /** One per thread: the store and the requests waiting for a fill. */
 export class CacheHook {
@@ -33,6 +36,8 @@ export class CacheHook {
   private timer: NodeJS.Timeout | null = null
   /** Responses arrive within responseMs, so a fill claim older than that is abandoned. */
   fillTtlMs: number
+  /** URLs whose last response could not be stored, until when (ms): no coalescing for them. */
+  private readonly passUntil = new Map<string, number>()
 
   constructor (store: SharedCacheStore, config: CacheConfig, responseMs: number) {
     this.store = store
@@ -52,6 +57,20 @@ export class CacheHook {
     }
     if (attempt >= 10) return
     setTimeout(invalidateLater, 5, this, key, attempt + 1).unref()
+  }
+
+  markPass (key: string, now: number): void {
+    // bounded: a flood of distinct uncacheable URLs only forgets the marks early
+    if (this.passUntil.size >= PASS_MARKS_MAX) this.passUntil.clear()
+    this.passUntil.set(key, now + PASS_MS)
+  }
+
+  isPass (key: string, now: number): boolean {
+    const until = this.passUntil.get(key)
+    if (until === undefined) return false
+    if (until > now) return true
+    this.passUntil.delete(key)
+    return false
   }
 
   count (field: number): void {
@@ -206,6 +225,12 @@ export class CacheState {
       user.serveCached(r)
       return true
     }
+    if (this.hook.isPass(this.key, now)) {
+      // known uncacheable: straight upstream, in parallel with every other request for it
+      this.xCache = 'MISS'
+      this.hook.count(H_CACHE_MISSES)
+      return false
+    }
     if (store.tryClaimFill(this.key, now, this.hook.fillTtlMs)) {
       this.filling = true
       this.xCache = this.revalidating ? 'REVALIDATED' : 'MISS'
@@ -279,11 +304,16 @@ export class CacheState {
     if (user.isHead || res.status < 200) return null
     const view = new HeadView(res)
     const freshFor = responseFreshness(view, this.mode, this.hasAuthorization, this.hook.config.cacheAuthorized, now)
-    if (freshFor < 0) return null
     const framing = res.bodyKind
-    if (!(framing === BODY_NONE || (framing === BODY_LENGTH && res.contentLength <= this.hook.store.maxEntryBytes))) return null
-    const names = varyNames(view)
-    if (names !== null && names.includes('*')) return null
+    const names = freshFor < 0 ? null : varyNames(view)
+    if (freshFor < 0 || !(framing === BODY_NONE || (framing === BODY_LENGTH && res.contentLength <= this.hook.store.maxEntryBytes)) ||
+        (names !== null && names.includes('*'))) {
+      // not storable: remember it for a while (Varnish's hit-for-pass) so that requests for
+      // this URL stop queueing behind one another's fills, and let the waiters go now
+      this.hook.markPass(this.key, now)
+      this.release()
+      return null
+    }
     this.storedHead = buildStoredHead(res)
     this.expectedBytes = framing === BODY_LENGTH ? res.contentLength : 0
     this.freshForMs = freshFor

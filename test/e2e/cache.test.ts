@@ -315,6 +315,26 @@ for (const mode of MODES) {
         assert.equal(after.headers['x-cache'], 'MISS')
       })
 
+      test('requests for an uncacheable URL are not queued behind one another (hit-for-pass)', async () => {
+        const path = '/never/pass'
+        let inFlight = 0
+        let maxInFlight = 0
+        origin.route(path, (_req, res) => {
+          inFlight++
+          maxInFlight = Math.max(maxInFlight, inFlight)
+          // answer once 200 ms have passed, so that concurrent requests overlap at the upstream
+          setTimeout(() => { inFlight--; send(res, 200, { 'cache-control': 'no-store' }, 'not for keeping\n') }, 200)
+        })
+        // the first response tells the cache this URL is not storable
+        assert.equal((await get(path)).status, 200)
+        maxInFlight = 0
+        const replies = await Promise.all(Array.from({ length: 20 }, async () => await get(path)))
+        assert.ok(replies.every((r) => r.status === 200 && r.body === 'not for keeping\n'))
+        // coalescing would let one request through at a time (maxInFlight 1); with two workers,
+        // the one that has not seen the URL yet holds its own requests back for one round trip
+        assert.ok(maxInFlight >= 10, `upstream saw at most ${maxInFlight} of the 20 requests at once`)
+      })
+
       test('a chunked response passes through uncached (documented limitation)', async () => {
         const path = '/never/chunked'
         origin.route(path, (_req, res) => {
