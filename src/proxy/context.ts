@@ -42,11 +42,6 @@ export interface StickyHook {
 
 export type ClientIpResolver = (socketIp: string, xForwardedFor: string | null) => string
 
-export interface ConnectionCounters {
-  /** Worker slot in shared state (per-thread stats), -1 if none. */
-  workerSlot: number
-}
-
 import type { CacheHook } from './cache-path'
 
 export class ProxyContext {
