@@ -6,6 +6,8 @@
  * be seeded, and seeded streams keep the distribution tests deterministic).
  */
 
+import { fmix32 as mix32 } from '../shared/hash'
+
 const FNV_OFFSET_BASIS = 0x811c9dc5
 const FNV_PRIME = 0x01000193
 
@@ -26,14 +28,9 @@ export function hashString (text: string): number {
   return fmix32(h)
 }
 
-/** murmur3's 32-bit finalizer: every input bit flips each output bit with probability ~1/2. Returns a uint32. */
+/** src/shared/hash.ts's finaliser as a uint32 (the ring and the hash picks compare unsigned). */
 export function fmix32 (h: number): number {
-  h ^= h >>> 16
-  h = Math.imul(h, 0x85ebca6b)
-  h ^= h >>> 13
-  h = Math.imul(h, 0xc2b2ae35)
-  h ^= h >>> 16
-  return h >>> 0
+  return mix32(h) >>> 0
 }
 
 /**

@@ -16,6 +16,7 @@
  * hold no LF or NUL either (RFC 9110 §5.5), so LF separates values and NUL
  * marks an absent field unambiguously.
  */
+import { fmix32 } from '../shared/hash'
 
 /** The request headers the key needs; see policy.ts RequestView. */
 export interface HeaderSource {
@@ -118,11 +119,3 @@ export function hashKey (key: string, seed: number, bits: number, out: Int32Arra
   out[1] = b
 }
 
-function fmix32 (h: number): number {
-  h ^= h >>> 16
-  h = Math.imul(h, 0x85ebca6b)
-  h ^= h >>> 13
-  h = Math.imul(h, 0xc2b2ae35)
-  h ^= h >>> 16
-  return h | 0
-}

@@ -723,4 +723,3 @@ declare global {
   }
 }
 
-export { LOWER }

@@ -40,17 +40,15 @@ function build (code: ErrorCode, close: boolean, extraHeaders: string, head: boo
     '\r\n' + (head ? '' : body), 'latin1')
 }
 
-const prebuilt = new Map<string, Buffer>()
+// per code, four variants: [keep-alive, close] x [with body, without (HEAD)]
+const prebuilt = new Map<ErrorCode, Buffer[]>()
 for (const code of Object.keys(errorCatalogue) as ErrorCode[]) {
-  for (const close of [false, true]) {
-    prebuilt.set(`${code}:${close ? 1 : 0}:0`, build(code, close, '', false))
-    prebuilt.set(`${code}:${close ? 1 : 0}:1`, build(code, close, '', true))
-  }
+  prebuilt.set(code, [build(code, false, '', false), build(code, false, '', true), build(code, true, '', false), build(code, true, '', true)])
 }
 
 /** The canned response for `code`; `head` leaves the body out (answer to HEAD). */
 export function errorReply (code: ErrorCode, close: boolean, head = false): Buffer {
-  return prebuilt.get(`${code}:${close ? 1 : 0}:${head ? 1 : 0}`) as Buffer
+  return (prebuilt.get(code) as Buffer[])[(close ? 2 : 0) + (head ? 1 : 0)]
 }
 
 /** A canned response with extra header lines (CRLF-terminated), e.g. the rate-limit fields of a 429. */

@@ -128,6 +128,8 @@ export class CachedResponse {
 export class CacheState {
   readonly hook: CacheHook
   readonly view: HeadView
+  /** The upstream response's fields, re-pointed at each response's parser. */
+  private readonly responseView: HeadView
   readonly requestCc = new CacheControl()
   readonly entry = new CacheEntry()
   key = ''
@@ -162,6 +164,7 @@ export class CacheState {
     this.hook = hook
     this.user = user
     this.view = new HeadView(user.parser)
+    this.responseView = new HeadView(user.parser)
   }
 
   reset (): void {
@@ -285,7 +288,8 @@ export class CacheState {
     if (this.revalidating && res.status === 304) {
       // RFC 9111 §4.3.4: freshen the stored response with the 304's metadata and serve it
       const e = this.entry
-      const view = new HeadView(res)
+      const view = this.responseView
+      view.parser = res
       const fresh = responseFreshness(view, this.mode, this.hasAuthorization, this.hook.config.cacheAuthorized, now)
       const freshFor = fresh >= 0 ? fresh : e.freshForMs
       this.hook.store.store(this.key, {
@@ -302,7 +306,8 @@ export class CacheState {
     if (this.revalidating) this.xCache = 'MISS' // the upstream sent a new response instead
     this.storedHead = null
     if (user.isHead || res.status < 200) return null
-    const view = new HeadView(res)
+    const view = this.responseView
+    view.parser = res
     const freshFor = responseFreshness(view, this.mode, this.hasAuthorization, this.hook.config.cacheAuthorized, now)
     const framing = res.bodyKind
     const names = freshFor < 0 ? null : varyNames(view)

@@ -31,6 +31,7 @@ import {
   FAIL_CONNECT, FAIL_RESET, FAIL_TIMEOUT, FAIL_PROTOCOL, FAIL_MID_BODY, FAIL_CLIENT_STALLED,
 } from './upstream'
 import { recordUpstreamFailure, recordUpstreamSuccess } from '../health/passive'
+import { findCookie } from '../sticky/cookie'
 import { logAccess, logRejected, logUpstreamProblem } from './access-log'
 import type { Expirable } from './sweeper'
 import { CacheState, type CacheUser, type CachedResponse } from './cache-path'
@@ -314,9 +315,12 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
     const p = this.parser
     this.pick.reset()
     this.pick.clientIp = this.clientIp
+    if (ctx.hashCookie !== null || ctx.sticky !== null) {
+      const cookies = nullIfEmpty(joinedValues(p, H_COOKIE, '; '))
+      if (ctx.hashCookie !== null) this.pick.hashKey = cookies === null ? '' : (findCookie(cookies, ctx.hashCookie) ?? '')
+      if (ctx.sticky !== null) this.stickyIndex = ctx.sticky.route(cookies)
+    }
     if (ctx.hashHeader !== null) this.pick.hashKey = p.valueOfName(ctx.hashHeader) ?? ''
-    else if (ctx.hashCookie !== null) this.pick.hashKey = cookieValue(nullIfEmpty(joinedValues(p, H_COOKIE, '; ')), ctx.hashCookie)
-    if (ctx.sticky !== null) this.stickyIndex = ctx.sticky.route(nullIfEmpty(joinedValues(p, H_COOKIE, '; ')))
 
     const initial = this.initialBody
     const validators = this.cacheOn ? this.cacheState.conditionalFields() : ''
@@ -793,23 +797,6 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
     const up = this.upstream
     if (up !== null && up.socket.isPaused()) up.socket.resume()
   }
-}
-
-/** The value of cookie `name` in a Cookie header, '' when absent. */
-function cookieValue (header: string | null, name: string): string {
-  if (header === null) return ''
-  let i = 0
-  while (i < header.length) {
-    const eq = header.indexOf('=', i)
-    if (eq === -1) return ''
-    let ns = i
-    while (header.charCodeAt(ns) === 0x20) ns++
-    const semi = header.indexOf(';', eq)
-    const end = semi === -1 ? header.length : semi
-    if (eq - ns === name.length && header.startsWith(name, ns)) return header.slice(eq + 1, end).trim()
-    i = end + 1
-  }
-  return ''
 }
 
 function nullIfEmpty (value: string): string | null {

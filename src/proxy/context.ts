@@ -10,15 +10,9 @@ import type { Balancer } from '../balancer/types'
 import { DeadlineSweeper } from './sweeper'
 import type { UpstreamPool } from './pool'
 import type { HeadLimits } from '../http/head-parser'
+import type { FirewallRequest } from '../firewall/types'
 
-/** What the firewall sees of a request (src/firewall). */
-export interface FirewallRequest {
-  method: string
-  target: string
-  clientIp: string
-  bodyLength: number
-  header (lowerCaseName: string): string | null
-}
+export type { FirewallRequest }
 
 export interface FirewallHook {
   evaluate (req: FirewallRequest): number

@@ -58,10 +58,6 @@ export class UpstreamPool<T extends Poolable = Poolable> {
     conn.poolIndex = -1
   }
 
-  idleCount (slot: number): number {
-    return this.idle[slot].length
-  }
-
   /** Close every idle connection (shutdown, or an upstream left the table). */
   drain (slot = -1): void {
     for (let s = 0; s < MAX_UPSTREAMS; s++) {

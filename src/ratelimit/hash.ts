@@ -14,6 +14,7 @@
  * normalised: Node's socket addresses are canonical, and a trusted proxy's
  * X-Forwarded-For normally is too.
  */
+import { fmix32 } from '../shared/hash'
 
 const MAPPED_PREFIX_LENGTH = 7 // '::ffff:'
 
@@ -52,12 +53,3 @@ function isMappedIpv4 (s: string): boolean {
     s.indexOf('.', MAPPED_PREFIX_LENGTH) !== -1 && s.indexOf(':', MAPPED_PREFIX_LENGTH) === -1
 }
 
-/** MurmurHash3's finaliser: every input bit affects every output bit. */
-function fmix32 (h: number): number {
-  h ^= h >>> 16
-  h = Math.imul(h, 0x85ebca6b)
-  h ^= h >>> 13
-  h = Math.imul(h, 0xc2b2ae35)
-  h ^= h >>> 16
-  return h
-}
