@@ -29,7 +29,7 @@ import {
   SQL_INJECTION,
   matchFrom,
 } from './builtin'
-import { parseIpInto, rangesContain, type CidrRange } from './client-ip'
+import { parseIpInto, rangesContain, type CidrRange } from '../net/ip'
 import { D_NUL, D_TRAVERSAL, TargetDecoder } from './decode'
 import { ACTION_ALLOW, ACTION_DENY, CompiledRule, HEADER_ABSENT, compileRules } from './rules'
 import { P_DECODE, P_NORMALISE, P_NUL, P_SUSPICIOUS, P_TRAVERSAL, Q_DECODE, Q_NUL, Q_SUSPICIOUS, pathStartOf, scanPath, scanQuery } from './target'

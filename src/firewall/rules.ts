@@ -31,7 +31,7 @@ import { ConfigError } from '../errors'
 import { parseCidr } from '../net/cidr'
 import { MAX_FIREWALL_RULES } from '../shared/layout'
 import { BUILTIN_RULES } from './builtin'
-import type { CidrRange } from './client-ip'
+import type { CidrRange } from '../net/ip'
 import type { FirewallAction, FirewallVerdict } from './types'
 
 export const ACTION_ALLOW = 0

@@ -1,9 +1,11 @@
 /**
- * CIDR matching for IPv4 and IPv6 client addresses, compiled once at config
- * time. IPv4-mapped IPv6 addresses (::ffff:a.b.c.d, as Node reports IPv4
- * clients on a dual-stack socket) match IPv4 ranges.
+ * CIDRs for IPv4 and IPv6 client addresses, parsed once at config time; the
+ * per-request matching is ./ip's (shared with the firewall). IPv4-mapped IPv6
+ * addresses (::ffff:a.b.c.d, as Node reports IPv4 clients on a dual-stack
+ * socket) match IPv4 ranges.
  */
 import { isIPv4, isIPv6 } from 'node:net'
+import { parseIpInto, rangesContain, type CidrRange } from './ip'
 
 /** 16 bytes for IPv6, 4 for IPv4; null when `address` is not an IP literal. */
 export function ipToBytes (address: string): Uint8Array | null {
@@ -44,10 +46,10 @@ export function ipToBytes (address: string): Uint8Array | null {
   return out
 }
 
-interface Range { bytes: Uint8Array, prefix: number }
-
+/** A set of CIDRs; has() parses the address into a scratch buffer: no allocation per call. */
 export class CidrSet {
-  private readonly ranges: Range[]
+  private readonly ranges: CidrRange[]
+  private readonly scratch = new Uint8Array(16)
   readonly size: number
 
   constructor (cidrs: readonly string[]) {
@@ -57,16 +59,12 @@ export class CidrSet {
 
   has (address: string): boolean {
     if (this.ranges.length === 0) return false
-    const bytes = ipToBytes(address)
-    if (bytes === null) return false
-    for (const range of this.ranges) {
-      if (range.bytes.length === bytes.length && prefixMatches(range.bytes, bytes, range.prefix)) return true
-    }
-    return false
+    const family = parseIpInto(address, this.scratch)
+    return family !== 0 && rangesContain(this.ranges, this.scratch, family)
   }
 }
 
-export function parseCidr (cidr: string): Range {
+export function parseCidr (cidr: string): CidrRange {
   const slash = cidr.indexOf('/')
   const bytes = ipToBytes(slash === -1 ? cidr : cidr.slice(0, slash))
   if (bytes === null) throw new Error(`not an IP address: ${cidr}`)
@@ -74,12 +72,4 @@ export function parseCidr (cidr: string): Range {
   const prefix = slash === -1 ? max : Number(cidr.slice(slash + 1))
   if (!Number.isInteger(prefix) || prefix < 0 || prefix > max) throw new Error(`bad prefix length in ${cidr}`)
   return { bytes, prefix }
-}
-
-function prefixMatches (a: Uint8Array, b: Uint8Array, prefix: number): boolean {
-  let i = 0
-  for (; prefix >= 8; prefix -= 8, i++) if (a[i] !== b[i]) return false
-  if (prefix === 0) return true
-  const mask = (0xff << (8 - prefix)) & 0xff
-  return (a[i] & mask) === (b[i] & mask)
 }

@@ -21,27 +21,13 @@ import { CidrSet } from '../net/cidr'
 
 export type ClientIpResolver = (socketIp: string, xForwardedFor: string | null) => string
 
-/** Distinct addresses whose trust is remembered before the memo is cleared. */
-const TRUST_MEMO_SIZE = 1024
-
 export function createClientIpResolver (trustProxy: readonly string[]): ClientIpResolver {
   if (trustProxy.length === 0) return socketAddress
+  // CidrSet.has parses into a scratch buffer: no allocation, no memo needed
   const trusted = new CidrSet(trustProxy)
-  // CidrSet.has parses the address each time; the same few proxy addresses come
-  // back on every request, so remember the answers (bounded: cleared when full)
-  const memo = new Map<string, boolean>()
-  const isTrusted = (address: string): boolean => {
-    let answer = memo.get(address)
-    if (answer === undefined) {
-      answer = trusted.has(address)
-      if (memo.size >= TRUST_MEMO_SIZE) memo.clear()
-      memo.set(address, answer)
-    }
-    return answer
-  }
 
   return function resolveClientIp (socketIp: string, xForwardedFor: string | null): string {
-    if (xForwardedFor === null || !isTrusted(socketIp)) return socketIp
+    if (xForwardedFor === null || !trusted.has(socketIp)) return socketIp
     let lastTrusted = socketIp
     let end = xForwardedFor.length
     while (end > 0) {
@@ -53,7 +39,7 @@ export function createClientIpResolver (trustProxy: readonly string[]): ClientIp
       if (stop > start) {
         const hop = xForwardedFor.slice(start, stop)
         if (isIP(hop) === 0) return lastTrusted
-        if (!isTrusted(hop)) return hop
+        if (!trusted.has(hop)) return hop
         lastTrusted = hop
       }
       if (comma < 0) break

@@ -15,7 +15,7 @@ import { H_FIREWALL_BLOCKED, MAX_FIREWALL_RULES } from '../../src/shared/layout'
 import { SharedState } from '../../src/shared/state'
 import { BUILTIN_RULES, FIREWALL_PASS, createFirewall, firewallConfigErrors, type Firewall, type FirewallRequest } from '../../src/firewall/index'
 import { QUERY_TRAVERSAL, SCRIPT_INJECTION, SQL_INJECTION, matchFrom } from '../../src/firewall/builtin'
-import { parseIpInto } from '../../src/firewall/client-ip'
+import { parseIpInto } from '../../src/net/ip'
 import { D_NUL, D_TRAVERSAL, TargetDecoder } from '../../src/firewall/decode'
 import { Q_SUSPICIOUS, scanQuery } from '../../src/firewall/target'
 

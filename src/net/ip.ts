@@ -1,18 +1,20 @@
 /**
- * Client-address matching for clientCidr rules without allocating per request.
- * src/net/cidr.ts parses the configured ranges once (parseCidr); its
- * CidrSet.has() builds a Uint8Array and split()s the address on every call,
- * which the firewall's no-allocation fast path cannot afford, so the address
- * is parsed here into a scratch buffer the caller owns.
+ * Client-address matching without allocating per request: the address is
+ * parsed into a scratch buffer the caller owns and compared with ranges parsed
+ * once at config time (./cidr parseCidr). Used on the data path by the
+ * firewall's clientCidr rules and by CidrSet (trusted proxies).
  *
- * Same answers as CidrSet: IPv4-mapped IPv6 (::ffff:a.b.c.d, how Node reports
+ * Same answers as ./cidr ipToBytes (the config-time parser, built on Node's
+ * isIP checks): IPv4-mapped IPv6 (::ffff:a.b.c.d, how Node reports
  * IPv4 clients on a dual-stack socket) matches IPv4 ranges; a zone id
  * (fe80::1%eth0) is ignored. The address may one day come from a forwarding
  * header, so anything that is not a strict IP literal is rejected (no match).
  */
-import { parseCidr } from '../net/cidr'
-
-export type CidrRange = ReturnType<typeof parseCidr>
+/** A parsed CIDR: 4 or 16 network bytes and the prefix length. */
+export interface CidrRange {
+  bytes: Uint8Array
+  prefix: number
+}
 
 const COLON = 0x3a
 const DOT = 0x2e
