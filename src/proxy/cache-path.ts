@@ -103,14 +103,14 @@ function pollWaiters (hook: CacheHook): void {
   // a snapshot: retry() takes a waiter out and may put it back, which a live Set
   // iteration would visit again, forever
   const waiting = Array.from(hook.waiters)
-  for (const user of waiting) user.cacheState.retry(user, now)
+  for (const user of waiting) user.cacheState?.retry(user, now)
 }
 
 /** What the cache needs of a client connection. */
 export interface CacheUser {
   readonly parser: HeadParser
   readonly isHead: boolean
-  readonly cacheState: CacheState
+  readonly cacheState: CacheState | null
   /** Answer with a response the cache built (`head` without its final CRLF; the connection adds Via, Connection). */
   serveCached (response: CachedResponse): void
   /** Continue the request upstream (balancing, forwarding). */

@@ -117,8 +117,7 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
   /** Bytes discarded while lingering. */
   discarded = 0
   /** Cache state for the current request; null while the cache is off. */
-  cacheState: CacheState = null as unknown as CacheState
-  cacheOn = false
+  cacheState: CacheState | null = null
 
   constructor (ctx: ProxyContext, socket: net.Socket, peerIp: string) {
     this.ctx = ctx
@@ -299,12 +298,12 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
       }
     }
     if (ctx.cache !== null) {
-      if (!this.cacheOn || this.cacheState.hook !== ctx.cache) { this.cacheState = new CacheState(ctx.cache, this); this.cacheOn = true }
+      if (this.cacheState === null || this.cacheState.hook !== ctx.cache) this.cacheState = new CacheState(ctx.cache, this)
       this.phase = P_CONNECTING
       if (this.cacheState.onRequest(this, p.bodyKind === BODY_NONE)) return
-    } else if (this.cacheOn) {
+    } else if (this.cacheState !== null) {
       this.cacheState.reset()
-      this.cacheOn = false
+      this.cacheState = null
     }
     this.forwardRequest()
   }
@@ -323,7 +322,7 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
     if (ctx.hashHeader !== null) this.pick.hashKey = p.valueOfName(ctx.hashHeader) ?? ''
 
     const initial = this.initialBody
-    const validators = this.cacheOn ? this.cacheState.conditionalFields() : ''
+    const validators = this.cacheState !== null ? this.cacheState.conditionalFields() : ''
     if (initial !== null && initial.length <= COALESCE_BYTES) {
       this.requestHead = buildRequestHead(p, this.identity, this.upgrading, initial, validators)
       this.initialBody = null
@@ -394,7 +393,7 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
   onUpstreamConnected (up: UpstreamConnection): void {
     if (up !== this.upstream || this.phase !== P_CONNECTING) return
     this.sentAt = performance.now()
-    if (this.cacheOn) this.cacheState.requestSentAt = Date.now()
+    if (this.cacheState !== null) this.cacheState.requestSentAt = Date.now()
     const s = up.socket
     const body = this.initialBody
     if (body !== null) {
@@ -496,8 +495,9 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
       return HEAD_TUNNEL
     }
     let extra = this.setCookie
-    if (this.cacheOn && (this.cacheState.key !== '' || this.cacheState.invalidateKey !== '')) {
-      const cached = this.cacheState.onResponseHead(this, head)
+    const cache = this.cacheState
+    if (cache !== null && (cache.key !== '' || cache.invalidateKey !== '')) {
+      const cached = cache.onResponseHead(this, head)
       if (cached !== null) {
         // revalidated: the stored response goes out instead of the upstream's 304
         this.status = cached.status
@@ -507,7 +507,7 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
         this.heldHead = out
         return HEAD_FINAL
       }
-      if (this.cacheState.xCache !== '') extra += `X-Cache: ${this.cacheState.xCache}\r\n`
+      if (cache.xCache !== '') extra += `X-Cache: ${cache.xCache}\r\n`
     }
     // keep the client connection only if its framing stays known
     const willClose = !this.keepAlive || ctx.draining || !this.bodyDone || (head.bodyKind === 3 /* BODY_CLOSE */ && !this.isHead)
@@ -526,7 +526,7 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
 
   onResponseBody (chunk: Buffer, start: number, end: number): void {
     if (end <= start) return
-    if (this.cacheOn) this.cacheState.onResponseBody(chunk, start, end, this.status)
+    if (this.cacheState !== null) this.cacheState.onResponseBody(chunk, start, end, this.status)
     const n = end - start
     this.bytesOut += n
     const head = this.heldHead
@@ -557,7 +557,7 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
   onResponseEnd (up: UpstreamConnection, reusable: boolean): void {
     if (up !== this.upstream) return
     this.flushHead()
-    if (this.cacheOn) this.cacheState.onResponseEnd(this.status)
+    if (this.cacheState !== null) this.cacheState.onResponseEnd(this.status)
     this.upstream = null
     this.releaseActive()
     // the upstream can take another request only if it got all of this one
@@ -668,7 +668,7 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
 
   /** The response went out completely: log it, then next request or close. */
   private finishRequest (): void {
-    if (this.cacheOn) this.cacheState.reset()
+    if (this.cacheState !== null) this.cacheState.reset()
     logAccess(this)
     this.requestHead = null
     this.initialBody = null
@@ -783,7 +783,7 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
       }
     }
     this.releaseActive()
-    if (this.cacheOn) this.cacheState.reset()
+    if (this.cacheState !== null) this.cacheState.reset()
     this.phase = P_CLOSED
     this.pending = null
     ctx.clients.delete(this)
