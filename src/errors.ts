@@ -27,6 +27,7 @@ export const errorCatalogue = {
   SWY_ERR_BAD_CONTENT_LENGTH: { status: 400, flag: 'DPE', message: 'Invalid Content-Length' },
   SWY_ERR_CL_AND_TE: { status: 400, flag: 'DPE', message: 'Both Content-Length and Transfer-Encoding' },
   SWY_ERR_BAD_TRANSFER_ENCODING: { status: 400, flag: 'DPE', message: 'Unsupported Transfer-Encoding' },
+  SWY_ERR_TE_NOT_IMPLEMENTED: { status: 501, flag: 'DPE', message: 'Transfer coding not implemented' },
   SWY_ERR_BAD_CHUNK: { status: 400, flag: 'DPE', message: 'Invalid chunked encoding' },
   SWY_ERR_MISSING_HOST: { status: 400, flag: 'DPE', message: 'Missing or invalid Host header' },
   SWY_ERR_HEADERS_TOO_LARGE: { status: 431, flag: 'DPE', message: 'Request header fields too large' },

@@ -245,6 +245,14 @@ export const configSchema = {
       properties: {
         // RFC 9110 §7.6.3: a proxy MUST send Via; pseudonym used in it
         via: { type: 'string', pattern: "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", default: 'switchyard' },
+        // Upgrade protocols tunnelled after a 101 (RFC 9110 §7.8); any other Upgrade is dropped
+        // (h2c would carry requests past the firewall, rate limits and routing)
+        allowedUpgrades: {
+          type: 'array',
+          items: { type: 'string', pattern: "^[!#$%&'*+.^_`|~0-9A-Za-z-]+(/[!#$%&'*+.^_`|~0-9A-Za-z-]+)?$" },
+          uniqueItems: true,
+          default: ['websocket'],
+        },
       },
     },
   },

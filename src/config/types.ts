@@ -91,7 +91,7 @@ export interface Config {
   firewall?: FirewallConfig
   admin?: { listen: string, token?: string }
   log: { level: string, access: boolean }
-  proxy: { via: string }
+  proxy: { via: string, allowedUpgrades: string[] }
 }
 
 /** host:port split once at load time. `host` has no brackets. */
