@@ -14,7 +14,7 @@
  */
 import type { PassiveHealthConfig } from '../config/types'
 import {
-  U_CONSECUTIVE_FAILURES, U_EJECTED_AT, U_FAILURES, U_HEALTH_TRANSITIONS, U_HEALTHY,
+  U_CONSECUTIVE_FAILURES, U_EJECTED_AT, U_FAILURES, U_HEALTH_TRANSITIONS, U_HEALTHY, U_LAST_RESPONSE_AT, U_LAST_TIMEOUT_CLIENT,
 } from '../shared/layout'
 import { SharedState, type UpstreamEntry } from '../shared/state'
 import { logger } from '../log'
@@ -40,11 +40,34 @@ export function recordUpstreamFailure (state: SharedState, slot: number, passive
   return true
 }
 
-/** A request got a response: the failure streak is over. */
-export function recordUpstreamSuccess (state: SharedState, slot: number): void {
+/**
+ * A response timed out (no head within responseMs). A slow answer to one
+ * request is not evidence that the upstream is down, and a client can ask for
+ * slow answers on purpose: so a timeout counts toward ejection only when the
+ * upstream has sent no response head at all since the timed-out request was
+ * sent (`sentAtMs`, from state.now()), and consecutive timeouts from the same
+ * client (`clientHash`) count once. A hung upstream still gets ejected: it
+ * answers nobody, and the timeouts of distinct clients count.
+ * Returns true for the call that ejected it.
+ */
+export function recordUpstreamTimeout (state: SharedState, slot: number, passive: PassiveHealthConfig, nowMs: number, sentAtMs: number, clientHash: number): boolean {
+  const answeredSince = SharedState.elapsed(state.upstream(slot, U_LAST_RESPONSE_AT), sentAtMs) >= 0
+  if (answeredSince || state.upstream(slot, U_LAST_TIMEOUT_CLIENT) === clientHash) {
+    state.addUpstream(slot, U_FAILURES, 1) // still a failure in the counters, not in the streak
+    return false
+  }
+  state.storeUpstream(slot, U_LAST_TIMEOUT_CLIENT, clientHash)
+  return recordUpstreamFailure(state, slot, passive, nowMs)
+}
+
+/** A request got a response head: the failure streak is over. `nowMs` from state.now(). */
+export function recordUpstreamSuccess (state: SharedState, slot: number, nowMs: number): void {
   // Load first: a store on every request would bounce the cache line between
-  // cores for nothing when the streak is already 0 (the common case).
+  // cores for nothing when nothing changes (the common case: the streak is 0,
+  // and the time moves once a millisecond).
   if (state.upstream(slot, U_CONSECUTIVE_FAILURES) !== 0) state.storeUpstream(slot, U_CONSECUTIVE_FAILURES, 0)
+  if (state.upstream(slot, U_LAST_RESPONSE_AT) !== nowMs) state.storeUpstream(slot, U_LAST_RESPONSE_AT, nowMs)
+  if (state.upstream(slot, U_LAST_TIMEOUT_CLIENT) !== 0) state.storeUpstream(slot, U_LAST_TIMEOUT_CLIENT, 0)
 }
 
 /** What health code logs with: pino's Logger fits, and tests pass a recorder. */

@@ -17,8 +17,11 @@ import {
   CR, LF, SP, HTAB, COLON, COMMA, TOKEN, FIELD_VALUE, TARGET, LOWER, equalsLower, ascii,
 } from './tables'
 import {
-  classifyHeader, H_CONTENT_LENGTH, H_TRANSFER_ENCODING, H_CONNECTION, H_HOST, H_EXPECT, H_UPGRADE,
+  classifyHeader, classifyName, H_OTHER, H_CONTENT_LENGTH, H_TRANSFER_ENCODING, H_CONNECTION, H_HOST, H_EXPECT, H_UPGRADE,
 } from './header-names'
+import {
+  authorityHostEnd, readTransferCodings, TE_CHUNKED, TE_OTHER, TE_CHUNKED_TWICE, TE_CHUNKED_PARAMS, TE_EMPTY,
+} from './field-syntax'
 import type { ErrorCode } from '../errors'
 
 // Module-local aliases of the lookup tables: compiled to CommonJS, an imported name is a
@@ -32,10 +35,11 @@ export const HEAD_INCOMPLETE = -1
 export const HEAD_ERROR = -2
 
 /** How the body that follows the head is delimited (RFC 9112 §6.3). */
-export const BODY_NONE = 0
-export const BODY_LENGTH = 1
-export const BODY_CHUNKED = 2
-export const BODY_CLOSE = 3 // response read until the upstream closes
+export type BodyKind = 'none' | 'length' | 'chunked' | 'close' // close: a response read until the upstream closes
+export const BODY_NONE: BodyKind = 'none'
+export const BODY_LENGTH: BodyKind = 'length'
+export const BODY_CHUNKED: BodyKind = 'chunked'
+export const BODY_CLOSE: BodyKind = 'close'
 
 export const KIND_REQUEST = 0
 export const KIND_RESPONSE = 1
@@ -55,7 +59,6 @@ const T_ABS_PATH = 5 //  after the authority
 const MAX_CONNECTION_TOKENS = 16
 const MAX_METHOD_BYTES = 64
 
-const CHUNKED = ascii('chunked')
 const CLOSE = ascii('close')
 const KEEP_ALIVE = ascii('keep-alive')
 const UPGRADE = ascii('upgrade')
@@ -65,13 +68,21 @@ const HTTP_SLASH = ascii('HTTP/')
 const HTTP_SCHEME = ascii('http://')
 const HTTPS_SCHEME = ascii('https://')
 
-/** Host header value bytes: RFC 3986 reg-name / IP-literal / port. */
+/** Bytes an absolute-form authority may hold (RFC 3986 §3.2.2 host, §3.2.3 port); its grammar is checked whole at its end. */
 const HOST_CHAR = (() => {
   const t = new Uint8Array(256)
   const ok = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:[]%"
   for (const c of ok) t[c.charCodeAt(0)] = 1
   return t
 })()
+
+/** A header field's record in `fields`: five ints per field, named here. */
+const F_NAME_START = 0
+const F_NAME_END = 1
+const F_VALUE_START = 2
+const F_VALUE_END = 3
+const F_LINE_END = 4 // after the CRLF
+const F_INTS = 5
 
 /** Well-known methods as interned strings: no allocation for them. */
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'OPTIONS', 'PATCH', 'TRACE', 'CONNECT']
@@ -104,9 +115,17 @@ export class HeadParser {
   versionMinor = 1
   status = 0
 
-  // ---- header fields: 5 ints each: name start, name end, value start, value end, line end (after CRLF) ----
+  // ---- absolute-form target (RFC 9112 §3.2.2), offsets relative to base; -1 for the other forms ----
+  authorityStart = -1
+  /** End of the host within the authority (before ":port"). */
+  authorityHostEnd = -1
+  authorityEnd = -1
+  /** Where the path (or '?query') starts in an absolute-form target; == targetEnd when it has none. */
+  pathStart = -1
+
+  // ---- header fields: F_INTS ints each (see F_NAME_START ...), read through the accessors below ----
   headerCount = 0
-  readonly fields: Int32Array
+  private readonly fields: Int32Array
   readonly fieldKinds: Uint8Array
   /** 1 for a field the proxy must not forward (duplicate Content-Length). */
   readonly fieldSkip: Uint8Array
@@ -116,9 +135,8 @@ export class HeadParser {
 
   // ---- semantics ----
   contentLength = -1
-  bodyKind = BODY_NONE
+  bodyKind: BodyKind = BODY_NONE
   hasTransferEncoding = false
-  chunkedLast = false
   connectionClose = false
   connectionKeepAlive = false
   connectionUpgrade = false
@@ -144,11 +162,12 @@ export class HeadParser {
   private acc: Buffer | null = null
   private accLength = 0
   private chunkedSeen = false
+  private otherCodingSeen = false
 
   constructor (kind: number, limits: HeadLimits) {
     this.kind = kind
     this.limits = limits
-    this.fields = new Int32Array(limits.maxHeaderCount * 5)
+    this.fields = new Int32Array(limits.maxHeaderCount * F_INTS)
     this.fieldKinds = new Uint8Array(limits.maxHeaderCount)
     this.fieldSkip = new Uint8Array(limits.maxHeaderCount)
     this.connectionTokens = new Int32Array(MAX_CONNECTION_TOKENS * 2)
@@ -164,6 +183,10 @@ export class HeadParser {
     this.method = ''
     this.targetStart = 0
     this.targetEnd = 0
+    this.authorityStart = -1
+    this.authorityHostEnd = -1
+    this.authorityEnd = -1
+    this.pathStart = -1
     this.versionMinor = 1
     this.status = 0
     if (this.headerCount > 0) this.fieldSkip.fill(0, 0, this.headerCount)
@@ -173,7 +196,6 @@ export class HeadParser {
     this.contentLength = -1
     this.bodyKind = BODY_NONE
     this.hasTransferEncoding = false
-    this.chunkedLast = false
     this.connectionClose = false
     this.connectionKeepAlive = false
     this.connectionUpgrade = false
@@ -193,6 +215,7 @@ export class HeadParser {
     this.accumulating = false
     this.accLength = 0
     this.chunkedSeen = false
+    this.otherCodingSeen = false
   }
 
   /** True once at least one byte of the current head has been taken. */
@@ -230,52 +253,92 @@ export class HeadParser {
     return start + (r - before)
   }
 
+  // ---- the field record, by name ----
+  nameStart (i: number): number { return this.base + this.fields[i * F_INTS + F_NAME_START] }
+  nameEnd (i: number): number { return this.base + this.fields[i * F_INTS + F_NAME_END] }
+  valueStart (i: number): number { return this.base + this.fields[i * F_INTS + F_VALUE_START] }
+  valueEnd (i: number): number { return this.base + this.fields[i * F_INTS + F_VALUE_END] }
+  /** Where field i's line starts, relative to base (start of its name). */
+  fieldLineStart (i: number): number { return this.fields[i * F_INTS + F_NAME_START] }
+  /** Where field i's line ends (after its CRLF), relative to base. */
+  fieldLineEnd (i: number): number { return this.fields[i * F_INTS + F_LINE_END] }
+
   /** Value of field i as a latin1 string. */
   fieldValue (i: number): string {
-    const f = i * 5
-    return this.buf.latin1Slice(this.base + this.fields[f + 2], this.base + this.fields[f + 3])
+    return this.buf.latin1Slice(this.valueStart(i), this.valueEnd(i))
   }
 
   fieldName (i: number): string {
-    const f = i * 5
-    return this.buf.latin1Slice(this.base + this.fields[f], this.base + this.fields[f + 1])
+    return this.buf.latin1Slice(this.nameStart(i), this.nameEnd(i))
   }
 
-  /** First value of the field of `kind`, or null. */
-  valueOfKind (kind: number): string | null {
-    for (let i = 0; i < this.headerCount; i++) if (this.fieldKinds[i] === kind) return this.fieldValue(i)
-    return null
-  }
-
-  /** First value of a field by lower-case name (slow path: firewall, hashing). */
-  valueOf (lowerName: Uint8Array): string | null {
+  /**
+   * The one header lookup: every line of the field named `lowerName` joined by
+   * `separator` (RFC 9110 §5.3 list fields; Cookie joins with "; ", RFC 6265
+   * §5.4), the value itself when there is one line, null when absent. Names the
+   * parser classifies are found by kind; others by comparing bytes.
+   */
+  header (lowerName: string, separator = ', '): string | null {
+    const kind = classifyName(lowerName)
+    if (kind !== H_OTHER) return this.headerOfKind(kind, separator)
     const buf = this.buf
-    const base = this.base
-    for (let i = 0; i < this.headerCount; i++) {
-      const f = i * 5
-      if (equalsLower(buf, base + this.fields[f], base + this.fields[f + 1], lowerName)) return this.fieldValue(i)
-    }
-    return null
-  }
-
-  /** First value of a field by lower-case name given as a string (firewall, hash keys). */
-  valueOfName (lowerName: string): string | null {
-    const buf = this.buf
-    const base = this.base
     const n = lowerName.length
+    let out: string | null = null
     outer:
     for (let i = 0; i < this.headerCount; i++) {
-      const f = i * 5
-      const s = base + this.fields[f]
-      if (base + this.fields[f + 1] - s !== n) continue
+      const s = this.nameStart(i)
+      if (this.nameEnd(i) - s !== n) continue
       for (let j = 0; j < n; j++) if (LOWER_T[buf[s + j]] !== lowerName.charCodeAt(j)) continue outer
-      return this.fieldValue(i)
+      const v = this.fieldValue(i)
+      out = out === null ? v : out + separator + v
     }
-    return null
+    return out
   }
 
+  /** header() for a classified name (H_* from header-names): the fast path of the proxy itself. */
+  headerOfKind (kind: number, separator = ', '): string | null {
+    let out: string | null = null
+    for (let i = 0; i < this.headerCount; i++) {
+      if (this.fieldKinds[i] !== kind) continue
+      const v = this.fieldValue(i)
+      out = out === null ? v : out + separator + v
+    }
+    return out
+  }
+
+  /** The request target exactly as received. */
   target (): string {
     return this.buf.latin1Slice(this.base + this.targetStart, this.base + this.targetEnd)
+  }
+
+  get absoluteForm (): boolean { return this.authorityStart !== -1 }
+
+  /**
+   * The target in origin-form: as received, or for an absolute-form target its
+   * path and query ("/" when the path is empty, RFC 9112 §3.2.1).
+   */
+  path (): string {
+    if (this.authorityStart === -1) return this.target()
+    const s = this.base + this.pathStart
+    const e = this.base + this.targetEnd
+    if (s === e) return '/'
+    const tail = this.buf.latin1Slice(s, e)
+    return this.buf[s] === 0x3f ? '/' + tail : tail
+  }
+
+  /**
+   * The authority the request is for: an absolute-form target's (RFC 9112
+   * §3.2.2: it wins over Host), with an empty port left out; else the Host
+   * field's value; '' when there is neither (HTTP/1.0).
+   */
+  host (): string {
+    if (this.authorityStart !== -1) {
+      const hostEnd = this.authorityHostEnd
+      const end = this.authorityEnd === hostEnd + 1 ? hostEnd : this.authorityEnd
+      return this.buf.latin1Slice(this.base + this.authorityStart, this.base + end)
+    }
+    for (let i = 0; i < this.headerCount; i++) if (this.fieldKinds[i] === H_HOST) return this.fieldValue(i)
+    return ''
   }
 
   private fail (code: ErrorCode, detail: string): number {
@@ -419,13 +482,16 @@ export class HeadParser {
         // "http" is common to both schemes; byte 4 (':' or 's') decides which one this is
         const scheme = j < 4 || (j === 4 ? LOWER_T[b] : LOWER_T[this.buf[this.base + this.sp1 + 5]]) !== 0x73 ? HTTP_SCHEME : HTTPS_SCHEME
         if (LOWER_T[b] !== scheme[j]) return this.fail('SWY_ERR_BAD_REQUEST_LINE', 'request target is not origin-form or absolute-form')
-        if (j === scheme.length - 1) this.targetState = T_AUTHORITY
+        if (j === scheme.length - 1) {
+          this.targetState = T_AUTHORITY
+          this.authorityStart = this.sp1 + 1 + scheme.length
+        }
         return 0
       }
       case T_AUTHORITY:
         if (b === 0x2f || b === 0x3f) { // '/' or '?' ends the authority
           this.targetState = T_ABS_PATH
-          return this.checkAuthority(j)
+          return this.checkAuthority(this.sp1 + 1 + j)
         }
         // RFC 3986 §3.2.2 host and §3.2.3 port bytes only; RFC 9110 §4.2.4: userinfo ('@') is an error
         if (HOST_CHAR[b] !== 1) return this.fail('SWY_ERR_BAD_REQUEST_LINE', `invalid byte 0x${b.toString(16)} in request target authority`)
@@ -435,11 +501,18 @@ export class HeadParser {
     }
   }
 
-  /** The authority of an absolute-form target ends before target byte `end`: RFC 9110 §4.2.1, the host must not be empty. */
+  /**
+   * The authority of an absolute-form target ends before `end` (relative to
+   * base): RFC 3986 §3.2 grammar whole, and RFC 9110 §4.2.1: the host must not
+   * be empty. Records where its host ends and where the path starts.
+   */
   private checkAuthority (end: number): number {
-    const t = this.base + this.sp1 + 1
-    const start = LOWER_T[this.buf[t + 4]] === 0x73 ? HTTPS_SCHEME.length : HTTP_SCHEME.length
-    if (end === start || this.buf[t + start] === COLON) return this.fail('SWY_ERR_BAD_REQUEST_LINE', 'absolute-form target without a host')
+    const base = this.base
+    const hostEnd = authorityHostEnd(this.buf, base + this.authorityStart, base + end, false)
+    if (hostEnd < 0) return this.fail('SWY_ERR_BAD_REQUEST_LINE', 'absolute-form target without a valid host')
+    this.authorityHostEnd = hostEnd - base
+    this.authorityEnd = end
+    this.pathStart = end
     return 0
   }
 
@@ -498,7 +571,7 @@ export class HeadParser {
       case T_ASTERISK: // RFC 9112 §3.2.4
         return this.method === 'OPTIONS' ? 0 : this.fail('SWY_ERR_BAD_REQUEST_LINE', 'asterisk-form is only for OPTIONS')
       case T_AUTHORITY:
-        return this.checkAuthority(this.targetEnd - this.targetStart)
+        return this.checkAuthority(this.targetEnd)
       default: // a scheme cut short ("http:/")
         return this.fail('SWY_ERR_BAD_REQUEST_LINE', 'request target is not origin-form or absolute-form')
     }
@@ -524,12 +597,12 @@ export class HeadParser {
     let ve = lineEnd
     while (vs < ve && (buf[base + vs] === SP || buf[base + vs] === HTAB)) vs++
     while (ve > vs && (buf[base + ve - 1] === SP || buf[base + ve - 1] === HTAB)) ve--
-    const f = n * 5
-    this.fields[f] = lineStart
-    this.fields[f + 1] = colon
-    this.fields[f + 2] = vs
-    this.fields[f + 3] = ve
-    this.fields[f + 4] = next
+    const f = n * F_INTS
+    this.fields[f + F_NAME_START] = lineStart
+    this.fields[f + F_NAME_END] = colon
+    this.fields[f + F_VALUE_START] = vs
+    this.fields[f + F_VALUE_END] = ve
+    this.fields[f + F_LINE_END] = next
     const kind = classifyHeader(buf, base + lineStart, base + colon)
     this.fieldKinds[n] = kind
     this.headerCount = n + 1
@@ -538,10 +611,10 @@ export class HeadParser {
       case H_TRANSFER_ENCODING: return this.onTransferEncoding(base + vs, base + ve)
       case H_CONNECTION: return this.onConnection(base + vs, base + ve)
       case H_HOST:
+        // RFC 9112 §3.2: more than one Host, or one that is not an authority (RFC 3986 §3.2), is a 400
         if (++this.hostCount > 1 && this.kind === KIND_REQUEST) return this.fail('SWY_ERR_MISSING_HOST', 'more than one Host field')
-        for (let i = base + vs; i < base + ve; i++) {
-          if (HOST_CHAR[buf[i]] !== 1 && this.kind === KIND_REQUEST) return this.fail('SWY_ERR_MISSING_HOST', 'invalid byte in Host')
-        }
+        if (this.kind !== KIND_REQUEST) return 0
+        if (authorityHostEnd(buf, base + vs, base + ve, true) < 0) return this.fail('SWY_ERR_MISSING_HOST', 'invalid Host')
         return 0
       case H_EXPECT:
         // RFC 9110 §10.1.1: a server MUST ignore a 100-continue expectation in an HTTP/1.0 request
@@ -582,7 +655,9 @@ export class HeadParser {
   }
 
   private onTransferEncoding (s: number, e: number): number {
-    // transfer-coding list; chunked must be last and appear once (RFC 9112 §6.1, §7)
+    // RFC 9112 §6.1, §7: a list of transfer codings, chunked at most once and last. The proxy
+    // decodes chunked only, so it is all it accepts: any other coding is a 501 from a client
+    // (RFC 9112 §6.1, as nginx) and a 502 from an upstream; grammar violations are 400s.
     this.hasTransferEncoding = true
     const request = this.kind === KIND_REQUEST
     if (request) {
@@ -590,36 +665,20 @@ export class HeadParser {
       if (this.versionMinor === 0) return this.fail('SWY_ERR_BAD_TRANSFER_ENCODING', 'Transfer-Encoding in an HTTP/1.0 request')
       if (this.contentLength !== -1) return this.fail('SWY_ERR_CL_AND_TE', 'both Content-Length and Transfer-Encoding')
     }
-    const buf = this.buf
-    let i = s
-    let sawElement = false
-    while (i < e) {
-      while (i < e && (buf[i] === SP || buf[i] === HTAB || buf[i] === COMMA)) i++
-      if (i >= e) break
-      const ts = i
-      while (i < e && TOKEN_T[buf[i]] === 1) i++
-      const te = i
-      if (te === ts) return this.failFraming('SWY_ERR_BAD_TRANSFER_ENCODING', 'invalid transfer coding')
-      // skip parameters of this coding up to the next comma
-      const isChunked = equalsLower(buf, ts, te, CHUNKED)
-      let hasParams = false
-      while (i < e && buf[i] !== COMMA) {
-        if (buf[i] !== SP && buf[i] !== HTAB) hasParams = true
-        i++
-      }
-      if (isChunked) {
+    switch (readTransferCodings(this.buf, s, e)) {
+      case TE_CHUNKED:
         if (this.chunkedSeen) return this.failFraming('SWY_ERR_BAD_TRANSFER_ENCODING', 'chunked applied more than once')
-        if (hasParams) return this.failFraming('SWY_ERR_BAD_TRANSFER_ENCODING', 'chunked takes no parameters')
+        if (this.otherCodingSeen) return this.failFraming('SWY_ERR_TE_NOT_IMPLEMENTED', 'transfer coding other than chunked')
         this.chunkedSeen = true
-      } else if (this.chunkedSeen && request) {
-        // RFC 9112 §6.3 (4): once a coding follows chunked, chunked can never be final again
-        return this.fail('SWY_ERR_BAD_TRANSFER_ENCODING', 'final transfer coding is not chunked')
-      }
-      this.chunkedLast = isChunked
-      sawElement = true
+        return 0
+      case TE_OTHER:
+        this.otherCodingSeen = true
+        return this.failFraming('SWY_ERR_TE_NOT_IMPLEMENTED', 'transfer coding other than chunked')
+      case TE_CHUNKED_TWICE: return this.failFraming('SWY_ERR_BAD_TRANSFER_ENCODING', 'chunked applied more than once')
+      case TE_CHUNKED_PARAMS: return this.failFraming('SWY_ERR_BAD_TRANSFER_ENCODING', 'chunked takes no parameters')
+      case TE_EMPTY: return this.failFraming('SWY_ERR_BAD_TRANSFER_ENCODING', 'empty Transfer-Encoding')
+      default: return this.failFraming('SWY_ERR_BAD_TRANSFER_ENCODING', 'invalid Transfer-Encoding')
     }
-    if (!sawElement) return this.failFraming('SWY_ERR_BAD_TRANSFER_ENCODING', 'empty Transfer-Encoding')
-    return 0
   }
 
   private onConnection (s: number, e: number): number {
@@ -661,8 +720,7 @@ export class HeadParser {
         if (!http11) return this.fail('SWY_ERR_BAD_TRANSFER_ENCODING', 'Transfer-Encoding in an HTTP/1.0 request')
         // RFC 9112 §6.3 (3): both present -> smuggling attempt; reject
         if (this.contentLength !== -1) return this.fail('SWY_ERR_CL_AND_TE', 'both Content-Length and Transfer-Encoding')
-        // RFC 9112 §6.3 (4): a request whose final coding is not chunked -> 400
-        if (!this.chunkedLast) return this.fail('SWY_ERR_BAD_TRANSFER_ENCODING', 'final transfer coding is not chunked')
+        // onTransferEncoding let only chunked through, exactly once
         this.bodyKind = BODY_CHUNKED
       } else {
         this.bodyKind = this.contentLength > 0 ? BODY_LENGTH : BODY_NONE
@@ -682,7 +740,7 @@ export class HeadParser {
     if (this.noBodyExpected || status < 200 || status === 204 || status === 304) {
       this.bodyKind = BODY_NONE
     } else if (this.hasTransferEncoding) {
-      this.bodyKind = this.chunkedLast ? BODY_CHUNKED : BODY_CLOSE
+      this.bodyKind = BODY_CHUNKED // onTransferEncoding let only chunked through, exactly once
     } else if (this.contentLength !== -1) {
       this.bodyKind = this.contentLength > 0 ? BODY_LENGTH : BODY_NONE
     } else {

@@ -24,6 +24,7 @@ export const H_SET_COOKIE = 16
 export const H_AUTHORIZATION = 17
 export const H_PROXY_AUTHORIZATION = 18
 export const H_AGE = 19
+export const H_HTTP2_SETTINGS = 20
 
 const known: Array<[string, number]> = [
   ['content-length', H_CONTENT_LENGTH],
@@ -45,7 +46,9 @@ const known: Array<[string, number]> = [
   ['authorization', H_AUTHORIZATION],
   ['proxy-authorization', H_PROXY_AUTHORIZATION],
   ['age', H_AGE],
+  ['http2-settings', H_HTTP2_SETTINGS],
 ]
+const byName = new Map<string, number>(known)
 
 // byLength[n] = list of [bytes, kind] of names with n bytes
 const byLength: Array<Array<[Uint8Array, number]>> = []
@@ -63,4 +66,9 @@ export function classifyHeader (buf: Uint8Array, start: number, end: number): nu
     return candidates[c][1]
   }
   return H_OTHER
+}
+
+/** The kind of a lower-case field name given as a string (H_OTHER when the parser does not classify it). */
+export function classifyName (lowerName: string): number {
+  return byName.get(lowerName) ?? H_OTHER
 }

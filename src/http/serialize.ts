@@ -1,26 +1,60 @@
 /**
- * Heads the proxy writes: the request it forwards upstream and the response
- * head it relays to the client. Both copy the received bytes range by range
- * ("keep everything else byte-for-byte") and leave out hop-by-hop fields
- * (RFC 9110 §7.6.1): Connection and the fields it names, Keep-Alive,
- * Proxy-Connection, TE, Trailer, and Upgrade unless upgrading. One
- * Buffer.allocUnsafe per head (pooled for small sizes), one write.
+ * Heads the proxy writes: the request it forwards upstream, the response head
+ * it relays to the client, and the head the cache stores. Field lines are
+ * copied from the received bytes range by range, except:
+ *
+ * - framing and routing are the proxy's own (RFC 9112 §6.3, §3.2): the
+ *   Content-Length line carries the canonical value the parser read (no
+ *   leading zeros, duplicates dropped), a Transfer-Encoding line says exactly
+ *   `chunked` when the proxy re-chunks the body (and is dropped when it does
+ *   not), and Host is the authority the request is for (an absolute-form
+ *   target's authority replaces a conflicting Host, RFC 9112 §3.2.2);
+ * - hop-by-hop fields go (RFC 9110 §7.6.1): Connection and the fields it
+ *   names, Keep-Alive, Proxy-Connection, TE, Trailer, Upgrade unless
+ *   upgrading, HTTP2-Settings. A Connection option naming Content-Length,
+ *   Transfer-Encoding or Host is ignored (§7.6.1: a sender must not send one;
+ *   honouring it would let a client or an upstream remove the framing the
+ *   proxy computed, which is request smuggling);
+ * - X-Forwarded-For, X-Forwarded-Proto, Forwarded and Via are rewritten with
+ *   this hop appended.
+ *
+ * One Buffer.allocUnsafe per head, one write.
  */
 import type { HeadParser } from './head-parser'
 import {
-  H_CONNECTION, H_KEEP_ALIVE, H_PROXY_CONNECTION, H_TE, H_TRAILER, H_UPGRADE,
-  H_X_FORWARDED_FOR, H_X_FORWARDED_PROTO, H_FORWARDED, H_VIA, H_AGE,
+  H_CONNECTION, H_KEEP_ALIVE, H_PROXY_CONNECTION, H_TE, H_TRAILER, H_UPGRADE, H_HTTP2_SETTINGS,
+  H_X_FORWARDED_FOR, H_X_FORWARDED_PROTO, H_FORWARDED, H_VIA, H_AGE, H_CONTENT_LENGTH, H_TRANSFER_ENCODING, H_HOST,
 } from './header-names'
 import { LOWER } from './tables'
 
+const KINDS = 32
 // fields that are hop-by-hop, or that the proxy rewrites itself
-const DROP_REQUEST = new Uint8Array(32)
-for (const k of [H_CONNECTION, H_KEEP_ALIVE, H_PROXY_CONNECTION, H_TE, H_TRAILER, H_UPGRADE, H_X_FORWARDED_FOR, H_X_FORWARDED_PROTO, H_FORWARDED, H_VIA]) DROP_REQUEST[k] = 1
-const DROP_RESPONSE = new Uint8Array(32)
-for (const k of [H_CONNECTION, H_KEEP_ALIVE, H_PROXY_CONNECTION, H_TE, H_TRAILER, H_UPGRADE, H_VIA]) DROP_RESPONSE[k] = 1
+const DROP_REQUEST = new Uint8Array(KINDS)
+for (const k of [H_CONNECTION, H_KEEP_ALIVE, H_PROXY_CONNECTION, H_TE, H_TRAILER, H_UPGRADE, H_HTTP2_SETTINGS, H_X_FORWARDED_FOR, H_X_FORWARDED_PROTO, H_FORWARDED, H_VIA]) DROP_REQUEST[k] = 1
+const DROP_RESPONSE = new Uint8Array(KINDS)
+for (const k of [H_CONNECTION, H_KEEP_ALIVE, H_PROXY_CONNECTION, H_TE, H_TRAILER, H_UPGRADE, H_HTTP2_SETTINGS, H_VIA]) DROP_RESPONSE[k] = 1
 // what a stored response leaves out: hop-by-hop, and what the cache sets itself on every hit (Age, Via)
-const DROP_STORED = new Uint8Array(32)
-for (const k of [H_CONNECTION, H_KEEP_ALIVE, H_PROXY_CONNECTION, H_TE, H_TRAILER, H_UPGRADE, H_VIA, H_AGE]) DROP_STORED[k] = 1
+const DROP_STORED = new Uint8Array(KINDS)
+for (const k of [H_CONNECTION, H_KEEP_ALIVE, H_PROXY_CONNECTION, H_TE, H_TRAILER, H_UPGRADE, H_HTTP2_SETTINGS, H_VIA, H_AGE]) DROP_STORED[k] = 1
+
+/** What the Transfer-Encoding line of an outgoing head says. */
+export type TransferFraming = 'chunked' | 'drop'
+
+/** How an outgoing head's framing and routing lines are written (see writeFields). */
+interface FieldPlan {
+  drop: Uint8Array
+  /** Keep Upgrade (an allowed upgrade goes through). */
+  keepUpgrade: boolean
+  /** Write Content-Length lines (canonical, once); false drops them (1xx, 204). */
+  contentLength: boolean
+  transferEncoding: TransferFraming
+  /** Replace the Host line with this authority ('' = keep the Host line as received). */
+  host: string
+}
+
+const plan: FieldPlan = { drop: DROP_REQUEST, keepUpgrade: false, contentLength: true, transferEncoding: 'chunked', host: '' }
+
+const CHUNKED_LINE = 'Transfer-Encoding: chunked\r\n'
 
 /** Is field i named by a Connection option (hence hop-by-hop)? */
 function namedByConnection (p: HeadParser, i: number): boolean {
@@ -28,8 +62,8 @@ function namedByConnection (p: HeadParser, i: number): boolean {
   if (n === 0) return false
   const buf = p.buf
   const base = p.base
-  const ns = base + p.fields[i * 5]
-  const len = base + p.fields[i * 5 + 1] - ns
+  const ns = p.nameStart(i)
+  const len = p.nameEnd(i) - ns
   outer:
   for (let k = 0; k < n; k++) {
     const ts = base + p.connectionTokens[k * 2]
@@ -41,55 +75,46 @@ function namedByConnection (p: HeadParser, i: number): boolean {
 }
 
 /**
- * Join every value of the fields of `kind` (list fields, RFC 9110 §5.3; Cookie
- * lines join with "; ", RFC 6265 §5.4); '' when absent.
+ * The field lines of `p` under `plan`, written into `out` at `o` (adjacent
+ * copied lines merged into one copy), or only measured when `out` is null.
+ * Returns the offset after them (or their length when measuring from 0).
  */
-export function joinedValues (p: HeadParser, kind: number, separator = ', '): string {
-  let out = ''
-  for (let i = 0; i < p.headerCount; i++) {
-    if (p.fieldKinds[i] !== kind) continue
-    const v = p.fieldValue(i)
-    if (v === '') continue
-    out = out === '' ? v : out + separator + v
-  }
-  return out
-}
-
-/**
- * Copy the kept field lines of `p` into `out` at `o`, merging adjacent kept
- * lines into one copy. Returns the new offset.
- */
-function copyKeptFields (p: HeadParser, drop: Uint8Array, keepUpgrade: boolean, out: Buffer, o: number): number {
+function writeFields (p: HeadParser, out: Buffer | null, o: number): number {
   const buf = p.buf
   const base = p.base
-  const fields = p.fields
   let runStart = -1
   let runEnd = -1
+  let wroteLength = false
+  let wroteCoding = false
   for (let i = 0; i < p.headerCount; i++) {
     const kind = p.fieldKinds[i]
-    const dropIt = (drop[kind] === 1 && !(keepUpgrade && kind === H_UPGRADE)) || p.fieldSkip[i] === 1 || namedByConnection(p, i)
-    const ls = fields[i * 5]
-    const le = fields[i * 5 + 4]
-    if (dropIt) {
-      if (runStart !== -1) { o += buf.copy(out, o, base + runStart, base + runEnd); runStart = -1 }
+    let line = '' // a line written instead of the received one
+    let keep: boolean
+    if (kind === H_CONTENT_LENGTH) {
+      keep = false
+      if (plan.contentLength && !wroteLength) { line = 'Content-Length: ' + p.contentLength + '\r\n'; wroteLength = true }
+    } else if (kind === H_TRANSFER_ENCODING) {
+      keep = false
+      if (plan.transferEncoding === 'chunked' && !wroteCoding) { line = CHUNKED_LINE; wroteCoding = true }
+    } else if (kind === H_HOST) {
+      keep = plan.host === ''
+      if (!keep) line = 'Host: ' + plan.host + '\r\n'
+    } else {
+      keep = !((plan.drop[kind] === 1 && !(plan.keepUpgrade && kind === H_UPGRADE)) || namedByConnection(p, i))
+    }
+    if (keep && p.fieldSkip[i] !== 1) {
+      if (runStart === -1) runStart = p.fieldLineStart(i)
+      runEnd = p.fieldLineEnd(i)
       continue
     }
-    if (runStart === -1) runStart = ls
-    runEnd = le
+    if (runStart !== -1) {
+      o += out === null ? runEnd - runStart : buf.copy(out, o, base + runStart, base + runEnd)
+      runStart = -1
+    }
+    if (line !== '') o += out === null ? line.length : out.latin1Write(line, o)
   }
-  if (runStart !== -1) o += buf.copy(out, o, base + runStart, base + runEnd)
+  if (runStart !== -1) o += out === null ? runEnd - runStart : buf.copy(out, o, base + runStart, base + runEnd)
   return o
-}
-
-/** Bytes of the kept field lines (an upper bound is fine for allocation, but we compute it exactly). */
-function keptFieldBytes (p: HeadParser, drop: Uint8Array, keepUpgrade: boolean): number {
-  let n = 0
-  for (let i = 0; i < p.headerCount; i++) {
-    const kind = p.fieldKinds[i]
-    if ((drop[kind] === 1 && !(keepUpgrade && kind === H_UPGRADE)) || p.fieldSkip[i] === 1 || namedByConnection(p, i)) continue
-    n += p.fields[i * 5 + 4] - p.fields[i * 5]
-  }
-  return n
 }
 
 export interface ForwardIdentity {
@@ -127,82 +152,112 @@ function addedFields (id: ForwardIdentity, priorXff: string, priorForwarded: str
 }
 
 /**
- * The request head sent upstream: the request line as received, the kept
- * fields, then X-Forwarded-For / X-Forwarded-Proto / Forwarded / Via with this
- * hop appended, and Connection: upgrade when upgrading. `extra` is more field
- * lines (e.g. the cache's validators). `body`, when given, is copied right
- * after the head so both leave in one write.
+ * The request head sent upstream: the request line (origin-form: an
+ * absolute-form target loses its scheme and authority, which go into Host),
+ * the kept fields with the proxy's framing and Host, then X-Forwarded-For /
+ * X-Forwarded-Proto / Forwarded / Via with this hop appended, and Connection:
+ * upgrade when upgrading. `extra` is more field lines (e.g. the cache's
+ * validators). `body`, when given, is copied right after the head so both
+ * leave in one write.
  */
-export function buildRequestHead (p: HeadParser, id: ForwardIdentity, upgrading: boolean, body: Buffer | null, extra = ''): Buffer {
+export function buildRequestHead (p: HeadParser, id: ForwardIdentity, upgrading: boolean, body: Buffer | null, extra: string): Buffer {
   const buf = p.buf
   const base = p.base
   const http10 = p.versionMinor === 0
-  if (!http10 && !upgrading && extra === '' && !hasKind(p, H_X_FORWARDED_FOR, H_FORWARDED, H_VIA)) {
-    const tail = id.plainTail ?? (id.plainTail = Buffer.from(addedFields(id, '', '', '', false, false), 'latin1'))
-    let lineStart = base
-    while (buf[lineStart] === 0x0d) lineStart += 2
-    const lineBytes = base + p.fieldsStart - lineStart
-    const out = Buffer.allocUnsafe(lineBytes + keptFieldBytes(p, DROP_REQUEST, false) + tail.length + (body === null ? 0 : body.length))
-    let o = buf.copy(out, 0, lineStart, lineStart + lineBytes)
-    o = copyKeptFields(p, DROP_REQUEST, false, out, o)
-    o += tail.copy(out, o)
-    if (body !== null) body.copy(out, o)
-    return out
-  }
-  const priorXff = joinedValues(p, H_X_FORWARDED_FOR)
-  const priorForwarded = joinedValues(p, H_FORWARDED)
-  const priorVia = joinedValues(p, H_VIA)
-  const added = extra + addedFields(id, priorXff, priorForwarded, priorVia, http10, upgrading)
+  plan.drop = DROP_REQUEST
+  plan.keepUpgrade = upgrading
+  plan.contentLength = true
+  plan.transferEncoding = 'chunked'
+  const absolute = p.absoluteForm
+  const authority = absolute ? p.host() : ''
+  plan.host = authority
   // skip the empty lines a client may send before the request line (RFC 9112 §2.2): they are not forwarded
   let lineStart = base
   while (buf[lineStart] === 0x0d) lineStart += 2
-  const lineBytes = base + p.fieldsStart - lineStart
-  const size = lineBytes + keptFieldBytes(p, DROP_REQUEST, upgrading) + added.length
+  const lineEnd = base + p.fieldsStart
+  // absolute-form: method SP, then the path (p.path()), then SP HTTP-version CRLF
+  const path = absolute ? p.path() : ''
+  const methodEnd = base + p.targetStart
+  const versionStart = base + p.targetEnd
+  const lineBytes = absolute ? (methodEnd - lineStart) + path.length + (lineEnd - versionStart) : lineEnd - lineStart
+  // an HTTP/1.0 absolute-form request may come without Host: the authority goes in as one
+  const addHost = absolute && p.hostCount === 0 ? 'Host: ' + authority + '\r\n' : ''
+  let added: string | Buffer
+  if (!http10 && !upgrading && extra === '' && !hasKind(p, H_X_FORWARDED_FOR, H_FORWARDED, H_VIA)) {
+    added = id.plainTail ?? (id.plainTail = Buffer.from(addedFields(id, '', '', '', false, false), 'latin1'))
+  } else {
+    added = extra + addedFields(id, p.headerOfKind(H_X_FORWARDED_FOR) ?? '', p.headerOfKind(H_FORWARDED) ?? '', p.headerOfKind(H_VIA) ?? '', http10, upgrading)
+  }
+  const size = lineBytes + addHost.length + writeFields(p, null, 0) + added.length
   const out = Buffer.allocUnsafe(size + (body === null ? 0 : body.length))
-  let o = buf.copy(out, 0, lineStart, lineStart + lineBytes)
-  o = copyKeptFields(p, DROP_REQUEST, upgrading, out, o)
-  o += out.latin1Write(added, o)
+  let o: number
+  if (absolute) {
+    o = buf.copy(out, 0, lineStart, methodEnd)
+    o += out.latin1Write(path, o)
+    o += buf.copy(out, o, versionStart, lineEnd)
+  } else {
+    o = buf.copy(out, 0, lineStart, lineEnd)
+  }
+  if (addHost !== '') o += out.latin1Write(addHost, o)
+  o = writeFields(p, out, o)
+  o += typeof added === 'string' ? out.latin1Write(added, o) : added.copy(out, o)
   if (body !== null) body.copy(out, o)
   return out
 }
 
-export const CONNECTION_NONE = 0
-export const CONNECTION_CLOSE = 1
-export const CONNECTION_KEEP_ALIVE = 2 // for HTTP/1.0 clients that asked for it
-export const CONNECTION_UPGRADE = 3
+/** The Connection field of a relayed response. */
+export type ConnectionField = 'none' | 'close' | 'keep-alive' | 'upgrade'
+const CONNECTION_LINES: Record<ConnectionField, string> = {
+  none: '',
+  close: 'Connection: close\r\n',
+  'keep-alive': 'Connection: keep-alive\r\n', // for HTTP/1.0 clients that asked for it
+  upgrade: 'Connection: upgrade\r\n',
+}
 
 const STATUS_PREFIX = Buffer.from('HTTP/1.1', 'latin1')
 
 // the common response tails (no prior Via, nothing extra), per pseudonym, version and Connection line
 let tailVia = ''
-const tails: string[] = []
-function plainResponseTail (via: string, versionMinor: number, connection: number): string {
-  if (via !== tailVia) { tailVia = via; tails.length = 0 }
-  const k = versionMinor * 4 + connection
-  return tails[k] ?? (tails[k] = 'Via: ' + (versionMinor === 0 ? '1.0 ' : '1.1 ') + via + '\r\n' + CONNECTION_LINES[connection] + '\r\n')
+const tails = new Map<string, string>()
+function plainResponseTail (via: string, versionMinor: number, connection: ConnectionField): string {
+  if (via !== tailVia) { tailVia = via; tails.clear() }
+  const k = versionMinor === 0 ? connection + '0' : connection
+  let tail = tails.get(k)
+  if (tail === undefined) {
+    tail = 'Via: ' + (versionMinor === 0 ? '1.0 ' : '1.1 ') + via + '\r\n' + CONNECTION_LINES[connection] + '\r\n'
+    tails.set(k, tail)
+  }
+  return tail
 }
-const CONNECTION_LINES = ['', 'Connection: close\r\n', 'Connection: keep-alive\r\n', 'Connection: upgrade\r\n']
 
 /**
  * The response head relayed to the client: status line with our own version
- * (RFC 9110 §6.2: a proxy sends its own HTTP-version), the kept fields, Via,
- * our Connection field, and `extra` lines (e.g. a sticky Set-Cookie).
+ * (RFC 9110 §6.2: a proxy sends its own HTTP-version), the kept fields with
+ * the proxy's framing (`transferEncoding`: 'chunked' when the body is
+ * re-chunked, 'drop' when it is not chunked or is de-chunked for an HTTP/1.0
+ * client), Via, our Connection field, and `extra` lines (e.g. a sticky Set-Cookie).
  */
-export function buildResponseHead (p: HeadParser, via: string, connection: number, extra: string): Buffer {
+export function buildResponseHead (p: HeadParser, via: string, connection: ConnectionField, extra: string, transferEncoding: TransferFraming): Buffer {
   const buf = p.buf
   const base = p.base
-  const priorVia = joinedValues(p, H_VIA)
-  const tail = priorVia === '' && extra === ''
+  const priorVia = p.headerOfKind(H_VIA)
+  const tail = priorVia === null && extra === ''
     ? plainResponseTail(via, p.versionMinor, connection)
-    : 'Via: ' + (priorVia === '' ? '' : priorVia + ', ') + (p.versionMinor === 0 ? '1.0 ' : '1.1 ') + via + '\r\n' +
+    : 'Via: ' + (priorVia === null ? '' : priorVia + ', ') + (p.versionMinor === 0 ? '1.0 ' : '1.1 ') + via + '\r\n' +
       CONNECTION_LINES[connection] + extra + '\r\n'
+  const status = p.status
+  plan.drop = DROP_RESPONSE
+  plan.keepUpgrade = connection === 'upgrade'
+  // RFC 9110 §8.6: no Content-Length in a 1xx or 204; §15.4.5 lets a 304 (and a HEAD answer) carry it
+  plan.contentLength = status >= 200 && status !== 204
+  plan.transferEncoding = transferEncoding
+  plan.host = ''
   const lineBytes = p.fieldsStart
-  const keepUpgrade = connection === CONNECTION_UPGRADE
-  const size = lineBytes + keptFieldBytes(p, DROP_RESPONSE, keepUpgrade) + tail.length
+  const size = lineBytes + writeFields(p, null, 0) + tail.length
   const out = Buffer.allocUnsafe(size)
   STATUS_PREFIX.copy(out, 0)
   let o = 8 + buf.copy(out, 8, base + 8, base + lineBytes)
-  o = copyKeptFields(p, DROP_RESPONSE, keepUpgrade, out, o)
+  o = writeFields(p, out, o)
   out.latin1Write(tail, o)
   return out
 }
@@ -213,15 +268,20 @@ declare global {
   }
 }
 
-/** The response head the cache stores: our status-line version, end-to-end fields, final CRLF. */
+/** The response head the cache stores: our status-line version, end-to-end fields, canonical Content-Length, final CRLF. */
 export function buildStoredHead (p: HeadParser): Buffer {
   const buf = p.buf
   const base = p.base
+  plan.drop = DROP_STORED
+  plan.keepUpgrade = false
+  plan.contentLength = true
+  plan.transferEncoding = 'drop'
+  plan.host = ''
   const lineBytes = p.fieldsStart
-  const out = Buffer.allocUnsafe(lineBytes + keptFieldBytes(p, DROP_STORED, false) + 2)
+  const out = Buffer.allocUnsafe(lineBytes + writeFields(p, null, 0) + 2)
   STATUS_PREFIX.copy(out, 0)
   let o = 8 + buf.copy(out, 8, base + 8, base + lineBytes)
-  o = copyKeptFields(p, DROP_STORED, false, out, o)
+  o = writeFields(p, out, o)
   out[o] = 0x0d
   out[o + 1] = 0x0a
   return out

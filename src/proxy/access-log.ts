@@ -1,33 +1,48 @@
 /**
- * The access log (one line per request, asynchronous pino) and the warnings
- * for rejected requests and upstream trouble. Fields are flat and named the
- * same on every line so the log can be queried.
+ * The access log (one line per request, asynchronous) and the warnings for
+ * rejected requests and upstream trouble. Fields are flat and named the same
+ * on every line so the log can be queried. It reads an AccessRecord, which the
+ * client connection fills in: the log knows nothing of connections.
  */
 import { performance } from 'node:perf_hooks'
 import { accessLogger, logger, writeAccessLine } from '../log'
-import type { ClientConnection } from './client'
 import type { UpstreamEntry } from '../shared/state'
 import type { ErrorCode } from '../errors'
 
-export function logAccess (c: ClientConnection): void {
-  if (!c.ctx.config.log.access || !accessLogger.isLevelEnabled('info')) return
+/** What one access-log line says about a request. */
+export interface AccessRecord {
+  readonly clientIp: string
+  readonly method: string
+  /** The request target as received ('' when the request line never completed). */
+  readonly target: string
+  readonly status: number
+  readonly entry: UpstreamEntry | null
+  readonly bytesOut: number
+  /** performance.now() when the request's first byte was read. */
+  readonly startedAt: number
+  /** Envoy-style response flag from the error catalogue, '-' for none. */
+  readonly flag: string
+}
+
+export function logAccess (r: AccessRecord): void {
+  if (!accessLogger.isLevelEnabled('info')) return
   // client, method and upstream are tokens and addresses (nothing to escape);
   // the target may hold '"' or '\\', so it goes through JSON.stringify
   writeAccessLine(
-    '"client":"' + c.clientIp + '","method":"' + c.method + '","path":' + JSON.stringify(c.target) +
-    ',"status":' + c.status + ',"upstream":' + (c.entry !== null ? '"' + c.entry.address + '"' : 'null') +
-    ',"bytes":' + c.bytesOut + ',"durationMs":' + Math.round((performance.now() - c.startedAt) * 1000) / 1000 +
-    ',"flag":"' + c.flag + '"')
+    '"client":"' + r.clientIp + '","method":"' + r.method + '","path":' + JSON.stringify(r.target) +
+    ',"status":' + r.status + ',"upstream":' + (r.entry !== null ? '"' + r.entry.address + '"' : 'null') +
+    ',"bytes":' + r.bytesOut + ',"durationMs":' + Math.round((performance.now() - r.startedAt) * 1000) / 1000 +
+    ',"flag":"' + r.flag + '"')
 }
 
-export function logRejected (c: ClientConnection, code: ErrorCode, detail: string): void {
-  logger.warn({ client: c.clientIp, method: c.method || undefined, path: c.target || undefined, code, detail }, 'rejected request')
+export function logRejected (r: AccessRecord, code: ErrorCode, detail: string): void {
+  logger.warn({ client: r.clientIp, method: r.method || undefined, path: r.target || undefined, code, detail }, 'rejected request')
 }
 
-export function logUpstreamProblem (c: ClientConnection, entry: UpstreamEntry, detail: string, ejected = false): void {
-  if (ejected) {
-    logger.warn({ upstream: entry.address, reason: detail }, 'upstream ejected (passive health)')
-    return
-  }
-  logger.warn({ upstream: entry.address, method: c.method, path: c.target, detail }, 'upstream request failed')
+export function logUpstreamProblem (r: AccessRecord, entry: UpstreamEntry, code: ErrorCode, detail: string): void {
+  logger.warn({ upstream: entry.address, method: r.method, path: r.target, code, detail }, 'upstream request failed')
+}
+
+export function logEjection (entry: UpstreamEntry, detail: string): void {
+  logger.warn({ upstream: entry.address, reason: detail }, 'upstream ejected (passive health)')
 }

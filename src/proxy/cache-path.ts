@@ -17,7 +17,7 @@ import { primaryKey, varyValues } from '../cache/key'
 import { HeadView } from '../cache/head-view'
 import type { HeadParser } from '../http/head-parser'
 import { BODY_NONE, BODY_LENGTH } from '../http/head-parser'
-import { H_HOST, H_AUTHORIZATION } from '../http/header-names'
+import { H_AUTHORIZATION } from '../http/header-names'
 import { buildStoredHead } from '../http/serialize'
 import { H_CACHE_HITS, H_CACHE_MISSES } from '../shared/layout'
 
@@ -103,19 +103,23 @@ function pollWaiters (hook: CacheHook): void {
   // a snapshot: retry() takes a waiter out and may put it back, which a live Set
   // iteration would visit again, forever
   const waiting = Array.from(hook.waiters)
-  for (const user of waiting) user.cacheState?.retry(user, now)
+  for (const user of waiting) user.onCacheWaitTick(now)
 }
 
-/** What the cache needs of a client connection. */
+/** What the cache needs of a client connection: its parser, and a nudge while it waits for a fill. */
 export interface CacheUser {
   readonly parser: HeadParser
-  readonly isHead: boolean
-  readonly cacheState: CacheState | null
-  /** Answer with a response the cache built (`head` without its final CRLF; the connection adds Via, Connection). */
-  serveCached (response: CachedResponse): void
-  /** Continue the request upstream (balancing, forwarding). */
-  forwardRequest (): void
+  /** Parked for a fill: look again (CacheState.lookupAgain) and act on the decision. */
+  onCacheWaitTick (now: number): void
 }
+
+/**
+ * The cache phase's decision: `hit` (answer with CacheState.response, which
+ * may also be a 304 or an only-if-cached 504), `wait` (another request is
+ * filling this key: the connection parks and is nudged), `forward` (go
+ * upstream; the response may be captured for the store).
+ */
+export type CacheDecision = 'hit' | 'wait' | 'forward'
 
 /** A response rendered from the cache: head fields without the final CRLF, and the body to send. */
 export class CachedResponse {
@@ -140,6 +144,7 @@ export class CacheState {
   revalidating = false
   /** This request holds the key's fill claim. */
   filling = false
+  isHead = false
   waitingSince = 0
   hasAuthorization = false
   requestSentAt = 0
@@ -182,27 +187,29 @@ export class CacheState {
   }
 
   /**
-   * Before balancing: true when the request was answered from the cache or is
-   * parked waiting for another request's fill; false to go upstream.
+   * The cache phase, before balancing. The key is the authority the request
+   * is for (an absolute-form target's, never a conflicting Host: RFC 9112
+   * §3.2.2) and the target in origin-form.
    */
-  onRequest (user: CacheUser, bodyless: boolean): boolean {
+  onRequest (isHead: boolean, bodyless: boolean): CacheDecision {
     this.reset()
-    const p = user.parser
+    const p = this.user.parser
     const method = p.method
+    this.isHead = isHead
     if (method !== 'GET' && method !== 'HEAD' && method !== 'OPTIONS' && method !== 'TRACE') {
       // RFC 9111 §4.4: remember the target; invalidated if the response is not an error
-      this.invalidateKey = primaryKey(p.valueOfKind(H_HOST) ?? '', p.target())
-      return false
+      this.invalidateKey = primaryKey(p.host(), p.path())
+      return 'forward'
     }
-    if (!bodyless) return false
+    if (!bodyless) return 'forward'
     this.mode = requestCacheMode(this.view, this.hook.config.cacheAuthorized, this.requestCc)
-    if (this.mode === CACHE_BYPASS) return false
-    this.hasAuthorization = p.valueOfKind(H_AUTHORIZATION) !== null
-    this.key = primaryKey(p.valueOfKind(H_HOST) ?? '', p.target())
-    return this.lookup(user, Date.now())
+    if (this.mode === CACHE_BYPASS) return 'forward'
+    this.hasAuthorization = p.headerOfKind(H_AUTHORIZATION) !== null
+    this.key = primaryKey(p.host(), p.path())
+    return this.lookup(Date.now())
   }
 
-  private lookup (user: CacheUser, now: number): boolean {
+  private lookup (now: number): CacheDecision {
     const store = this.hook.store
     const entry = this.entry
     this.revalidating = false
@@ -210,8 +217,8 @@ export class CacheState {
     if (store.lookup(this.key, now, entry, this.view, false)) {
       if (entry.fresh && this.mode === CACHE_LOOKUP && freshEnoughForRequest(this.requestCc, entry.currentAgeMs, entry.freshForMs)) {
         this.hook.count(H_CACHE_HITS)
-        this.serve(user, 'HIT')
-        return true
+        this.serve('HIT')
+        return 'hit'
       }
       // stale, or the client asked for revalidation: ask the upstream with our validators,
       // unless the client brings its own (then its answer is for it, not for us)
@@ -225,37 +232,35 @@ export class CacheState {
       r.status = 504
       r.head = ONLY_IF_CACHED_HEAD
       r.body = ONLY_IF_CACHED_BODY
-      user.serveCached(r)
-      return true
+      return 'hit'
     }
     if (this.hook.isPass(this.key, now)) {
       // known uncacheable: straight upstream, in parallel with every other request for it
       this.xCache = 'MISS'
       this.hook.count(H_CACHE_MISSES)
-      return false
+      return 'forward'
     }
     if (store.tryClaimFill(this.key, now, this.hook.fillTtlMs)) {
       this.filling = true
       this.xCache = this.revalidating ? 'REVALIDATED' : 'MISS'
       this.hook.count(H_CACHE_MISSES)
-      return false
+      return 'forward'
     }
     // another request (any thread) is fetching this key: wait for its entry
     if (this.waitingSince === 0) this.waitingSince = now
     if (now - this.waitingSince > this.hook.fillTtlMs) {
       this.xCache = 'MISS'
       this.hook.count(H_CACHE_MISSES)
-      return false
+      return 'forward'
     }
-    this.hook.park(user)
-    return true
+    this.hook.park(this.user)
+    return 'wait'
   }
 
-  /** Parked: try again (called by the thread's poll timer). */
-  retry (user: CacheUser, now: number): void {
-    this.hook.unpark(user) // lookup parks it again if it must keep waiting
-    if (this.lookup(user, now)) return
-    user.forwardRequest()
+  /** Parked: look again (the connection calls this when nudged by the thread's poll timer). */
+  lookupAgain (now: number): CacheDecision {
+    this.hook.unpark(this.user) // lookup parks it again if it must keep waiting
+    return this.lookup(now)
   }
 
   /** Our validators for the forwarded request ('' when not revalidating). */
@@ -267,17 +272,17 @@ export class CacheState {
   }
 
   /** Answer from the stored entry: 304 when the client's own validators match, else the entry. */
-  private serve (user: CacheUser, xCache: string): void {
+  private serve (xCache: string): void {
     const e = this.entry
     const notModified = e.status === 200 && conditionalMatches(this.view, e.etag, e.lastModified)
-    user.serveCached(renderStored(e, xCache, notModified, user.isHead, this.response))
+    renderStored(e, xCache, notModified, this.isHead, this.response)
   }
 
   /**
    * The response head arrived. Returns the response to send instead (a
    * revalidated entry), or null to relay the upstream's response.
    */
-  onResponseHead (user: CacheUser, res: HeadParser): CachedResponse | null {
+  onResponseHead (res: HeadParser): CachedResponse | null {
     if (this.invalidateKey !== '') {
       // RFC 9111 §4.4: before the client can see this response (and send its next GET)
       if (res.status >= 200 && res.status < 400) this.hook.invalidate(this.invalidateKey)
@@ -301,11 +306,11 @@ export class CacheState {
       this.release()
       e.currentAgeMs = 0
       const notModified = conditionalMatches(this.view, e.etag, e.lastModified)
-      return renderStored(e, 'REVALIDATED', notModified, user.isHead, this.response)
+      return renderStored(e, 'REVALIDATED', notModified, this.isHead, this.response)
     }
     if (this.revalidating) this.xCache = 'MISS' // the upstream sent a new response instead
     this.storedHead = null
-    if (user.isHead || res.status < 200) return null
+    if (this.isHead || res.status < 200) return null
     const view = this.responseView
     view.parser = res
     const freshFor = responseFreshness(view, this.mode, this.hasAuthorization, this.hook.config.cacheAuthorized, now)

@@ -1,52 +1,71 @@
 /**
- * One client connection: parses requests off the socket, applies the policy
- * hooks (firewall -> rate limit -> pick), forwards each request to an upstream
- * connection and relays the response, in order, one request at a time
- * (pipelined requests wait in `pending`). Bodies stream in both directions
- * with backpressure; nothing is buffered whole.
+ * One client connection and its request loop. Requests run one at a time, in
+ * order, through these phases (Pingora's request_filter -> upstream_peer ->
+ * response_filter -> logging):
  *
- * Monomorphic: every field is assigned in the constructor and reset between
- * requests. Socket handlers are module-level functions (no closure per request).
+ *   read head -> filter (client IP, firewall, rate limit) -> cache lookup
+ *     -> pick -> connect -> send (head, body) -> relay response -> log -> next
+ *
+ * `drive()` is the connection's one loop (undici's `_resume`, guarded by
+ * `driving` as undici guards with kResuming): it reads the next pipelined head
+ * from `input` and runs the request's phases. A request answered at once (a
+ * local answer, a cache hit) returns to the loop; a request that must wait (an
+ * upstream, a cache fill) leaves it, and its completion calls drive() again.
+ * Nothing calls back into the parser from a completion, so a pipeline of any
+ * length runs at constant stack depth.
+ *
+ * Bounded: unparsed input (`MAX_INPUT_BYTES`, then the socket is paused),
+ * responses queued for a client that does not read (`MAX_QUEUED_OUTPUT`, then
+ * the loop stops until 'drain'), requests per loop turn (`REQUESTS_PER_TURN`,
+ * then the loop yields to other connections), interim responses (upstream.ts).
+ *
+ * Monomorphic: every field is assigned in the constructor, per-request ones
+ * again in resetRequest(). Socket handlers are module-level functions.
  */
 import type * as net from 'node:net'
 import { performance } from 'node:perf_hooks'
-import type { ProxyContext, FirewallRequest, RateDecisionLike } from './context'
+import type { ProxyContext, RateDecisionLike } from './context'
 import type { UpstreamEntry } from '../shared/state'
-import * as L from '../shared/layout'
+import { W_OPEN_CONNECTIONS, W_REQUESTS, U_ACTIVE_REQUESTS, U_REQUESTS, U_RETRIES, H_PROTOCOL_ERRORS } from '../shared/layout'
+import { fmix32 } from '../shared/hash'
 import {
-  HeadParser, KIND_REQUEST, HEAD_INCOMPLETE, HEAD_ERROR, BODY_NONE, BODY_LENGTH, BODY_CHUNKED,
+  HeadParser, KIND_REQUEST, HEAD_INCOMPLETE, HEAD_ERROR, BODY_NONE, BODY_LENGTH, BODY_CHUNKED, BODY_CLOSE, type BodyKind,
 } from '../http/head-parser'
-import { H_X_FORWARDED_FOR, H_COOKIE } from '../http/header-names'
+import { H_COOKIE, H_UPGRADE } from '../http/header-names'
 import { ChunkedScanner, CHUNKED_ERROR } from '../http/chunked'
-import {
-  buildRequestHead, buildResponseHead, joinedValues, type ForwardIdentity,
-  CONNECTION_NONE, CONNECTION_CLOSE, CONNECTION_KEEP_ALIVE, CONNECTION_UPGRADE,
-} from '../http/serialize'
+import { buildRequestHead, buildResponseHead, type ForwardIdentity, type ConnectionField } from '../http/serialize'
 import { errorReply, errorReplyWith } from '../http/replies'
 import { PickContext } from '../balancer/types'
 import { describe, type ErrorCode } from '../errors'
-import {
-  UpstreamConnection, type UpstreamClient,
-  HEAD_FINAL, HEAD_INTERIM, HEAD_TUNNEL, HEAD_ABORT,
-  FAIL_CONNECT, FAIL_RESET, FAIL_TIMEOUT, FAIL_PROTOCOL, FAIL_MID_BODY, FAIL_CLIENT_STALLED,
-} from './upstream'
-import { recordUpstreamFailure, recordUpstreamSuccess } from '../health/passive'
+import { UpstreamConnection, type UpstreamClient, type HeadAction, type UpstreamFailure } from './upstream'
+import { recordUpstreamFailure, recordUpstreamSuccess, recordUpstreamTimeout } from '../health/passive'
 import { findCookie } from '../sticky/cookie'
-import { logAccess, logRejected, logUpstreamProblem } from './access-log'
+import { logAccess, logRejected, logUpstreamProblem, logEjection, type AccessRecord } from './access-log'
 import type { Expirable } from './sweeper'
-import { CacheState, type CacheUser, type CachedResponse } from './cache-path'
+import { CacheState, type CacheUser, type CachedResponse, type CacheDecision } from './cache-path'
+import { filterRequest, type FilteredRequest } from './request-filter'
+import { pickUpstream } from './pick'
+import { decideRetry, blamesUpstream } from './retry'
+import { upgradeAllowed } from './upgrade'
 
-const P_HEAD = 0 //        reading a request head
-const P_CONNECTING = 1 //  head parsed, waiting for an upstream connection
-const P_BODY = 2 //        streaming the request body upstream
-const P_WAIT = 3 //        request sent, relaying the response
-const P_TUNNEL = 4 //      after 101: raw bytes both ways
-const P_CLOSED = 5
+/** Where the connection is in its current request. */
+type Phase =
+  | 'head' //       reading a request head (or waiting for one)
+  | 'cacheWait' //  parked until another request (any thread) fills the cache entry
+  | 'connecting' // an upstream is picked, its connection not yet ready; the body waits
+  | 'body' //       streaming the request body upstream
+  | 'response' //   the request is sent: relaying the response
+  | 'tunnel' //     after 101: raw bytes both ways
+  | 'closed' //     lingering after the last response, or gone
 
-const D_NONE = 0
-const D_HEADER = 1 //      a request head has started and must complete (slowloris)
-const D_IDLE = 2 //        keep-alive connection with no request
-const D_LINGER = 3 //      closing: reading and discarding until the client closes too
+type Deadline =
+  | 'none'
+  | 'header' // a request head has started and must complete (slowloris)
+  | 'idle' //   no request, or a client that does not read what we queued for it
+  | 'linger' // closing: reading and discarding until the client closes too
+
+/** How a response body goes to the client. */
+type BodyRelay = 'raw' | 'rechunk' | 'dechunk'
 
 /**
  * After our last response on a connection we half-close and keep reading (and
@@ -55,33 +74,48 @@ const D_LINGER = 3 //      closing: reading and discarding until the client clos
  */
 const LINGER_MS = 2000
 const LINGER_MAX_BYTES = 16 * 1024 * 1024
-
-const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE'])
-const MAX_PENDING_BYTES = 64 * 1024
+/** Unparsed pipelined input held while a request is in progress; past it the socket is paused. */
+const MAX_INPUT_BYTES = 64 * 1024
+/** Response bytes queued on a client socket past which no further pipelined request starts. */
+const MAX_QUEUED_OUTPUT = 256 * 1024
+/** Requests one turn of the loop may run before it yields to the event loop (other connections). */
+const REQUESTS_PER_TURN = 64
 /** Up to this many body bytes are copied next to a head to save a write (and a syscall). */
 const COALESCE_BYTES = 16 * 1024
 
 const kClient = Symbol('switchyard.client')
 
-export class ClientConnection implements UpstreamClient, Expirable, FirewallRequest, CacheUser {
+export class ClientConnection implements UpstreamClient, Expirable, FilteredRequest, CacheUser, AccessRecord {
   readonly ctx: ProxyContext
   readonly socket: net.Socket
   readonly peerIp: string
   readonly identity: ForwardIdentity
   readonly parser: HeadParser
+  /** Scanner of a chunked request body. */
   readonly chunked: ChunkedScanner
   readonly pick = new PickContext()
   rate: RateDecisionLike | null
-  phase = P_HEAD
+  phase: Phase = 'head'
   deadline = 0
-  deadlineKind = D_NONE
-  /** Bytes received after the current request, parsed once its response is done. */
-  pending: Buffer | null = null
+  deadlineKind: Deadline = 'none'
+  /** drive() is on the stack (undici's kResuming): a completion inside it must not re-enter. */
+  driving = false
+  /** The loop stopped because the client is not reading what we queued ('drain' restarts it). */
+  outputFull = false
+  /** The client half-closed: answer what it sent, then close. */
+  clientEnded = false
+  /** Bytes received and not yet parsed: input[inputStart..]. */
+  input: Buffer | null = null
+  inputStart = 0
   upstream: UpstreamConnection | null = null
   /** Upstream slot whose U_ACTIVE_REQUESTS this request holds, -1 for none. */
   activeSlot = -1
+  /** Bytes discarded while lingering. */
+  discarded = 0
+  /** Cache state for the current request; null while the cache is off. */
+  cacheState: CacheState | null = null
 
-  // ---- the current request (FirewallRequest view included) ----
+  // ---- the current request: set by resetRequest() and the phases ----
   method = ''
   target = ''
   clientIp = ''
@@ -90,41 +124,41 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
   keepAlive = true
   http10 = false
   upgrading = false
-  bodyKind = BODY_NONE
+  bodyKind: BodyKind = BODY_NONE
   bodyRemaining = 0
   bodyDone = true
   /** Some request body bytes have gone to an upstream (then it cannot be replayed). */
   bodySent = false
   requestHead: Buffer | null = null
-  /** requestHead carries the first body bytes too. */
-  bodyInHead = false
+  /** The body bytes that came with the head, as they go upstream (re-chunked when chunked). */
   initialBody: Buffer | null = null
+  /** requestHead carries the first body bytes too. */
+  headCarriesBody = false
   entry: UpstreamEntry | null = null
   retriesLeft = 0
   startedAt = 0
   sentAt = 0
+  /** state.now() when the request went upstream (passive health's timeout rule). */
+  sentAtMs = 0
   status = 0
   bytesOut = 0
   flag = '-'
   responseStarted = false
   closeAfterResponse = false
+  relay: BodyRelay = 'raw'
   /** Response head not yet written: sent together with the first body bytes in one write. */
   heldHead: Buffer | null = null
   /** Set-Cookie line to add to the response (sticky sessions), '' for none. */
   setCookie = ''
   stickyIndex = -1
   lastFailure = ''
-  /** Bytes discarded while lingering. */
-  discarded = 0
-  /** Cache state for the current request; null while the cache is off. */
-  cacheState: CacheState | null = null
 
   constructor (ctx: ProxyContext, socket: net.Socket, peerIp: string) {
     this.ctx = ctx
     this.socket = socket
-    this.peerIp = peerIp
     const v6 = peerIp.includes(':')
     const ip = v6 && peerIp.startsWith('::ffff:') && peerIp.includes('.') ? peerIp.slice(7) : peerIp
+    this.peerIp = ip
     this.identity = {
       clientIp: ip,
       forwardedFor: ip.includes(':') ? `for="[${ip}]"` : `for=${ip}`,
@@ -143,42 +177,71 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
     socket.on('drain', onClientDrain)
     ctx.clients.add(this)
     ctx.sweeper.add(this)
-    if (ctx.workerSlot !== -1) ctx.state.addWorker(ctx.workerSlot, L.W_OPEN_CONNECTIONS, 1)
-    this.setDeadline(D_IDLE, ctx.config.timeouts.clientIdleMs)
+    if (ctx.workerSlot !== -1) ctx.state.addWorker(ctx.workerSlot, W_OPEN_CONNECTIONS, 1)
+    this.setDeadline('idle', ctx.config.timeouts.clientIdleMs)
   }
 
-  // ---- FirewallRequest ----
-  header (lowerCaseName: string): string | null { return this.parser.valueOfName(lowerCaseName) }
+  /** Every per-request field, in one place, before a request starts. */
+  private resetRequest (): void {
+    this.method = ''
+    this.target = ''
+    this.clientIp = this.peerIp
+    this.bodyLength = -1
+    this.isHead = false
+    this.keepAlive = true
+    this.http10 = false
+    this.upgrading = false
+    this.bodyKind = BODY_NONE
+    this.bodyRemaining = 0
+    this.bodyDone = true
+    this.bodySent = false
+    this.requestHead = null
+    this.initialBody = null
+    this.headCarriesBody = false
+    this.entry = null
+    this.retriesLeft = 0
+    this.startedAt = 0
+    this.sentAt = 0
+    this.sentAtMs = 0
+    this.status = 0
+    this.bytesOut = 0
+    this.flag = '-'
+    this.responseStarted = false
+    this.closeAfterResponse = false
+    this.relay = 'raw'
+    this.heldHead = null
+    this.setCookie = ''
+    this.stickyIndex = -1
+    this.lastFailure = ''
+  }
 
-  private setDeadline (kind: number, ms: number): void {
+  // ---- FirewallRequest: the authority the request is for stands in for Host (RFC 9112 §3.2.2) ----
+  header (lowerCaseName: string): string | null {
+    if (lowerCaseName !== 'host') return this.parser.header(lowerCaseName)
+    const host = this.parser.host()
+    return host === '' ? null : host
+  }
+
+  private setDeadline (kind: Deadline, ms: number): void {
     this.deadlineKind = kind
     this.deadline = Date.now() + ms
   }
 
   private clearDeadline (): void {
-    this.deadlineKind = D_NONE
+    this.deadlineKind = 'none'
     this.deadline = 0
   }
 
   onDeadline (): void {
-    if (this.deadlineKind === D_HEADER && this.phase === P_HEAD) {
-      this.method = ''
-      this.target = ''
-      this.rejectRequest('SWY_ERR_CLIENT_TIMEOUT', 'client did not complete the request head in time')
-    } else if (this.deadlineKind === D_IDLE && this.phase === P_HEAD) {
-      this.clearDeadline()
-      this.socket.destroy()
-    } else if (this.deadlineKind === D_LINGER) {
-      this.clearDeadline()
-      this.socket.destroy()
-    } else {
-      this.clearDeadline()
-    }
+    const kind = this.deadlineKind
+    this.clearDeadline()
+    if (kind === 'header' && this.phase === 'head') this.rejectRequest('SWY_ERR_CLIENT_TIMEOUT', 'client did not complete the request head in time')
+    else if ((kind === 'idle' && this.phase === 'head') || kind === 'linger') this.socket.destroy()
   }
 
   /** Graceful shutdown: close now if no request is in progress. */
   closeIfIdle (): boolean {
-    if (this.phase === P_HEAD && !this.parser.started && this.pending === null) {
+    if (this.phase === 'head' && !this.parser.started && this.input === null) {
       this.socket.destroy()
       return true
     }
@@ -194,113 +257,144 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
 
   handleData (chunk: Buffer): void {
     switch (this.phase) {
-      case P_HEAD: this.consume(chunk, 0); break
-      case P_BODY: this.forwardBody(chunk, 0); break
-      case P_TUNNEL: {
+      case 'head':
+        this.appendInput(chunk)
+        this.drive()
+        break
+      case 'body': this.forwardBody(chunk, 0); break
+      case 'tunnel': {
         const up = this.upstream
         if (up !== null && !up.socket.write(chunk)) this.socket.pause()
         break
       }
-      case P_CLOSED:
+      case 'closed':
         this.discarded += chunk.length
         if (this.discarded > LINGER_MAX_BYTES) this.socket.destroy()
         break
-      default: // P_CONNECTING with the body done, or P_WAIT: the next pipelined request
-        this.pending = this.pending === null ? chunk : Buffer.concat([this.pending, chunk])
-        if (this.pending.length > MAX_PENDING_BYTES) this.socket.pause()
+      default: // a request is in progress: these bytes are its body (connecting) or the next requests
+        this.appendInput(chunk)
+        if (this.input !== null && this.input.length - this.inputStart > MAX_INPUT_BYTES) this.socket.pause()
     }
   }
 
-  /** Parse a request head from buf[start..]. */
-  private consume (buf: Buffer, start: number): void {
-    if (start >= buf.length) return
-    if (this.deadlineKind !== D_HEADER) this.setDeadline(D_HEADER, this.ctx.config.timeouts.clientHeaderMs)
-    const r = this.parser.execute(buf, start, buf.length)
-    if (r === HEAD_INCOMPLETE) return
+  private appendInput (chunk: Buffer): void {
+    const input = this.input
+    if (input === null) {
+      this.input = chunk
+      this.inputStart = 0
+    } else {
+      this.input = Buffer.concat([input.subarray(this.inputStart), chunk])
+      this.inputStart = 0
+    }
+  }
+
+  /** The loop: run pipelined requests from `input` until one has to wait. */
+  drive (): void {
+    if (this.driving) return
+    this.driving = true
+    let budget = REQUESTS_PER_TURN
+    while (this.phase === 'head' && this.input !== null) {
+      if (this.socket.writableLength > MAX_QUEUED_OUTPUT) {
+        // the client is not reading its responses: read no more requests until it does
+        this.outputFull = true
+        this.socket.pause()
+        this.setDeadline('idle', this.ctx.config.timeouts.clientIdleMs)
+        break
+      }
+      if (budget-- === 0) {
+        setImmediate(driveLater, this)
+        break
+      }
+      this.readHead()
+    }
+    this.driving = false
+    if (this.phase === 'head' && this.input === null && !this.outputFull) this.awaitInput()
+  }
+
+  /** Everything received is answered: wait for the next request, or close after a half-close. */
+  private awaitInput (): void {
+    if (this.clientEnded) {
+      // a head that can never be completed: answer now rather than hold the connection until clientHeaderMs
+      if (this.parser.started) this.rejectRequest('SWY_ERR_BAD_REQUEST', 'client closed the connection in the middle of a request head')
+      else this.lingerAndClose()
+      return
+    }
+    if (this.socket.isPaused()) this.socket.resume()
+    if (!this.parser.started && this.deadlineKind !== 'idle') this.setDeadline('idle', this.ctx.config.timeouts.clientIdleMs)
+  }
+
+  /** Phase: read a request head from `input`; a complete one starts the request. */
+  private readHead (): void {
+    const buf = this.input as Buffer
+    const start = this.inputStart
+    this.input = null
+    const p = this.parser
+    if (!p.started) this.startedAt = performance.now()
+    if (this.deadlineKind !== 'header') this.setDeadline('header', this.ctx.config.timeouts.clientHeaderMs)
+    const r = p.execute(buf, start, buf.length)
+    if (r === HEAD_INCOMPLETE) return // the parser keeps what it needs
     if (r === HEAD_ERROR) {
-      const p = this.parser
       this.method = p.method
       this.target = p.targetEnd > 0 ? p.target() : ''
       this.rejectRequest(p.error as ErrorCode, p.errorDetail)
       return
     }
-    this.onRequestHead(buf, r)
+    this.startRequest(buf, r)
   }
 
-  private onRequestHead (buf: Buffer, bodyStart: number): void {
+  /** A complete head: take its body bytes from this read, then run the request's phases. */
+  private startRequest (buf: Buffer, bodyStart: number): void {
     const p = this.parser
     const ctx = this.ctx
     this.clearDeadline()
-    this.startedAt = performance.now()
     this.method = p.method
     this.target = p.target()
     this.isHead = p.method === 'HEAD'
     this.http10 = p.versionMinor === 0
     this.keepAlive = p.keepAlive && !ctx.draining
-    this.upgrading = p.hasUpgrade && p.connectionUpgrade && p.method === 'GET' && !this.http10
+    this.upgrading = p.hasUpgrade && p.connectionUpgrade && p.method === 'GET' && !this.http10 &&
+      upgradeAllowed(p.headerOfKind(H_UPGRADE), ctx.config.proxy.allowedUpgrades)
     this.bodyKind = p.bodyKind
     this.bodyRemaining = p.bodyKind === BODY_LENGTH ? p.contentLength : 0
     this.bodyLength = p.bodyKind === BODY_CHUNKED ? -1 : (p.contentLength > 0 ? p.contentLength : 0)
     this.bodyDone = p.bodyKind === BODY_NONE
-    this.bodySent = false
-    this.status = 0
-    this.bytesOut = 0
-    this.flag = '-'
-    this.responseStarted = false
-    this.closeAfterResponse = false
-    this.setCookie = ''
-    this.stickyIndex = -1
-    this.entry = null
-    this.lastFailure = ''
-    if (ctx.workerSlot !== -1) ctx.state.addWorker(ctx.workerSlot, L.W_REQUESTS, 1)
+    if (ctx.workerSlot !== -1) ctx.state.addWorker(ctx.workerSlot, W_REQUESTS, 1)
 
     const maxBody = ctx.config.limits.maxBodyBytes
     if (maxBody > 0 && this.bodyLength > maxBody) {
       this.rejectRequest('SWY_ERR_BODY_TOO_LARGE', `Content-Length ${this.bodyLength} over limit ${maxBody}`)
       return
     }
-
-    // split this chunk: [bodyStart, bodyEnd) belongs to this request, the rest to the next
+    // this read: [bodyStart, bodyEnd) belongs to this request's body, the rest to the next requests
     let bodyEnd = bodyStart
     if (p.bodyKind === BODY_LENGTH) {
-      const n = Math.min(this.bodyRemaining, buf.length - bodyStart)
-      bodyEnd = bodyStart + n
-      this.bodyRemaining -= n
+      bodyEnd = bodyStart + Math.min(this.bodyRemaining, buf.length - bodyStart)
+      this.bodyRemaining -= bodyEnd - bodyStart
       this.bodyDone = this.bodyRemaining === 0
+      if (bodyEnd > bodyStart) this.initialBody = buf.subarray(bodyStart, bodyEnd)
     } else if (p.bodyKind === BODY_CHUNKED) {
-      this.chunked.reset()
-      const e = this.chunked.execute(buf, bodyStart, buf.length)
-      if (e === CHUNKED_ERROR) { this.rejectRequest('SWY_ERR_BAD_CHUNK', this.chunked.error); return }
+      const c = this.chunked
+      c.reset()
+      const e = c.execute(buf, bodyStart, buf.length)
+      if (e === CHUNKED_ERROR) { this.rejectRequest('SWY_ERR_BAD_CHUNK', c.error); return }
+      if (maxBody > 0 && c.dataBytes > maxBody) { this.rejectRequest('SWY_ERR_BODY_TOO_LARGE', 'chunked body over limit'); return }
       bodyEnd = e >= 0 ? e : buf.length
       this.bodyDone = e >= 0
-      if (maxBody > 0 && this.chunked.dataBytes > maxBody) { this.rejectRequest('SWY_ERR_BODY_TOO_LARGE', 'chunked body over limit'); return }
+      this.initialBody = c.encode(buf, false) // canonical chunk lines (RFC 9112 §7.1), kept trailers only
     }
-    this.initialBody = bodyEnd > bodyStart ? buf.subarray(bodyStart, bodyEnd) : null
-    this.pending = bodyEnd < buf.length ? buf.subarray(bodyEnd) : null
+    if (bodyEnd < buf.length) {
+      this.input = buf
+      this.inputStart = bodyEnd
+    }
 
-    // ---- policy: firewall -> rate limit -> pick ----
-    const xffTrusted = ctx.resolveClientIp
-    this.clientIp = xffTrusted === null ? this.identity.clientIp : xffTrusted(this.identity.clientIp, nullIfEmpty(joinedValues(p, H_X_FORWARDED_FOR)))
-    if (ctx.firewall !== null) {
-      const rule = ctx.firewall.evaluate(this)
-      if (rule >= 0) {
-        this.lastFailure = `firewall rule ${ctx.firewall.ruleName(rule)}`
-        this.answerLocally('SWY_ERR_FIREWALL_DENIED', errorReply('SWY_ERR_FIREWALL_DENIED', !this.canContinueAfterLocalAnswer(), this.isHead))
-        return
-      }
-    }
-    if (ctx.limiter !== null) {
-      const decision = this.rate ?? (this.rate = ctx.limiter.newDecision())
-      if (!ctx.limiter.check(this.clientIp, Date.now(), decision)) {
-        ctx.state.addHeader(L.H_RATE_LIMITED, 1)
-        this.answerLocally('SWY_ERR_RATE_LIMITED', errorReplyWith('SWY_ERR_RATE_LIMITED', !this.canContinueAfterLocalAnswer(), ctx.limiter.headers(decision), this.isHead))
-        return
-      }
-    }
+    // phase: request filter (client address, firewall, rate limit)
+    const refusal = filterRequest(ctx, this, Date.now())
+    if (refusal !== null) { this.failRequest(refusal, this.lastFailure); return }
+
+    // phase: cache lookup
     if (ctx.cache !== null) {
       if (this.cacheState === null || this.cacheState.hook !== ctx.cache) this.cacheState = new CacheState(ctx.cache, this)
-      this.phase = P_CONNECTING
-      if (this.cacheState.onRequest(this, p.bodyKind === BODY_NONE)) return
+      if (this.onCacheDecision(this.cacheState.onRequest(this.isHead, p.bodyKind === BODY_NONE))) return
     } else if (this.cacheState !== null) {
       this.cacheState.reset()
       this.cacheState = null
@@ -308,91 +402,84 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
     this.forwardRequest()
   }
 
-  /** Balancing and forwarding (after the policy hooks and the cache). */
-  forwardRequest (): void {
+  /** Act on the cache phase's decision; true when the request was answered or parked. */
+  private onCacheDecision (decision: CacheDecision): boolean {
+    if (decision === 'forward') return false
+    if (decision === 'wait') {
+      this.phase = 'cacheWait'
+      return true
+    }
+    this.serveCached((this.cacheState as CacheState).response)
+    return true
+  }
+
+  /** Parked for a cache fill: the thread's poll timer nudges us. */
+  onCacheWaitTick (now: number): void {
+    if (this.phase !== 'cacheWait' || this.cacheState === null) return
+    if (this.onCacheDecision(this.cacheState.lookupAgain(now))) return
+    this.forwardRequest()
+  }
+
+  /** Phase: pick an upstream and send the request (after the filter and the cache). */
+  private forwardRequest (): void {
     const ctx = this.ctx
     const p = this.parser
     this.pick.reset()
     this.pick.clientIp = this.clientIp
     if (ctx.hashCookie !== null || ctx.sticky !== null) {
-      const cookies = nullIfEmpty(joinedValues(p, H_COOKIE, '; '))
+      const cookies = p.headerOfKind(H_COOKIE, '; ')
       if (ctx.hashCookie !== null) this.pick.hashKey = cookies === null ? '' : (findCookie(cookies, ctx.hashCookie) ?? '')
       if (ctx.sticky !== null) this.stickyIndex = ctx.sticky.route(cookies)
     }
-    if (ctx.hashHeader !== null) this.pick.hashKey = p.valueOfName(ctx.hashHeader) ?? ''
+    if (ctx.hashHeader !== null) this.pick.hashKey = p.header(ctx.hashHeader) ?? ''
 
     const initial = this.initialBody
     const validators = this.cacheState !== null ? this.cacheState.conditionalFields() : ''
-    if (initial !== null && initial.length <= COALESCE_BYTES) {
-      this.requestHead = buildRequestHead(p, this.identity, this.upgrading, initial, validators)
-      this.initialBody = null
-      this.bodyInHead = true
-    } else {
-      this.requestHead = buildRequestHead(p, this.identity, this.upgrading, null, validators)
-      this.bodyInHead = false
-    }
+    const coalesce = initial !== null && initial.length <= COALESCE_BYTES
+    this.requestHead = buildRequestHead(p, this.identity, this.upgrading, coalesce ? initial : null, validators)
+    if (coalesce) { this.initialBody = null; this.headCarriesBody = true }
     this.retriesLeft = ctx.config.retries
-    this.phase = P_CONNECTING
+    this.phase = 'connecting'
     // hold the body back until an upstream is connected: a failed connect can then go elsewhere
     if (!this.bodyDone) this.socket.pause()
     this.dispatch()
   }
 
-  /** A local answer keeps the connection only when the whole request body is already here. */
-  private canContinueAfterLocalAnswer (): boolean {
-    return this.keepAlive && this.bodyDone
-  }
-
-  /** Choose an upstream and get a connection to it. */
+  /** Choose an upstream and get a connection to it (again, after a failure that allows it). */
   private dispatch (): void {
     const ctx = this.ctx
-    const table = ctx.table
-    let index = -1
-    if (this.stickyIndex >= 0) {
-      const sticky = this.stickyIndex
-      this.stickyIndex = -1
-      if (sticky < table.length && ctx.state.isAvailable(table[sticky].slot) && this.pick.tried[sticky] === 0) {
-        index = sticky
-        ctx.state.addHeader(L.H_STICKY_HITS, 1)
-      }
-    }
+    const index = pickUpstream(ctx, this.pick, this.stickyIndex)
     if (index === -1) {
-      index = ctx.balancer.pick(this.pick)
-      if (index === -1) {
-        const tried = this.pick.triedCount > 0
-        this.failRequest(tried ? 'SWY_ERR_UPSTREAM_CONNECT' : 'SWY_ERR_NO_HEALTHY_UPSTREAM', tried ? this.lastFailure : 'no upstream is available')
-        return
-      }
-      if (ctx.sticky !== null) this.setCookie = ctx.sticky.setCookieLine(index)
-    }
-    this.pick.markTried(index)
-    const entry = table[index]
-    this.entry = entry
-    ctx.state.addUpstream(entry.slot, L.U_ACTIVE_REQUESTS, 1)
-    ctx.state.addUpstream(entry.slot, L.U_REQUESTS, 1)
-    this.activeSlot = entry.slot
-    const pooled = ctx.pool.acquire(entry.slot) as UpstreamConnection | null
-    if (pooled !== null) {
-      this.upstream = pooled
-      pooled.assign(this, this.isHead)
-      this.onUpstreamConnected(pooled)
+      const tried = this.pick.triedCount > 0
+      this.failRequest(tried ? 'SWY_ERR_UPSTREAM_CONNECT' : 'SWY_ERR_NO_HEALTHY_UPSTREAM', tried ? this.lastFailure : 'no upstream is available')
       return
     }
-    const fresh = new UpstreamConnection(ctx, entry)
-    this.upstream = fresh
-    fresh.assign(this, this.isHead)
+    if (ctx.sticky !== null && index !== this.stickyIndex) this.setCookie = ctx.sticky.setCookieLine(index)
+    this.pick.markTried(index)
+    const entry = ctx.table[index]
+    this.entry = entry
+    ctx.state.addHeld(ctx.workerSlot, entry.slot, U_ACTIVE_REQUESTS, 1)
+    ctx.state.addUpstream(entry.slot, U_REQUESTS, 1)
+    this.activeSlot = entry.slot
+    const pooled = ctx.pool.acquire(entry.slot) as UpstreamConnection | null
+    const up = pooled ?? new UpstreamConnection(ctx, entry)
+    this.upstream = up
+    up.assign(this, this.isHead)
+    if (pooled !== null) this.onUpstreamConnected(pooled)
   }
 
   private releaseActive (): void {
     if (this.activeSlot !== -1) {
-      this.ctx.state.addUpstream(this.activeSlot, L.U_ACTIVE_REQUESTS, -1)
+      this.ctx.state.addHeld(this.ctx.workerSlot, this.activeSlot, U_ACTIVE_REQUESTS, -1)
       this.activeSlot = -1
     }
   }
 
+  /** Phase: send. The head (with the first body bytes), then the body as it comes. */
   onUpstreamConnected (up: UpstreamConnection): void {
-    if (up !== this.upstream || this.phase !== P_CONNECTING) return
+    if (up !== this.upstream || this.phase !== 'connecting') return
     this.sentAt = performance.now()
+    this.sentAtMs = this.ctx.state.now()
     if (this.cacheState !== null) this.cacheState.requestSentAt = Date.now()
     const s = up.socket
     const body = this.initialBody
@@ -401,103 +488,106 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
       s.write(this.requestHead as Buffer)
       s.write(body)
       s.uncork()
-      this.bodySent = true
     } else {
       s.write(this.requestHead as Buffer)
-      if (this.bodyInHead) this.bodySent = true
     }
+    this.bodySent = body !== null || this.headCarriesBody
     if (this.bodyDone) {
-      this.phase = P_WAIT
+      this.phase = 'response'
       up.awaitResponse()
-      if (this.pending !== null && this.pending.length > MAX_PENDING_BYTES) this.socket.pause()
-    } else {
-      this.phase = P_BODY
-      up.uploadActivity()
-      this.socket.resume()
+      return
     }
+    this.phase = 'body'
+    up.uploadActivity()
+    // bytes that arrived while connecting are this body's (and perhaps the next requests')
+    const held = this.input
+    if (held !== null) {
+      const start = this.inputStart
+      this.input = null
+      this.forwardBody(start === 0 ? held : held.subarray(start), 0)
+    }
+    if (this.phase === 'body') this.socket.resume()
   }
 
-  /** P_BODY: more request body from the client. */
+  /** Phase 'body': more request body from the client, forwarded as the proxy frames it. */
   private forwardBody (buf: Buffer, start: number): void {
     const up = this.upstream
     if (up === null) return
     let end = buf.length
+    let out: Buffer | null
     if (this.bodyKind === BODY_LENGTH) {
-      const n = Math.min(this.bodyRemaining, end - start)
-      end = start + n
-      this.bodyRemaining -= n
-      if (this.bodyRemaining === 0) this.bodyDone = true
+      end = start + Math.min(this.bodyRemaining, end - start)
+      this.bodyRemaining -= end - start
+      this.bodyDone = this.bodyRemaining === 0
+      out = end > start ? (start === 0 && end === buf.length ? buf : buf.subarray(start, end)) : null
     } else {
-      const e = this.chunked.execute(buf, start, end)
-      if (e === CHUNKED_ERROR) { this.abortUpload('SWY_ERR_BAD_CHUNK', this.chunked.error); return }
+      const c = this.chunked
+      const e = c.execute(buf, start, end)
+      if (e === CHUNKED_ERROR) { this.abortUpload('SWY_ERR_BAD_CHUNK', c.error); return }
       const maxBody = this.ctx.config.limits.maxBodyBytes
-      if (maxBody > 0 && this.chunked.dataBytes > maxBody) { this.abortUpload('SWY_ERR_BODY_TOO_LARGE', 'chunked body over limit'); return }
+      if (maxBody > 0 && c.dataBytes > maxBody) { this.abortUpload('SWY_ERR_BODY_TOO_LARGE', 'chunked body over limit'); return }
       if (e >= 0) { end = e; this.bodyDone = true }
+      out = c.encode(buf, false)
     }
-    if (end > start) {
+    if (out !== null) {
       this.bodySent = true
-      const ok = up.socket.write(start === 0 && end === buf.length ? buf : buf.subarray(start, end))
-      if (!ok) this.socket.pause()
+      if (!up.socket.write(out)) this.socket.pause()
       up.uploadActivity()
     }
     if (this.bodyDone) {
-      if (end < buf.length) this.pending = buf.subarray(end)
-      if (this.phase === P_BODY) {
-        this.phase = P_WAIT
-        up.awaitResponse()
-      }
+      if (end < buf.length) this.appendInput(buf.subarray(end))
+      this.phase = 'response'
+      up.awaitResponse()
     }
   }
 
   /** The request body turned out malformed midway: the upstream has part of it, so drop both. */
   private abortUpload (code: ErrorCode, detail: string): void {
     this.detachUpstream(true)
-    if (!this.responseStarted) {
-      this.keepAlive = false
-      this.failRequest(code, detail)
-    } else {
-      this.socket.destroy()
-    }
+    this.keepAlive = false
+    if (this.responseStarted) this.socket.destroy()
+    else this.failRequest(code, detail)
   }
 
-  // ---- the response, called by UpstreamConnection ----
+  // ---- phase: relay the response (called by UpstreamConnection) ----
 
-  onResponseHead (up: UpstreamConnection, head: HeadParser): number {
-    if (up !== this.upstream) return HEAD_ABORT
+  onResponseHead (up: UpstreamConnection, head: HeadParser): HeadAction {
+    if (up !== this.upstream) return 'abort'
+    const ctx = this.ctx
+    const via = ctx.config.proxy.via
     const status = head.status
     if (status < 200 && status !== 101) {
-      // interim (100 Continue, 103 Early Hints): relay to HTTP/1.1 clients (RFC 9110 §15.2)
-      if (!this.http10) this.socket.write(buildResponseHead(head, this.ctx.config.proxy.via, CONNECTION_NONE, ''))
-      return HEAD_INTERIM
+      // interim (100 Continue, 103 Early Hints): relayed to HTTP/1.1 clients (RFC 9110 §15.2), bounded in upstream.ts
+      if (!this.http10) this.writeOut(buildResponseHead(head, via, 'none', '', 'drop'))
+      return 'interim'
     }
-    const ctx = this.ctx
     const slot = (this.entry as UpstreamEntry).slot
-    recordUpstreamSuccess(ctx.state, slot)
+    recordUpstreamSuccess(ctx.state, slot, ctx.state.now())
     ctx.state.recordResponse(slot, status, performance.now() - this.sentAt)
-    this.status = status
-    this.responseStarted = true
     if (status === 101) {
-      if (!this.upgrading) {
-        // a 101 we did not ask for: the upstream is not speaking HTTP to us any more
+      // only an upgrade we asked for, to a protocol we allow; anything else is not HTTP any more
+      if (!this.upgrading || !upgradeAllowed(head.headerOfKind(H_UPGRADE), ctx.config.proxy.allowedUpgrades)) {
+        this.onUpstreamFailure(up, 'SWY_ERR_UPSTREAM_PROTOCOL', this.upgrading ? 'upgrade to a protocol not asked for' : 'unsolicited 101 response')
         up.destroy()
-        this.upstream = null
-        this.releaseActive()
-        this.responseStarted = false
-        this.failRequest('SWY_ERR_UPSTREAM_PROTOCOL', 'unsolicited 101 response')
-        return HEAD_ABORT
+        return 'abort'
       }
-      this.writeOut(buildResponseHead(head, ctx.config.proxy.via, CONNECTION_UPGRADE, this.setCookie))
-      this.phase = P_TUNNEL
+      this.status = status
+      this.responseStarted = true
+      this.writeOut(buildResponseHead(head, via, 'upgrade', this.setCookie, 'drop'))
+      this.phase = 'tunnel'
       this.clearDeadline()
       this.releaseActive()
-      if (this.pending !== null) { up.socket.write(this.pending); this.pending = null }
+      const held = this.input
+      if (held !== null) { up.socket.write(this.inputStart === 0 ? held : held.subarray(this.inputStart)); this.input = null }
       this.socket.resume()
-      return HEAD_TUNNEL
+      return 'tunnel'
     }
+    this.status = status
+    this.responseStarted = true
     let extra = this.setCookie
     const cache = this.cacheState
     if (cache !== null && (cache.key !== '' || cache.invalidateKey !== '')) {
-      const cached = cache.onResponseHead(this, head)
+      const cached = cache.onResponseHead(head)
       if (cached !== null) {
         // revalidated: the stored response goes out instead of the upstream's 304
         this.status = cached.status
@@ -505,18 +595,23 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
         const out = this.renderCached(cached)
         this.bytesOut += out.length
         this.heldHead = out
-        return HEAD_FINAL
+        return 'final'
       }
-      if (cache.xCache !== '') extra += `X-Cache: ${cache.xCache}\r\n`
+      if (cache.xCache !== '') extra += 'X-Cache: ' + cache.xCache + '\r\n'
     }
+    // RFC 9112 §6.1: no chunked to an HTTP/1.0 client: the body goes de-chunked and the close ends it
+    const chunked = head.bodyKind === BODY_CHUNKED
+    this.relay = chunked ? (this.http10 ? 'dechunk' : 'rechunk') : 'raw'
     // keep the client connection only if its framing stays known
-    const willClose = !this.keepAlive || ctx.draining || !this.bodyDone || (head.bodyKind === 3 /* BODY_CLOSE */ && !this.isHead)
+    const willClose = !this.keepAlive || ctx.draining || !this.bodyDone || this.relay === 'dechunk' ||
+      (head.bodyKind === BODY_CLOSE && !this.isHead)
     this.closeAfterResponse = willClose
-    const connection = willClose ? CONNECTION_CLOSE : (this.http10 ? CONNECTION_KEEP_ALIVE : CONNECTION_NONE)
-    const out = buildResponseHead(head, ctx.config.proxy.via, connection, extra)
+    const connection: ConnectionField = willClose ? 'close' : (this.http10 ? 'keep-alive' : 'none')
+    const codings = head.hasTransferEncoding && !this.http10 && status !== 204 && status !== 304 ? 'chunked' : 'drop'
+    const out = buildResponseHead(head, via, connection, extra, codings)
     this.bytesOut += out.length
     this.heldHead = out
-    return HEAD_FINAL
+    return 'final'
   }
 
   private writeOut (data: Buffer): void {
@@ -545,6 +640,19 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
     if (!ok && this.upstream !== null) this.upstream.socket.pause()
   }
 
+  onResponseChunks (chunk: Buffer, scanner: ChunkedScanner, done: boolean): void {
+    const dechunk = this.relay === 'dechunk'
+    const n = scanner.encodedLength(dechunk)
+    if (n === 0) return
+    const head = this.heldHead
+    const headBytes = head !== null ? head.length : 0
+    const out = Buffer.allocUnsafe(headBytes + n)
+    if (head !== null) { head.copy(out, 0); this.heldHead = null }
+    scanner.encodeInto(chunk, out, headBytes, dechunk)
+    this.bytesOut += n
+    if (!this.socket.write(out) && this.upstream !== null && !done) this.upstream.socket.pause()
+  }
+
   /** Write a held response head (a response without body bytes in this read). */
   flushHead (): void {
     const head = this.heldHead
@@ -561,75 +669,64 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
     this.upstream = null
     this.releaseActive()
     // the upstream can take another request only if it got all of this one
-    if (reusable && this.bodyDone && up.socket.isPaused()) up.socket.resume()
-    if (!(reusable && this.bodyDone && this.ctx.pool.release(up))) up.destroy()
+    const reuse = reusable && this.bodyDone
+    if (reuse && up.socket.isPaused()) up.socket.resume()
+    if (!(reuse && this.ctx.pool.release(up))) up.destroy()
     this.finishRequest()
   }
 
-  onUpstreamFailure (up: UpstreamConnection, reason: number, detail: string): void {
+  onUpstreamFailure (up: UpstreamConnection, code: UpstreamFailure, detail: string): void {
     if (up !== this.upstream) return
     this.flushHead()
     this.upstream = null
     this.releaseActive()
-    const ctx = this.ctx
     const entry = this.entry as UpstreamEntry
-    this.lastFailure = `${entry.address}: ${detail}`
-    if (reason === FAIL_CLIENT_STALLED) {
+    this.lastFailure = entry.address + ': ' + detail
+    if (code === 'SWY_ERR_CLIENT_TIMEOUT') {
       // the client's fault: no passive failure for the upstream, a 408 for the client
-      logRejected(this, 'SWY_ERR_CLIENT_TIMEOUT', detail)
+      logRejected(this, code, detail)
       this.keepAlive = false
-      if (this.responseStarted) this.logAndClose()
-      else this.failRequest('SWY_ERR_CLIENT_TIMEOUT', detail)
+      if (this.responseStarted) this.logAndClose(code)
+      else this.failRequest(code, detail)
       return
     }
+    logUpstreamProblem(this, entry, code, detail)
+    if (blamesUpstream(code, up.reused)) this.noteFailure(entry, code)
     if (this.responseStarted) {
       // the status line is already out: all we can do is cut the connection
-      this.flag = reason === FAIL_MID_BODY && detail.startsWith('upstream idle') ? 'UT' : 'UC'
-      logUpstreamProblem(this, entry, detail)
-      if (!detail.startsWith('invalid chunked')) this.noteFailure(entry)
-      this.logAndClose()
+      this.logAndClose(code)
       return
     }
-    const staleReuse = reason === FAIL_RESET && up.reused
-    if (!staleReuse) this.noteFailure(entry)
-    if (reason === FAIL_CONNECT) {
-      // nothing reached the upstream: any request may go to another one
-      logUpstreamProblem(this, entry, detail)
-      this.dispatch()
-      return
-    }
-    const replayable = !this.bodySent && IDEMPOTENT.has(this.method)
-    if (reason === FAIL_RESET && replayable) {
-      if (staleReuse) {
-        // a pooled connection the upstream had already closed: not the upstream's fault, retry as new
-        const index = this.ctx.table.indexOf(entry)
-        if (index !== -1 && this.pick.tried[index] === 1) { this.pick.tried[index] = 0; this.pick.triedCount-- }
-        this.phase = P_CONNECTING
+    switch (decideRetry(code, up.reused, this.bodySent, this.method, this.retriesLeft)) {
+      case 'reconnect':
+        this.pick.tried[this.ctx.table.indexOf(entry)] = 0
+        this.pick.triedCount--
+        this.phase = 'connecting'
         this.dispatch()
         return
-      }
-      if (this.retriesLeft > 0) {
+      case 'next':
         this.retriesLeft--
-        ctx.state.addUpstream(entry.slot, L.U_RETRIES, 1)
-        logUpstreamProblem(this, entry, detail)
-        this.phase = P_CONNECTING
+        this.ctx.state.addUpstream(entry.slot, U_RETRIES, 1)
+        this.phase = 'connecting'
         this.dispatch()
         return
-      }
+      case 'nextFree':
+        this.dispatch()
+        return
+      default:
+        this.failRequest(code, detail)
     }
-    logUpstreamProblem(this, entry, detail)
-    if (reason === FAIL_TIMEOUT) this.failRequest('SWY_ERR_UPSTREAM_TIMEOUT', detail)
-    else if (reason === FAIL_PROTOCOL) this.failRequest('SWY_ERR_UPSTREAM_PROTOCOL', detail)
-    else this.failRequest('SWY_ERR_UPSTREAM_RESET', detail)
   }
 
-  private noteFailure (entry: UpstreamEntry): void {
+  private noteFailure (entry: UpstreamEntry, code: UpstreamFailure): void {
     const ctx = this.ctx
     const passive = ctx.config.healthCheck?.passive
     if (passive === undefined) return
-    if (recordUpstreamFailure(ctx.state, entry.slot, passive, ctx.state.now())) {
-      logUpstreamProblem(this, entry, `ejected after ${passive.maxFailures} consecutive failure(s): ${this.lastFailure}`, true)
-    }
+    const now = ctx.state.now()
+    const ejected = code === 'SWY_ERR_UPSTREAM_TIMEOUT'
+      ? recordUpstreamTimeout(ctx.state, entry.slot, passive, now, this.sentAtMs, clientHash(this.clientIp))
+      : recordUpstreamFailure(ctx.state, entry.slot, passive, now)
+    if (ejected) logEjection(entry, `${passive.maxFailures} consecutive failure(s): ${this.lastFailure}`)
   }
 
   onTunnelData (chunk: Buffer): void {
@@ -639,18 +736,16 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
 
   onTunnelEnd (): void {
     this.upstream = null
-    this.logAndClose()
+    this.logAndClose(null)
   }
 
   // ---- ends of a request ----
 
   /** Answer from the cache (hit, 304, only-if-cached 504). */
-  serveCached (response: CachedResponse): void {
-    const ctx = this.ctx
+  private serveCached (response: CachedResponse): void {
     this.status = response.status
-    this.flag = '-'
     this.responseStarted = true
-    this.closeAfterResponse = !this.keepAlive || ctx.draining
+    this.closeAfterResponse = !this.keepAlive || this.ctx.draining
     this.writeOut(this.renderCached(response))
     this.finishRequest()
   }
@@ -666,73 +761,64 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
     return out
   }
 
-  /** The response went out completely: log it, then next request or close. */
+  /** Phase: log. The response went out completely: next request or close. */
   private finishRequest (): void {
     if (this.cacheState !== null) this.cacheState.reset()
-    logAccess(this)
-    this.requestHead = null
-    this.initialBody = null
-    this.entry = null
+    if (this.ctx.config.log.access) logAccess(this)
     if (this.closeAfterResponse || !this.keepAlive) {
       this.lingerAndClose()
       return
     }
+    this.resetRequest()
     this.parser.reset()
-    this.phase = P_HEAD
-    this.method = ''
-    this.target = ''
-    const pending = this.pending
-    this.pending = null
-    if (this.socket.isPaused()) this.socket.resume()
-    if (pending !== null) this.consume(pending, 0)
-    else this.setDeadline(D_IDLE, this.ctx.config.timeouts.clientIdleMs)
+    this.phase = 'head'
+    this.drive() // returns at once when the loop is on the stack: it goes on by itself
   }
 
-  /** Answer with a gateway error (no response has started). */
+  /** Answer with a response the proxy makes itself (policy refusal, gateway error); no response has started. */
   private failRequest (code: ErrorCode, detail: string): void {
-    const close = !this.canContinueAfterLocalAnswer() || this.ctx.draining
-    this.lastFailure = detail
-    this.answerLocally(code, errorReply(code, close, this.isHead))
-  }
-
-  /** Write a response the proxy made itself and finish the request. */
-  private answerLocally (code: ErrorCode, reply: Buffer): void {
     const info = describe(code)
     this.status = info.status
     this.flag = info.flag
+    this.lastFailure = detail
     this.responseStarted = true
-    this.closeAfterResponse = !this.canContinueAfterLocalAnswer() || this.ctx.draining
+    // the connection survives a local answer only when the whole request body is already here
+    this.closeAfterResponse = !this.keepAlive || !this.bodyDone || this.ctx.draining
     this.detachUpstream(true)
-    this.writeOut(reply)
+    const close = this.closeAfterResponse
+    const limiter = this.ctx.limiter
+    this.writeOut(code === 'SWY_ERR_RATE_LIMITED' && limiter !== null && this.rate !== null
+      ? errorReplyWith(code, close, limiter.headers(this.rate), this.isHead)
+      : errorReply(code, close, this.isHead))
     this.finishRequest()
   }
 
-  /** A request we refuse before it goes anywhere (parser errors, limits): answer and close. */
+  /** A request refused before it goes anywhere (parser errors, limits): answer and close. */
   private rejectRequest (code: ErrorCode, detail: string): void {
     const info = describe(code)
-    if (this.startedAt === 0 || this.phase !== P_HEAD) this.startedAt = performance.now()
+    if (this.startedAt === 0) this.startedAt = performance.now()
     this.status = info.status
     this.flag = info.flag
     this.lastFailure = detail
-    this.ctx.state.addHeader(L.H_PROTOCOL_ERRORS, 1)
+    this.ctx.state.addHeader(H_PROTOCOL_ERRORS, 1)
     logRejected(this, code, detail)
     this.detachUpstream(true)
     this.keepAlive = false
     this.closeAfterResponse = true
-    this.pending = null
+    this.input = null
     this.writeOut(errorReply(code, true, this.isHead))
-    logAccess(this)
+    if (this.ctx.config.log.access) logAccess(this)
     this.lingerAndClose()
   }
 
   /** Half-close after the last response; discard input until the client closes or LINGER_MS passes. */
   private lingerAndClose (): void {
-    this.phase = P_CLOSED
-    this.pending = null
+    this.phase = 'closed'
+    this.input = null
     this.discarded = 0
     this.socket.end()
     if (this.socket.isPaused()) this.socket.resume()
-    this.setDeadline(D_LINGER, LINGER_MS)
+    this.setDeadline('linger', LINGER_MS)
   }
 
   private detachUpstream (destroy: boolean): void {
@@ -742,32 +828,41 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
     if (up !== null && destroy) up.destroy()
   }
 
-  /** Failure after the response started: log and cut. */
-  private logAndClose (): void {
-    logAccess(this)
-    this.phase = P_CLOSED
+  /** Failure after the response started (or a tunnel ended): log and cut. */
+  private logAndClose (code: ErrorCode | null): void {
+    if (code !== null) this.flag = describe(code).flag
+    if (this.ctx.config.log.access) logAccess(this)
+    this.phase = 'closed'
+    this.input = null
     this.socket.destroy()
   }
 
   // ---- socket lifecycle ----
 
   handleEnd (): void {
-    // the client half-closed: answer what is in flight, then close
-    this.keepAlive = false
-    if (this.phase === P_CLOSED) {
-      this.socket.destroy() // we had half-closed already: done
-    } else if (this.phase === P_HEAD) {
-      if (!this.parser.started || this.parser.error !== null) this.socket.end()
-      // a head that can never be completed: answer now rather than hold the connection until clientHeaderMs
-      else this.rejectRequest('SWY_ERR_BAD_REQUEST', 'client closed the connection in the middle of a request head')
-    } else if ((this.phase === P_BODY || this.phase === P_CONNECTING) && !this.bodyDone) {
-      // the body can never be completed: drop the exchange, and blame no upstream
-      this.flag = 'DC'
-      this.status = 499
-      this.detachUpstream(true)
-      logAccess(this)
-      this.phase = P_CLOSED
-      this.socket.destroy()
+    // the client half-closed: answer what it sent (pipelined requests included), then close
+    this.clientEnded = true
+    // the request in progress is the last one: say so in its response (Connection: close)
+    if (this.input === null) this.keepAlive = false
+    switch (this.phase) {
+      case 'closed':
+        this.socket.destroy() // we had half-closed already: done
+        break
+      case 'head':
+        if (this.input === null && !this.driving) this.awaitInput()
+        break
+      case 'body':
+      case 'connecting':
+        if (this.bodyDone) break
+        // the body can never be completed: drop the exchange, and blame no upstream
+        this.flag = 'DC'
+        this.status = 499
+        this.detachUpstream(true)
+        if (this.ctx.config.log.access) logAccess(this)
+        this.phase = 'closed'
+        this.socket.destroy()
+        break
+      default:
     }
   }
 
@@ -776,37 +871,50 @@ export class ClientConnection implements UpstreamClient, Expirable, FirewallRequ
     if (this.upstream !== null) {
       // mid-exchange: the upstream connection cannot be trusted for reuse
       this.detachUpstream(true)
-      if (this.phase !== P_TUNNEL && this.phase !== P_CLOSED) {
+      if (this.phase !== 'tunnel' && this.phase !== 'closed') {
         this.flag = 'DC'
         if (this.status === 0) this.status = 499
-        logAccess(this)
+        if (ctx.config.log.access) logAccess(this)
       }
     }
     this.releaseActive()
     if (this.cacheState !== null) this.cacheState.reset()
-    this.phase = P_CLOSED
-    this.pending = null
+    this.phase = 'closed'
+    this.input = null
+    this.heldHead = null
+    this.requestHead = null
+    this.initialBody = null
     ctx.clients.delete(this)
     ctx.sweeper.delete(this)
-    if (ctx.workerSlot !== -1) ctx.state.addWorker(ctx.workerSlot, L.W_OPEN_CONNECTIONS, -1)
+    if (ctx.workerSlot !== -1) ctx.state.addWorker(ctx.workerSlot, W_OPEN_CONNECTIONS, -1)
     if (ctx.clients.size === 0 && ctx.onIdle !== null) ctx.onIdle()
   }
 
   handleDrain (): void {
+    if (this.outputFull) {
+      // the client read what we queued: take its next requests
+      this.outputFull = false
+      this.clearDeadline()
+      this.drive()
+    }
     // the client took what we held: read more of the response
     const up = this.upstream
     if (up !== null && up.socket.isPaused()) up.socket.resume()
   }
 }
 
-function nullIfEmpty (value: string): string | null {
-  return value === '' ? null : value
+/** Identifies a client for passive health's same-client rule (never 0, which means none). */
+function clientHash (ip: string): number {
+  let h = 0x811c9dc5
+  for (let i = 0; i < ip.length; i++) h = Math.imul(h ^ ip.charCodeAt(i), 0x01000193)
+  return fmix32(h) | 1
 }
 
 function client (socket: net.Socket): ClientConnection {
   return (socket as unknown as Record<symbol, ClientConnection>)[kClient]
 }
 
+function driveLater (c: ClientConnection): void { c.drive() }
 function onClientData (this: net.Socket, chunk: Buffer): void { client(this).handleData(chunk) }
 function onClientEnd (this: net.Socket): void { client(this).handleEnd() }
 function onClientError (this: net.Socket): void { /* 'close' follows; nothing to add */ }

@@ -10,51 +10,58 @@ import type { ProxyContext } from './context'
 import type { UpstreamEntry } from '../shared/state'
 import { U_OPEN_SOCKETS } from '../shared/layout'
 import {
-  HeadParser, KIND_RESPONSE, HEAD_INCOMPLETE, HEAD_ERROR, BODY_NONE, BODY_LENGTH, BODY_CHUNKED,
+  HeadParser, KIND_RESPONSE, HEAD_INCOMPLETE, HEAD_ERROR, BODY_NONE, BODY_LENGTH, BODY_CHUNKED, type BodyKind,
 } from '../http/head-parser'
 import { ChunkedScanner, CHUNKED_ERROR } from '../http/chunked'
+import type { ErrorCode } from '../errors'
 import type { Poolable } from './pool'
 import type { Expirable } from './sweeper'
 
 /** What the client side does with a response head (see ClientConnection.onResponseHead). */
-export const HEAD_FINAL = 0
-export const HEAD_INTERIM = 1
-export const HEAD_TUNNEL = 2
-export const HEAD_ABORT = 3
+export type HeadAction = 'final' | 'interim' | 'tunnel' | 'abort'
 
-/** Why an upstream exchange failed before a response could be relayed. */
-export const FAIL_CONNECT = 1 //     refused, unreachable, connect timeout
-export const FAIL_RESET = 2 //       closed or reset before any response byte
-export const FAIL_TIMEOUT = 3 //     no response head within responseMs
-export const FAIL_PROTOCOL = 4 //    malformed response head
-export const FAIL_MID_BODY = 5 //    broke off, stalled, or malformed after the head was relayed
-export const FAIL_CLIENT_STALLED = 6 // the client stopped sending its request body (not the upstream's fault)
+/**
+ * Why an upstream exchange failed, as a catalogue code:
+ *   SWY_ERR_UPSTREAM_CONNECT   refused, unreachable, connect timeout (nothing was sent)
+ *   SWY_ERR_UPSTREAM_RESET     closed or reset (before the head, or mid-body)
+ *   SWY_ERR_UPSTREAM_TIMEOUT   no response head within responseMs
+ *   SWY_ERR_UPSTREAM_PROTOCOL  malformed head or body framing, too many interim responses
+ *   SWY_ERR_UPSTREAM_IDLE      stalled (no byte for upstreamIdleMs) while sending the body or taking ours
+ *   SWY_ERR_CLIENT_TIMEOUT     the client stopped sending its request body (not the upstream's fault)
+ */
+export type UpstreamFailure =
+  | 'SWY_ERR_UPSTREAM_CONNECT' | 'SWY_ERR_UPSTREAM_RESET' | 'SWY_ERR_UPSTREAM_TIMEOUT'
+  | 'SWY_ERR_UPSTREAM_PROTOCOL' | 'SWY_ERR_UPSTREAM_IDLE' | 'SWY_ERR_CLIENT_TIMEOUT'
+export type { ErrorCode }
+
+/**
+ * Interim (1xx) responses per request are bounded (RFC 9110 §15.2 puts no
+ * limit on them): an upstream flooding 100 Continue at a client that does not
+ * read would otherwise fill memory. Past either bound the request gets a 502.
+ */
+export const MAX_INTERIM_RESPONSES = 32
+export const MAX_INTERIM_BYTES = 64 * 1024
 
 /** The client side of an exchange, as the upstream connection calls it. */
 export interface UpstreamClient {
   readonly socket: net.Socket
   onUpstreamConnected (up: UpstreamConnection): void
-  onResponseHead (up: UpstreamConnection, head: HeadParser): number
+  onResponseHead (up: UpstreamConnection, head: HeadParser): HeadAction
+  /** Body bytes of a Content-Length or close-delimited response. */
   onResponseBody (chunk: Buffer, start: number, end: number): void
+  /** A chunked response's bytes just scanned by `scanner` (its spans, and its end when `done`). */
+  onResponseChunks (chunk: Buffer, scanner: ChunkedScanner, done: boolean): void
   flushHead (): void
   onResponseEnd (up: UpstreamConnection, reusable: boolean): void
-  onUpstreamFailure (up: UpstreamConnection, reason: number, detail: string): void
+  onUpstreamFailure (up: UpstreamConnection, code: UpstreamFailure, detail: string): void
   onTunnelData (chunk: Buffer): void
   onTunnelEnd (): void
 }
 
-const S_CONNECTING = 0
-const S_IDLE = 1 //       in the pool, or between requests
-const S_HEAD = 2 //       request sent (or being sent), waiting for the response head
-const S_BODY = 3 //       relaying the response body
-const S_TUNNEL = 4 //     after 101 Switching Protocols
-const S_CLOSED = 5
-
-const D_NONE = 0
-const D_CONNECT = 1
-const D_RESPONSE = 2
-const D_BODY_IDLE = 3
-const D_POOL_IDLE = 4
+type State = 'connecting' | 'idle' | 'head' | 'body' | 'tunnel' | 'closed'
+// idle: in the pool, or between requests; head: request sent (or being sent), waiting for the response head;
+// body: relaying the response body; tunnel: after 101 Switching Protocols
+type Deadline = 'none' | 'connect' | 'response' | 'bodyIdle' | 'poolIdle'
 
 const kConn = Symbol('switchyard.upstream')
 
@@ -66,7 +73,7 @@ export class UpstreamConnection implements Poolable, Expirable {
   readonly parser: HeadParser
   readonly chunked: ChunkedScanner
   client: UpstreamClient | null = null
-  status = S_CONNECTING
+  status: State = 'connecting'
   poolIndex = -1
   /** Served a request before the current one (a stale keep-alive race is possible). */
   reused = false
@@ -74,11 +81,17 @@ export class UpstreamConnection implements Poolable, Expirable {
   receivedAny = false
   /** The upstream allows another request on this connection. */
   keepAlive = true
-  bodyKind = BODY_NONE
+  bodyKind: BodyKind = BODY_NONE
   bodyRemaining = 0
+  /** Interim responses (and their bytes) received for the current request. */
+  interimCount = 0
+  interimBytes = 0
+  /** The worker slot whose holdings count this socket (-1: sequential mode). */
+  readonly owner: number
   deadline = 0
-  deadlineKind = D_NONE
+  deadlineKind: Deadline = 'none'
   lastError = ''
+  private noBodyHint = false
 
   constructor (ctx: ProxyContext, entry: UpstreamEntry) {
     this.ctx = ctx
@@ -95,24 +108,25 @@ export class UpstreamConnection implements Poolable, Expirable {
     socket.on('close', onClose)
     socket.on('drain', onDrain)
     this.socket = socket
-    ctx.state.addUpstream(this.slot, U_OPEN_SOCKETS, 1)
-    this.setDeadline(D_CONNECT, ctx.config.timeouts.connectMs)
+    this.owner = ctx.workerSlot
+    ctx.state.addHeld(this.owner, this.slot, U_OPEN_SOCKETS, 1)
+    this.setDeadline('connect', ctx.config.timeouts.connectMs)
     ctx.sweeper.add(this)
   }
 
   get reusable (): boolean {
-    return this.status === S_IDLE && this.keepAlive && !this.socket.destroyed && this.socket.readyState === 'open'
+    return this.status === 'idle' && this.keepAlive && !this.socket.destroyed && this.socket.readyState === 'open'
   }
 
-  get connected (): boolean { return this.status !== S_CONNECTING }
+  get connected (): boolean { return this.status !== 'connecting' }
 
-  private setDeadline (kind: number, ms: number): void {
+  private setDeadline (kind: Deadline, ms: number): void {
     this.deadlineKind = kind
     this.deadline = Date.now() + ms
   }
 
   private clearDeadline (): void {
-    this.deadlineKind = D_NONE
+    this.deadlineKind = 'none'
     this.deadline = 0
   }
 
@@ -122,70 +136,70 @@ export class UpstreamConnection implements Poolable, Expirable {
     this.parser.reset()
     this.parser.noBodyExpected = isHead
     this.receivedAny = false
-    if (this.status === S_IDLE) {
-      this.status = S_HEAD
+    this.interimCount = 0
+    this.interimBytes = 0
+    if (this.status === 'idle') {
+      this.status = 'head'
       this.clearDeadline()
     }
     this.noBodyHint = isHead
   }
 
-  private noBodyHint = false
-
   /** The whole request is sent: the response head must come within responseMs. */
   awaitResponse (): void {
-    if (this.status === S_HEAD && !this.receivedAny) this.setDeadline(D_RESPONSE, this.ctx.config.timeouts.responseMs)
+    if (this.status === 'head' && !this.receivedAny) this.setDeadline('response', this.ctx.config.timeouts.responseMs)
   }
 
   /** Request body is streaming: guard against an upstream that stops reading. */
   uploadActivity (): void {
-    if (this.status === S_HEAD && !this.receivedAny) this.setDeadline(D_BODY_IDLE, this.ctx.config.timeouts.upstreamIdleMs)
+    if (this.status === 'head' && !this.receivedAny) this.setDeadline('bodyIdle', this.ctx.config.timeouts.upstreamIdleMs)
   }
 
   /** Back to idle after a complete exchange; the caller pools or destroys it. */
   private finishExchange (reusable: boolean): void {
     const client = this.client
-    this.status = S_IDLE
+    this.status = 'idle'
     this.reused = true
     if (!reusable) this.keepAlive = false
-    this.setDeadline(D_POOL_IDLE, this.ctx.config.pool.idleTimeoutMs)
+    this.setDeadline('poolIdle', this.ctx.config.pool.idleTimeoutMs)
     if (client !== null) client.onResponseEnd(this, reusable)
   }
 
   destroy (): void {
-    if (this.status === S_CLOSED) return
-    this.status = S_CLOSED
+    if (this.status === 'closed') return
+    this.status = 'closed'
     this.client = null
     this.ctx.pool.remove(this)
     this.socket.destroy()
   }
 
-  private fail (reason: number, detail: string): void {
+  private fail (code: UpstreamFailure, detail: string): void {
     const client = this.client
     this.client = null
     this.destroy()
-    if (client !== null) client.onUpstreamFailure(this, reason, detail)
+    if (client !== null) client.onUpstreamFailure(this, code, detail)
   }
 
   onDeadline (now: number): void {
     switch (this.deadlineKind) {
-      case D_CONNECT: this.fail(FAIL_CONNECT, `connect timeout after ${this.ctx.config.timeouts.connectMs} ms`); break
-      case D_RESPONSE: this.fail(FAIL_TIMEOUT, `no response within ${this.ctx.config.timeouts.responseMs} ms`); break
-      case D_BODY_IDLE:
-        if (this.status === S_HEAD && !this.receivedAny && this.socket.writableLength === 0) {
+      case 'connect': this.fail('SWY_ERR_UPSTREAM_CONNECT', `connect timeout after ${this.ctx.config.timeouts.connectMs} ms`); break
+      case 'response': this.fail('SWY_ERR_UPSTREAM_TIMEOUT', `no response within ${this.ctx.config.timeouts.responseMs} ms`); break
+      case 'bodyIdle':
+        if (this.status === 'head' && !this.receivedAny && this.socket.writableLength === 0) {
           // uploading, and the upstream has taken everything we had: the client is the idle one
-          this.fail(FAIL_CLIENT_STALLED, `client sent no request body for ${this.ctx.config.timeouts.upstreamIdleMs} ms`)
+          this.fail('SWY_ERR_CLIENT_TIMEOUT', `client sent no request body for ${this.ctx.config.timeouts.upstreamIdleMs} ms`)
         } else {
-          this.fail(this.receivedAny ? FAIL_MID_BODY : FAIL_RESET, `upstream idle for ${this.ctx.config.timeouts.upstreamIdleMs} ms`)
+          this.fail('SWY_ERR_UPSTREAM_IDLE', `upstream idle for ${this.ctx.config.timeouts.upstreamIdleMs} ms`)
         }
         break
-      case D_POOL_IDLE: this.destroy(); break
+      case 'poolIdle': this.destroy(); break
       default: this.deadline = 0
     }
     void now
   }
 
   handleConnect (): void {
-    this.status = this.client !== null ? S_HEAD : S_IDLE
+    this.status = this.client !== null ? 'head' : 'idle'
     this.clearDeadline()
     if (this.client !== null) this.client.onUpstreamConnected(this)
   }
@@ -197,7 +211,7 @@ export class UpstreamConnection implements Poolable, Expirable {
       this.destroy()
       return
     }
-    if (this.status === S_TUNNEL) { client.onTunnelData(chunk); return }
+    if (this.status === 'tunnel') { client.onTunnelData(chunk); return }
     this.receivedAny = true
     this.consume(chunk, client)
     // a head whose body did not start in this read goes out now
@@ -208,20 +222,27 @@ export class UpstreamConnection implements Poolable, Expirable {
     const end = chunk.length
     let start = 0
     while (start < end) {
-      if (this.status === S_HEAD) {
+      if (this.status === 'head') {
         const r = this.parser.execute(chunk, start, end)
         if (r === HEAD_INCOMPLETE) return
-        if (r === HEAD_ERROR) { this.fail(FAIL_PROTOCOL, this.parser.errorDetail); return }
+        if (r === HEAD_ERROR) { this.fail('SWY_ERR_UPSTREAM_PROTOCOL', this.parser.errorDetail); return }
+        if (this.parser.status < 200 && this.parser.status !== 101) {
+          this.interimBytes += this.parser.headLength
+          if (++this.interimCount > MAX_INTERIM_RESPONSES || this.interimBytes > MAX_INTERIM_BYTES) {
+            this.fail('SWY_ERR_UPSTREAM_PROTOCOL', `more than ${MAX_INTERIM_RESPONSES} interim responses or ${MAX_INTERIM_BYTES} bytes of them`)
+            return
+          }
+        }
         const action = client.onResponseHead(this, this.parser)
-        if (action === HEAD_ABORT) return
-        if (action === HEAD_INTERIM) {
+        if (action === 'abort') return
+        if (action === 'interim') {
           this.parser.reset()
           this.parser.noBodyExpected = this.noBodyHint
           start = r
           continue
         }
-        if (action === HEAD_TUNNEL) {
-          this.status = S_TUNNEL
+        if (action === 'tunnel') {
+          this.status = 'tunnel'
           this.clearDeadline()
           if (r < end) client.onTunnelData(chunk.subarray(r))
           return
@@ -235,12 +256,12 @@ export class UpstreamConnection implements Poolable, Expirable {
           if (start < end) this.destroy() // bytes after a complete response: framing cannot be trusted
           return
         }
-        this.status = S_BODY
+        this.status = 'body'
         this.chunked.reset()
-        this.setDeadline(D_BODY_IDLE, this.ctx.config.timeouts.upstreamIdleMs)
+        this.setDeadline('bodyIdle', this.ctx.config.timeouts.upstreamIdleMs)
         continue
       }
-      if (this.status !== S_BODY) { this.destroy(); return }
+      if (this.status !== 'body') { this.destroy(); return }
       if (this.bodyKind === BODY_LENGTH) {
         const n = Math.min(this.bodyRemaining, end - start)
         client.onResponseBody(chunk, start, start + n)
@@ -253,14 +274,13 @@ export class UpstreamConnection implements Poolable, Expirable {
         }
       } else if (this.bodyKind === BODY_CHUNKED) {
         const e = this.chunked.execute(chunk, start, end)
-        if (e === CHUNKED_ERROR) { this.fail(FAIL_MID_BODY, `invalid chunked response: ${this.chunked.error}`); return }
+        if (e === CHUNKED_ERROR) { this.fail('SWY_ERR_UPSTREAM_PROTOCOL', `invalid chunked response: ${this.chunked.error}`); return }
+        client.onResponseChunks(chunk, this.chunked, e >= 0)
         if (e >= 0) {
-          client.onResponseBody(chunk, start, e)
           this.finishExchange(e === end && this.keepAlive)
           if (e < end) this.destroy()
           return
         }
-        client.onResponseBody(chunk, start, end)
         start = end
       } else {
         // close-delimited: everything until the upstream closes
@@ -268,18 +288,18 @@ export class UpstreamConnection implements Poolable, Expirable {
         start = end
       }
     }
-    if (this.status === S_BODY) this.setDeadline(D_BODY_IDLE, this.ctx.config.timeouts.upstreamIdleMs)
+    if (this.status === 'body') this.setDeadline('bodyIdle', this.ctx.config.timeouts.upstreamIdleMs)
   }
 
   handleEnd (): void {
-    if (this.status === S_BODY && this.bodyKind !== BODY_LENGTH && this.bodyKind !== BODY_CHUNKED) {
+    if (this.status === 'body' && this.bodyKind !== BODY_LENGTH && this.bodyKind !== BODY_CHUNKED) {
       // close-delimited body ends here
       this.keepAlive = false
       this.finishExchange(false)
       this.destroy()
       return
     }
-    if (this.status === S_TUNNEL) {
+    if (this.status === 'tunnel') {
       const client = this.client
       this.destroy()
       if (client !== null) client.onTunnelEnd()
@@ -289,27 +309,28 @@ export class UpstreamConnection implements Poolable, Expirable {
   }
 
   handleGone (detail: string): void {
-    if (this.status === S_CLOSED) return
+    if (this.status === 'closed') return
     if (this.client === null) { this.destroy(); return }
     switch (this.status) {
-      case S_CONNECTING: this.fail(FAIL_CONNECT, detail); break
-      case S_HEAD: this.fail(this.receivedAny ? FAIL_PROTOCOL : FAIL_RESET, detail); break
-      case S_TUNNEL: {
+      case 'connecting': this.fail('SWY_ERR_UPSTREAM_CONNECT', detail); break
+      // closed with a response head half-read: the upstream broke the framing it started
+      case 'head': this.fail(this.receivedAny ? 'SWY_ERR_UPSTREAM_PROTOCOL' : 'SWY_ERR_UPSTREAM_RESET', detail); break
+      case 'tunnel': {
         const client = this.client
         this.destroy()
         client.onTunnelEnd()
         break
       }
-      default: this.fail(FAIL_MID_BODY, detail)
+      default: this.fail('SWY_ERR_UPSTREAM_RESET', detail)
     }
   }
 
   handleClose (): void {
-    if (this.status !== S_CLOSED) this.handleGone(this.lastError === '' ? 'upstream closed the connection' : this.lastError)
-    this.status = S_CLOSED
+    if (this.status !== 'closed') this.handleGone(this.lastError === '' ? 'upstream closed the connection' : this.lastError)
+    this.status = 'closed'
     this.ctx.pool.remove(this)
     this.ctx.sweeper.delete(this)
-    this.ctx.state.addUpstream(this.slot, U_OPEN_SOCKETS, -1)
+    this.ctx.state.addHeld(this.owner, this.slot, U_OPEN_SOCKETS, -1)
   }
 }
 

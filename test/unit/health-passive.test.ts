@@ -72,14 +72,14 @@ describe('recordUpstreamFailure / recordUpstreamSuccess', () => {
     const now = state.now()
     recordUpstreamFailure(state, 0, passive, now)
     recordUpstreamFailure(state, 0, passive, now)
-    recordUpstreamSuccess(state, 0)
+    recordUpstreamSuccess(state, 0, state.now())
     assert.equal(state.upstream(0, U_CONSECUTIVE_FAILURES), 0)
     assert.equal(recordUpstreamFailure(state, 0, passive, now), false)
     assert.equal(recordUpstreamFailure(state, 0, passive, now), false)
     assert.equal(state.upstream(0, U_HEALTHY), 1, 'two failures after a success do not eject')
     assert.equal(state.upstream(0, U_FAILURES), 4, 'the failure counter is not reset')
-    recordUpstreamSuccess(state, 0)
-    recordUpstreamSuccess(state, 0)
+    recordUpstreamSuccess(state, 0, state.now())
+    recordUpstreamSuccess(state, 0, state.now())
     assert.equal(state.upstream(0, U_CONSECUTIVE_FAILURES), 0)
   })
 
@@ -165,7 +165,7 @@ describe('PassiveReviver', () => {
     assert.equal(recordUpstreamFailure(state, 1, passive, state.now()), true)
     await waitFor(() => state.upstream(1, U_HEALTHY) === 1, 2000, 'second revival')
     // ...while a success closes the streak.
-    recordUpstreamSuccess(state, 1)
+    recordUpstreamSuccess(state, 1, state.now())
     assert.equal(recordUpstreamFailure(state, 1, passive, state.now()), false)
   })
 

@@ -43,7 +43,7 @@ type Terminal = 'end' | 'incomplete' | 'error'
 // ---------------------------------------------------------------------------
 // Our side: parse every message of the stream as a connection would
 
-interface OurMessage { start: number, headEnd: number, end: number, method: string, fields: Array<[string, string]>, skipped: boolean, bodyKind: number }
+interface OurMessage { start: number, headEnd: number, end: number, method: string, fields: Array<[string, string]>, skipped: boolean, bodyKind: string }
 
 interface OurVerdict {
   messages: OurMessage[]
