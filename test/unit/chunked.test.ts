@@ -2,11 +2,23 @@
  * ChunkedScanner (RFC 9112 §7.1): valid bodies with extensions and trailers,
  * every malformed framing, each fed whole, byte by byte and split in two at
  * every position (chunkedSameAllWays), which must all agree.
+ *
+ * Re-encoding: the data spans of each execute() and the canonical bytes that
+ * encode() makes of them are checked against two small decoders written here
+ * (a lenient one for the input, a strict canonical-only one for the output),
+ * fed whole, byte by byte, split everywhere and at random cuts (fast-check).
  */
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import { ChunkedScanner, CHUNKED_ERROR, CHUNKED_MORE } from '../../src/http/chunked'
-import { chunkedSameAllWays, feedChunked, bytes, singleCuts, deepEqual } from './parser-cases'
+import fc from 'fast-check'
+import {
+  ChunkedScanner, CHUNKED_ERROR, CHUNKED_MORE, chunkSizeLine, hexLength, writeChunkSizeLine, CRLF,
+} from '../../src/http/chunked'
+import { DROPPED_TRAILER_NAMES, isDroppedTrailer } from '../../src/http/trailers'
+import {
+  chunkedSameAllWays, feedChunked, bytes, singleCuts, byteCuts, wholeCuts, cutsFrom, deepEqual, show,
+  chunkExtArb, token, fieldValue, partitionsArb, DEFAULT_TRAILER_BYTES, type Cuts,
+} from './parser-cases'
 
 interface Valid { name: string, body: string, dataBytes: number, tail?: string }
 
@@ -157,5 +169,416 @@ describe('ChunkedScanner: malformed bodies (whole, byte by byte, split everywher
       const r = feedChunked(body.subarray(0, body.length - 1), cuts)
       assert.ok(deepEqual(r, { outcome: 'more', end: -1, error: '', dataBytes: 5 }))
     }
+  })
+})
+
+// ---------------------------------------------------------------------------
+// Re-encoding: spans, canonical output, trailers
+
+/** RFC 9110 §6.5.1 fields the proxy drops from trailers: written out here, independently of src/http/trailers.ts. */
+const DROPPED = [
+  'Host', 'Content-Length', 'Transfer-Encoding', 'Connection', 'Keep-Alive', 'Proxy-Connection', 'TE', 'Trailer',
+  'Upgrade', 'Authorization', 'Proxy-Authorization', 'Proxy-Authenticate', 'WWW-Authenticate', 'Set-Cookie', 'Cookie',
+  'Cache-Control', 'Expires', 'Date', 'Age', 'Location', 'Retry-After', 'Vary', 'Warning', 'Max-Forwards', 'Pragma',
+  'Range', 'If-Match', 'If-None-Match', 'If-Modified-Since', 'If-Unmodified-Since', 'If-Range', 'Expect',
+  'Content-Encoding', 'Content-Type', 'Content-Range', 'Content-Location', 'Forwarded', 'X-Forwarded-For',
+  'X-Forwarded-Proto', 'X-Forwarded-Host', 'Via',
+]
+const DROPPED_LOWER = new Set(DROPPED.map((n) => n.toLowerCase()))
+
+/** A lenient decoder of a valid chunked body (extensions skipped): the data and `name: value\r\n` of the kept trailers. */
+function naiveDecode (body: string): { data: string, kept: string } {
+  let pos = 0
+  let data = ''
+  for (;;) {
+    const lineEnd = body.indexOf('\r\n', pos)
+    const size = parseInt(/^[0-9a-fA-F]+/.exec(body.slice(pos, lineEnd))![0], 16)
+    pos = lineEnd + 2
+    if (size === 0) break
+    data += body.slice(pos, pos + size)
+    pos += size + 2
+  }
+  let kept = ''
+  for (;;) {
+    const lineEnd = body.indexOf('\r\n', pos)
+    if (lineEnd === pos) break
+    const line = body.slice(pos, lineEnd)
+    const colon = line.indexOf(':')
+    const name = line.slice(0, colon)
+    const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, '')
+    if (!DROPPED_LOWER.has(name.toLowerCase())) kept += value === '' ? `${name}:\r\n` : `${name}: ${value}\r\n`
+    pos = lineEnd + 2
+  }
+  return { data, kept }
+}
+
+/**
+ * A strict decoder that takes canonical chunked framing only: lowercase hex without
+ * leading zeros, no extensions, trailers `name: value` or `name:`. Throws otherwise.
+ */
+function strictDecode (enc: string): { data: string, kept: string, complete: boolean } {
+  let pos = 0
+  let data = ''
+  for (;;) {
+    if (pos === enc.length) return { data, kept: '', complete: false }
+    const m = /^(0|[1-9a-f][0-9a-f]*)\r\n/.exec(enc.slice(pos, pos + 20))
+    if (m === null) throw new Error(`not a canonical chunk-size line at ${pos}: ${JSON.stringify(enc.slice(pos, pos + 20))}`)
+    const size = parseInt(m[1], 16)
+    pos += m[0].length
+    if (size === 0) break
+    data += enc.slice(pos, pos + size)
+    pos += size
+    if (enc.slice(pos, pos + 2) !== '\r\n') throw new Error(`no CRLF after chunk data at ${pos}`)
+    pos += 2
+  }
+  const end = enc.indexOf('\r\n\r\n', pos - 2)
+  const kept = enc.slice(pos, end + 2)
+  if (!/^([!#$%&'*+\-.^_`|~0-9A-Za-z]+:( [^\r\n \t]([^\r\n]*[^\r\n \t])?)?\r\n)*$/.test(kept)) throw new Error(`bad trailers ${JSON.stringify(kept)}`)
+  if (end + 4 !== enc.length) throw new Error(`bytes after the last chunk: ${JSON.stringify(enc.slice(end + 4))}`)
+  return { data, kept, complete: true }
+}
+
+const GUARD = 5
+
+interface Reencoded {
+  outcome: 'done' | 'more' | 'error'
+  end: number
+  error: string
+  /** The data of every call's spans, concatenated. */
+  data: string
+  /** encode(false) of every call, concatenated (depends on the cuts), and encode(true). */
+  encoded: string
+  dechunked: string
+  kept: string
+}
+
+/** Feeds body cut at `cuts` (each piece copied between guard bytes) and checks each call's spans and encodings. */
+function reencode (body: Uint8Array, cuts: Cuts, maxTrailerBytes = DEFAULT_TRAILER_BYTES, scanner?: ChunkedScanner): Reencoded {
+  const c = scanner ?? new ChunkedScanner(maxTrailerBytes)
+  c.reset()
+  const r: Reencoded = { outcome: 'more', end: -1, error: '', data: '', encoded: '', dechunked: '', kept: '' }
+  let from = 0
+  for (const to of [...cuts, body.length]) {
+    const buf = Buffer.alloc(to - from + 2 * GUARD, 0xa5)
+    buf.set(body.subarray(from, to), GUARD)
+    const start = GUARD
+    const end = GUARD + to - from
+    const e = c.execute(buf, start, end)
+    let sum = 0
+    let prev = start
+    for (let i = 0; i < c.spanCount; i++) {
+      const s = c.spans[2 * i]
+      const t = c.spans[2 * i + 1]
+      assert.ok(s >= prev && t > s && t <= (e >= 0 ? e : end), `span ${i} [${s}, ${t}) in [${start}, ${end})`)
+      sum += t - s
+      r.data += buf.latin1Slice(s, t)
+      prev = t
+    }
+    assert.equal(c.spanBytes, sum)
+    const enc = c.encode(buf, false)
+    const dec = c.encode(buf, true)
+    assert.equal(enc?.length ?? 0, c.encodedLength(false))
+    assert.equal(dec?.length ?? 0, c.encodedLength(true))
+    for (const dechunk of [false, true]) { // encodeInto after a head, as a caller would
+      const out = Buffer.alloc(7 + c.encodedLength(dechunk) + 3, 0x5a)
+      assert.equal(c.encodeInto(buf, out, 7, dechunk), 7 + c.encodedLength(dechunk))
+      assert.equal(out.latin1Slice(7, out.length - 3), (dechunk ? dec : enc)?.toString('latin1') ?? '')
+      assert.equal(out.latin1Slice(0, 7) + out.latin1Slice(out.length - 3, out.length), 'Z'.repeat(10))
+    }
+    if (e === CHUNKED_ERROR) {
+      assert.equal(enc, null)
+      assert.equal(dec, null)
+      return { ...r, outcome: 'error', error: c.error }
+    }
+    r.encoded += enc?.toString('latin1') ?? ''
+    r.dechunked += dec?.toString('latin1') ?? ''
+    assert.equal(c.endedThisCall, e !== CHUNKED_MORE)
+    if (e !== CHUNKED_MORE) {
+      assert.equal(c.done, true)
+      return { ...r, outcome: 'done', end: from + (e - start), kept: c.keptTrailers().toString('latin1') }
+    }
+    assert.equal(c.keptTrailers().length, 0, 'no trailers before the body is done')
+    from = to
+  }
+  return r
+}
+
+/** What must not depend on the cuts: everything but the chunk boundaries of `encoded`. */
+function semantics (r: Reencoded): object {
+  const decoded = r.outcome === 'error' ? null : strictDecode(r.encoded)
+  return { outcome: r.outcome, end: r.end, error: r.error, data: r.data, dechunked: r.dechunked, kept: r.kept, decoded }
+}
+
+/** Whole, byte by byte and split in two everywhere (plus `more` cut lists): the same semantics every way. */
+function reencodeAllWays (body: Uint8Array, more: Cuts[] = [], maxTrailerBytes?: number): Reencoded {
+  const whole = reencode(body, wholeCuts(), maxTrailerBytes)
+  const want = semantics(whole)
+  for (const cuts of [byteCuts(body.length), ...singleCuts(body.length), ...more]) {
+    const got = semantics(reencode(body, cuts, maxTrailerBytes))
+    if (!deepEqual(got, want)) {
+      assert.fail(`cuts ${JSON.stringify(cuts).slice(0, 80)} differ for ${show(body).slice(0, 200)}\n whole: ${JSON.stringify(want).slice(0, 400)}\n got:   ${JSON.stringify(got).slice(0, 400)}`)
+    }
+  }
+  return whole
+}
+
+/** The checks every valid complete body must pass, against the lenient decoder of its input. */
+function checkValid (text: string, more: Cuts[] = []): Reencoded {
+  const body = bytes(text)
+  const want = naiveDecode(text)
+  const r = reencodeAllWays(body, more)
+  assert.equal(r.outcome, 'done', r.error)
+  assert.equal(r.data, want.data)
+  assert.equal(r.dechunked, want.data)
+  assert.equal(r.kept, want.kept)
+  // fed whole: one data chunk (if any) and the last chunk, exactly
+  const one = want.data.length > 0 ? `${want.data.length.toString(16)}\r\n${want.data}\r\n` : ''
+  assert.equal(r.encoded, `${one}0\r\n${want.kept}\r\n`)
+  return r
+}
+
+describe('ChunkedScanner: spans and canonical re-encoding', () => {
+  for (const c of VALID) {
+    it(`valid: ${c.name}`, () => { checkValid(c.body) })
+  }
+
+  const ENCODED: Array<{ name: string, body: string, encoded: string, dechunked: string | null }> = [
+    { name: 'leading zeros removed', body: '0005\r\nhello\r\n00000000000000000000\r\n\r\n', encoded: '5\r\nhello\r\n0\r\n\r\n', dechunked: 'hello' },
+    { name: 'extensions removed, last chunk included', body: '5;a=b\r\nhello\r\n3 ; x="1;2"\r\nabc\r\n0;last\r\nT: v\r\n\r\n', encoded: '8\r\nhelloabc\r\n0\r\nT: v\r\n\r\n', dechunked: 'helloabc' },
+    { name: 'upper-case hex lowered', body: '00A\r\n0123456789\r\n0\r\n\r\n', encoded: 'a\r\n0123456789\r\n0\r\n\r\n', dechunked: '0123456789' },
+    { name: 'empty body', body: '0;x=y\r\n\r\n', encoded: '0\r\n\r\n', dechunked: null },
+    { name: 'framing trailers dropped, others kept in order', body: '1\r\nx\r\n0\r\nA: 1\r\nContent-Length: 5\r\ntransfer-encoding:chunked\r\nB:  2 \r\nHOST: evil\r\n\r\n', encoded: '1\r\nx\r\n0\r\nA: 1\r\nB: 2\r\n\r\n', dechunked: 'x' },
+  ]
+  for (const c of ENCODED) {
+    it(`encode whole: ${c.name}`, () => {
+      const s = new ChunkedScanner(1024)
+      const buf = bytes('HEAD' + c.body + 'NEXT')
+      assert.equal(s.execute(buf, 4, buf.length), buf.length - 4)
+      assert.equal(s.encode(buf, false)?.toString('latin1') ?? null, c.encoded)
+      assert.equal(s.encode(buf, true)?.toString('latin1') ?? null, c.dechunked)
+      checkValid(c.body)
+    })
+  }
+
+  it('spans are absolute indexes into the buffer given to execute(), reset every call', () => {
+    const s = new ChunkedScanner(1024)
+    const buf = bytes('xx3\r\nabc\r\n2\r\nde')
+    assert.equal(s.execute(buf, 2, buf.length), CHUNKED_MORE)
+    assert.equal(s.spanCount, 2)
+    assert.deepEqual([...s.spans.subarray(0, 4)], [5, 8, 13, 15])
+    assert.equal(s.spanBytes, 5)
+    assert.equal(s.encode(buf, false)?.toString('latin1'), '5\r\nabcde\r\n')
+    const next = bytes('\r\n0\r\n\r\n')
+    assert.equal(s.execute(next, 0, next.length), next.length)
+    assert.equal(s.spanCount, 0)
+    assert.equal(s.spanBytes, 0)
+    assert.equal(s.encode(next, false)?.toString('latin1'), '0\r\n\r\n')
+    assert.equal(s.encode(next, true), null)
+  })
+
+  it('a call inside one chunk\'s data gives one span and one chunk', () => {
+    const s = new ChunkedScanner(1024)
+    const head = bytes('10\r\n0123')
+    assert.equal(s.execute(head, 0, head.length), CHUNKED_MORE)
+    assert.equal(s.encode(head, false)?.toString('latin1'), '4\r\n0123\r\n')
+    const mid = bytes('456789ab')
+    assert.equal(s.execute(mid, 0, mid.length), CHUNKED_MORE)
+    assert.deepEqual([s.spanCount, s.spans[0], s.spans[1]], [1, 0, 8])
+    assert.equal(s.encode(mid, false)?.toString('latin1'), '8\r\n456789ab\r\n')
+    const framing = bytes('cdef\r')
+    assert.equal(s.execute(framing, 0, 4), CHUNKED_MORE)
+    assert.equal(s.execute(framing, 4, 5), CHUNKED_MORE)
+    assert.equal(s.encode(framing, false), null, 'framing bytes alone: nothing to send')
+  })
+
+  it('big chunk sizes: thirteen hex digits, 70 000 bytes byte by byte and cut at the chunk edges', () => {
+    const r = reencode(bytes('0001000000000000;a=b\r\nabc'), wholeCuts())
+    assert.deepEqual([r.outcome, r.data, r.encoded], ['more', 'abc', '3\r\nabc\r\n'])
+    const data = Buffer.alloc(70_000)
+    for (let i = 0; i < data.length; i++) data[i] = (i * 7) & 0xff
+    const text = '011170;big\r\n' + data.toString('latin1') + '\r\n0\r\n\r\n'
+    const want = naiveDecode(text)
+    const ways = [wholeCuts(), byteCuts(text.length), [100, 40_000, 70_008], [12, 12 + 70_000], [13, 65_536 + 13], [70_013, 70_014, 70_015]]
+    for (const cuts of ways) {
+      const r = reencode(bytes(text), cuts)
+      assert.equal(r.data, want.data)
+      assert.equal(r.dechunked, want.data)
+      assert.deepEqual(strictDecode(r.encoded), { data: want.data, kept: '', complete: true })
+    }
+  })
+
+  it('many tiny chunks: the span array doubles, encode makes one chunk, reset() gives the memory back', () => {
+    const n = 65_536 / 6 | 0
+    const text = '1\r\nx\r\n'.repeat(n) + '0\r\n\r\n'
+    const buf = bytes(text)
+    const s = new ChunkedScanner(1024)
+    const small = s.spans
+    assert.equal(s.execute(buf, 0, buf.length), buf.length)
+    assert.equal(s.spanCount, n)
+    assert.ok(s.spans.length >= 2 * n && s.spans !== small)
+    assert.equal(s.encode(buf, false)?.toString('latin1'), `${n.toString(16)}\r\n${'x'.repeat(n)}\r\n0\r\n\r\n`)
+    assert.equal(s.encode(buf, true)?.toString('latin1'), 'x'.repeat(n))
+    s.reset()
+    assert.ok(s.spans.length <= 2 * 1024)
+    const few = s.spans
+    const two = bytes('1\r\na\r\n1\r\nb\r\n')
+    for (let i = 0; i < 3; i++) s.execute(two, 0, two.length)
+    assert.equal(s.spans, few, 'no new span array while it fits')
+  })
+
+  it('chunkSizeLine / writeChunkSizeLine / hexLength', () => {
+    const cases: Array<[number, string]> = [[0, '0'], [1, '1'], [15, 'f'], [16, '10'], [255, 'ff'], [4096, '1000'],
+      [2 ** 31, '80000000'], [2 ** 32, '100000000'], [2 ** 52 - 1, 'fffffffffffff']]
+    for (const [n, hex] of cases) {
+      assert.equal(chunkSizeLine(n).toString('latin1'), hex + '\r\n')
+      assert.equal(hexLength(n), hex.length)
+      const out = Buffer.alloc(20)
+      assert.equal(writeChunkSizeLine(out, 3, n), 3 + hex.length + 2)
+    }
+  })
+
+  it('zero-copy path: chunkSizeLine + span views + CRLF + lastChunk() equals encode()', () => {
+    const s = new ChunkedScanner(1024)
+    const buf = bytes('3;e\r\nabc\r\n4\r\ndefg\r\n0\r\nX-T: 1\r\nVia: x\r\n\r\n')
+    assert.equal(s.lastChunk(), null)
+    assert.equal(s.execute(buf, 0, buf.length), buf.length)
+    const parts: Buffer[] = [chunkSizeLine(s.spanBytes)]
+    for (let i = 0; i < s.spanCount; i++) parts.push(buf.subarray(s.spans[2 * i], s.spans[2 * i + 1]))
+    parts.push(CRLF, s.lastChunk() as Buffer)
+    assert.equal(Buffer.concat(parts).toString('latin1'), s.encode(buf, false)?.toString('latin1'))
+    assert.equal(s.lastChunk()?.toString('latin1'), '0\r\nX-T: 1\r\n\r\n')
+  })
+
+  it('after an error: encode() is null even when data came before it in the same call', () => {
+    const s = new ChunkedScanner(1024)
+    const buf = bytes('5\r\nhelloX')
+    assert.equal(s.execute(buf, 0, buf.length), CHUNKED_ERROR)
+    assert.equal(s.spanCount, 1)
+    assert.equal(s.encode(buf, false), null)
+    assert.equal(s.encode(buf, true), null)
+    assert.equal(s.encodedLength(false), 0)
+    assert.equal(s.encodeInto(buf, Buffer.alloc(8), 3, false), 3)
+  })
+})
+
+describe('ChunkedScanner: trailer fields', () => {
+  it('the drop list is RFC 9110 §6.5.1\'s (framing, routing, modifiers, authentication, response control, content)', () => {
+    assert.deepEqual([...DROPPED_TRAILER_NAMES].sort(), [...DROPPED_LOWER].sort())
+  })
+
+  for (const name of DROPPED) {
+    it(`drops ${name} in any case`, () => {
+      const variants = [name, name.toLowerCase(), name.toUpperCase(), [...name].map((ch, i) => i % 2 === 0 ? ch.toLowerCase() : ch.toUpperCase()).join('')]
+      for (const v of variants) {
+        const r = checkValid(`1\r\nx\r\n0\r\nX-Before: 1\r\n${v}: whatever\r\nX-After: 2\r\n\r\n`)
+        assert.equal(r.kept, 'X-Before: 1\r\nX-After: 2\r\n', v)
+      }
+    })
+  }
+
+  it('keeps names that only look like dropped ones', () => {
+    const near = ['Hosts', 'X-Host', 'Hos', 'Content-Lengths', 'Content-Lengt', 'T', 'Tf', 'Dates', 'Ag', 'Vias', 'X-Forwarded-Port',
+      'Server-Timing', 'ETag', 'Digest', 'Content-MD5', 'Authentication-Info']
+    const text = '0\r\n' + near.map((n) => `${n}: v\r\n`).join('') + '\r\n'
+    assert.equal(checkValid(text).kept, near.map((n) => `${n}: v\r\n`).join(''))
+    for (const n of near) assert.equal(isDroppedTrailer(bytes(n), 0, n.length), false, n)
+  })
+
+  it('values lose surrounding OWS only; empty values stay empty; obs-text is kept', () => {
+    const r = checkValid('0\r\nA:x\r\nB: \t a \t b \t \r\nC:\r\nD:   \r\nE: \x80\xff\r\n\r\n')
+    assert.equal(r.kept, 'A: x\r\nB: a \t b\r\nC:\r\nD:\r\nE: \x80\xff\r\n')
+  })
+
+  it('a reused scanner starts with no trailers', () => {
+    const s = new ChunkedScanner(1024)
+    const first = bytes('0\r\nA: 1\r\n\r\n')
+    s.execute(first, 0, first.length)
+    assert.equal(s.keptTrailers().toString('latin1'), 'A: 1\r\n')
+    s.reset()
+    const second = bytes('0\r\n\r\n')
+    assert.equal(s.execute(second, 0, second.length), second.length)
+    assert.equal(s.keptTrailers().length, 0)
+    assert.equal(s.encode(second, false)?.toString('latin1'), '0\r\n\r\n')
+    // and from the middle of a trailer line
+    s.reset()
+    const partial = bytes('0\r\nLong-Name: abc')
+    assert.equal(s.execute(partial, 0, partial.length), CHUNKED_MORE)
+    s.reset()
+    const third = bytes('0\r\nB: 2\r\n\r\n')
+    assert.equal(s.execute(third, 0, third.length), third.length)
+    assert.equal(s.keptTrailers().toString('latin1'), 'B: 2\r\n')
+  })
+
+  it('a trailer section near the limit grows the buffer and keeps everything', () => {
+    const lines = Array.from({ length: 300 }, (_, i) => `X-${i}: ${'v'.repeat(i % 40)}`)
+    const text = '0\r\n' + lines.map((l) => l + '\r\n').join('') + '\r\n'
+    const counted = lines.reduce((n, l) => n + l.length + 1, 0) // the scanner counts each line and its CR
+    const r = reencode(bytes(text), wholeCuts(), counted)
+    assert.equal(r.outcome, 'done', r.error)
+    assert.equal(r.kept, naiveDecode(text).kept)
+    assert.equal(reencode(bytes(text), wholeCuts(), counted - 1).error, 'trailer section too large')
+  })
+
+  const TRAILER_ERRORS: Array<[string, string, string]> = [
+    ['obs-fold', '0\r\nX-A: b\r\n c\r\n\r\n', 'obsolete line folding in trailer section'],
+    ['obs-fold with HTAB', '0\r\nX-A: b\r\n\tc\r\n\r\n', 'obsolete line folding in trailer section'],
+    ['space before colon', '0\r\nX-A : b\r\n\r\n', 'whitespace before colon in trailer field'],
+    ['tab before colon', '0\r\nX-A\t: b\r\n\r\n', 'whitespace before colon in trailer field'],
+    ['space before colon of a dropped name', '0\r\nHost : b\r\n\r\n', 'whitespace before colon in trailer field'],
+    ['empty name', '0\r\n: b\r\n\r\n', 'invalid trailer field'],
+    ['non-token name byte', '0\r\nX(A): b\r\n\r\n', 'invalid trailer field name'],
+    ['no colon', '0\r\nX-A\r\n\r\n', 'invalid trailer field name'],
+    ['NUL in a dropped field\'s value', '0\r\nContent-Length: 5\x00\r\n\r\n', 'invalid byte in trailer field'],
+    ['bare LF in a value', '0\r\nX: a\nY: b\r\n\r\n', 'invalid byte in trailer field'],
+    ['bare CR in a value', '0\r\nX: a\rb\r\n\r\n', 'bare CR in trailer section'],
+  ]
+  for (const [name, text, error] of TRAILER_ERRORS) {
+    it(`rejects: ${name}`, () => {
+      const r = reencodeAllWays(bytes(text))
+      assert.deepEqual([r.outcome, r.error], ['error', error])
+    })
+  }
+
+  it('dropped lines count toward the trailer limit too', () => {
+    const text = '0\r\nContent-Type: ' + 'a'.repeat(100) + '\r\n\r\n'
+    assert.equal(reencode(bytes(text), wholeCuts(), 64).error, 'trailer section too large')
+  })
+})
+
+describe('ChunkedScanner: re-encoding properties (fast-check)', () => {
+  const trailerName = fc.oneof(
+    { weight: 3, arbitrary: token(1, 16) },
+    { weight: 2, arbitrary: fc.tuple(fc.constantFrom(...DROPPED), fc.boolean()).map(([n, up]) => up ? n.toUpperCase() : n.toLowerCase()) },
+  )
+  const bodyArb = fc.tuple(
+    fc.array(fc.tuple(fc.uint8Array({ minLength: 1, maxLength: 120 }), fc.boolean(), fc.constantFrom('', '', '0', '000'), chunkExtArb(true)), { maxLength: 8 }),
+    chunkExtArb(true),
+    fc.array(fc.tuple(trailerName, fieldValue(20)), { maxLength: 4 }),
+  ).map(([chunks, lastExt, trailers]) => {
+    let text = ''
+    for (const [data, upper, zeros, ext] of chunks) {
+      const hex = data.length.toString(16)
+      text += zeros + (upper ? hex.toUpperCase() : hex) + ext + '\r\n' + Buffer.from(data).toString('latin1') + '\r\n'
+    }
+    text += '0' + lastExt + '\r\n'
+    for (const [name, [raw]] of trailers) text += `${name}:${raw}\r\n`
+    return text + '\r\n'
+  })
+
+  it('random bodies cut at random points decode to the same data and trailers (300 runs)', () => {
+    const scanner = new ChunkedScanner(DEFAULT_TRAILER_BYTES) // one for every run: reset() must really reset
+    fc.assert(fc.property(bodyArb, partitionsArb, (text, partitions) => {
+      const body = bytes(text)
+      const want = naiveDecode(text)
+      for (const cuts of [wholeCuts(), byteCuts(body.length), ...partitions.map((f) => cutsFrom(f, body.length))]) {
+        const r = reencode(body, cuts, DEFAULT_TRAILER_BYTES, scanner)
+        assert.equal(r.outcome, 'done', r.error)
+        assert.equal(r.end, body.length)
+        assert.equal(r.data, want.data)
+        assert.equal(r.dechunked, want.data)
+        assert.equal(r.kept, want.kept)
+        assert.deepEqual(strictDecode(r.encoded), { data: want.data, kept: want.kept, complete: true })
+      }
+    }), { numRuns: 300, seed: 20_240_614 })
   })
 })
