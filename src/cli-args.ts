@@ -3,6 +3,13 @@
  * balancebeam command line runs unchanged.
  */
 import { existsSync } from 'node:fs'
+import { schemaDefault } from './config/defaults'
+import { algorithms, logLevels } from './config/schema'
+
+/** balancebeam's listen address when no lb.json is used (a flag default, not an lb.json one). */
+export const BIND_WITHOUT_FILE = '0.0.0.0:1100'
+/** --max-requests-per-minute: balancebeam's fixed window of one minute. */
+const MINUTE_MS = 60_000
 
 export interface CliOptions {
   configPath: string | null
@@ -15,23 +22,42 @@ export class CliError extends Error {
   readonly code = 'SWY_ERR_CLI'
 }
 
+const DESCRIPTION_COLUMN = 42
+const HELP_WIDTH = 110
+
+/** `lead` then the schema's list of values, wrapped under the description column. */
+function valueList (lead: string, values: readonly string[]): string {
+  let out = lead
+  let width = DESCRIPTION_COLUMN + lead.length
+  values.forEach((value, i) => {
+    const word = value + (i < values.length - 1 ? ',' : '')
+    const gap = i === 0 ? '' : ' '
+    if (width + gap.length + word.length > HELP_WIDTH) {
+      out += '\n' + ' '.repeat(DESCRIPTION_COLUMN) + word
+      width = DESCRIPTION_COLUMN + word.length
+    } else {
+      out += gap + word
+      width += gap.length + word.length
+    }
+  })
+  return out
+}
+
 export const usage = `Usage: switchyard [options]
 
 A load-balancing reverse proxy for HTTP/1.1 on Node.js worker threads.
 
 Options:
   -c, --config PATH                       lb.json to load (default: ./lb.json when no --upstream is given)
-  -b, --bind HOST:PORT                    address to listen on (lb.json "listen"; default 0.0.0.0:1100 without a file)
+  -b, --bind HOST:PORT                    address to listen on (lb.json "listen"; default ${BIND_WITHOUT_FILE} without a file)
   -u, --upstream HOST:PORT                an upstream server; repeat for more (replaces lb.json "upstreams")
       --active-health-check-interval S    seconds between active health checks (enables them)
-      --active-health-check-path PATH     path the active health check requests (default /)
-      --max-requests-per-minute N         per-client-IP limit: fixed window of 60 s (0 = off)
+      --active-health-check-path PATH     path the active health check requests (default ${String(schemaDefault('healthCheck.active.path'))})
+      --max-requests-per-minute N         per-client-IP limit: fixed window of ${MINUTE_MS / 1000} s (0 = off)
   -w, --workers N                         worker threads; 0 = sequential mode (one thread)
-      --algorithm NAME                    balancing algorithm (round-robin, weighted-round-robin,
-                                          least-connections, power-of-two-choices, random, ip-hash,
-                                          consistent-hash)
+      --algorithm NAME                    ${valueList('balancing algorithm: ', algorithms)}
       --admin HOST:PORT                   admin API and dashboard listener
-      --log-level LEVEL                   fatal, error, warn, info, debug, trace, silent
+      --log-level LEVEL                   ${valueList('', logLevels)}
       --no-access-log                     turn the per-request access log off
   -h, --help                              show this help
   -v, --version                           print the version
@@ -82,7 +108,7 @@ export function parseArgs (argv: readonly string[], cwd = process.cwd()): CliOpt
       case '--active-health-check-path': setPath(o, ['healthCheck', 'active', 'path'], value()); break
       case '--max-requests-per-minute': {
         const n = integer(arg, value(), 0)
-        o.rateLimit = n === 0 ? null : { algorithm: 'fixed-window', maxRequests: n, windowMs: 60_000 }
+        o.rateLimit = n === 0 ? null : { algorithm: 'fixed-window', maxRequests: n, windowMs: MINUTE_MS }
         break
       }
       case '--algorithm': setPath(o, ['balancing', 'algorithm'], value()); break
@@ -114,5 +140,5 @@ export function mergeOverrides (base: Record<string, unknown>, overrides: Record
 
 /** Without a file, flags alone make the config (balancebeam style). */
 export function baseWithoutFile (): Record<string, unknown> {
-  return { listen: '0.0.0.0:1100' }
+  return { listen: BIND_WITHOUT_FILE }
 }

@@ -1,6 +1,8 @@
 /**
  * read -> parse -> validate (ajv, defaults applied to a copy) -> semantic checks -> freeze.
  * Every problem is reported with its JSON path; nothing is bound before this passes.
+ * Defaults come from the schema alone (ajv `useDefaults`); none is written here
+ * except `workers`, which depends on the machine.
  */
 import { readFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
@@ -87,10 +89,8 @@ export function resolveConfig (raw: unknown, source = 'configuration'): Config {
     throw new ConfigError((validate.errors ?? []).map(formatAjvError), source)
   }
   const config = copy as unknown as Config
+  // the one default JSON Schema cannot hold: it depends on the machine
   if (config.workers === undefined) config.workers = availableParallelism()
-  // healthCheck.passive has defaults, but only when the section exists; passive
-  // failover itself is always on (a dead upstream is skipped), so make it explicit.
-  if (config.healthCheck === undefined) config.healthCheck = { passive: { maxFailures: 1, cooldownMs: 10_000 } }
   const errors = semanticErrors(config)
   if (errors.length > 0) throw new ConfigError(errors, source)
   return deepFreeze(config)

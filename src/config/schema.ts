@@ -4,6 +4,11 @@
  * zero-warning spirit), so a typo never silently turns a feature off.
  * Units are in key names (`intervalMs`, `maxBytes`). An absent optional section
  * means that feature is off.
+ *
+ * Every default is written here and only here: load.ts applies them (ajv
+ * `useDefaults`), code that needs one outside a loaded config reads it with
+ * `schemaDefault()` (./defaults), and test/unit/config.test.ts checks the
+ * README table and the `Config` type against this object.
  */
 
 const hostPort = {
@@ -28,6 +33,11 @@ export const algorithms = [
   'ip-hash',
   'consistent-hash',
 ] as const
+
+export const hashKeySources = ['ip', 'header', 'cookie'] as const
+export const rateLimitAlgorithms = ['fixed-window', 'sliding-window', 'token-bucket'] as const
+export const firewallActions = ['deny', 'allow', 'log'] as const
+export const logLevels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
 
 export const configSchema = {
   $id: 'https://switchyard.dev/lb.schema.json',
@@ -65,7 +75,7 @@ export const configSchema = {
           default: { source: 'ip' },
           required: ['source'],
           properties: {
-            source: { enum: ['ip', 'header', 'cookie'] },
+            source: { enum: hashKeySources },
             name: { type: 'string', minLength: 1, maxLength: 256 },
           },
         },
@@ -108,6 +118,9 @@ export const configSchema = {
     healthCheck: {
       type: 'object',
       additionalProperties: false,
+      // always present: passive ejection is always on, even without the section
+      // (active checks stay off until `active` is given)
+      default: {},
       properties: {
         active: {
           type: 'object',
@@ -136,7 +149,9 @@ export const configSchema = {
           additionalProperties: false,
           default: {},
           properties: {
-            maxFailures: { type: 'integer', minimum: 1, maximum: 1000, default: 1 },
+            // 5, not 1: one client's slow or broken requests must not eject a healthy
+            // upstream (HAProxy and Envoy eject after 3-5 consecutive failures)
+            maxFailures: { type: 'integer', minimum: 1, maximum: 1000, default: 5 },
             cooldownMs: { ...positiveMs, default: 10_000 },
           },
         },
@@ -147,7 +162,7 @@ export const configSchema = {
       additionalProperties: false,
       required: ['maxRequests'],
       properties: {
-        algorithm: { enum: ['fixed-window', 'sliding-window', 'token-bucket'], default: 'fixed-window' },
+        algorithm: { enum: rateLimitAlgorithms, default: 'fixed-window' },
         // a window's tag and count share one int32 in shared memory: counts stay under 2^24
         maxRequests: { type: 'integer', minimum: 1, maximum: 16_777_215 },
         windowMs: { ...positiveMs, default: 60_000 },
@@ -191,7 +206,7 @@ export const configSchema = {
             required: ['action'],
             properties: {
               name: { type: 'string' },
-              action: { enum: ['deny', 'allow', 'log'] },
+              action: { enum: firewallActions },
               methods: { type: 'array', items: { type: 'string', pattern: "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$" } },
               path: {
                 type: 'object',
@@ -234,7 +249,7 @@ export const configSchema = {
       additionalProperties: false,
       default: {},
       properties: {
-        level: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' },
+        level: { enum: logLevels, default: 'info' },
         access: { type: 'boolean', default: true },
       },
     },

@@ -1,7 +1,16 @@
-/** The validated, defaulted, frozen configuration every thread works from. */
-import type { algorithms } from './schema'
+/**
+ * The validated, defaulted, frozen configuration every thread works from.
+ * Written by hand, checked against the schema by test/unit/config.test.ts
+ * (every key path both ways, which keys are always present, value types on a
+ * complete sample); literal unions come from the schema's own lists.
+ */
+import type { algorithms, firewallActions, hashKeySources, logLevels, rateLimitAlgorithms } from './schema'
 
 export type Algorithm = typeof algorithms[number]
+export type HashKeySource = typeof hashKeySources[number]
+export type RateLimitAlgorithm = typeof rateLimitAlgorithms[number]
+export type FirewallAction = typeof firewallActions[number]
+export type LogLevel = typeof logLevels[number]
 
 export interface UpstreamConfig {
   address: string
@@ -9,7 +18,7 @@ export interface UpstreamConfig {
 }
 
 export interface HashKeyConfig {
-  source: 'ip' | 'header' | 'cookie'
+  source: HashKeySource
   name?: string
 }
 
@@ -28,7 +37,7 @@ export interface PassiveHealthConfig {
 }
 
 export interface RateLimitConfig {
-  algorithm: 'fixed-window' | 'sliding-window' | 'token-bucket'
+  algorithm: RateLimitAlgorithm
   maxRequests: number
   windowMs: number
   burst?: number
@@ -50,7 +59,7 @@ export interface CacheConfig {
 
 export interface FirewallRuleConfig {
   name?: string
-  action: 'deny' | 'allow' | 'log'
+  action: FirewallAction
   methods?: string[]
   path?: { prefix?: string, exact?: string, regex?: string }
   header?: { name: string, present?: boolean, equals?: string, regex?: string }
@@ -63,7 +72,15 @@ export interface FirewallConfig {
   rules: FirewallRuleConfig[]
 }
 
+export interface HealthCheckConfig {
+  /** absent = no active checks */
+  active?: ActiveHealthConfig
+  /** always present: passive ejection is always on */
+  passive: PassiveHealthConfig
+}
+
 export interface Config {
+  $schema?: string
   listen: string
   workers: number
   upstreams: UpstreamConfig[]
@@ -84,13 +101,13 @@ export interface Config {
     maxBodyBytes: number
   }
   pool: { maxIdlePerUpstream: number, idleTimeoutMs: number }
-  healthCheck?: { active?: ActiveHealthConfig, passive: PassiveHealthConfig }
+  healthCheck: HealthCheckConfig
   rateLimit?: RateLimitConfig
   stickySessions?: StickyConfig
   cache?: CacheConfig
   firewall?: FirewallConfig
   admin?: { listen: string, token?: string }
-  log: { level: string, access: boolean }
+  log: { level: LogLevel, access: boolean }
   proxy: { via: string, allowedUpgrades: string[] }
 }
 

@@ -61,8 +61,7 @@ export class Switchyard {
       : null
     this.cacheInit = config.cache !== undefined ? SharedCacheStore.allocate(config.cache.maxBytes, config.cache.maxEntryBytes) : null
     this.cache = this.cacheInit !== null ? new SharedCacheStore(this.cacheInit, this.state) : null
-    const passive = config.healthCheck?.passive ?? { maxFailures: 1, cooldownMs: 10_000 }
-    this.reviver = new PassiveReviver(passive, this.state, this.table, config.healthCheck?.active !== undefined)
+    this.reviver = new PassiveReviver(config.healthCheck.passive, this.state, this.table, config.healthCheck.active !== undefined)
     if (config.workers === 0) {
       const ctx = createThreadProxy(config, this.state, this.table, { stickySecret: this.stickySecret, cache: this.cacheInit })
       ctx.workerSlot = this.state.claimWorkerSlot(1)
@@ -100,7 +99,7 @@ export class Switchyard {
     })
     const bound = lb.server.address() as net.AddressInfo
     lb.address = { host: bound.address, port: bound.port }
-    if (config.healthCheck?.active !== undefined) {
+    if (config.healthCheck.active !== undefined) {
       lb.checker = new ActiveHealthChecker(config.healthCheck.active, lb.state, lb.table)
       lb.checker.start()
     }
@@ -158,7 +157,7 @@ export class Switchyard {
     setLogLevel(effective.log.level)
     if (this.sequential !== null) applyConfig(this.sequential, effective, table, { stickySecret: this.stickySecret, cache: this.cacheInit })
     if (this.workers !== null) this.workers.broadcast({ type: 'config', config: effective, table })
-    const active = effective.healthCheck?.active
+    const active = effective.healthCheck.active
     if (active !== undefined) {
       if (this.checker === null) { this.checker = new ActiveHealthChecker(active, this.state, table); this.checker.start() } else { this.checker.setConfig(active); this.checker.setTable(table) }
     } else if (this.checker !== null) {
@@ -166,7 +165,7 @@ export class Switchyard {
       this.checker = null
     }
     this.reviver.setTable(table)
-    this.reviver.setConfig(effective.healthCheck?.passive ?? { maxFailures: 1, cooldownMs: 10_000 }, active !== undefined)
+    this.reviver.setConfig(effective.healthCheck.passive, active !== undefined)
     logger.info({ upstreams: table.map((u) => u.address), restartNeeded }, 'configuration reloaded')
     return { applied: true, restartNeeded }
   }

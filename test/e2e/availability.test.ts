@@ -159,7 +159,8 @@ for (const mode of MODES) {
   test(`${mode.name}: all upstreams down answers 502 at once, then without connect attempts once ejected`, async () => {
     const a = `127.0.0.1:${await freePort()}`
     const b = `127.0.0.1:${await freePort()}`
-    const run = await startReady({ upstreams: [{ address: a }, { address: b }] }, mode.workers)
+    // ejected on their first failure (the default, maxFailures 5, would need five requests first)
+    const run = await startReady({ upstreams: [{ address: a }, { address: b }], healthCheck: { passive: { maxFailures: 1 } } }, mode.workers)
     try {
       const first = await timedGet(run.port, '/down')
       console.log(`${mode.name}: first 502 with every upstream refused in ${first.ms.toFixed(1)} ms`)
@@ -264,6 +265,8 @@ for (const mode of MODES) {
     const run = await startReady({
       upstreams: [{ address: hung.address }, { address: good.address }],
       timeouts: { responseMs: 500 },
+      // ejected on its first timeout: the test is about what happens around the ejection
+      healthCheck: { passive: { maxFailures: 1 } },
     }, mode.workers)
     let stop = false
     let loops: Array<Promise<void>> = []
@@ -316,6 +319,8 @@ for (const mode of MODES) {
     const run = await startReady({
       upstreams: [{ address: blackhole.address }, { address: good.address }],
       timeouts: { connectMs: 300 },
+      // ejected on its first connect timeout, which the test asserts
+      healthCheck: { passive: { maxFailures: 1 } },
     }, mode.workers)
     const alone = await startReady({ upstreams: [{ address: blackhole.address }], timeouts: { connectMs: 300 } }, mode.workers)
     try {
