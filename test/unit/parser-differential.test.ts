@@ -290,8 +290,15 @@ const KNOWN_DIFFERENCES: KnownDifference[] = [
     id: 'two Host fields, or a Host value that is not uri-host [ ":" port ]',
     clause: 'RFC 9112 §3.2: a server MUST respond 400 to a request with more than one Host field line or an invalid Host value',
     direction: 'stricter',
-    matches: OURS('SWY_ERR_MISSING_HOST', /^(more than one Host field|invalid byte in Host)$/),
+    matches: OURS('SWY_ERR_MISSING_HOST', /^(more than one Host field|invalid Host)$/),
     specimen: `GET / HTTP/1.1\r\n${H}${H}\r\n`,
+  },
+  {
+    id: 'a transfer coding other than chunked',
+    clause: 'RFC 9112 §6.1: a server that receives a request with a transfer coding it does not understand SHOULD respond 501; switchyard decodes chunked only and so cannot re-frame another coding',
+    direction: 'stricter',
+    matches: OURS('SWY_ERR_TE_NOT_IMPLEMENTED', /^transfer coding other than chunked$/),
+    specimen: `POST / HTTP/1.1\r\n${H}Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n`,
   },
   {
     id: 'Transfer-Encoding in an HTTP/1.0 request',
@@ -353,14 +360,14 @@ const KNOWN_DIFFERENCES: KnownDifference[] = [
     id: 'absolute-form authority with userinfo, an empty host or bytes outside host [ ":" port ]',
     clause: 'RFC 9110 §4.2.4: treat userinfo in an http(s) target as an error; §4.2.1: an empty host MUST be rejected; RFC 3986 §3.2.2 host grammar',
     direction: 'stricter',
-    matches: OURS('SWY_ERR_BAD_REQUEST_LINE', /(in request target authority|without a host)$/),
+    matches: OURS('SWY_ERR_BAD_REQUEST_LINE', /(in request target authority|without a valid host)$/),
     specimen: `GET http://user@a/ HTTP/1.1\r\n${H}\r\n`,
   },
   {
     id: 'Transfer-Encoding value that is not a list of transfer-codings, or chunked with parameters',
     clause: 'RFC 9112 §6.1: Transfer-Encoding = #transfer-coding; §7.1: chunked defines no parameters; a framing field that cannot be parsed leaves the length undetermined: 400 (§6.3)',
     direction: 'stricter',
-    matches: OURS('SWY_ERR_BAD_TRANSFER_ENCODING', /^(invalid transfer coding|chunked takes no parameters)$/),
+    matches: OURS('SWY_ERR_BAD_TRANSFER_ENCODING', /^(invalid Transfer-Encoding|chunked takes no parameters)$/),
     specimen: `POST / HTTP/1.1\r\n${H}Transfer-Encoding: "gzip, chunked\r\n\r\n0\r\n\r\n`,
   },
   {
