@@ -6,7 +6,7 @@
 import * as net from 'node:net'
 import { workerData, threadId, BroadcastChannel } from 'node:worker_threads'
 import { SharedState } from '../src/shared/state'
-import { createThreadProxy, attachConnection, applyConfig, startThreadStats, drainThread } from '../src/proxy/thread'
+import { createThreadProxy, attachConnection, applyConfig, startThreadStats, drainThread, setWorkerSlot } from '../src/proxy/thread'
 import type { WorkerInit, ConnectionTask, ControlMessage } from '../src/primary/workers'
 import { ADOPT_TAKING, ADOPT_WRAPPED } from '../src/primary/adoption'
 import { logger, flushLogs, setLogLevel } from '../src/log'
@@ -15,7 +15,8 @@ const init = workerData as WorkerInit
 const state = new SharedState(init.state)
 setLogLevel(init.config.log.level)
 const ctx = createThreadProxy(init.config, state, init.table, { stickySecret: init.stickySecret, cache: init.cache })
-ctx.workerSlot = state.claimWorkerSlot(threadId)
+// after the context exists; also makes this thread's cache claims carry the slot (freed by the primary if we die)
+setWorkerSlot(ctx, state.claimWorkerSlot(threadId))
 if (ctx.workerSlot === -1) logger.warn('no free worker slot in shared state; per-worker stats are off for this thread')
 startThreadStats(ctx)
 

@@ -6,7 +6,7 @@
  *   +-------------------------------------+  0
  *   | control     CTL_INTS x int32        |  lock, ring cursors, id/generation counters, seed, stats
  *   +-------------------------------------+  FILL_OFFSET (bytes, 8-aligned)
- *   | fill claims FILL_SLOTS x int64      |  [tag:21 | expiresAtMs:42] per slot, 0 = free
+ *   | fill claims FILL_SLOTS x int64      |  [0 | tag:14 | owner:7 | expiresAtMs:42] per slot, 0 = free
  *   +-------------------------------------+  indexOffset
  *   | index       slots x INDEX_INTS int32|  KEY_HI | KEY_LO | OFFSET | ID   (linear probing)
  *   +-------------------------------------+  refOffset
@@ -67,7 +67,8 @@ export const C_SKIPPED_STORES = 16 // stores dropped because another thread held
 export const C_REFUSED_STORES = 17 // stores refused: too large, index full, non-latin1 key
 export const C_EVICTIONS = 18 //     live records evicted by the ring
 export const C_REINSERTIONS = 19 //  referenced records given a second chance
-export const C_LOCK_TAKEOVERS = 20 // locks taken from a holder whose lease expired (then reset)
+export const C_LOCK_TAKEOVERS = 20 // locks taken from a holder whose lease expired or that died (then reset)
+export const C_LOCK_OWNER = 21 //    lockOwnerWord(token, owner) of the holder, 0 = none: see lockOwnerWord
 export const CTL_INTS = 32
 
 export const MAGIC = 0x53574343 // 'SWCC'
@@ -144,6 +145,27 @@ export function cacheBufferLayout (indexSlots: number, arenaBytes: number): Cach
  */
 export function lockToken (wallMs: number): number {
   return (wallMs % 0x40000000) + 1
+}
+
+/**
+ * Who holds the lock, for the primary to free it the moment that worker dies
+ * (rather than after the lease). Written by the holder right after its
+ * compareExchange on C_LOCK took the lock, cleared before it frees C_LOCK.
+ * Owners as for fill claims: 0 the primary, workerSlot + 1 a worker.
+ *
+ *    31 30                          7 6         0
+ *   +--+-----------------------------+-----------+
+ *   |0 | low 24 bits of the token    | owner (7) |
+ *   +--+-----------------------------+-----------+
+ *
+ * Two words cannot change together, so the word also names the token it goes
+ * with: between a thread's takeover of C_LOCK and its write of this word, the
+ * word still names the previous (dead) holder, and the primary must not
+ * mistake the new, live holder's lock for the dead one's. It trusts the word
+ * only when its token bits match C_LOCK's.
+ */
+export function lockOwnerWord (token: number, owner: number): number {
+  return ((token & 0xffffff) << 7) | (owner & 0x7f)
 }
 
 /**

@@ -37,10 +37,20 @@
  * acquire on the load).
  *
  * A thread terminated inside the write lock (worker.terminate runs no
- * finally) would hold it forever: the lock word is the holder's clock, and a
- * lock older than the lease is taken over and the whole cache is reset
- * (its state is unknown). The critical section is synchronous and bounded,
- * so a live holder never comes near the lease.
+ * finally) would hold it forever. The holder records itself next to the lock
+ * (C_LOCK_OWNER), so the primary, when it sees that worker exit, takes the
+ * lock over at once and resets the whole cache (its state is unknown):
+ * recoverLockOf. As a fallback (a holder killed before it wrote its owner
+ * word), the lock word is the holder's clock, and a lock older than the lease
+ * is taken over by whichever thread next wants it, with the same reset. The
+ * critical section is synchronous and bounded, so a live holder never comes
+ * near the lease.
+ *
+ * ---- Ownership ------------------------------------------------------------
+ * Each instance has an owner id (setOwner): 0 for the primary and sequential
+ * mode, workerSlot + 1 for a worker. Fill claims and the lock carry it, so
+ * what a dead worker held can be freed by the primary without waiting for
+ * expiry or the lease (releaseFillsOf, recoverLockOf).
  */
 import { randomBytes } from 'node:crypto'
 import type { SharedState } from '../shared/state'
@@ -49,7 +59,7 @@ import * as C from './layout'
 import { CacheEntry, type CacheEntryInput } from './entry'
 import { hashKey, isLatin1, variantKey, varyValues, type HeaderSource } from './key'
 import { clearSlot, emptySlotFor, fillSlot, repointSlot, slotOfRecord } from './index-table'
-import { claimFill, claimTag, releaseFill } from './fill-claims'
+import { claimFill, claimTag, releaseFill, releaseFillsOf, MAX_CLAIM_OWNER } from './fill-claims'
 import { currentAgeMs } from './policy'
 
 export { CacheEntry }
@@ -114,6 +124,10 @@ export class SharedCacheStore {
   /** This instance's own word for fence(): never contended. */
   private readonly fenceWord = new Int32Array(new SharedArrayBuffer(4))
   private lockToken = 0
+  /** C_LOCK_OWNER's value while this instance holds the lock. */
+  private lockOwner = 0
+  /** Who this instance claims fills and takes the lock as (see Ownership above). */
+  private ownerId = 0
   // the last marker read (find -> KIND_MARKER): its generation and names, kept by id
   private markerId = 0
   private markerGen = 0
@@ -159,6 +173,18 @@ export class SharedCacheStore {
     this.words = new Int32Array(buffer, layout.arenaOffset, layout.arenaBytes >> 2)
     this.floats = new Float64Array(buffer, layout.arenaOffset, layout.arenaBytes >> 3)
   }
+
+  /**
+   * Set the owner id this instance's fill claims and lock carry: 0 for the
+   * primary (the default), workerSlot + 1 for a worker. A worker learns its
+   * slot after its context is built, hence a setter.
+   */
+  setOwner (owner: number): void {
+    if (!Number.isInteger(owner) || owner < 0 || owner > MAX_CLAIM_OWNER) throw new RangeError(`cache owner ${owner}: 0..${MAX_CLAIM_OWNER}`)
+    this.ownerId = owner
+  }
+
+  get owner (): number { return this.ownerId }
 
   // ---- readers (any thread, lock-free) -----------------------------------------
 
@@ -356,12 +382,37 @@ export class SharedCacheStore {
    */
   tryClaimFill (key: string, nowMs: number, ttlMs: number): boolean {
     hashKey(key, this.seed, 64, this.hash)
-    return claimFill(this.fills, claimTag(this.hash[0]), this.hash[1], nowMs, ttlMs)
+    return claimFill(this.fills, claimTag(this.hash[0]), this.ownerId, this.hash[1], nowMs, ttlMs)
   }
 
   releaseFill (key: string): void {
     hashKey(key, this.seed, 64, this.hash)
-    releaseFill(this.fills, claimTag(this.hash[0]), this.hash[1])
+    releaseFill(this.fills, claimTag(this.hash[0]), this.ownerId, this.hash[1])
+  }
+
+  // ---- a dead owner's holdings (the primary, after that worker's 'exit') --------
+
+  /**
+   * Free every fill claim `owner` holds, so requests waiting for those fills
+   * stop waiting now (one of them claims the fill anew) instead of when the
+   * claim expires. Only for an owner that can no longer run: a live one
+   * would go on believing it fills. Returns the number of claims freed.
+   */
+  releaseFillsOf (owner: number): number {
+    return releaseFillsOf(this.fills, owner)
+  }
+
+  /**
+   * If `owner` (dead) holds the write lock, take it over, reset the cache
+   * (whatever it was writing is half-written) and free the lock, as the lease
+   * takeover would, only without waiting for the lease. true when it did.
+   */
+  recoverLockOf (owner: number): boolean {
+    const held = Atomics.load(this.ctl, C.C_LOCK)
+    if (held === 0 || Atomics.load(this.ctl, C.C_LOCK_OWNER) !== C.lockOwnerWord(held, owner)) return false
+    if (!this.takeOver(held, C.lockToken(Date.now()))) return false
+    this.unlock()
+    return true
   }
 
   stats (): CacheStoreStats {
@@ -635,18 +686,32 @@ export class SharedCacheStore {
     const now = Date.now()
     const token = C.lockToken(now)
     const held = Atomics.compareExchange(this.ctl, C.C_LOCK, 0, token)
-    if (held === 0) { this.lockToken = token; return true }
+    if (held === 0) { this.holding(token); return true }
     if (C.lockHeldMs(held, now) <= this.leaseMs) return false
-    // the holder died inside the lock: take over, and trust nothing it left
+    // the holder died inside the lock and nobody freed it for it (recoverLockOf)
+    return this.takeOver(held, token)
+  }
+
+  /** Take the lock from a dead holder (its token `held`), and trust nothing it left. */
+  private takeOver (held: number, token: number): boolean {
     if (Atomics.compareExchange(this.ctl, C.C_LOCK, held, token) !== held) return false
-    this.lockToken = token
+    this.holding(token)
     Atomics.add(this.ctl, C.C_LOCK_TAKEOVERS, 1)
     this.reset()
     return true
   }
 
+  /** Just took the lock: say who holds it (see lockOwnerWord). */
+  private holding (token: number): void {
+    this.lockToken = token
+    this.lockOwner = C.lockOwnerWord(token, this.ownerId)
+    Atomics.store(this.ctl, C.C_LOCK_OWNER, this.lockOwner)
+  }
+
   private unlock (): void {
+    // owner word first: once C_LOCK is free the next holder may write its own.
     // compareExchange, not store: a holder whose lease was taken over must not free the new holder's lock
+    Atomics.compareExchange(this.ctl, C.C_LOCK_OWNER, this.lockOwner, 0)
     Atomics.compareExchange(this.ctl, C.C_LOCK, this.lockToken, 0)
   }
 

@@ -14,7 +14,7 @@ import type { SharedState, UpstreamEntry } from '../shared/state'
 import { H_WORKER_RESTARTS, MAX_WORKER_SLOTS, W_THREAD_ID } from '../shared/layout'
 import { loadHandoff } from './handoff'
 import { ADOPT_NONE, ADOPT_TAKING } from './adoption'
-import type { SharedCacheInit } from '../cache/store'
+import { SharedCacheStore, type SharedCacheInit } from '../cache/store'
 import { logger } from '../log'
 
 export interface WorkerInit {
@@ -56,11 +56,14 @@ export class WorkerPool {
   private readonly inFlight = new Set<Promise<unknown>>()
   private readonly watched = new WeakSet<object>()
   private readonly state: SharedState
+  /** The primary's handle on the shared cache, to free what a dead worker held there (null when off). */
+  private readonly cache: SharedCacheStore | null
   private readonly threads: number
   private stopping = false
 
   constructor (threads: number, config: Config, state: SharedState, table: readonly UpstreamEntry[], stickySecret: string | null, cache: SharedCacheInit | null) {
     this.state = state
+    this.cache = cache !== null ? new SharedCacheStore(cache, state) : null
     this.threads = threads
     const channelName = `switchyard:${randomUUID()}`
     this.channel = new BroadcastChannel(channelName)
@@ -79,7 +82,7 @@ export class WorkerPool {
       loadBalancer: fewestConnections,
     })
     // A worker's threadId reads -1 once it has exited, so remember each one while it lives
-    // and free its shared-state slot from its own 'exit' event.
+    // and free its shared-state slot, and whatever it held, from its own 'exit' event.
     this.pool.on('workerCreate', () => { this.watchThreads() })
     this.pool.on('workerDestroy', (worker: { id: number }) => {
       this.watchThreads()
@@ -98,8 +101,32 @@ export class WorkerPool {
       if (this.watched.has(worker) || worker.threadId < 0) continue
       this.watched.add(worker)
       const threadId = worker.threadId
-      worker.once('exit', () => { this.state.releaseWorkerSlot(threadId) })
+      worker.once('exit', () => { this.releaseDeadWorker(threadId) })
     }
+  }
+
+  /**
+   * A worker has exited ('exit' fires once the thread has stopped: none of its
+   * code runs any more). Whatever it held in shared memory would stay held for
+   * ever or until a timeout, so take it back: its share of the upstreams'
+   * in-flight gauges, its cache fill claims (their waiters would wait up to
+   * responseMs + 1 s) and the cache's write lock if it died inside it. The
+   * slot is freed last: freed first, it could be claimed by a replacement
+   * whose fresh claims and counts would then be taken for the dead worker's.
+   */
+  private releaseDeadWorker (threadId: number): void {
+    const slot = this.state.workerSlotOf(threadId)
+    if (slot === -1) return // it died before claiming a slot: it held nothing
+    const gauges = this.state.releaseWorkerHoldings(slot)
+    const owner = slot + 1 // the cache owner id of a worker (src/proxy/thread.ts cacheOwner)
+    const fillClaims = this.cache === null ? 0 : this.cache.releaseFillsOf(owner)
+    const cacheLock = this.cache === null ? false : this.cache.recoverLockOf(owner)
+    this.state.releaseWorkerSlot(threadId)
+    const any = gauges.activeRequests !== 0 || gauges.openSockets !== 0 || fillClaims !== 0 || cacheLock
+    if (!any && this.stopping) return
+    // the cache lock is only recovered with a reset of the whole cache: say so
+    logger[any ? 'warn' : 'info']({ threadId, slot, activeRequests: gauges.activeRequests, openSockets: gauges.openSockets, fillClaims, cacheLockRecovered: cacheLock },
+      cacheLock ? 'released what the exited worker held in shared memory; it died holding the cache write lock, so the cache was reset' : 'released what the exited worker held in shared memory')
   }
 
   /** Hand an accepted, paused socket to a worker. */

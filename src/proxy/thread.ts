@@ -5,6 +5,7 @@
  * socket; it needs nothing else from the caller.
  */
 import type * as net from 'node:net'
+import { isMainThread } from 'node:worker_threads'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import type { Config } from '../config/types'
 import type { SharedState, UpstreamEntry } from '../shared/state'
@@ -35,11 +36,33 @@ export function createThreadProxy (config: Config, state: SharedState, table: re
 /** The cache hook: its memory is fixed at start, its policy follows the config (off when the section goes). */
 function installCache (ctx: ProxyContext, config: Config, init: SharedCacheInit | null): void {
   if (config.cache === undefined || init === null) { ctx.cache = null; return }
-  if (ctx.cache === null) ctx.cache = new CacheHook(new SharedCacheStore(init, ctx.state), config.cache, config.timeouts.responseMs)
-  else {
+  if (ctx.cache === null) {
+    const store = new SharedCacheStore(init, ctx.state)
+    store.setOwner(cacheOwner(ctx))
+    ctx.cache = new CacheHook(store, config.cache, config.timeouts.responseMs)
+  } else {
     ctx.cache.config = config.cache
     ctx.cache.fillTtlMs = Math.min(10_000, config.timeouts.responseMs + 1000)
   }
+}
+
+/**
+ * Who this thread's fill claims and cache lock belong to, so the primary can
+ * free them if this thread dies (src/cache/store.ts, Ownership): a worker is
+ * its slot + 1; the primary (sequential mode) is 0, as is a worker without a
+ * slot (its claims then only expire).
+ */
+function cacheOwner (ctx: ProxyContext): number {
+  return isMainThread || ctx.workerSlot < 0 ? 0 : ctx.workerSlot + 1
+}
+
+/**
+ * A worker claims its shared-state slot after its context is built: record
+ * the slot, and make the cache store's owner follow it (before any request).
+ */
+export function setWorkerSlot (ctx: ProxyContext, slot: number): void {
+  ctx.workerSlot = slot
+  if (ctx.cache !== null) ctx.cache.store.setOwner(cacheOwner(ctx))
 }
 
 /** Hot reload: swap config, table and balancer; in-flight requests keep what they had. */

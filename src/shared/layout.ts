@@ -15,6 +15,8 @@
  *   | ... MAX_WORKER_SLOTS     |
  *   +--------------------------+  FIREWALL_OFFSET
  *   | hits per firewall rule   |  MAX_FIREWALL_RULES ints
+ *   +--------------------------+  HOLDINGS_OFFSET
+ *   | holdings                 |  MAX_WORKER_SLOTS x MAX_UPSTREAMS x HOLDING_INTS, see below
  *   +--------------------------+  RATE_OFFSET
  *   | rate-limit table         |  tableSize * RATE_SLOT_INTS (0 when rate limiting is off)
  *   +--------------------------+
@@ -93,6 +95,26 @@ export const W_REQUESTS = 2 //           counter
 export const W_LOOP_LAG_US = 3 //        event-loop delay p99 over the last second
 export const WORKER_INTS = 8
 
+// ---- holdings: what each worker added to an upstream's gauges -----------------
+// A worker that dies cannot take back its +1s on U_ACTIVE_REQUESTS and
+// U_OPEN_SOCKETS (its requests and sockets die with it, no JS runs), and
+// least-connections would count them for ever. So each worker also keeps its
+// own share of those two gauges here, and the primary, when it sees the worker
+// exit, subtracts that share from the upstream and zeroes it.
+//
+//   HOLDINGS_OFFSET + (workerSlot * MAX_UPSTREAMS + upstreamSlot) * HOLDING_INTS:
+//   +-------------------+-------------------+
+//   | HELD_ACTIVE (i32) | HELD_SOCKETS (i32)|   worker 0, upstream 0
+//   +-------------------+-------------------+
+//   | ...               | ...               |   worker 0, upstream 1 .. 63, then worker 1 ...
+//
+// Who writes: the worker that owns workerSlot (SharedState.addHeld, together
+// with the upstream's gauge), and the primary after that worker has exited
+// (releaseWorkerHoldings); never both at once, as the slot is freed only after.
+export const HELD_ACTIVE_REQUESTS = 0 // this worker's part of U_ACTIVE_REQUESTS
+export const HELD_OPEN_SOCKETS = 1 //    this worker's part of U_OPEN_SOCKETS
+export const HOLDING_INTS = 2
+
 // ---- rate-limit table slot --------------------------------------------------
 export const RATE_SLOT_INTS = 4 //       layout owned by src/ratelimit
 
@@ -100,7 +122,8 @@ export const RATE_SLOT_INTS = 4 //       layout owned by src/ratelimit
 export const UPSTREAMS_OFFSET = HEADER_INTS
 export const WORKERS_OFFSET = UPSTREAMS_OFFSET + MAX_UPSTREAMS * UPSTREAM_INTS
 export const FIREWALL_OFFSET = WORKERS_OFFSET + MAX_WORKER_SLOTS * WORKER_INTS
-export const RATE_OFFSET = FIREWALL_OFFSET + MAX_FIREWALL_RULES
+export const HOLDINGS_OFFSET = FIREWALL_OFFSET + MAX_FIREWALL_RULES
+export const RATE_OFFSET = HOLDINGS_OFFSET + MAX_WORKER_SLOTS * MAX_UPSTREAMS * HOLDING_INTS
 
 export function stateInts (rateTableSlots: number): number {
   return RATE_OFFSET + rateTableSlots * RATE_SLOT_INTS

@@ -93,6 +93,49 @@ export class SharedState {
     return Atomics.compareExchange(this.i32, L.UPSTREAMS_OFFSET + slot * L.UPSTREAM_INTS + field, expected, value)
   }
 
+  /**
+   * Change an upstream's U_ACTIVE_REQUESTS or U_OPEN_SOCKETS by `delta` on
+   * behalf of the worker in `workerSlot`, and record it as that worker's
+   * holding (layout: holdings), so that the primary can take it back if the
+   * worker dies (releaseWorkerHoldings). workerSlot -1 (a thread without a
+   * slot) changes only the gauge. Not atomic as a pair: only the worker itself
+   * writes its cell while it lives, and the primary only after it exited.
+   */
+  addHeld (workerSlot: number, upstreamSlot: number, field: typeof L.U_ACTIVE_REQUESTS | typeof L.U_OPEN_SOCKETS, delta: number): void {
+    Atomics.add(this.i32, L.UPSTREAMS_OFFSET + upstreamSlot * L.UPSTREAM_INTS + field, delta)
+    if (workerSlot === -1) return
+    const cell = L.HOLDINGS_OFFSET + (workerSlot * L.MAX_UPSTREAMS + upstreamSlot) * L.HOLDING_INTS +
+      (field === L.U_ACTIVE_REQUESTS ? L.HELD_ACTIVE_REQUESTS : L.HELD_OPEN_SOCKETS)
+    Atomics.add(this.i32, cell, delta)
+  }
+
+  /** What the worker in `workerSlot` holds of an upstream's gauge (tests, diagnostics). */
+  held (workerSlot: number, upstreamSlot: number, field: typeof L.U_ACTIVE_REQUESTS | typeof L.U_OPEN_SOCKETS): number {
+    return Atomics.load(this.i32, L.HOLDINGS_OFFSET + (workerSlot * L.MAX_UPSTREAMS + upstreamSlot) * L.HOLDING_INTS +
+      (field === L.U_ACTIVE_REQUESTS ? L.HELD_ACTIVE_REQUESTS : L.HELD_OPEN_SOCKETS))
+  }
+
+  /**
+   * The primary, once the worker in `workerSlot` has exited: subtract each of
+   * its holdings from the upstream's gauge and zero it. Call before the slot
+   * is freed (releaseWorkerSlot), or a new worker could claim the slot and add
+   * to cells still being released. Returns the totals taken back.
+   */
+  releaseWorkerHoldings (workerSlot: number): { activeRequests: number, openSockets: number } {
+    const released = { activeRequests: 0, openSockets: 0 }
+    if (workerSlot < 0 || workerSlot >= L.MAX_WORKER_SLOTS) return released
+    const base = L.HOLDINGS_OFFSET + workerSlot * L.MAX_UPSTREAMS * L.HOLDING_INTS
+    for (let upstream = 0; upstream < L.MAX_UPSTREAMS; upstream++) {
+      const cell = base + upstream * L.HOLDING_INTS
+      const gauge = L.UPSTREAMS_OFFSET + upstream * L.UPSTREAM_INTS
+      const active = Atomics.exchange(this.i32, cell + L.HELD_ACTIVE_REQUESTS, 0)
+      if (active !== 0) { Atomics.sub(this.i32, gauge + L.U_ACTIVE_REQUESTS, active); released.activeRequests += active }
+      const sockets = Atomics.exchange(this.i32, cell + L.HELD_OPEN_SOCKETS, 0)
+      if (sockets !== 0) { Atomics.sub(this.i32, gauge + L.U_OPEN_SOCKETS, sockets); released.openSockets += sockets }
+    }
+    return released
+  }
+
   /** Eligible for new requests: healthy and not drained by an operator. */
   isAvailable (slot: number): boolean {
     const base = L.UPSTREAMS_OFFSET + slot * L.UPSTREAM_INTS
@@ -141,6 +184,15 @@ export class SharedState {
         for (let i = 1; i < L.WORKER_INTS; i++) Atomics.store(this.i32, base + i, 0)
         return slot
       }
+    }
+    return -1
+  }
+
+  /** The slot `threadId` claimed, or -1. */
+  workerSlotOf (threadId: number): number {
+    if (threadId <= 0) return -1 // 0 marks a free slot
+    for (let slot = 0; slot < L.MAX_WORKER_SLOTS; slot++) {
+      if (Atomics.load(this.i32, L.WORKERS_OFFSET + slot * L.WORKER_INTS + L.W_THREAD_ID) === threadId) return slot
     }
     return -1
   }
