@@ -140,7 +140,7 @@ for (const mode of MODES) {
       assert.deepEqual(ups.map((up) => up.count), [30, 30, 30])
     })
 
-    test('request smuggling attempts get 400 and reach no upstream', async (t) => {
+    test('request smuggling attempts get 400 (501 for an unknown transfer coding) and reach no upstream', async (t) => {
       const up = await startEchoUpstream('guarded')
       t.after(async () => await up.close())
       let upstreamConnections = 0
@@ -159,7 +159,7 @@ for (const mode of MODES) {
       ]
       for (const attempt of attempts) {
         const result = await rawExchange(lb.port, attempt, { timeoutMs: 3000 })
-        assert.match(result.text, /^HTTP\/1\.1 400 /, `for ${JSON.stringify(attempt)}: ${JSON.stringify(result.text.slice(0, 100))}`)
+        assert.match(result.text, attempt.includes('xchunked') ? /^HTTP\/1\.1 501 / : /^HTTP\/1\.1 400 /, `for ${JSON.stringify(attempt)}: ${JSON.stringify(result.text.slice(0, 100))}`)
         assert.equal(result.timedOut, false, 'the proxy closed the connection')
       }
       assert.equal(up.count, 0)
