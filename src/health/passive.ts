@@ -17,6 +17,7 @@ import {
   U_CONSECUTIVE_FAILURES, U_EJECTED_AT, U_FAILURES, U_HEALTH_TRANSITIONS, U_HEALTHY, U_LAST_RESPONSE_AT, U_LAST_TIMEOUT_CLIENT,
 } from '../shared/layout'
 import { SharedState, type UpstreamEntry } from '../shared/state'
+import { fmix32 } from '../shared/hash'
 import { logger } from '../log'
 
 /**
@@ -58,6 +59,13 @@ export function recordUpstreamTimeout (state: SharedState, slot: number, passive
   }
   state.storeUpstream(slot, U_LAST_TIMEOUT_CLIENT, clientHash)
   return recordUpstreamFailure(state, slot, passive, nowMs)
+}
+
+/** Identifies a client for the same-client timeout rule (never 0, which means none). */
+export function clientHash (ip: string): number {
+  let h = 0x811c9dc5 // FNV-1a, then murmur's finaliser
+  for (let i = 0; i < ip.length; i++) h = Math.imul(h ^ ip.charCodeAt(i), 0x01000193)
+  return fmix32(h) | 1
 }
 
 /** A request got a response head: the failure streak is over. `nowMs` from state.now(). */

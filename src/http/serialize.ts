@@ -45,14 +45,19 @@ interface FieldPlan {
   drop: Uint8Array
   /** Keep Upgrade (an allowed upgrade goes through). */
   keepUpgrade: boolean
-  /** Write Content-Length lines (canonical, once); false drops them (1xx, 204). */
-  contentLength: boolean
+  /** The canonical Content-Length line written for the first Content-Length field, '' to drop them (1xx, 204). */
+  lengthLine: string
   transferEncoding: TransferFraming
   /** Replace the Host line with this authority ('' = keep the Host line as received). */
   host: string
 }
 
-const plan: FieldPlan = { drop: DROP_REQUEST, keepUpgrade: false, contentLength: true, transferEncoding: 'chunked', host: '' }
+const plan: FieldPlan = { drop: DROP_REQUEST, keepUpgrade: false, lengthLine: '', transferEncoding: 'chunked', host: '' }
+
+/** The Content-Length line for `p` ('' when it has none): built once per head, measured and written from the same string. */
+function lengthLineOf (p: HeadParser): string {
+  return p.contentLength === -1 ? '' : 'Content-Length: ' + p.contentLength + '\r\n'
+}
 
 const CHUNKED_LINE = 'Transfer-Encoding: chunked\r\n'
 
@@ -92,7 +97,7 @@ function writeFields (p: HeadParser, out: Buffer | null, o: number): number {
     let keep: boolean
     if (kind === H_CONTENT_LENGTH) {
       keep = false
-      if (plan.contentLength && !wroteLength) { line = 'Content-Length: ' + p.contentLength + '\r\n'; wroteLength = true }
+      if (!wroteLength) { line = plan.lengthLine; wroteLength = true }
     } else if (kind === H_TRANSFER_ENCODING) {
       keep = false
       if (plan.transferEncoding === 'chunked' && !wroteCoding) { line = CHUNKED_LINE; wroteCoding = true }
@@ -166,7 +171,7 @@ export function buildRequestHead (p: HeadParser, id: ForwardIdentity, upgrading:
   const http10 = p.versionMinor === 0
   plan.drop = DROP_REQUEST
   plan.keepUpgrade = upgrading
-  plan.contentLength = true
+  plan.lengthLine = lengthLineOf(p)
   plan.transferEncoding = 'chunked'
   const absolute = p.absoluteForm
   const authority = absolute ? p.host() : ''
@@ -249,7 +254,7 @@ export function buildResponseHead (p: HeadParser, via: string, connection: Conne
   plan.drop = DROP_RESPONSE
   plan.keepUpgrade = connection === 'upgrade'
   // RFC 9110 §8.6: no Content-Length in a 1xx or 204; §15.4.5 lets a 304 (and a HEAD answer) carry it
-  plan.contentLength = status >= 200 && status !== 204
+  plan.lengthLine = status >= 200 && status !== 204 ? lengthLineOf(p) : ''
   plan.transferEncoding = transferEncoding
   plan.host = ''
   const lineBytes = p.fieldsStart
@@ -274,7 +279,7 @@ export function buildStoredHead (p: HeadParser): Buffer {
   const base = p.base
   plan.drop = DROP_STORED
   plan.keepUpgrade = false
-  plan.contentLength = true
+  plan.lengthLine = lengthLineOf(p)
   plan.transferEncoding = 'drop'
   plan.host = ''
   const lineBytes = p.fieldsStart

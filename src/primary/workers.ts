@@ -16,6 +16,7 @@ import { loadHandoff } from './handoff'
 import { ADOPT_NONE, ADOPT_TAKING } from './adoption'
 import { SharedCacheStore, type SharedCacheInit } from '../cache/store'
 import { logger } from '../log'
+import type { ErrorCode } from '../errors'
 
 export interface WorkerInit {
   config: Config
@@ -88,7 +89,7 @@ export class WorkerPool {
       this.watchThreads()
       if (!this.stopping) {
         state.addHeader(H_WORKER_RESTARTS, 1)
-        logger.error({ threadId: worker.id }, 'worker thread exited; its connections were closed and a new worker replaces it')
+        logger.error({ code: 'SWY_ERR_WORKER_CRASHED' satisfies ErrorCode, threadId: worker.id }, 'worker thread exited; its connections were closed and a new worker replaces it')
       }
     })
     this.pool.on('error', (err: Error) => {
@@ -139,7 +140,7 @@ export class WorkerPool {
     try {
       fd = this.handoff.duplicate(handle.fd)
     } catch (err) {
-      logger.error({ err: (err as Error).message }, 'could not duplicate an accepted descriptor; connection dropped')
+      logger.error({ code: 'SWY_ERR_FD_HANDOFF' satisfies ErrorCode, err: (err as Error).message }, 'could not duplicate an accepted descriptor; connection dropped')
       socket.destroy()
       return
     }
@@ -157,7 +158,7 @@ export class WorkerPool {
         (adopted === ADOPT_TAKING && this.handoff.peer(task.fd) === peerKey(task.peerIp, task.peerPort))
       if (!stillOurs) {
         // the worker had it: its teardown closed the descriptor and the connection with it
-        if (!this.stopping) logger.warn({ peer: task.peerIp, err: err.message }, 'connection ended by a worker failure')
+        if (!this.stopping) logger.warn({ code: 'SWY_ERR_WORKER_CRASHED' satisfies ErrorCode, peer: task.peerIp, err: err.message }, 'connection ended by a worker failure')
         return
       }
       Atomics.store(task.adopted, 0, ADOPT_NONE)

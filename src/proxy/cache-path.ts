@@ -405,4 +405,15 @@ function renderStored (e: CacheEntry, xCache: string, notModified: boolean, head
   return out
 }
 
+/** A cached response's bytes as they go to the client: its head, our Via and Connection, the body. */
+export function renderCachedResponse (response: CachedResponse, via: string, closing: boolean, http10: boolean): Buffer {
+  const connection = closing ? 'Connection: close\r\n' : (http10 ? 'Connection: keep-alive\r\n' : '')
+  const head = response.head + 'Via: 1.1 ' + via + '\r\n' + connection + '\r\n'
+  const body = response.body
+  const out = Buffer.allocUnsafe(head.length + (body === null ? 0 : body.length))
+  const o = out.latin1Write(head, 0)
+  if (body !== null) body.copy(out, o)
+  return out
+}
+
 export { SharedCacheStore }

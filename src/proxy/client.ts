@@ -27,9 +27,8 @@ import { performance } from 'node:perf_hooks'
 import type { ProxyContext, RateDecisionLike } from './context'
 import type { UpstreamEntry } from '../shared/state'
 import { W_OPEN_CONNECTIONS, W_REQUESTS, U_ACTIVE_REQUESTS, U_REQUESTS, U_RETRIES, H_PROTOCOL_ERRORS } from '../shared/layout'
-import { fmix32 } from '../shared/hash'
 import {
-  HeadParser, KIND_REQUEST, HEAD_INCOMPLETE, HEAD_ERROR, BODY_NONE, BODY_LENGTH, BODY_CHUNKED, BODY_CLOSE, type BodyKind,
+  HeadParser, KIND_REQUEST, HEAD_INCOMPLETE, HEAD_ERROR, BODY_NONE, BODY_LENGTH, BODY_CHUNKED, BODY_CLOSE,
 } from '../http/head-parser'
 import { H_COOKIE, H_UPGRADE } from '../http/header-names'
 import { ChunkedScanner, CHUNKED_ERROR } from '../http/chunked'
@@ -38,11 +37,12 @@ import { errorReply, errorReplyWith } from '../http/replies'
 import { PickContext } from '../balancer/types'
 import { describe, type ErrorCode } from '../errors'
 import { UpstreamConnection, type UpstreamClient, type HeadAction, type UpstreamFailure } from './upstream'
-import { recordUpstreamFailure, recordUpstreamSuccess, recordUpstreamTimeout } from '../health/passive'
+import { recordUpstreamFailure, recordUpstreamSuccess, recordUpstreamTimeout, clientHash } from '../health/passive'
 import { findCookie } from '../sticky/cookie'
-import { logAccess, logRejected, logUpstreamProblem, logEjection, type AccessRecord } from './access-log'
+import { logAccess, logRejected, logUpstreamProblem, logEjection } from './access-log'
+import { Exchange } from './exchange'
 import type { Expirable } from './sweeper'
-import { CacheState, type CacheUser, type CachedResponse, type CacheDecision } from './cache-path'
+import { CacheState, renderCachedResponse, type CacheUser, type CachedResponse, type CacheDecision } from './cache-path'
 import { filterRequest, type FilteredRequest } from './request-filter'
 import { pickUpstream } from './pick'
 import { decideRetry, blamesUpstream } from './retry'
@@ -64,9 +64,6 @@ type Deadline =
   | 'idle' //   no request, or a client that does not read what we queued for it
   | 'linger' // closing: reading and discarding until the client closes too
 
-/** How a response body goes to the client. */
-type BodyRelay = 'raw' | 'rechunk' | 'dechunk'
-
 /**
  * After our last response on a connection we half-close and keep reading (and
  * discarding) for a while: closing with unread input makes the kernel send RST,
@@ -85,10 +82,9 @@ const COALESCE_BYTES = 16 * 1024
 
 const kClient = Symbol('switchyard.client')
 
-export class ClientConnection implements UpstreamClient, Expirable, FilteredRequest, CacheUser, AccessRecord {
+export class ClientConnection extends Exchange implements UpstreamClient, Expirable, FilteredRequest, CacheUser {
   readonly ctx: ProxyContext
   readonly socket: net.Socket
-  readonly peerIp: string
   readonly identity: ForwardIdentity
   readonly parser: HeadParser
   /** Scanner of a chunked request body. */
@@ -115,56 +111,17 @@ export class ClientConnection implements UpstreamClient, Expirable, FilteredRequ
   /** Cache state for the current request; null while the cache is off. */
   cacheState: CacheState | null = null
 
-  // ---- the current request: set by resetRequest() and the phases ----
-  method = ''
-  target = ''
-  clientIp = ''
-  bodyLength = -1
-  isHead = false
-  keepAlive = true
-  http10 = false
-  upgrading = false
-  bodyKind: BodyKind = BODY_NONE
-  bodyRemaining = 0
-  bodyDone = true
-  /** Some request body bytes have gone to an upstream (then it cannot be replayed). */
-  bodySent = false
-  requestHead: Buffer | null = null
-  /** The body bytes that came with the head, as they go upstream (re-chunked when chunked). */
-  initialBody: Buffer | null = null
-  /** requestHead carries the first body bytes too. */
-  headCarriesBody = false
-  entry: UpstreamEntry | null = null
-  retriesLeft = 0
-  startedAt = 0
-  sentAt = 0
-  /** state.now() when the request went upstream (passive health's timeout rule). */
-  sentAtMs = 0
-  status = 0
-  bytesOut = 0
-  flag = '-'
-  responseStarted = false
-  closeAfterResponse = false
-  relay: BodyRelay = 'raw'
-  /** Response head not yet written: sent together with the first body bytes in one write. */
-  heldHead: Buffer | null = null
-  /** Set-Cookie line to add to the response (sticky sessions), '' for none. */
-  setCookie = ''
-  stickyIndex = -1
-  lastFailure = ''
-
   constructor (ctx: ProxyContext, socket: net.Socket, peerIp: string) {
+    // an IPv4 peer on a dual-stack socket reads '::ffff:1.2.3.4': it is 1.2.3.4
+    const ip = peerIp.startsWith('::ffff:') && peerIp.includes('.') ? peerIp.slice(7) : peerIp
+    super(ip)
     this.ctx = ctx
     this.socket = socket
-    const v6 = peerIp.includes(':')
-    const ip = v6 && peerIp.startsWith('::ffff:') && peerIp.includes('.') ? peerIp.slice(7) : peerIp
-    this.peerIp = ip
     this.identity = {
       clientIp: ip,
       forwardedFor: ip.includes(':') ? `for="[${ip}]"` : `for=${ip}`,
       via: ctx.config.proxy.via,
     }
-    this.clientIp = ip
     this.parser = new HeadParser(KIND_REQUEST, ctx.headLimits)
     this.chunked = new ChunkedScanner(ctx.headLimits.maxHeaderBytes)
     this.rate = ctx.limiter !== null ? ctx.limiter.newDecision() : null
@@ -179,40 +136,6 @@ export class ClientConnection implements UpstreamClient, Expirable, FilteredRequ
     ctx.sweeper.add(this)
     if (ctx.workerSlot !== -1) ctx.state.addWorker(ctx.workerSlot, W_OPEN_CONNECTIONS, 1)
     this.setDeadline('idle', ctx.config.timeouts.clientIdleMs)
-  }
-
-  /** Every per-request field, in one place, before a request starts. */
-  private resetRequest (): void {
-    this.method = ''
-    this.target = ''
-    this.clientIp = this.peerIp
-    this.bodyLength = -1
-    this.isHead = false
-    this.keepAlive = true
-    this.http10 = false
-    this.upgrading = false
-    this.bodyKind = BODY_NONE
-    this.bodyRemaining = 0
-    this.bodyDone = true
-    this.bodySent = false
-    this.requestHead = null
-    this.initialBody = null
-    this.headCarriesBody = false
-    this.entry = null
-    this.retriesLeft = 0
-    this.startedAt = 0
-    this.sentAt = 0
-    this.sentAtMs = 0
-    this.status = 0
-    this.bytesOut = 0
-    this.flag = '-'
-    this.responseStarted = false
-    this.closeAfterResponse = false
-    this.relay = 'raw'
-    this.heldHead = null
-    this.setCookie = ''
-    this.stickyIndex = -1
-    this.lastFailure = ''
   }
 
   // ---- FirewallRequest: the authority the request is for stands in for Host (RFC 9112 §3.2.2) ----
@@ -388,7 +311,7 @@ export class ClientConnection implements UpstreamClient, Expirable, FilteredRequ
     }
 
     // phase: request filter (client address, firewall, rate limit)
-    const refusal = filterRequest(ctx, this, Date.now())
+    const refusal = filterRequest(ctx, this)
     if (refusal !== null) { this.failRequest(refusal, this.lastFailure); return }
 
     // phase: cache lookup
@@ -592,7 +515,7 @@ export class ClientConnection implements UpstreamClient, Expirable, FilteredRequ
         // revalidated: the stored response goes out instead of the upstream's 304
         this.status = cached.status
         this.closeAfterResponse = !this.keepAlive || ctx.draining || !this.bodyDone
-        const out = this.renderCached(cached)
+        const out = renderCachedResponse(cached, ctx.config.proxy.via, this.closeAfterResponse, this.http10)
         this.bytesOut += out.length
         this.heldHead = out
         return 'final'
@@ -720,8 +643,7 @@ export class ClientConnection implements UpstreamClient, Expirable, FilteredRequ
 
   private noteFailure (entry: UpstreamEntry, code: UpstreamFailure): void {
     const ctx = this.ctx
-    const passive = ctx.config.healthCheck?.passive
-    if (passive === undefined) return
+    const passive = ctx.config.healthCheck.passive
     const now = ctx.state.now()
     const ejected = code === 'SWY_ERR_UPSTREAM_TIMEOUT'
       ? recordUpstreamTimeout(ctx.state, entry.slot, passive, now, this.sentAtMs, clientHash(this.clientIp))
@@ -746,19 +668,8 @@ export class ClientConnection implements UpstreamClient, Expirable, FilteredRequ
     this.status = response.status
     this.responseStarted = true
     this.closeAfterResponse = !this.keepAlive || this.ctx.draining
-    this.writeOut(this.renderCached(response))
+    this.writeOut(renderCachedResponse(response, this.ctx.config.proxy.via, this.closeAfterResponse, this.http10))
     this.finishRequest()
-  }
-
-  /** A cached response's bytes: its head, our Via and Connection, the body. */
-  private renderCached (response: CachedResponse): Buffer {
-    const connection = this.closeAfterResponse ? 'Connection: close\r\n' : (this.http10 ? 'Connection: keep-alive\r\n' : '')
-    const head = response.head + 'Via: 1.1 ' + this.ctx.config.proxy.via + '\r\n' + connection + '\r\n'
-    const body = response.body
-    const out = Buffer.allocUnsafe(head.length + (body === null ? 0 : body.length))
-    const o = out.latin1Write(head, 0)
-    if (body !== null) body.copy(out, o)
-    return out
   }
 
   /** Phase: log. The response went out completely: next request or close. */
@@ -901,13 +812,6 @@ export class ClientConnection implements UpstreamClient, Expirable, FilteredRequ
     const up = this.upstream
     if (up !== null && up.socket.isPaused()) up.socket.resume()
   }
-}
-
-/** Identifies a client for passive health's same-client rule (never 0, which means none). */
-function clientHash (ip: string): number {
-  let h = 0x811c9dc5
-  for (let i = 0; i < ip.length; i++) h = Math.imul(h ^ ip.charCodeAt(i), 0x01000193)
-  return fmix32(h) | 1
 }
 
 function client (socket: net.Socket): ClientConnection {

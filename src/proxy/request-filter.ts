@@ -23,7 +23,7 @@ export interface FilteredRequest extends FirewallRequest {
 
 export type FilterVerdict = 'SWY_ERR_FIREWALL_DENIED' | 'SWY_ERR_RATE_LIMITED' | null
 
-export function filterRequest (ctx: ProxyContext, req: FilteredRequest, nowMs: number): FilterVerdict {
+export function filterRequest (ctx: ProxyContext, req: FilteredRequest): FilterVerdict {
   const resolve = ctx.resolveClientIp
   req.clientIp = resolve === null ? req.peerIp : resolve(req.peerIp, req.parser.headerOfKind(H_X_FORWARDED_FOR))
   const firewall = ctx.firewall
@@ -37,7 +37,7 @@ export function filterRequest (ctx: ProxyContext, req: FilteredRequest, nowMs: n
   const limiter = ctx.limiter
   if (limiter !== null) {
     const decision = req.rate ?? (req.rate = limiter.newDecision())
-    if (!limiter.check(req.clientIp, nowMs, decision)) {
+    if (!limiter.check(req.clientIp, Date.now(), decision)) {
       ctx.state.addHeader(H_RATE_LIMITED, 1)
       req.lastFailure = 'rate limited'
       return 'SWY_ERR_RATE_LIMITED'

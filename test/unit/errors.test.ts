@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { readFileSync } from 'node:fs'
+import { readFileSync, readdirSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { errorCatalogue, SwitchyardError, ConfigError, toWire, describe as describeCode, type ErrorCode } from '../../src/errors'
 import { errorReply } from '../../src/http/replies'
@@ -52,5 +52,21 @@ test('every canned reply is a well-formed response that leaks nothing', () => {
       assert.doesNotMatch(body, /127\.0\.0\.1|\bat \w+ \(|\.js:\d+/)
       assert.ok(body.includes(errorCatalogue[code].message))
     }
+  }
+})
+
+test('every code is produced somewhere in src/ (no catalogue entry without a producer)', () => {
+  const srcDir = join(__dirname, '..', '..', '..', 'src')
+  let text = ''
+  const walk = (dir: string): void => {
+    for (const name of readdirSync(dir)) {
+      const path = join(dir, name)
+      if (statSync(path).isDirectory()) walk(path)
+      else if (name.endsWith('.ts') && name !== 'errors.ts') text += readFileSync(path, 'utf8')
+    }
+  }
+  walk(srcDir)
+  for (const code of Object.keys(errorCatalogue)) {
+    assert.ok(text.includes(`'${code}'`), `${code} is in the catalogue but nothing in src/ produces it`)
   }
 })

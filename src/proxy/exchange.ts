@@ -1,0 +1,95 @@
+/**
+ * The request a client connection is working on: every per-request field,
+ * assigned here and reset in one place (undici's client-h1 resets its parser
+ * fields in one block). ClientConnection extends it; the access log and the
+ * request filter read it.
+ */
+import type { UpstreamEntry } from '../shared/state'
+import { BODY_NONE, type BodyKind } from '../http/head-parser'
+import type { AccessRecord } from './access-log'
+
+/** How a response body goes to the client: as framed, re-chunked, or de-chunked for HTTP/1.0. */
+export type BodyRelay = 'raw' | 'rechunk' | 'dechunk'
+
+export class Exchange implements AccessRecord {
+  /** The socket peer's address (IPv4-mapped IPv6 unwrapped). */
+  readonly peerIp: string
+
+  method = ''
+  target = ''
+  clientIp = ''
+  bodyLength = -1
+  isHead = false
+  keepAlive = true
+  http10 = false
+  upgrading = false
+  bodyKind: BodyKind = BODY_NONE
+  bodyRemaining = 0
+  bodyDone = true
+  /** Some request body bytes have gone to an upstream (then it cannot be replayed). */
+  bodySent = false
+  requestHead: Buffer | null = null
+  /** The body bytes that came with the head, as they go upstream (re-chunked when chunked). */
+  initialBody: Buffer | null = null
+  /** requestHead carries the first body bytes too. */
+  headCarriesBody = false
+  entry: UpstreamEntry | null = null
+  retriesLeft = 0
+  startedAt = 0
+  sentAt = 0
+  /** state.now() when the request went upstream (passive health's timeout rule). */
+  sentAtMs = 0
+  status = 0
+  bytesOut = 0
+  flag = '-'
+  responseStarted = false
+  closeAfterResponse = false
+  relay: BodyRelay = 'raw'
+  /** Response head not yet written: sent together with the first body bytes in one write. */
+  heldHead: Buffer | null = null
+  /** Set-Cookie line to add to the response (sticky sessions), '' for none. */
+  setCookie = ''
+  stickyIndex = -1
+  lastFailure = ''
+
+
+  constructor (peerIp: string) {
+    this.peerIp = peerIp
+    this.clientIp = peerIp
+  }
+
+  /** Every per-request field, in one place, before a request starts. */
+  protected resetRequest (): void {
+    this.method = ''
+    this.target = ''
+    this.clientIp = this.peerIp
+    this.bodyLength = -1
+    this.isHead = false
+    this.keepAlive = true
+    this.http10 = false
+    this.upgrading = false
+    this.bodyKind = BODY_NONE
+    this.bodyRemaining = 0
+    this.bodyDone = true
+    this.bodySent = false
+    this.requestHead = null
+    this.initialBody = null
+    this.headCarriesBody = false
+    this.entry = null
+    this.retriesLeft = 0
+    this.startedAt = 0
+    this.sentAt = 0
+    this.sentAtMs = 0
+    this.status = 0
+    this.bytesOut = 0
+    this.flag = '-'
+    this.responseStarted = false
+    this.closeAfterResponse = false
+    this.relay = 'raw'
+    this.heldHead = null
+    this.setCookie = ''
+    this.stickyIndex = -1
+    this.lastFailure = ''
+  }
+
+}
