@@ -38,7 +38,7 @@ const SWITCHYARD_COLOR = '#1f5fbf'
 const REFERENCE_COLORS = ['#d9480f', '#2b8a3e', '#862e9c', '#c92a2a', '#5c940d', '#495057']
 const FONT = 'font-family="Helvetica, Arial, sans-serif"'
 
-export function renderChart(input: ChartInput): string {
+export function renderChart (input: ChartInput): string {
   const legendRows = 1 + input.references.length
   const height = PANEL_TOP + PANEL_HEIGHT + 60 + legendRows * 20 + 20
   const parts: string[] = []
@@ -60,12 +60,12 @@ export function renderChart(input: ChartInput): string {
   parts.push(`<line x1="90" y1="${y - 4}" x2="120" y2="${y - 4}" stroke="${SWITCHYARD_COLOR}" stroke-width="2.5"/>`)
   parts.push(`<circle cx="105" cy="${y - 4}" r="4" fill="${SWITCHYARD_COLOR}"/>`)
   parts.push(`<text x="130" y="${y}" font-size="13">switchyard: median over rounds, whiskers = min..max; ` +
-    `x = worker threads (seq = sequential, one thread)</text>`)
+    'x = worker threads (seq = sequential, one thread)</text>')
   input.references.forEach((reference, i) => {
     y += 20
     const color = REFERENCE_COLORS[i % REFERENCE_COLORS.length]
     parts.push(`<line x1="90" y1="${y - 4}" x2="120" y2="${y - 4}" stroke="${color}" stroke-width="2" ` +
-      `stroke-dasharray="6 4"/>`)
+      'stroke-dasharray="6 4"/>')
     parts.push(`<text x="130" y="${y}" font-size="13">${escapeXml(reference.label)}: ` +
       `${formatCount(reference.requestsPerSec)} req/s, ${reference.cpuUsPerRequest.toFixed(1)} µs/req</text>`)
   })
@@ -73,7 +73,7 @@ export function renderChart(input: ChartInput): string {
   return parts.join('\n') + '\n'
 }
 
-function panel(input: ChartInput, index: number, yLabel: string,
+function panel (input: ChartInput, index: number, yLabel: string,
   pointValues: (p: ChartPoint) => [number, number, number], referenceValue: (r: ChartReference) => number): string {
   const left = PANEL_LEFT[index]
   const top = PANEL_TOP
@@ -157,7 +157,7 @@ function panel(input: ChartInput, index: number, yLabel: string,
 }
 
 /** A round axis maximum with 4–6 steps of 1, 2 or 5 × 10^k. */
-function niceScale(maxValue: number): { max: number; step: number } {
+function niceScale (maxValue: number): { max: number; step: number } {
   const target = maxValue * 1.12 || 1
   const raw = target / 5
   const magnitude = 10 ** Math.floor(Math.log10(raw))
@@ -165,16 +165,16 @@ function niceScale(maxValue: number): { max: number; step: number } {
   return { max: Math.ceil(target / step) * step, step }
 }
 
-function formatCount(value: number): string {
+function formatCount (value: number): string {
   if (value >= 1_000_000) return `${+(value / 1_000_000).toFixed(2)}M`
   if (value >= 1000) return `${+(value / 1000).toFixed(1)}k`
   return `${+value.toFixed(1)}`
 }
 
-function formatValue(value: number): string {
+function formatValue (value: number): string {
   return value >= 1000 ? formatCount(value) : value.toFixed(1)
 }
 
-function escapeXml(text: string): string {
+function escapeXml (text: string): string {
   return text.replace(/[<>&"']/g, (c) => `&#${c.charCodeAt(0)};`)
 }

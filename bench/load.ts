@@ -75,11 +75,25 @@ const HELP = `npm run bench -- [options] [-- extra switchyard flags]
   --json                print only the result JSON on stdout
 `
 
-function parseArgs(argv: string[]): Options {
+function parseArgs (argv: string[]): Options {
   const options: Options = {
-    quick: false, durationS: 10, warmupS: 2, rounds: 3, connections: 64, json: false, peers: false,
-    workersList: [], pin: true, balancerCpus: null, loadCpus: null, upstreams: 2, nginxUpstreams: false,
-    loadgen: null, balancerScript: path.join(ROOT, 'dist/src/cli.js'), peerThreads: null, balancerArgs: [],
+    quick: false,
+    durationS: 10,
+    warmupS: 2,
+    rounds: 3,
+    connections: 64,
+    json: false,
+    peers: false,
+    workersList: [],
+    pin: true,
+    balancerCpus: null,
+    loadCpus: null,
+    upstreams: 2,
+    nginxUpstreams: false,
+    loadgen: null,
+    balancerScript: path.join(ROOT, 'dist/src/cli.js'),
+    peerThreads: null,
+    balancerArgs: [],
   }
   let duration: number | null = null
   let warmup: number | null = null
@@ -139,7 +153,7 @@ function parseArgs(argv: string[]): Options {
   return options
 }
 
-function parseWorkersList(list: string): number[] {
+function parseWorkersList (list: string): number[] {
   const workers = list.split(',').map((s) => Number.parseInt(s, 10))
   if (workers.some((n) => !Number.isInteger(n) || n < 0)) throw new Error(`--workers-list: bad list ${list}`)
   return [...new Set(workers)]
@@ -157,7 +171,7 @@ interface Pinning {
   description: string
 }
 
-function planPinning(options: Options, loadgenName: string): Pinning {
+function planPinning (options: Options, loadgenName: string): Pinning {
   const cpus = allowedCpus()
   const off = (why: string): Pinning => ({ enabled: false, balancerCpus: null, loadCpus: null, description: why })
   if (!options.pin) return off('no pinning (--no-pin): all processes float over all CPUs')
@@ -194,7 +208,7 @@ interface ProcStat {
 }
 
 /** /proc/PID/stat: utime (field 14) + stime (15) cover every thread of the process. */
-function readStat(pid: number): ProcStat | null {
+function readStat (pid: number): ProcStat | null {
   let text: string
   try {
     text = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
@@ -207,7 +221,7 @@ function readStat(pid: number): ProcStat | null {
 }
 
 /** CPU µs used so far by `pid` and its live descendants (nginx workers, etc.). */
-function cpuMicrosOfTree(pid: number): number {
+function cpuMicrosOfTree (pid: number): number {
   const children = new Map<number, number[]>()
   const ticks = new Map<number, number>()
   for (const entry of fs.readdirSync('/proc')) {
@@ -282,13 +296,13 @@ interface Summary {
   badExits: (number | string)[]
 }
 
-function switchyardConfig(workers: number, options: Options, upstreams: Upstreams, pinning: Pinning): Configuration {
+function switchyardConfig (workers: number, options: Options, upstreams: Upstreams, pinning: Pinning): Configuration {
   return {
     id: workers === 0 ? 'switchyard-seq' : `switchyard-w${workers}`,
     label: workers === 0 ? 'switchyard seq' : `switchyard ×${workers}`,
     kind: 'switchyard',
     workers,
-    async start(port) {
+    async start (port) {
       const args = [options.balancerScript, '--bind', `127.0.0.1:${port}`]
       for (const p of upstreams.ports) args.push('--upstream', `127.0.0.1:${p}`)
       args.push('--workers', String(workers), '--log-level', 'warn', '--no-access-log', ...options.balancerArgs)
@@ -299,14 +313,14 @@ function switchyardConfig(workers: number, options: Options, upstreams: Upstream
   }
 }
 
-function median(values: number[]): number {
+function median (values: number[]): number {
   const sorted = values.filter(Number.isFinite).sort((a, b) => a - b)
   if (sorted.length === 0) return Number.NaN
   const mid = sorted.length >> 1
   return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
 }
 
-function summarize(config: Configuration, runs: RunRecord[]): Summary {
+function summarize (config: Configuration, runs: RunRecord[]): Summary {
   const ok = runs.filter((r) => r.ok && r.result !== null)
   const rps = ok.map((r) => (r.result as LoadResult).requestsPerSec)
   const cpu = ok.map((r) => r.cpuMicrosPerRequest)
@@ -346,9 +360,9 @@ class Progress {
   /** seconds per run beyond warm-up + measurement (start, stop), learned as we go */
   private overheadS = 1.5
 
-  constructor(private readonly totalRuns: number, private readonly runS: number) {}
+  constructor (private readonly totalRuns: number, private readonly runS: number) {}
 
-  phase(runIndex: number, label: string, round: number, rounds: number, phase: string, phaseS: number,
+  phase (runIndex: number, label: string, round: number, rounds: number, phase: string, phaseS: number,
     phaseOffsetS: number): void {
     const runsLeftAfterThis = this.totalRuns - runIndex - 1
     this.phaseEnd = Date.now() + phaseS * 1000
@@ -365,16 +379,16 @@ class Progress {
     this.timer = this.tty ? setInterval(render, 1000) : null
   }
 
-  learnOverhead(seconds: number): void {
+  learnOverhead (seconds: number): void {
     this.overheadS = (this.overheadS + seconds) / 2
   }
 
-  note(message: string): void {
+  note (message: string): void {
     if (this.tty) process.stderr.write('\r\x1b[K')
     process.stderr.write(`${message}\n`)
   }
 
-  done(): void {
+  done (): void {
     if (this.timer !== null) clearInterval(this.timer)
     this.timer = null
     if (this.tty) process.stderr.write('\r\x1b[K')
@@ -388,11 +402,20 @@ class Progress {
 /** Set on SIGINT/SIGTERM: runs failing because we are killing them are not news. */
 let stopping = false
 
-async function runOnce(config: Configuration, round: number, options: Options, loadgen: LoadGenerator,
+async function runOnce (config: Configuration, round: number, options: Options, loadgen: LoadGenerator,
   pinning: Pinning, threads: number, progress: Progress, runIndex: number): Promise<RunRecord> {
   const record: RunRecord = {
-    config: config.id, round, ok: false, error: null, warmup: null, result: null, errors: 0,
-    cpuMicros: 0, cpuMicrosPerRequest: Number.NaN, cpuPercent: Number.NaN, exitStatus: null,
+    config: config.id,
+    round,
+    ok: false,
+    error: null,
+    warmup: null,
+    result: null,
+    errors: 0,
+    cpuMicros: 0,
+    cpuMicrosPerRequest: Number.NaN,
+    cpuPercent: Number.NaN,
+    exitStatus: null,
   }
   const began = Date.now()
   let managed: Managed | null = null
@@ -430,19 +453,20 @@ async function runOnce(config: Configuration, round: number, options: Options, l
   return record
 }
 
-function formatNumber(value: number, digits: number): string {
+function formatNumber (value: number, digits: number): string {
   if (!Number.isFinite(value)) return '—'
   return value.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits })
 }
 
-function renderTable(summaries: Summary[], header: string[], notes: string[]): string {
+function renderTable (summaries: Summary[], header: string[], notes: string[]): string {
   const columns = ['configuration', 'req/s', 'spread', 'p50 ms', 'p99 ms', 'errors', 'CPU µs/req', 'CPU %',
     'vs seq']
   const rows = summaries.map((s) => [
     s.label + (s.failedRuns > 0 ? ` (${s.failedRuns}/${s.runs} failed)` : ''),
     formatNumber(s.requestsPerSec, 0),
     Number.isFinite(s.requestsPerSec) && s.requestsPerSec > 0
-      ? `±${formatNumber((50 * (s.requestsPerSecMax - s.requestsPerSecMin)) / s.requestsPerSec, 1)}%` : '—',
+      ? `±${formatNumber((50 * (s.requestsPerSecMax - s.requestsPerSecMin)) / s.requestsPerSec, 1)}%`
+      : '—',
     formatNumber(s.p50Ms, 2),
     formatNumber(s.p99Ms, 2),
     s.runs > s.failedRuns ? String(s.errorsTotal) : '—',
@@ -464,7 +488,7 @@ function renderTable(summaries: Summary[], header: string[], notes: string[]): s
   ].join('\n') + '\n'
 }
 
-async function main(): Promise<void> {
+async function main (): Promise<void> {
   const options = parseArgs(process.argv.slice(2))
 
   if (!fs.existsSync(path.join(ROOT, 'dist/bench/upstream.js'))) {
@@ -495,8 +519,8 @@ async function main(): Promise<void> {
     else notes.push(`--nginx-upstreams: nginx is not installed (${INSTALL_HINT}); used node upstreams.`)
   }
 
-  process.on('SIGINT', () => void interrupted('SIGINT', 130))
-  process.on('SIGTERM', () => void interrupted('SIGTERM', 143))
+  process.on('SIGINT', () => { void interrupted('SIGINT', 130) })
+  process.on('SIGTERM', () => { void interrupted('SIGTERM', 143) })
 
   const startedAt = new Date()
   const upstreams = nginxUpstreams
@@ -507,8 +531,10 @@ async function main(): Promise<void> {
   if (haveBalancer) for (const workers of options.workersList) configs.push(switchyardConfig(workers, options, upstreams, pinning))
   for (const peer of peers) {
     if (peer.binary === null) continue
-    const label = peer.id === 'nginx' ? `nginx ${peer.version} (${peerThreads} worker${peerThreads > 1 ? 's' : ''})`
-      : peer.id === 'haproxy' ? `haproxy ${peer.version} (${peerThreads} thread${peerThreads > 1 ? 's' : ''})`
+    const label = peer.id === 'nginx'
+      ? `nginx ${peer.version} (${peerThreads} worker${peerThreads > 1 ? 's' : ''})`
+      : peer.id === 'haproxy'
+        ? `haproxy ${peer.version} (${peerThreads} thread${peerThreads > 1 ? 's' : ''})`
         : 'node:http proxy (1 thread)'
     configs.push({
       id: peer.id,
@@ -552,7 +578,7 @@ async function main(): Promise<void> {
     if (s.badExits.length > 0) notes.push(`${s.label}: on SIGTERM exited with ${s.badExits.join(', ')} (expected 0)`)
   }
   notes.push('errors = non-2xx + socket errors, summed over rounds; spread = half the min..max range of req/s.',
-    `CPU µs/req and CPU % = the balancer's own processes (all threads), from /proc/PID/stat.`)
+    'CPU µs/req and CPU % = the balancer\'s own processes (all threads), from /proc/PID/stat.')
   if (loadgen.name === 'autocannon') notes.push('autocannon reports latency in whole milliseconds.')
 
   // Files
@@ -598,7 +624,7 @@ async function main(): Promise<void> {
   if (runs.every((r) => !r.ok)) process.exitCode = 1
 }
 
-function chartInput(summaries: Summary[], loadgen: LoadGenerator, options: Options, pinning: Pinning): ChartInput {
+function chartInput (summaries: Summary[], loadgen: LoadGenerator, options: Options, pinning: Pinning): ChartInput {
   return {
     title: 'switchyard: sequential vs worker threads',
     subtitle: `${loadgen.name}, ${options.connections} connections, ${options.durationS} s × ${options.rounds} rounds; ` +
@@ -618,7 +644,7 @@ function chartInput(summaries: Summary[], loadgen: LoadGenerator, options: Optio
   }
 }
 
-function gitDescribe(): string | null {
+function gitDescribe (): string | null {
   try {
     const commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim()
     const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'],
@@ -629,7 +655,7 @@ function gitDescribe(): string | null {
   }
 }
 
-async function interrupted(signal: string, code: number): Promise<void> {
+async function interrupted (signal: string, code: number): Promise<void> {
   if (stopping) return
   stopping = true
   process.stderr.write(`\n[bench] ${signal}: stopping everything\n`)

@@ -38,7 +38,7 @@ export interface LoadGenerator {
   run(options: LoadOptions): Promise<LoadResult>
 }
 
-export function pickLoadGenerator(prefer: 'wrk' | 'autocannon' | null): LoadGenerator {
+export function pickLoadGenerator (prefer: 'wrk' | 'autocannon' | null): LoadGenerator {
   const wrk = which('wrk')
   if (prefer === 'wrk' && wrk === null) throw new Error('--loadgen wrk: wrk is not on PATH (apt-get install -y wrk)')
   if (wrk !== null && prefer !== 'autocannon') return wrkGenerator(wrk)
@@ -49,11 +49,11 @@ export function pickLoadGenerator(prefer: 'wrk' | 'autocannon' | null): LoadGene
 // wrk
 // ---------------------------------------------------------------------------------------------
 
-function wrkGenerator(binary: string): LoadGenerator {
+function wrkGenerator (binary: string): LoadGenerator {
   return {
     name: 'wrk',
     version: versionOf(binary, ['-v']).replace(/\s*Copyright.*$/, '').replace(/^wrk\s+/, ''),
-    async run(options) {
+    async run (options) {
       const args = [
         '-t', String(Math.max(1, Math.min(options.threads, options.connections))),
         '-c', String(options.connections),
@@ -68,11 +68,11 @@ function wrkGenerator(binary: string): LoadGenerator {
 
 const UNIT_MS: Record<string, number> = { us: 0.001, ms: 1, s: 1000, m: 60_000, h: 3_600_000 }
 
-function wrkTimeMs(value: string, unit: string): number {
+function wrkTimeMs (value: string, unit: string): number {
   return Number.parseFloat(value) * (UNIT_MS[unit] ?? Number.NaN)
 }
 
-export function parseWrk(output: string): LoadResult {
+export function parseWrk (output: string): LoadResult {
   const total = /(\d+) requests in ([\d.]+)(us|ms|s|m|h)/.exec(output)
   const rate = /Requests\/sec:\s*([\d.]+)/.exec(output)
   if (total === null || rate === null) throw new Error(`cannot parse wrk output:\n${output}`)
@@ -99,7 +99,7 @@ export function parseWrk(output: string): LoadResult {
 // autocannon
 // ---------------------------------------------------------------------------------------------
 
-function autocannonGenerator(): LoadGenerator {
+function autocannonGenerator (): LoadGenerator {
   const script = path.join(ROOT, 'node_modules', 'autocannon', 'autocannon.js')
   let version = ''
   try {
@@ -110,7 +110,7 @@ function autocannonGenerator(): LoadGenerator {
   return {
     name: 'autocannon',
     version,
-    async run(options) {
+    async run (options) {
       const args = [script, '--json', '-n',
         '-c', String(options.connections), '-d', String(options.durationS), options.url]
       const output = await runToEnd(process.execPath, args, options.cpus, 'autocannon')
@@ -128,7 +128,7 @@ interface AutocannonJson {
   requests: { average: number; total: number }
 }
 
-export function parseAutocannon(output: string): LoadResult {
+export function parseAutocannon (output: string): LoadResult {
   const start = output.indexOf('{')
   let json: AutocannonJson
   try {
@@ -150,7 +150,7 @@ export function parseAutocannon(output: string): LoadResult {
 
 // ---------------------------------------------------------------------------------------------
 
-async function runToEnd(command: string, args: string[], cpus: number[] | null, name: string): Promise<string> {
+async function runToEnd (command: string, args: string[], cpus: number[] | null, name: string): Promise<string> {
   const managed = spawnTracked(command, args, { name, cpus })
   const status = await managed.exited
   if (status !== 0) {

@@ -43,7 +43,7 @@ const SAMPLE_TARGET_NS = 2000
 const BASELINE_NAME = /naive|baseline|legacy/i
 const BASELINE_WORD = /\b(naive|baseline|legacy)\b/i
 
-function parseArgs(argv: string[]): Options {
+function parseArgs (argv: string[]): Options {
   const options: Options = { timeMs: 300, json: false, filters: [] }
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]
@@ -60,7 +60,7 @@ function parseArgs(argv: string[]): Options {
   return options
 }
 
-function loadSuites(options: Options): { file: string; suite: MicroSuite }[] {
+function loadSuites (options: Options): { file: string; suite: MicroSuite }[] {
   let files: string[]
   try {
     files = fs.readdirSync(MICRO_DIR).filter((f) => f.endsWith('.js') && f !== 'types.js').sort()
@@ -72,7 +72,6 @@ function loadSuites(options: Options): { file: string; suite: MicroSuite }[] {
     const base = file.slice(0, -3)
     let suites: unknown
     try {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
       suites = (require(path.join(MICRO_DIR, file)) as { suites?: unknown }).suites
     } catch (err) {
       process.stderr.write(`[micro] ${file}: failed to load: ${(err as Error).message}\n`)
@@ -97,7 +96,7 @@ function loadSuites(options: Options): { file: string; suite: MicroSuite }[] {
 }
 
 /** Calls per tinybench sample so that one sample takes about SAMPLE_TARGET_NS. */
-function calibrateBatch(fn: () => void): number {
+function calibrateBatch (fn: () => void): number {
   let calls = 0
   const start = process.hrtime.bigint()
   let elapsed = 0n
@@ -114,13 +113,13 @@ function calibrateBatch(fn: () => void): number {
  * A loop with its own code per case: one shared closure would collect type feedback from every
  * case at its `fn()` call site, turn megamorphic and slow every case down unevenly.
  */
-function batched(fn: () => void, batch: number): () => void {
-  // eslint-disable-next-line @typescript-eslint/no-implied-eval
+function batched (fn: () => void, batch: number): () => void {
+  // eslint-disable-next-line no-new-func -- a fresh function per case is the point (see above)
   return new Function('fn', 'batch', 'return function batchedCase() { for (let i = 0; i < batch; i++) fn() }')(
     fn, batch) as () => void
 }
 
-async function runSuite(file: string, suite: MicroSuite, options: Options): Promise<SuiteResult> {
+async function runSuite (file: string, suite: MicroSuite, options: Options): Promise<SuiteResult> {
   const { Bench } = await import('tinybench')
   const bench = new Bench({ name: suite.name, time: options.timeMs, warmupTime: Math.max(20, options.timeMs / 4) })
   const batches = new Map<string, number>()
@@ -137,8 +136,13 @@ async function runSuite(file: string, suite: MicroSuite, options: Options): Prom
   await bench.run()
   const cases: CaseResult[] = suite.cases.map((microCase) => {
     const empty: CaseResult = {
-      name: microCase.name, opsPerSec: Number.NaN, nsPerOp: Number.NaN, rme: Number.NaN, samples: 0,
-      batch: batches.get(microCase.name) ?? 0, error: failed.get(microCase.name) ?? null,
+      name: microCase.name,
+      opsPerSec: Number.NaN,
+      nsPerOp: Number.NaN,
+      rme: Number.NaN,
+      samples: 0,
+      batch: batches.get(microCase.name) ?? 0,
+      error: failed.get(microCase.name) ?? null,
     }
     const task = bench.getTask(microCase.name)
     if (task === undefined || empty.error !== null) return empty
@@ -159,7 +163,7 @@ async function runSuite(file: string, suite: MicroSuite, options: Options): Prom
   return { file, suite: suite.name, cases }
 }
 
-function formatNumber(value: number, digits: number): string {
+function formatNumber (value: number, digits: number): string {
   if (!Number.isFinite(value)) return '—'
   return value.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits })
 }
@@ -168,7 +172,7 @@ function formatNumber(value: number, digits: number): string {
  * The naive case a case is measured against: itself when it is one; the only naive case when there
  * is one; else the naive case named after it ("round-robin" <- "naive round-robin (filter + i++ % n)").
  */
-function baselineFor(c: CaseResult, ok: CaseResult[]): CaseResult | null {
+function baselineFor (c: CaseResult, ok: CaseResult[]): CaseResult | null {
   if (BASELINE_NAME.test(c.name)) return c
   const baselines = ok.filter((b) => BASELINE_NAME.test(b.name))
   if (baselines.length === 1) return baselines[0]
@@ -179,7 +183,7 @@ function baselineFor(c: CaseResult, ok: CaseResult[]): CaseResult | null {
   }) ?? null
 }
 
-function renderSuite(result: SuiteResult): string {
+function renderSuite (result: SuiteResult): string {
   const ok = result.cases.filter((c) => c.error === null)
   const fastest = ok.length > 0 ? Math.max(...ok.map((c) => c.opsPerSec)) : Number.NaN
   const hasBaseline = ok.some((c) => BASELINE_NAME.test(c.name))
@@ -213,7 +217,7 @@ function renderSuite(result: SuiteResult): string {
   ].join('\n')
 }
 
-async function main(): Promise<void> {
+async function main (): Promise<void> {
   const options = parseArgs(process.argv.slice(2))
   const suites = loadSuites(options)
   if (suites.length === 0) {

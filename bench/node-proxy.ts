@@ -24,14 +24,14 @@ interface Options {
   upstreams: Target[]
 }
 
-function parseHostPort(value: string): Target {
+function parseHostPort (value: string): Target {
   const colon = value.lastIndexOf(':')
   const port = Number.parseInt(value.slice(colon + 1), 10)
   if (colon <= 0 || !Number.isInteger(port)) throw new Error(`node-proxy: expected HOST:PORT, got ${value}`)
   return { host: value.slice(0, colon), port }
 }
 
-function parseArgs(argv: string[]): Options {
+function parseArgs (argv: string[]): Options {
   const options: Options = { host: '127.0.0.1', port: 0, upstreams: [] }
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]
@@ -56,7 +56,7 @@ const HOP_BY_HOP = new Set([
   'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade',
 ])
 
-function forwardableHeaders(raw: string[]): Record<string, string | string[]> {
+function forwardableHeaders (raw: string[]): Record<string, string | string[]> {
   const headers: Record<string, string | string[]> = {}
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i].toLowerCase()
@@ -69,7 +69,7 @@ function forwardableHeaders(raw: string[]): Record<string, string | string[]> {
   return headers
 }
 
-function main(): void {
+function main (): void {
   const options = parseArgs(process.argv.slice(2))
   const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: 1024 })
   let next = 0

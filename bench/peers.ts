@@ -28,7 +28,7 @@ export const ROOT = path.resolve(__dirname, '..', '..')
 /** nginx and haproxy live in /usr/sbin, which a non-root PATH often lacks. */
 const EXTRA_PATH = ['/usr/local/sbin', '/usr/sbin', '/sbin']
 
-export function which(command: string): string | null {
+export function which (command: string): string | null {
   const dirs = (process.env.PATH ?? '').split(path.delimiter).concat(EXTRA_PATH)
   for (const dir of dirs) {
     if (dir === '') continue
@@ -44,7 +44,7 @@ export function which(command: string): string | null {
 }
 
 /** First line `command args` prints (stdout or stderr: nginx -v and wrk -v use stderr), or ''. */
-export function versionOf(command: string, args: string[]): string {
+export function versionOf (command: string, args: string[]): string {
   const result = spawnSync(command, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 5000 })
   const text = `${result.stdout ?? ''}\n${result.stderr ?? ''}`.trim()
   return text.split('\n')[0].trim()
@@ -55,7 +55,7 @@ export function versionOf(command: string, args: string[]): string {
 // ---------------------------------------------------------------------------------------------
 
 /** CPU ids this process may run on (cgroup/affinity aware), from /proc/self/status. */
-export function allowedCpus(): number[] {
+export function allowedCpus (): number[] {
   try {
     const status = fs.readFileSync('/proc/self/status', 'utf8')
     const match = /^Cpus_allowed_list:\s*(\S+)/m.exec(status)
@@ -67,7 +67,7 @@ export function allowedCpus(): number[] {
 }
 
 /** "0-2,5" -> [0, 1, 2, 5] */
-export function parseCpuList(list: string): number[] {
+export function parseCpuList (list: string): number[] {
   const cpus: number[] = []
   for (const part of list.split(',')) {
     if (part === '') continue
@@ -78,7 +78,7 @@ export function parseCpuList(list: string): number[] {
   return cpus
 }
 
-export function formatCpuList(cpus: number[]): string {
+export function formatCpuList (cpus: number[]): string {
   return cpus.join(',')
 }
 
@@ -118,7 +118,7 @@ export interface SpawnOptions {
   stdinPipe?: boolean
 }
 
-export function spawnTracked(command: string, args: string[], options: SpawnOptions): Managed {
+export function spawnTracked (command: string, args: string[], options: SpawnOptions): Managed {
   let argv = [command, ...args]
   if (options.cpus !== null) argv = ['taskset', '-c', formatCpuList(options.cpus), ...argv]
   const child = spawn(argv[0], argv.slice(1), {
@@ -168,7 +168,7 @@ export function spawnTracked(command: string, args: string[], options: SpawnOpti
   return managed
 }
 
-function signalGroup(pid: number, signal: NodeJS.Signals): void {
+function signalGroup (pid: number, signal: NodeJS.Signals): void {
   try {
     process.kill(-pid, signal)
   } catch {
@@ -181,7 +181,7 @@ function signalGroup(pid: number, signal: NodeJS.Signals): void {
 }
 
 /** SIGTERM the process group, SIGKILL it after `graceMs`. Resolves with the exit status. */
-export async function stopProcess(managed: Managed, graceMs = 3000): Promise<number | string> {
+export async function stopProcess (managed: Managed, graceMs = 3000): Promise<number | string> {
   if (managed.exitStatus !== null) return managed.exitStatus
   signalGroup(managed.pid, 'SIGTERM')
   let timer: NodeJS.Timeout | null = null
@@ -200,25 +200,25 @@ export async function stopProcess(managed: Managed, graceMs = 3000): Promise<num
   return first
 }
 
-export async function stopAll(): Promise<void> {
+export async function stopAll (): Promise<void> {
   await Promise.all([...running].map((m) => stopProcess(m, 2000)))
   removeTempDirs()
 }
 
 /** Last resort for the 'exit' event, where nothing asynchronous runs. */
-export function killAllSync(): void {
+export function killAllSync (): void {
   for (const managed of running) signalGroup(managed.pid, 'SIGKILL')
   running.clear()
   removeTempDirs()
 }
 
-export function makeTempDir(prefix: string): string {
+export function makeTempDir (prefix: string): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix))
   tempDirs.add(dir)
   return dir
 }
 
-function removeTempDirs(): void {
+function removeTempDirs (): void {
   for (const dir of tempDirs) fs.rmSync(dir, { recursive: true, force: true })
   tempDirs.clear()
 }
@@ -228,7 +228,7 @@ function removeTempDirs(): void {
 // ---------------------------------------------------------------------------------------------
 
 /** A port the kernel just handed out on 127.0.0.1 (released again; small race, fine for a bench). */
-export function freePort(): Promise<number> {
+export function freePort (): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = net.createServer()
     server.once('error', reject)
@@ -239,7 +239,7 @@ export function freePort(): Promise<number> {
   })
 }
 
-function tryConnect(port: number): Promise<boolean> {
+function tryConnect (port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = net.connect(port, '127.0.0.1')
     socket.once('connect', () => {
@@ -251,7 +251,7 @@ function tryConnect(port: number): Promise<boolean> {
 }
 
 /** Poll-connect until `port` accepts, the process exits, or `timeoutMs` passes. */
-export async function waitForPort(managed: Managed, port: number, timeoutMs = 15000): Promise<void> {
+export async function waitForPort (managed: Managed, port: number, timeoutMs = 15000): Promise<void> {
   const deadline = Date.now() + timeoutMs
   for (;;) {
     if (managed.exitStatus !== null) {
@@ -267,12 +267,12 @@ export async function waitForPort(managed: Managed, port: number, timeoutMs = 15
   }
 }
 
-export function indentTail(managed: Managed): string {
+export function indentTail (managed: Managed): string {
   const lines = `${managed.stderrTail}\n${managed.stdoutTail}`.trim().split('\n').slice(-15)
   return lines.filter((l) => l !== '').map((l) => `  | ${l}`).join('\n')
 }
 
-export function sleep(ms: number): Promise<void> {
+export function sleep (ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms))
 }
 
@@ -287,7 +287,7 @@ export interface Upstreams {
 }
 
 /** One bench/upstream.ts process per port. */
-export async function startNodeUpstreams(count: number, cpus: number[] | null): Promise<Upstreams> {
+export async function startNodeUpstreams (count: number, cpus: number[] | null): Promise<Upstreams> {
   const ports: number[] = []
   const processes: Managed[] = []
   for (let i = 0; i < count; i++) {
@@ -302,7 +302,7 @@ export async function startNodeUpstreams(count: number, cpus: number[] | null): 
 }
 
 /** nginx `return 200` servers, one nginx (one worker) listening on every port. */
-export async function startNginxUpstreams(nginx: string, count: number, cpus: number[] | null): Promise<Upstreams> {
+export async function startNginxUpstreams (nginx: string, count: number, cpus: number[] | null): Promise<Upstreams> {
   const ports: number[] = []
   for (let i = 0; i < count; i++) ports.push(await freePort())
   const servers = ports.map((port) => `
@@ -340,7 +340,7 @@ export interface PeerDefinition {
 
 export const INSTALL_HINT = 'apt-get install -y nginx haproxy'
 
-export function peerDefinitions(): PeerDefinition[] {
+export function peerDefinitions (): PeerDefinition[] {
   const nginx = which('nginx')
   const haproxy = which('haproxy')
   return [
@@ -370,12 +370,12 @@ export function peerDefinitions(): PeerDefinition[] {
 }
 
 /** -e: the start-up error log goes to our dir too, never /var/log/nginx. */
-function nginxArgs(dir: string): string[] {
+function nginxArgs (dir: string): string[] {
   return ['-p', `${dir}/`, '-e', path.join(dir, 'error.log'), '-c', path.join(dir, 'nginx.conf')]
 }
 
 /** Main context shared by the nginx peer and the nginx upstreams: foreground, files in `dir`. */
-function nginxHead(dir: string, workerProcesses: number): string {
+function nginxHead (dir: string, workerProcesses: number): string {
   // As root, nginx workers default to `nobody`, which cannot enter our 0700 temp dir.
   const user = process.getuid?.() === 0 ? 'user root root;\n' : ''
   return `${user}daemon off;
@@ -387,7 +387,7 @@ events { worker_connections 16384; multi_accept on; }
 `
 }
 
-async function startNginxPeer(nginx: string, port: number, upstreamPorts: number[], workers: number,
+async function startNginxPeer (nginx: string, port: number, upstreamPorts: number[], workers: number,
   cpus: number[] | null): Promise<Managed> {
   const dir = makeTempDir('switchyard-nginx-')
   const servers = upstreamPorts.map((p) => `    server 127.0.0.1:${p};`).join('\n')
@@ -421,7 +421,7 @@ ${servers}
   return managed
 }
 
-async function startHaproxyPeer(haproxy: string, port: number, upstreamPorts: number[], threads: number,
+async function startHaproxyPeer (haproxy: string, port: number, upstreamPorts: number[], threads: number,
   cpus: number[] | null): Promise<Managed> {
   const dir = makeTempDir('switchyard-haproxy-')
   const servers = upstreamPorts.map((p, i) => `  server s${i + 1} 127.0.0.1:${p}`).join('\n')
@@ -452,7 +452,7 @@ ${servers}
   return managed
 }
 
-async function startNodeProxyPeer(port: number, upstreamPorts: number[], cpus: number[] | null): Promise<Managed> {
+async function startNodeProxyPeer (port: number, upstreamPorts: number[], cpus: number[] | null): Promise<Managed> {
   const args = [path.join(ROOT, 'dist/bench/node-proxy.js'), '--bind', `127.0.0.1:${port}`]
   for (const p of upstreamPorts) args.push('--upstream', `127.0.0.1:${p}`)
   const managed = spawnTracked(process.execPath, args, { name: 'node-proxy', cpus, stdinPipe: true })

@@ -25,7 +25,7 @@ interface Options {
   body: string
 }
 
-function parseArgs(argv: string[]): Options {
+function parseArgs (argv: string[]): Options {
   const options: Options = { port: 0, impl: 'net', body: 'ok' }
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]
@@ -43,7 +43,7 @@ interface ScanSocket extends net.Socket {
   crlfMatched: number
 }
 
-function makeNetServer(response: Buffer): net.Server {
+function makeNetServer (response: Buffer): net.Server {
   return net.createServer({ noDelay: true }, (socket) => {
     const scanSocket = socket as ScanSocket
     scanSocket.crlfMatched = 0
@@ -51,7 +51,7 @@ function makeNetServer(response: Buffer): net.Server {
     socket.on('error', onError)
   }).on('error', fail)
 
-  function onData(this: ScanSocket, chunk: Buffer): void {
+  function onData (this: ScanSocket, chunk: Buffer): void {
     // Count request heads ending in this chunk; the match state survives chunk boundaries.
     let matched = this.crlfMatched
     let complete = 0
@@ -73,11 +73,11 @@ function makeNetServer(response: Buffer): net.Server {
   }
 }
 
-function onError(this: net.Socket): void {
+function onError (this: net.Socket): void {
   this.destroy()
 }
 
-function makeHttpServer(body: string): http.Server {
+function makeHttpServer (body: string): http.Server {
   const length = String(Buffer.byteLength(body))
   return http.createServer({ keepAliveTimeout: 60_000 }, (_req, res) => {
     res.writeHead(200, { 'content-type': 'text/plain', 'content-length': length })
@@ -85,12 +85,12 @@ function makeHttpServer(body: string): http.Server {
   }).on('error', fail)
 }
 
-function fail(err: Error): void {
+function fail (err: Error): void {
   process.stderr.write(`upstream: ${err.message}\n`)
   process.exit(1)
 }
 
-function main(): void {
+function main (): void {
   const options = parseArgs(process.argv.slice(2))
   const response = Buffer.from(
     `HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(options.body)}\r\n\r\n` +

@@ -23,7 +23,7 @@ export const logger = pino({
 /** The access log: one line per request, `log.access` turns it off. */
 export const accessLogger = logger.child({ type: 'access' })
 
-const accessPrefix = `{"level":30,"time":"`
+const accessPrefix = '{"level":30,"time":"'
 const accessBindings = `","pid":${process.pid},"thread":"${isMainThread ? 'primary' : `worker-${threadId}`}","type":"access",`
 
 /**

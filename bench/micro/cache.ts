@@ -41,8 +41,15 @@ class NaiveJsonCache {
   private readonly entries = new Map<string, string>()
   store (key: string, e: CacheEntryInput): void {
     this.entries.set(key, JSON.stringify({
-      status: e.status, head: e.head.toString('latin1'), body: e.body.toString('base64'), storedAtMs: e.storedAtMs,
-      responseDateMs: e.responseDateMs, initialAgeSec: e.initialAgeSec, freshForMs: e.freshForMs, etag: e.etag, lastModified: e.lastModified,
+      status: e.status,
+      head: e.head.toString('latin1'),
+      body: e.body.toString('base64'),
+      storedAtMs: e.storedAtMs,
+      responseDateMs: e.responseDateMs,
+      initialAgeSec: e.initialAgeSec,
+      freshForMs: e.freshForMs,
+      etag: e.etag,
+      lastModified: e.lastModified,
     }))
   }
 

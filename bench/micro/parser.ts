@@ -36,7 +36,7 @@ function naiveHead (buf: Buffer): void {
     const c = lines[i].indexOf(':')
     headers[lines[i].slice(0, c).toLowerCase()] = lines[i].slice(c + 1).trim()
   }
-  if (start.length < 2 || headers.host === undefined && headers.date === undefined) throw new Error('naive parse failed')
+  if (start.length < 2 || (headers.host === undefined && headers.date === undefined)) throw new Error('naive parse failed')
 }
 
 function naiveChunked (buf: Buffer): void {
@@ -56,7 +56,6 @@ interface LlhttpParser { initialize (type: number, resource: object): void, exec
 interface LlhttpCtor { new (): LlhttpParser, REQUEST: number, RESPONSE: number, kOnHeadersComplete: number }
 let llhttp: { parser: LlhttpParser, ctor: LlhttpCtor } | null = null
 try {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
   const { HTTPParser } = require('node:_http_common') as { HTTPParser: LlhttpCtor }
   const parser = new HTTPParser()
   parser[HTTPParser.kOnHeadersComplete] = () => 0

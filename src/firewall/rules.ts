@@ -111,7 +111,7 @@ export function firewallConfigErrors (config: FirewallConfig): string[] {
     const at = `/firewall/rules/${i}`
     for (const [where, source] of [['path/regex', rule.path?.regex], ['header/regex', rule.header?.regex]] as const) {
       if (source === undefined) continue
-      try { new RegExp(source) } catch (err) { errors.push(`${at}/${where}: ${(err as Error).message}`) }
+      try { RegExp(source) } catch (err) { errors.push(`${at}/${where}: ${(err as Error).message}`) }
     }
     rule.clientCidr?.forEach((cidr, j) => {
       try { parseCidr(cidr) } catch (err) { errors.push(`${at}/clientCidr/${j}: ${(err as Error).message}`) }

@@ -52,4 +52,3 @@ function isMappedIpv4 (s: string): boolean {
     s.charCodeAt(6) === 0x3a &&
     s.indexOf('.', MAPPED_PREFIX_LENGTH) !== -1 && s.indexOf(':', MAPPED_PREFIX_LENGTH) === -1
 }
-
