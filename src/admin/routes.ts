@@ -10,7 +10,6 @@
  *   POST /api/reload                re-read the config source and apply it
  */
 import type * as http from 'node:http'
-import type { Switchyard } from '../primary/server'
 import type { UpstreamEntry } from '../shared/state'
 import { ADMIN_DRAINING, ADMIN_ENABLED, U_ADMIN_STATE } from '../shared/layout'
 import { ConfigError, errorCatalogue } from '../errors'
@@ -18,6 +17,7 @@ import { logger } from '../log'
 import { version } from '../version'
 import { bearerToken, type TokenCheck } from './auth'
 import type { CounterTotals } from './totals'
+import type { AdminTarget } from './target'
 import { buildStatus } from './status'
 import { renderMetrics, CONTENT_TYPE as METRICS_CONTENT_TYPE } from './prometheus'
 import { dashboardHtml, dashboardCsp } from './dashboard'
@@ -25,7 +25,7 @@ import { primaryKey } from '../cache/key'
 import { BUSY, REMOVED } from '../cache/store'
 
 export interface AdminContext {
-  readonly lb: Switchyard
+  readonly lb: AdminTarget
   readonly totals: CounterTotals
   /** The token check in force now (it can change on reload); null = open. */
   token (): TokenCheck | null

@@ -11,13 +11,13 @@
  */
 import * as http from 'node:http'
 import type { AddressInfo } from 'node:net'
-import type { Switchyard } from '../primary/server'
 import { parseHostPort } from '../config/types'
 import { ConfigError } from '../errors'
 import { logger } from '../log'
 import { TokenCheck } from './auth'
 import { CounterTotals } from './totals'
 import { handleRequest, type AdminContext } from './routes'
+import type { AdminTarget } from './target'
 
 export interface AdminOptions {
   /** HOST:PORT; default lb.config.admin.listen. Port 0 picks a free port (see `address`). */
@@ -40,7 +40,7 @@ function isLoopback (host: string): boolean {
   return host === 'localhost' || host.startsWith('127.') || host === '::1'
 }
 
-export async function startAdmin (lb: Switchyard, options: AdminOptions = {}): Promise<AdminServer> {
+export async function startAdmin (lb: AdminTarget, options: AdminOptions = {}): Promise<AdminServer> {
   const listen = options.listen ?? lb.config.admin?.listen
   if (listen === undefined) throw new ConfigError(['/admin/listen: required to start the admin server'], 'admin')
   const { host, port } = parseHostPort(listen)

@@ -4,9 +4,9 @@
  * live from shared memory.
  */
 import * as L from '../shared/layout'
-import type { Switchyard } from '../primary/server'
 import type { UpstreamStatus, ResponsesByClass } from '../health/status'
 import type { CounterTotals } from './totals'
+import type { AdminTarget } from './target'
 import { version } from '../version'
 
 export type Health = 'up' | 'down' | 'draining'
@@ -68,7 +68,7 @@ function classes (read: (c: number) => number): ResponsesByClass {
 }
 
 /** `totals` must have been sampled just before. */
-export function buildStatus (lb: Switchyard, totals: CounterTotals): StatusJson {
+export function buildStatus (lb: AdminTarget, totals: CounterTotals): StatusJson {
   const state = lb.state
   const upstreams = lb.upstreamStatus().map((status): UpstreamJson => {
     const t = (field: number): number => totals.upstream(status.address, field)

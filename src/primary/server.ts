@@ -19,6 +19,7 @@ import { upstreamStatus, type UpstreamStatus } from '../health/status'
 import { logger, setLogLevel, flushLogs } from '../log'
 import { version } from '../version'
 import { startAdmin, type AdminServer } from '../admin/server'
+import type { AdminTarget, ReloadResult } from '../admin/target'
 import { SharedCacheStore, type SharedCacheInit } from '../cache/store'
 
 export interface ListenAddress {
@@ -26,7 +27,7 @@ export interface ListenAddress {
   port: number
 }
 
-export class Switchyard {
+export class Switchyard implements AdminTarget {
   config: Config
   readonly state: SharedState
   table: readonly UpstreamEntry[]
@@ -136,7 +137,7 @@ export class Switchyard {
    * Apply a new config without dropping connections. `listen` and `workers`
    * need a restart: reported in the result, the rest still applies.
    */
-  reload (next: Config): { applied: boolean, restartNeeded: string[] } {
+  reload (next: Config): ReloadResult {
     const restartNeeded: string[] = []
     if (next.listen !== this.config.listen) restartNeeded.push('listen')
     if (next.workers !== this.config.workers) restartNeeded.push('workers')
