@@ -5,7 +5,6 @@
  * Health, drain state and load live in SharedState, so a pick is correct
  * across worker threads.
  */
-import type { SharedState, UpstreamEntry } from '../shared/state'
 
 /** Per-request input to pick(); one instance per connection, reset per request. */
 export class PickContext {
@@ -34,5 +33,3 @@ export interface Balancer {
    */
   pick (ctx: PickContext): number
 }
-
-export type BalancerFactory = (table: readonly UpstreamEntry[], state: SharedState) => Balancer
