@@ -5,32 +5,11 @@
  * so the count is exact across threads: with maxRequests = 5, five requests
  * are allowed per window however many threads serve the client.
  */
-import type { RateLimitConfig } from '../config/types'
-import type { SharedState } from '../shared/state'
 import { type RateDecision, ceilSeconds } from './decision'
-import { CAS_ATTEMPTS, S_STATE_A, SlotTable } from './table'
-import { WindowTags } from './window'
+import { CAS_ATTEMPTS, S_STATE_A } from './table'
+import { WindowLimiter } from './window'
 
-export class FixedWindowLimiter extends SlotTable {
-  private readonly maxRequests: number
-  private readonly windowMs: number
-  private readonly tags: WindowTags
-  /** This check's window and its tag (set by prepare). */
-  private window = 0
-  private tag = 0
-
-  constructor (config: RateLimitConfig, state: SharedState) {
-    super(config, state)
-    this.maxRequests = config.maxRequests
-    this.windowMs = config.windowMs
-    this.tags = new WindowTags(config.windowMs, config.maxRequests)
-  }
-
-  protected prepare (nowMs: number): void {
-    this.window = this.tags.windowOf(nowMs)
-    this.tag = this.tags.tagOf(this.window)
-  }
-
+export class FixedWindowLimiter extends WindowLimiter {
   protected isStale (base: number): boolean {
     const tag = this.tags.tagIn(Atomics.load(this.table, base + S_STATE_A))
     return tag !== this.tag && !this.tags.isAhead(tag, this.tag)

@@ -15,33 +15,18 @@
  *    Counts of w - 1 cannot grow after the swap, and the swap fails if one
  *    arrived before it, so the published count is the final one.
  */
-import type { RateLimitConfig } from '../config/types'
-import type { SharedState } from '../shared/state'
 import { type RateDecision, ceilSeconds } from './decision'
-import { CAS_ATTEMPTS, S_STATE_A, S_STATE_B, SlotTable } from './table'
-import { WindowTags } from './window'
+import { CAS_ATTEMPTS, S_STATE_A, S_STATE_B } from './table'
+import { WindowLimiter } from './window'
 
-export class SlidingWindowLimiter extends SlotTable {
-  private readonly maxRequests: number
-  private readonly windowMs: number
-  private readonly tags: WindowTags
-  /** This check's window, its tag, the previous window's tag, and the previous window's weight (1 - f). */
-  private window = 0
-  private tag = 0
+export class SlidingWindowLimiter extends WindowLimiter {
+  /** The previous window's tag and its weight (1 - f) for this check. */
   private previousTag = 0
   private previousWeight = 0
 
-  constructor (config: RateLimitConfig, state: SharedState) {
-    super(config, state)
-    this.maxRequests = config.maxRequests
-    this.windowMs = config.windowMs
-    this.tags = new WindowTags(config.windowMs, config.maxRequests)
-  }
-
-  protected prepare (nowMs: number): void {
-    const window = this.tags.windowOf(nowMs)
-    this.window = window
-    this.tag = this.tags.tagOf(window)
+  protected override prepare (nowMs: number): void {
+    super.prepare(nowMs)
+    const window = this.window
     this.previousTag = this.tags.tagOf(window - 1)
     this.previousWeight = ((window + 1) * this.windowMs - nowMs) / this.windowMs
   }

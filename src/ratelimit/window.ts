@@ -21,7 +21,10 @@
  * `skewWindows` ahead of ours is taken as the current window (never rolled
  * back): a late thread counts into the newer window instead of erasing it.
  */
+import type { RateLimitConfig } from '../config/types'
+import type { SharedState } from '../shared/state'
 import { SwitchyardError } from '../errors'
+import { SlotTable } from './table'
 
 /** How far apart (ms) two threads' clocks may be when they check the same slot. */
 export const CLOCK_SKEW_MS = 1000
@@ -82,5 +85,27 @@ export class WindowTags {
 
   countIn (word: number): number {
     return word & this.countMask
+  }
+}
+
+/** What the fixed and the sliding window share: the quota, the tags, and this check's window. */
+export abstract class WindowLimiter extends SlotTable {
+  protected readonly maxRequests: number
+  protected readonly windowMs: number
+  protected readonly tags: WindowTags
+  /** This check's window and its tag (set by prepare). */
+  protected window = 0
+  protected tag = 0
+
+  constructor (config: RateLimitConfig, state: SharedState) {
+    super(config, state)
+    this.maxRequests = config.maxRequests
+    this.windowMs = config.windowMs
+    this.tags = new WindowTags(config.windowMs, config.maxRequests)
+  }
+
+  protected prepare (nowMs: number): void {
+    this.window = this.tags.windowOf(nowMs)
+    this.tag = this.tags.tagOf(this.window)
   }
 }
