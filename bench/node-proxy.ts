@@ -9,9 +9,9 @@
  * the real CLI is not there. Prints {"msg":"listening"} on stdout; exits on SIGTERM/SIGINT or when
  * stdin closes.
  */
-import * as fs from 'node:fs'
 import * as http from 'node:http'
 import type * as net from 'node:net'
+import { exitWithBench } from './exit-with-bench'
 
 interface Target {
   host: string
@@ -107,15 +107,7 @@ function main (): void {
     process.stdout.write(`${JSON.stringify({ msg: 'listening', port })}\n`)
   })
 
-  const exit = (): void => process.exit(0)
-  process.on('SIGTERM', exit)
-  process.on('SIGINT', exit)
-  // Only a pipe means "the bench is holding me": /dev/null would end at once.
-  if (fs.fstatSync(0).isFIFO()) {
-    process.stdin.on('end', exit)
-    process.stdin.on('close', exit)
-    process.stdin.resume()
-  }
+  exitWithBench()
 }
 
 main()

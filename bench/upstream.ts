@@ -12,9 +12,9 @@
  * Prints {"msg":"listening","port":N} once bound; exits on SIGTERM/SIGINT or when stdin closes
  * (the bench keeps a pipe open, so a killed bench does not leave upstreams behind).
  */
-import * as fs from 'node:fs'
 import * as http from 'node:http'
 import * as net from 'node:net'
+import { exitWithBench } from './exit-with-bench'
 
 const CR = 0x0d
 const LF = 0x0a
@@ -100,15 +100,7 @@ function main (): void {
     const { port } = server.address() as net.AddressInfo
     process.stdout.write(`${JSON.stringify({ msg: 'listening', port, impl: options.impl })}\n`)
   })
-  const exit = (): void => process.exit(0)
-  process.on('SIGTERM', exit)
-  process.on('SIGINT', exit)
-  // Only a pipe means "the bench is holding me": /dev/null would end at once.
-  if (fs.fstatSync(0).isFIFO()) {
-    process.stdin.on('end', exit)
-    process.stdin.on('close', exit)
-    process.stdin.resume()
-  }
+  exitWithBench()
 }
 
 main()

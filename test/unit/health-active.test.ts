@@ -10,7 +10,6 @@ import { ActiveHealthChecker } from '../../src/health/active'
 import { compileExpectStatus, isExpectedStatus } from '../../src/health/expect'
 import { readFinalStatus, STATUS_INVALID, STATUS_NEED_MORE } from '../../src/health/status-line'
 import { upstreamStatus } from '../../src/health/status'
-import type { HealthLogger } from '../../src/health/passive'
 import type { ActiveHealthConfig } from '../../src/config/types'
 import { ConfigError } from '../../src/errors'
 import {
@@ -19,19 +18,7 @@ import {
 } from '../../src/shared/layout'
 import { SharedState, type UpstreamEntry } from '../../src/shared/state'
 import { freePort, startEchoUpstream, startRawServer, waitFor, type TestServer } from '../helpers'
-
-interface LogLine { level: 'info' | 'warn', bindings: Record<string, unknown>, message: string }
-
-function recorder (): { log: HealthLogger, lines: LogLine[] } {
-  const lines: LogLine[] = []
-  return {
-    lines,
-    log: {
-      info: (bindings, message) => { lines.push({ level: 'info', bindings: bindings as Record<string, unknown>, message }) },
-      warn: (bindings, message) => { lines.push({ level: 'warn', bindings: bindings as Record<string, unknown>, message }) },
-    },
-  }
-}
+import { recorder } from './health-log'
 
 function entries (ports: number[]): UpstreamEntry[] {
   return ports.map((port, index) => ({ slot: index, index, address: `127.0.0.1:${port}`, host: '127.0.0.1', port, weight: 1, id: `u${index}` }))

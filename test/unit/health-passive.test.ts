@@ -8,7 +8,7 @@ import { test, describe, afterEach } from 'node:test'
 import assert from 'node:assert/strict'
 import { Worker } from 'node:worker_threads'
 import { join } from 'node:path'
-import { PassiveReviver, recordUpstreamFailure, recordUpstreamSuccess, reviverPollMs, type HealthLogger } from '../../src/health/passive'
+import { PassiveReviver, recordUpstreamFailure, recordUpstreamSuccess, reviverPollMs } from '../../src/health/passive'
 import { upstreamStatus } from '../../src/health/status'
 import type { PassiveHealthConfig } from '../../src/config/types'
 import {
@@ -17,19 +17,7 @@ import {
 } from '../../src/shared/layout'
 import { SharedState, type UpstreamEntry } from '../../src/shared/state'
 import { waitFor } from '../helpers'
-
-interface LogLine { level: 'info' | 'warn', bindings: Record<string, unknown>, message: string }
-
-function recorder (): { log: HealthLogger, lines: LogLine[] } {
-  const lines: LogLine[] = []
-  return {
-    lines,
-    log: {
-      info: (bindings, message) => { lines.push({ level: 'info', bindings: bindings as Record<string, unknown>, message }) },
-      warn: (bindings, message) => { lines.push({ level: 'warn', bindings: bindings as Record<string, unknown>, message }) },
-    },
-  }
-}
+import { recorder } from './health-log'
 
 function setup (count: number): { state: SharedState, table: UpstreamEntry[] } {
   const state = SharedState.create(0)
