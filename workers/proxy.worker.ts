@@ -33,7 +33,6 @@ channel.onmessage = (event: unknown) => {
   }
 }
 
-
 export default async function serveConnection (task: ConnectionTask): Promise<void> {
   // the hand-off handshake (src/primary/workers.ts): taking, then wrapped, after which this
   // thread's teardown closes the descriptor if the thread dies

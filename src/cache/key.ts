@@ -118,4 +118,3 @@ export function hashKey (key: string, seed: number, bits: number, out: Int32Arra
   out[0] = a === 0 ? 1 : a
   out[1] = b
 }
-

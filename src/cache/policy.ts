@@ -123,7 +123,7 @@ export function responseFreshness (res: ResponseView, requestCacheMode: number, 
     if (expires !== null) {
       const expiresMs = parseHttpDate(expires, nowMs)
       // §5.3: an invalid Expires ("0" especially) is in the past
-      lifetimeMs = expiresMs !== expiresMs ? 0 : Math.max(0, expiresMs - dateMs)
+      lifetimeMs = Number.isNaN(expiresMs) ? 0 : Math.max(0, expiresMs - dateMs)
     } else {
       // no explicit freshness and no heuristics: a validator-only entry, if allowed at all (§3)
       if (status >= 600 || (DEFAULT_CACHEABLE[status] === 0 && !cc.isPublic)) return -1
@@ -270,7 +270,7 @@ function receivedDateMs (res: ResponseView, receivedMs: number): number {
   const date = res.header('date')
   if (date === null) return receivedMs
   const ms = parseHttpDate(date, receivedMs)
-  return ms === ms ? ms : receivedMs
+  return Number.isNaN(ms) ? receivedMs : ms
 }
 
 /** Age (RFC 9111 §5.1) as delta-seconds; an invalid value is ignored. */

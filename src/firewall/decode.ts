@@ -18,6 +18,7 @@
  * Works in one scratch buffer owned by the decoder; the only allocation is the
  * resulting string. `flags` reports what the last call saw on the way.
  */
+import { SLASH, BACKSLASH, DOT, PERCENT, SEMICOLON } from '../http/tables'
 
 export const MAX_DECODE_ROUNDS = 4
 
@@ -25,12 +26,6 @@ export const MAX_DECODE_ROUNDS = 4
 export const D_TRAVERSAL = 1
 /** The decoded bytes contained NUL. */
 export const D_NUL = 2
-
-const SLASH = 0x2f
-const BACKSLASH = 0x5c
-const DOT = 0x2e
-const PERCENT = 0x25
-const SEMICOLON = 0x3b
 
 /** Hex digit value, or 0xff. */
 const HEX_VALUE = (() => {

@@ -5,6 +5,7 @@
  * nothing here allocates.
  */
 import { SIGNATURE_BYTE } from './builtin'
+import { SLASH, BACKSLASH, DOT, PERCENT, QUESTION, SEMICOLON } from '../http/tables'
 
 // ---- path flags ---------------------------------------------------------------
 /** '%' or a non-ASCII char: the path must go through the decoder. */
@@ -22,13 +23,6 @@ export const Q_DECODE = 1
 export const Q_NUL = 2
 /** A byte some signature needs, or '..'. */
 export const Q_SUSPICIOUS = 4
-
-const SLASH = 0x2f
-const BACKSLASH = 0x5c
-const DOT = 0x2e
-const PERCENT = 0x25
-const QUESTION = 0x3f
-const SEMICOLON = 0x3b
 
 /**
  * Index where the path begins (RFC 9112 §3.2): 0 for origin-form and

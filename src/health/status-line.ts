@@ -7,6 +7,7 @@
  * RFC 9112 §4: status-line = HTTP-version SP status-code SP [ reason-phrase ]
  *              HTTP-version = "HTTP/" DIGIT "." DIGIT
  */
+import { SLASH, DOT, SP, CR, LF } from '../http/tables'
 
 /** Not enough bytes yet to know. */
 export const STATUS_NEED_MORE = 0
@@ -16,11 +17,6 @@ export const STATUS_INVALID = -1
 const H = 0x48
 const T = 0x54
 const P = 0x50
-const SLASH = 0x2f
-const DOT = 0x2e
-const SP = 0x20
-const CR = 0x0d
-const LF = 0x0a
 const DIGIT_0 = 0x30
 const DIGIT_9 = 0x39
 const PREFIX = [H, T, T, P, SLASH] as const

@@ -384,8 +384,7 @@ export class HeadParser {
           const c = buf[base + p]
           if (c !== CR && c !== LF) return this.fail('SWY_ERR_BAD_HEADER', `invalid byte 0x${c.toString(16)} in field value`)
         }
-      }
-      else if (this.sp1 !== -1 && this.sp2 === -1 && (this.targetState === T_ORIGIN || this.targetState === T_ABS_PATH)) {
+      } else if (this.sp1 !== -1 && this.sp2 === -1 && (this.targetState === T_ORIGIN || this.targetState === T_ABS_PATH)) {
         // Fast path for the path and query of a request target: a tight loop up to the
         // target limit; the byte that stops it (SP, CR, anything else) takes the slow path.
         const targetEnd = base + this.sp1 + 1 + this.limits.maxRequestTargetBytes
@@ -773,11 +772,9 @@ function internMethod (buf: Buffer, s: number, e: number): string {
   return buf.latin1Slice(s, e)
 }
 
-
 declare global {
   interface Buffer {
     /** Node's fast latin1 decoder (what toString('latin1', s, e) calls after checking its arguments). */
     latin1Slice (start: number, end: number): string
   }
 }
-

@@ -13,8 +13,10 @@ export const COMMA = 0x2c
 export const DQUOTE = 0x22
 export const BACKSLASH = 0x5c
 export const SLASH = 0x2f
-export const ZERO = 0x30
 export const EQUALS = 0x3d
+export const DOT = 0x2e
+export const PERCENT = 0x25
+export const QUESTION = 0x3f
 
 function table (accept: (b: number) => boolean): Uint8Array {
   const t = new Uint8Array(256)

@@ -42,7 +42,6 @@ export interface ConnectionTask {
   adopted: Int32Array
 }
 
-
 /** How often a descriptor no worker adopted is offered again before it is closed. */
 const MAX_HANDOFF_ATTEMPTS = 3
 

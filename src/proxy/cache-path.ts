@@ -298,10 +298,17 @@ export class CacheState {
       const fresh = responseFreshness(view, this.mode, this.hasAuthorization, this.hook.config.cacheAuthorized, now)
       const freshFor = fresh >= 0 ? fresh : e.freshForMs
       this.hook.store.store(this.key, {
-        status: e.status, head: e.head, body: e.body, storedAtMs: now,
-        responseDateMs: dateOf(view, now), initialAgeSec: correctedInitialAgeSec(view, this.requestSentAt, now),
-        freshForMs: freshFor, etag: view.header('etag') ?? e.etag, lastModified: view.header('last-modified') ?? e.lastModified,
-        varyNames: e.varyNames, varyValues: e.varyNames === null ? null : varyValues(e.varyNames, this.view),
+        status: e.status,
+        head: e.head,
+        body: e.body,
+        storedAtMs: now,
+        responseDateMs: dateOf(view, now),
+        initialAgeSec: correctedInitialAgeSec(view, this.requestSentAt, now),
+        freshForMs: freshFor,
+        etag: view.header('etag') ?? e.etag,
+        lastModified: view.header('last-modified') ?? e.lastModified,
+        varyNames: e.varyNames,
+        varyValues: e.varyNames === null ? null : varyValues(e.varyNames, this.view),
       })
       this.release()
       e.currentAgeMs = 0
@@ -355,10 +362,17 @@ export class CacheState {
 
   private commit (status: number): void {
     this.hook.store.store(this.key, {
-      status, head: this.storedHead as Buffer, body: this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks, this.capturedBytes),
-      storedAtMs: Date.now(), responseDateMs: this.responseDateMs, initialAgeSec: this.initialAgeSec,
-      freshForMs: this.freshForMs, etag: this.etag, lastModified: this.lastModified,
-      varyNames: this.varyNames, varyValues: this.varyNames === null ? null : varyValues(this.varyNames, this.view),
+      status,
+      head: this.storedHead as Buffer,
+      body: this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks, this.capturedBytes),
+      storedAtMs: Date.now(),
+      responseDateMs: this.responseDateMs,
+      initialAgeSec: this.initialAgeSec,
+      freshForMs: this.freshForMs,
+      etag: this.etag,
+      lastModified: this.lastModified,
+      varyNames: this.varyNames,
+      varyValues: this.varyNames === null ? null : varyValues(this.varyNames, this.view),
     })
     this.storedHead = null
     this.chunks = []

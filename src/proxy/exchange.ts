@@ -52,7 +52,6 @@ export class Exchange implements AccessRecord {
   stickyIndex = -1
   lastFailure = ''
 
-
   constructor (peerIp: string) {
     this.peerIp = peerIp
     this.clientIp = peerIp
@@ -91,5 +90,4 @@ export class Exchange implements AccessRecord {
     this.stickyIndex = -1
     this.lastFailure = ''
   }
-
 }

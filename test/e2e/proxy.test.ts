@@ -128,7 +128,6 @@ function dechunk (body: Buffer): Buffer {
   }
 }
 
-
 /** One client connection we drive by hand: write exact bytes, read one response at a time. */
 class RawClient {
   private buf = Buffer.alloc(0)
@@ -709,7 +708,7 @@ for (const mode of MODES) {
 
         const client = await RawClient.open(lb.port)
         t.after(() => client.close())
-        client.send(`HEAD /h HTTP/1.1\r\nHost: example.test\r\n\r\n`)
+        client.send('HEAD /h HTTP/1.1\r\nHost: example.test\r\n\r\n')
         const head = await client.response({ noBody: true, timeoutMs: 3000 })
         assert.equal(head.status, 200)
         assert.equal(head.headers['content-length'], '1234')
@@ -1006,7 +1005,7 @@ for (const mode of MODES) {
 
         const client = await RawClient.open(lb.port)
         t.after(() => client.close())
-        client.send(`POST /upload HTTP/1.1\r\nHost: example.test\r\nContent-Length: 1000000\r\n\r\n`)
+        client.send('POST /upload HTTP/1.1\r\nHost: example.test\r\nContent-Length: 1000000\r\n\r\n')
         client.send(Buffer.alloc(64 * 1024, 0x61))
         await waitFor(() => started === 1, 5000, 'the upstream to start receiving the request')
         assert.equal(activeRequests(lb), 1)

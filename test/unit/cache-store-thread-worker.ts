@@ -77,9 +77,17 @@ function run (job: CacheThreadJob): CacheThreadReport {
   function entryFor (label: string, varies: boolean, encoding: number): CacheEntryInput {
     const expected = labels.get(label) as { body: Buffer, head: Buffer }
     return {
-      status: 200, head: expected.head, body: expected.body, storedAtMs: job.nowMs, responseDateMs: job.nowMs, initialAgeSec: 0,
-      freshForMs: 60_000, etag: `"${label}"`, lastModified: null,
-      varyNames: varies ? VARY : null, varyValues: varies ? varyValues(VARY, requests[encoding]) : null,
+      status: 200,
+      head: expected.head,
+      body: expected.body,
+      storedAtMs: job.nowMs,
+      responseDateMs: job.nowMs,
+      initialAgeSec: 0,
+      freshForMs: 60_000,
+      etag: `"${label}"`,
+      lastModified: null,
+      varyNames: varies ? VARY : null,
+      varyValues: varies ? varyValues(VARY, requests[encoding]) : null,
     }
   }
 

@@ -548,12 +548,12 @@ describe('ChunkedScanner: trailer fields', () => {
 describe('ChunkedScanner: re-encoding properties (fast-check)', () => {
   const trailerName = fc.oneof(
     { weight: 3, arbitrary: token(1, 16) },
-    { weight: 2, arbitrary: fc.tuple(fc.constantFrom(...DROPPED), fc.boolean()).map(([n, up]) => up ? n.toUpperCase() : n.toLowerCase()) },
+    { weight: 2, arbitrary: fc.tuple(fc.constantFrom(...DROPPED), fc.boolean()).map(([n, up]) => up ? n.toUpperCase() : n.toLowerCase()) }
   )
   const bodyArb = fc.tuple(
     fc.array(fc.tuple(fc.uint8Array({ minLength: 1, maxLength: 120 }), fc.boolean(), fc.constantFrom('', '', '0', '000'), chunkExtArb(true)), { maxLength: 8 }),
     chunkExtArb(true),
-    fc.array(fc.tuple(trailerName, fieldValue(20)), { maxLength: 4 }),
+    fc.array(fc.tuple(trailerName, fieldValue(20)), { maxLength: 4 })
   ).map(([chunks, lastExt, trailers]) => {
     let text = ''
     for (const [data, upper, zeros, ext] of chunks) {

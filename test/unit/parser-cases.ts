@@ -261,7 +261,7 @@ export const fieldName = (): fc.Arbitrary<string> => token(1, 20).filter((n) => 
 const valueByte = fc.oneof(
   { weight: 6, arbitrary: fc.integer({ min: 0x21, max: 0x7e }) },
   { weight: 1, arbitrary: fc.constantFrom(0x20, 0x09) },
-  { weight: 2, arbitrary: fc.integer({ min: 0x80, max: 0xff }) },
+  { weight: 2, arbitrary: fc.integer({ min: 0x80, max: 0xff }) }
 )
 const ows = fc.constantFrom('', ' ', '\t', '  ', ' \t ')
 
@@ -281,14 +281,14 @@ const hostArb = fc.tuple(fc.string({ unit: fc.constantFrom(...HOST_CHARS), minLe
 
 export const targetArb = fc.oneof(
   { weight: 4, arbitrary: fc.tuple(pathArb, queryArb).map(([p, q]) => '/' + p + (q === undefined ? '' : '?' + q)) },
-  { weight: 1, arbitrary: fc.tuple(fc.constantFrom('http', 'https', 'HTTP'), hostArb, pathArb).map(([s, h, p]) => `${s}://${h}/${p}`) },
+  { weight: 1, arbitrary: fc.tuple(fc.constantFrom('http', 'https', 'HTTP'), hostArb, pathArb).map(([s, h, p]) => `${s}://${h}/${p}`) }
 )
 
 /** chunk-ext per RFC 9112 §7.1.1; `bws` adds the optional whitespace that llhttp refuses. */
 export const chunkExtArb = (bws: boolean): fc.Arbitrary<string> => {
   const quoted = fc.array(fc.oneof(
     { weight: 8, arbitrary: fc.constantFrom(...'abc ,;=\t!#xyz'.split('')) },
-    { weight: 1, arbitrary: fc.constantFrom('\\"', '\\\\', '\\a', '\x80', '\xfe') },
+    { weight: 1, arbitrary: fc.constantFrom('\\"', '\\\\', '\\a', '\x80', '\xfe') }
   ), { maxLength: 10 }).map((parts) => '"' + parts.join('') + '"')
   const value = fc.option(fc.oneof(token(1, 8), quoted), { nil: undefined })
   const ws = bws ? fc.constantFrom('', '', ' ', '\t') : fc.constant('')
@@ -301,7 +301,7 @@ export interface ChunkedBodyModel { text: string, dataBytes: number }
 export const chunkedBodyArb = (bws: boolean): fc.Arbitrary<ChunkedBodyModel> => fc.tuple(
   fc.array(fc.tuple(fc.uint8Array({ minLength: 1, maxLength: 80 }), fc.boolean(), fc.constantFrom('', '', '0', '00', '0000000000000000'), chunkExtArb(bws)), { maxLength: 6 }),
   chunkExtArb(bws),
-  fc.array(fc.tuple(fieldName(), fieldValue(20)), { maxLength: 3 }),
+  fc.array(fc.tuple(fieldName(), fieldValue(20)), { maxLength: 3 })
 ).map(([chunks, lastExt, trailers]) => {
   let text = ''
   let dataBytes = 0
@@ -350,7 +350,7 @@ export function requestArb (opts: RequestGenOptions): fc.Arbitrary<RequestModel>
   const body: fc.Arbitrary<BodyModel> = fc.oneof(
     { weight: 2, arbitrary: fc.constant({ kind: 'none' as const }) },
     { weight: 2, arbitrary: fc.record({ kind: fc.constant('length' as const), data: fc.uint8Array({ maxLength: 200 }), zeros: fc.constantFrom('', '', '0', '000', '00000000000000000000'), duplicate: opts.llhttp ? fc.constant(false) : fc.boolean() }) },
-    { weight: 2, arbitrary: fc.record({ kind: fc.constant('chunked' as const), body: chunkedBodyArb(!opts.llhttp), codings: opts.llhttp ? fc.constantFrom('chunked', 'CHUNKED', 'chunked ') : fc.constantFrom('chunked', 'Chunked', ',chunked', 'chunked ,', ',,CHUNKED,') }) },
+    { weight: 2, arbitrary: fc.record({ kind: fc.constant('chunked' as const), body: chunkedBodyArb(!opts.llhttp), codings: opts.llhttp ? fc.constantFrom('chunked', 'CHUNKED', 'chunked ') : fc.constantFrom('chunked', 'Chunked', ',chunked', 'chunked ,', ',,CHUNKED,') }) }
   )
   return fc.record({
     method: methods,
@@ -436,7 +436,7 @@ export interface ResponseModel {
 
 const reasonArb = fc.oneof(
   fc.constantFrom('', ' OK', ' Not Modified', ' ', ' No Content'),
-  fc.array(valueByte, { maxLength: 20 }).map((v) => ' ' + String.fromCharCode(...v)),
+  fc.array(valueByte, { maxLength: 20 }).map((v) => ' ' + String.fromCharCode(...v))
 )
 
 /** Random valid responses (1xx, 204, 304, HEAD, Content-Length, chunked, close-delimited; HTTP/1.0 and 1.1). */
@@ -563,7 +563,7 @@ export const REQUEST_REJECTS: RejectCase[] = [
   { name: 'bare CR in field value', text: `GET / HTTP/1.1\r\n${H}X-A: o\rne\r\n\r\n`, code: 'SWY_ERR_BARE_CR_LF', status: 400 },
   { name: 'CR CR LF', text: `GET / HTTP/1.1\r\n${H}X-A: one\r\r\n\r\n`, code: 'SWY_ERR_BARE_CR_LF', status: 400 },
   { name: 'bare LF ends the request line', text: `GET / HTTP/1.1\n${H}\r\n`, code: 'SWY_ERR_BARE_CR_LF', status: 400 },
-  { name: 'bare LF ends a field', text: `GET / HTTP/1.1\r\nHost: example.com\n\r\n`, code: 'SWY_ERR_BARE_CR_LF', status: 400 },
+  { name: 'bare LF ends a field', text: 'GET / HTTP/1.1\r\nHost: example.com\n\r\n', code: 'SWY_ERR_BARE_CR_LF', status: 400 },
   { name: 'bare LF ends the head', text: `GET / HTTP/1.1\r\n${H}\n`, code: 'SWY_ERR_BARE_CR_LF', status: 400 },
   { name: 'bare LF inside a value', text: `GET / HTTP/1.1\r\n${H}X-A: o\nne\r\n\r\n`, code: 'SWY_ERR_BARE_CR_LF', status: 400 },
   { name: 'bare LF before the request line', text: `\nGET / HTTP/1.1\r\n${H}\r\n`, code: 'SWY_ERR_BARE_CR_LF', status: 400 },
@@ -653,7 +653,7 @@ export const mutationArb: fc.Arbitrary<Mutation> = fc.oneof(
   { weight: 3, arbitrary: fc.record({ op: fc.constantFrom('insert' as const, 'replace' as const), where: whereArb, inHead: inHeadArb, byte: byteArb }) },
   { weight: 2, arbitrary: fc.record({ op: fc.constantFrom('delete' as const, 'toggleCase' as const, 'obsFold' as const, 'crlfToLf' as const, 'truncate' as const), where: whereArb, inHead: inHeadArb }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('dupLine' as const), where: whereArb, which: fc.nat() }) },
-  { weight: 1, arbitrary: fc.record({ op: fc.constant('addField' as const), where: whereArb, field: fc.constantFrom(...EXTRA_FIELDS) }) },
+  { weight: 1, arbitrary: fc.record({ op: fc.constant('addField' as const), where: whereArb, field: fc.constantFrom(...EXTRA_FIELDS) }) }
 )
 
 export const mutationsArb = fc.array(mutationArb, { minLength: 1, maxLength: 3 })
