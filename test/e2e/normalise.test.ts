@@ -17,106 +17,13 @@
  *  - a response Transfer-Encoding other than chunked is a 502.
  *
  * The upstream records the exact bytes it receives (framed by a test-side
- * parser independent of the proxy's) and answers with exact bytes.
+ * parser independent of the proxy's, in wire.ts) and answers with exact bytes.
  */
-import { describe, test, before, after, type TestContext } from 'node:test'
+import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import * as net from 'node:net'
-import { once } from 'node:events'
 import { MODES, startLb, type RunningLb } from './harness'
-import { startRawServer, rawExchange, waitFor, type TestServer } from '../helpers'
-
-// ---- test-side HTTP/1.1 framing (the same as in smuggling.test.ts) -------------------------
-
-interface Message {
-  startLine: string
-  status: number
-  head: string
-  fields: Array<[string, string]>
-  body: Buffer
-  data: Buffer
-  chunkSizeLines: string[]
-  trailers: Array<[string, string]>
-}
-
-function parseFields (lines: string[]): Array<[string, string]> {
-  return lines.map((line) => { const c = line.indexOf(':'); return [line.slice(0, c), line.slice(c + 1).trim()] })
-}
-
-function values (fields: Array<[string, string]>, name: string): string[] {
-  return fields.filter(([n]) => n.toLowerCase() === name).map(([, v]) => v)
-}
-
-/** The field lines of a head named `name` (case-insensitive), exactly as sent. */
-function lines (m: Message, name: string): string[] {
-  return m.head.split('\r\n').slice(1).filter((l) => l.toLowerCase().startsWith(name + ':'))
-}
-
-function readChunked (buf: Buffer, pos: number): { end: number, data: Buffer, sizeLines: string[], trailers: Array<[string, string]> } | string | null {
-  const data: Buffer[] = []
-  const sizeLines: string[] = []
-  for (;;) {
-    const lineEnd = buf.indexOf('\r\n', pos)
-    if (lineEnd === -1) return null
-    const line = buf.toString('latin1', pos, lineEnd)
-    sizeLines.push(line)
-    const size = parseInt(line, 16)
-    if (!/^[0-9a-fA-F]+/.test(line)) return `bad chunk-size line ${JSON.stringify(line)}`
-    pos = lineEnd + 2
-    if (size === 0) {
-      const trailerLines: string[] = []
-      for (;;) {
-        const end = buf.indexOf('\r\n', pos)
-        if (end === -1) return null
-        if (end === pos) return { end: pos + 2, data: Buffer.concat(data), sizeLines, trailers: parseFields(trailerLines) }
-        trailerLines.push(buf.toString('latin1', pos, end))
-        pos = end + 2
-      }
-    }
-    if (buf.length < pos + size + 2) return null
-    data.push(buf.subarray(pos, pos + size))
-    if (buf.toString('latin1', pos + size, pos + size + 2) !== '\r\n') return 'chunk data not followed by CRLF'
-    pos += size + 2
-  }
-}
-
-function frame (buf: Buffer, opts: { response: boolean, closed?: boolean }): { message: Message, length: number } | string | null {
-  const headEnd = buf.indexOf('\r\n\r\n')
-  if (headEnd === -1) return null
-  const head = buf.toString('latin1', 0, headEnd)
-  const headLines = head.split('\r\n')
-  const fields = parseFields(headLines.slice(1))
-  const status = opts.response ? Number(headLines[0].split(' ')[1]) : 0
-  const bodyStart = headEnd + 4
-  const message: Message = { startLine: headLines[0], status, head, fields, body: Buffer.alloc(0), data: Buffer.alloc(0), chunkSizeLines: [], trailers: [] }
-  const done = (end: number): { message: Message, length: number } => {
-    if (message.chunkSizeLines.length === 0) message.data = buf.subarray(bodyStart, end)
-    message.body = buf.subarray(bodyStart, end)
-    return { message, length: end }
-  }
-  if (opts.response && (status < 200 || status === 204 || status === 304)) return done(bodyStart)
-  // the last non-empty list element decides (RFC 9110 §5.6.1: empty elements do not count)
-  const codings = values(fields, 'transfer-encoding').join(',').split(',').map((c) => c.trim()).filter((c) => c !== '')
-  const te = codings.join(',')
-  if (codings.length > 0 && codings[codings.length - 1].toLowerCase() === 'chunked') {
-    const c = readChunked(buf, bodyStart)
-    if (c === null || typeof c === 'string') return c
-    message.chunkSizeLines = c.sizeLines
-    message.trailers = c.trailers
-    message.data = c.data
-    return done(c.end)
-  }
-  const cl = values(fields, 'content-length')
-  if (te === '' && cl.length > 0) {
-    const end = bodyStart + Number(cl[0])
-    return buf.length >= end ? done(end) : null
-  }
-  if (!opts.response && te === '') return done(bodyStart)
-  return opts.closed === true ? done(buf.length) : null
-}
-
-const delay = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }
-const SETTLE_MS = 150
+import { rawExchange } from '../helpers'
+import { RawClient, RecordingUpstream, SETTLE_MS, TOLERANT, delay, lines, values, type Message } from './wire'
 
 /** Canonical chunked framing: sizes in lowercase hex without leading zeros or extensions, ending with a 0 line. */
 function assertCanonicalChunks (m: Message): void {
@@ -125,103 +32,7 @@ function assertCanonicalChunks (m: Message): void {
   assert.equal(m.chunkSizeLines[m.chunkSizeLines.length - 1], '0')
 }
 
-class RawClient {
-  private buf = Buffer.alloc(0)
-  closed = false
-  private constructor (readonly socket: net.Socket) {
-    socket.on('data', (c: Buffer) => { this.buf = Buffer.concat([this.buf, c]) })
-    for (const e of ['end', 'close', 'error']) socket.on(e, () => { this.closed = true })
-  }
-
-  static async open (port: number): Promise<RawClient> {
-    const socket = net.connect(port, '127.0.0.1')
-    await once(socket, 'connect')
-    return new RawClient(socket)
-  }
-
-  send (data: string | Buffer): void { if (!this.socket.destroyed) this.socket.write(data) }
-
-  async response (timeoutMs = 3000): Promise<Message> {
-    let got: ReturnType<typeof frame> = null
-    try {
-      await waitFor(() => {
-        got = frame(this.buf, { response: true, closed: this.closed })
-        return got !== null || this.closed
-      }, timeoutMs, 'a complete response')
-    } catch (err) {
-      throw new Error(`${(err as Error).message}; have ${JSON.stringify(this.buf.toString('latin1').slice(0, 300))}`)
-    }
-    if (got === null) throw new Error(`closed before a complete response; got ${JSON.stringify(this.buf.toString('latin1').slice(0, 300))}`)
-    if (typeof got === 'string') throw new Error(`malformed response (${got as string}): ${JSON.stringify(this.buf.toString('latin1').slice(0, 300))}`)
-    const { message, length } = got as { message: Message, length: number }
-    this.buf = this.buf.subarray(length)
-    return message
-  }
-
-  close (): void { this.socket.destroy() }
-}
-
-/** Every default answer closes the upstream connection: each test starts on fresh upstream connections. */
-const OK = 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok'
-type Responder = (req: Message) => string
-
-/** A TCP upstream that records every request (exact bytes, test-side framing) and answers through `respond`. */
-class RecordingUpstream {
-  requests: Message[] = []
-  connections = 0
-  garbage: string[] = []
-  respond: Responder = () => OK
-  private server: TestServer | null = null
-
-  get address (): string { return this.server?.address ?? '' }
-
-  async start (): Promise<void> {
-    this.server = await startRawServer((socket) => {
-      this.connections++
-      let buf = Buffer.alloc(0)
-      let broken = false
-      socket.on('data', (chunk: Buffer) => {
-        buf = Buffer.concat([buf, chunk])
-        while (!broken) {
-          const got = frame(buf, { response: false })
-          if (got === null) return
-          if (typeof got === 'string') { broken = true; this.garbage.push(`${got}: ${buf.toString('latin1')}`); return }
-          buf = buf.subarray(got.length)
-          this.requests.push(got.message)
-          if (!socket.writable) continue
-          const answer = this.respond(got.message)
-          socket.write(answer)
-          if (/\r\nconnection: *close\r\n/i.test(answer.slice(0, answer.indexOf('\r\n\r\n') + 2))) socket.end()
-        }
-      })
-    })
-  }
-
-  use (t: TestContext, respond: Responder = () => OK): void {
-    this.respond = respond
-    this.requests = []
-    this.garbage = []
-    this.connections = 0
-    t.after(() => { this.respond = () => OK })
-  }
-
-  /** The one request this test sent, framed cleanly. */
-  only (): Message {
-    assert.deepEqual(this.garbage, [], 'the upstream received bytes that are not HTTP/1.1 framing')
-    assert.equal(this.requests.length, 1, `requests upstream: ${JSON.stringify(this.requests.map((r) => r.startLine))}`)
-    return this.requests[0]
-  }
-
-  async close (): Promise<void> { await this.server?.close() }
-}
-
 const H = 'Host: a\r\n'
-
-/**
- * Shared proxies tolerate upstream failures: a test that fails against a broken proxy (an upstream
- * left waiting, a 502) must not get the shared upstream ejected by passive health and fail the tests after it.
- */
-const TOLERANT = { healthCheck: { passive: { maxFailures: 1000, cooldownMs: 1 } } }
 
 for (const mode of MODES) {
   describe(`what is forwarded is the proxy's own framing (${mode.name})`, () => {
