@@ -45,18 +45,23 @@ interface FieldPlan {
   drop: Uint8Array
   /** Keep Upgrade (an allowed upgrade goes through). */
   keepUpgrade: boolean
-  /** The canonical Content-Length line written for the first Content-Length field, '' to drop them (1xx, 204). */
-  lengthLine: string
+  /** Write the first Content-Length field (canonical), drop the others; false drops them all (1xx, 204). */
+  contentLength: boolean
   transferEncoding: TransferFraming
   /** Replace the Host line with this authority ('' = keep the Host line as received). */
   host: string
 }
 
-const plan: FieldPlan = { drop: DROP_REQUEST, keepUpgrade: false, lengthLine: '', transferEncoding: 'chunked', host: '' }
+const plan: FieldPlan = { drop: DROP_REQUEST, keepUpgrade: false, contentLength: true, transferEncoding: 'chunked', host: '' }
 
-/** The Content-Length line for `p` ('' when it has none): built once per head, measured and written from the same string. */
-function lengthLineOf (p: HeadParser): string {
-  return p.contentLength === -1 ? '' : 'Content-Length: ' + p.contentLength + '\r\n'
+/**
+ * The line written for Content-Length field i: '' to copy it as received (its
+ * value is already canonical: no leading zero, the parser checked the digits),
+ * else the canonical line.
+ */
+function lengthLine (p: HeadParser, i: number): string {
+  const s = p.valueStart(i)
+  return p.buf[s] !== 0x30 || p.valueEnd(i) - s === 1 ? '' : 'Content-Length: ' + p.contentLength + '\r\n'
 }
 
 const CHUNKED_LINE = 'Transfer-Encoding: chunked\r\n'
@@ -97,7 +102,11 @@ function writeFields (p: HeadParser, out: Buffer | null, o: number): number {
     let keep: boolean
     if (kind === H_CONTENT_LENGTH) {
       keep = false
-      if (!wroteLength) { line = plan.lengthLine; wroteLength = true }
+      if (plan.contentLength && !wroteLength) {
+        wroteLength = true
+        line = lengthLine(p, i)
+        keep = line === ''
+      }
     } else if (kind === H_TRANSFER_ENCODING) {
       keep = false
       if (plan.transferEncoding === 'chunked' && !wroteCoding) { line = CHUNKED_LINE; wroteCoding = true }
@@ -171,7 +180,7 @@ export function buildRequestHead (p: HeadParser, id: ForwardIdentity, upgrading:
   const http10 = p.versionMinor === 0
   plan.drop = DROP_REQUEST
   plan.keepUpgrade = upgrading
-  plan.lengthLine = lengthLineOf(p)
+  plan.contentLength = true
   plan.transferEncoding = 'chunked'
   const absolute = p.absoluteForm
   const authority = absolute ? p.host() : ''
@@ -254,7 +263,7 @@ export function buildResponseHead (p: HeadParser, via: string, connection: Conne
   plan.drop = DROP_RESPONSE
   plan.keepUpgrade = connection === 'upgrade'
   // RFC 9110 §8.6: no Content-Length in a 1xx or 204; §15.4.5 lets a 304 (and a HEAD answer) carry it
-  plan.lengthLine = status >= 200 && status !== 204 ? lengthLineOf(p) : ''
+  plan.contentLength = status >= 200 && status !== 204
   plan.transferEncoding = transferEncoding
   plan.host = ''
   const lineBytes = p.fieldsStart
@@ -279,7 +288,7 @@ export function buildStoredHead (p: HeadParser): Buffer {
   const base = p.base
   plan.drop = DROP_STORED
   plan.keepUpgrade = false
-  plan.lengthLine = lengthLineOf(p)
+  plan.contentLength = true
   plan.transferEncoding = 'drop'
   plan.host = ''
   const lineBytes = p.fieldsStart

@@ -402,7 +402,6 @@ export class ClientConnection extends Exchange implements UpstreamClient, Expira
   onUpstreamConnected (up: UpstreamConnection): void {
     if (up !== this.upstream || this.phase !== 'connecting') return
     this.sentAt = performance.now()
-    this.sentAtMs = this.ctx.state.now()
     if (this.cacheState !== null) this.cacheState.requestSentAt = Date.now()
     const s = up.socket
     const body = this.initialBody
@@ -485,7 +484,8 @@ export class ClientConnection extends Exchange implements UpstreamClient, Expira
       return 'interim'
     }
     const slot = (this.entry as UpstreamEntry).slot
-    recordUpstreamSuccess(ctx.state, slot, ctx.state.now())
+    // the sweeper's clock (a tick late at most) is enough for passive health's timeout rule
+    recordUpstreamSuccess(ctx.state, slot, (ctx.sweeper.nowMs - ctx.state.epochMs) | 0)
     ctx.state.recordResponse(slot, status, performance.now() - this.sentAt)
     if (status === 101) {
       // only an upgrade we asked for, to a protocol we allow; anything else is not HTTP any more
@@ -646,7 +646,7 @@ export class ClientConnection extends Exchange implements UpstreamClient, Expira
     const passive = ctx.config.healthCheck.passive
     const now = ctx.state.now()
     const ejected = code === 'SWY_ERR_UPSTREAM_TIMEOUT'
-      ? recordUpstreamTimeout(ctx.state, entry.slot, passive, now, this.sentAtMs, clientHash(this.clientIp))
+      ? recordUpstreamTimeout(ctx.state, entry.slot, passive, now, (now - (performance.now() - this.sentAt)) | 0, clientHash(this.clientIp))
       : recordUpstreamFailure(ctx.state, entry.slot, passive, now)
     if (ejected) logEjection(entry, `${passive.maxFailures} consecutive failure(s): ${this.lastFailure}`)
   }

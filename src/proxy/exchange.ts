@@ -37,8 +37,6 @@ export class Exchange implements AccessRecord {
   retriesLeft = 0
   startedAt = 0
   sentAt = 0
-  /** state.now() when the request went upstream (passive health's timeout rule). */
-  sentAtMs = 0
   status = 0
   bytesOut = 0
   flag = '-'
@@ -78,7 +76,6 @@ export class Exchange implements AccessRecord {
     this.retriesLeft = 0
     this.startedAt = 0
     this.sentAt = 0
-    this.sentAtMs = 0
     this.status = 0
     this.bytesOut = 0
     this.flag = '-'

@@ -15,6 +15,8 @@ export class DeadlineSweeper {
   private readonly items = new Set<Expirable>()
   private timer: NodeJS.Timeout | null = null
   private tickMs: number
+  /** Date.now() at the last sweep: a clock for bookkeeping that may be a tick late, at no cost per read. */
+  nowMs = Date.now()
 
   constructor (tickMs: number) {
     this.tickMs = tickMs
@@ -54,5 +56,7 @@ export class DeadlineSweeper {
 }
 
 function sweep (sweeper: DeadlineSweeper): void {
-  sweeper.check(Date.now())
+  const now = Date.now()
+  sweeper.nowMs = now
+  sweeper.check(now)
 }
