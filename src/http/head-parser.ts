@@ -219,7 +219,10 @@ export class HeadParser {
   }
 
   /** True once at least one byte of the current head has been taken. */
-  get started (): boolean { return this.accumulating || this.scan > 0 }
+  get started (): boolean {
+    // the empty lines a client may send before a request line (RFC 9112 §2.2) do not start a head
+    return this.phase !== START_LINE || this.scan > this.lineStart
+  }
 
   execute (chunk: Buffer, start: number, end: number): number {
     if (!this.accumulating) {

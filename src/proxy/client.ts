@@ -31,7 +31,7 @@ import {
   HeadParser, KIND_REQUEST, HEAD_INCOMPLETE, HEAD_ERROR, BODY_NONE, BODY_LENGTH, BODY_CHUNKED, BODY_CLOSE,
 } from '../http/head-parser'
 import { H_COOKIE, H_UPGRADE } from '../http/header-names'
-import { ChunkedScanner, CHUNKED_ERROR } from '../http/chunked'
+import { ChunkedScanner, CHUNKED_ERROR, CRLF, chunkSizeLine } from '../http/chunked'
 import { buildRequestHead, buildResponseHead, type ForwardIdentity, type ConnectionField } from '../http/serialize'
 import { errorReply, errorReplyWith } from '../http/replies'
 import { PickContext } from '../balancer/types'
@@ -96,6 +96,8 @@ export class ClientConnection extends Exchange implements UpstreamClient, Expira
   deadlineKind: Deadline = 'none'
   /** drive() is on the stack (undici's kResuming): a completion inside it must not re-enter. */
   driving = false
+  /** The loop yielded to the event loop (REQUESTS_PER_TURN) and runs again from setImmediate. */
+  yielded = false
   /** The loop stopped because the client is not reading what we queued ('drain' restarts it). */
   outputFull = false
   /** The client half-closed: answer what it sent, then close. */
@@ -182,7 +184,11 @@ export class ClientConnection extends Exchange implements UpstreamClient, Expira
     switch (this.phase) {
       case 'head':
         this.appendInput(chunk)
-        this.drive()
+        if (this.yielded) { // the loop yielded to other connections: bound what waits meanwhile
+          if ((this.input as Buffer).length - this.inputStart > MAX_INPUT_BYTES) this.socket.pause()
+        } else {
+          this.drive()
+        }
         break
       case 'body': this.forwardBody(chunk, 0); break
       case 'tunnel': {
@@ -215,22 +221,28 @@ export class ClientConnection extends Exchange implements UpstreamClient, Expira
   drive (): void {
     if (this.driving) return
     this.driving = true
-    let budget = REQUESTS_PER_TURN
-    while (this.phase === 'head' && this.input !== null) {
-      if (this.socket.writableLength > MAX_QUEUED_OUTPUT) {
-        // the client is not reading its responses: read no more requests until it does
-        this.outputFull = true
-        this.socket.pause()
-        this.setDeadline('idle', this.ctx.config.timeouts.clientIdleMs)
-        break
+    try {
+      let budget = REQUESTS_PER_TURN
+      while (this.phase === 'head' && this.input !== null) {
+        if (this.socket.writableLength > MAX_QUEUED_OUTPUT) {
+          // the client is not reading its responses: read no more requests until it does
+          this.outputFull = true
+          this.socket.pause()
+          this.setDeadline('idle', this.ctx.config.timeouts.clientIdleMs)
+          break
+        }
+        if (budget-- === 0) {
+          // let the other connections run; read nothing more until we are back
+          this.socket.pause()
+          this.yielded = true
+          setImmediate(driveLater, this)
+          break
+        }
+        this.readHead()
       }
-      if (budget-- === 0) {
-        setImmediate(driveLater, this)
-        break
-      }
-      this.readHead()
+    } finally {
+      this.driving = false
     }
-    this.driving = false
     if (this.phase === 'head' && this.input === null && !this.outputFull) this.awaitInput()
   }
 
@@ -315,7 +327,8 @@ export class ClientConnection extends Exchange implements UpstreamClient, Expira
     if (refusal !== null) { this.failRequest(refusal, this.lastFailure); return }
 
     // phase: cache lookup
-    if (ctx.cache !== null) {
+    // an upgrade is never answered from the cache (nor holds a fill claim for the life of a tunnel)
+    if (ctx.cache !== null && !this.upgrading) {
       if (this.cacheState === null || this.cacheState.hook !== ctx.cache) this.cacheState = new CacheState(ctx.cache, this)
       if (this.onCacheDecision(this.cacheState.onRequest(this.isHead, p.bodyKind === BODY_NONE))) return
     } else if (this.cacheState !== null) {
@@ -377,18 +390,24 @@ export class ClientConnection extends Exchange implements UpstreamClient, Expira
       this.failRequest(tried ? 'SWY_ERR_UPSTREAM_CONNECT' : 'SWY_ERR_NO_HEALTHY_UPSTREAM', tried ? this.lastFailure : 'no upstream is available')
       return
     }
-    if (ctx.sticky !== null && index !== this.stickyIndex) this.setCookie = ctx.sticky.setCookieLine(index)
+    // a new cookie unless the request's own sticky cookie chose this upstream
+    this.setCookie = ctx.sticky !== null && index !== this.stickyIndex ? ctx.sticky.setCookieLine(index) : ''
     this.pick.markTried(index)
-    const entry = ctx.table[index]
+    this.connectTo(ctx.table[index], true)
+  }
+
+  /** Get a connection to `entry`: a pooled one when `pooled` allows and there is one, else a new one. */
+  private connectTo (entry: UpstreamEntry, pooled: boolean): void {
+    const ctx = this.ctx
     this.entry = entry
     ctx.state.addHeld(ctx.workerSlot, entry.slot, U_ACTIVE_REQUESTS, 1)
     ctx.state.addUpstream(entry.slot, U_REQUESTS, 1)
     this.activeSlot = entry.slot
-    const pooled = ctx.pool.acquire(entry.slot) as UpstreamConnection | null
-    const up = pooled ?? new UpstreamConnection(ctx, entry)
+    const idle = pooled ? ctx.pool.acquire(entry.slot) as UpstreamConnection | null : null
+    const up = idle ?? new UpstreamConnection(ctx, entry)
     this.upstream = up
     up.assign(this, this.isHead)
-    if (pooled !== null) this.onUpstreamConnected(pooled)
+    if (idle !== null) this.onUpstreamConnected(idle)
   }
 
   private releaseActive (): void {
@@ -428,7 +447,8 @@ export class ClientConnection extends Exchange implements UpstreamClient, Expira
       this.input = null
       this.forwardBody(start === 0 ? held : held.subarray(start), 0)
     }
-    if (this.phase === 'body') this.socket.resume()
+    // the upstream 'drain' handler resumes us when it has taken what we wrote
+    if (this.phase === 'body' && !s.writableNeedDrain) this.socket.resume()
   }
 
   /** Phase 'body': more request body from the client, forwarded as the proxy frames it. */
@@ -436,12 +456,15 @@ export class ClientConnection extends Exchange implements UpstreamClient, Expira
     const up = this.upstream
     if (up === null) return
     let end = buf.length
-    let out: Buffer | null
     if (this.bodyKind === BODY_LENGTH) {
       end = start + Math.min(this.bodyRemaining, end - start)
       this.bodyRemaining -= end - start
       this.bodyDone = this.bodyRemaining === 0
-      out = end > start ? (start === 0 && end === buf.length ? buf : buf.subarray(start, end)) : null
+      if (end > start) {
+        this.bodySent = true
+        if (!up.socket.write(start === 0 && end === buf.length ? buf : buf.subarray(start, end))) this.socket.pause()
+        up.uploadActivity()
+      }
     } else {
       const c = this.chunked
       const e = c.execute(buf, start, end)
@@ -449,12 +472,11 @@ export class ClientConnection extends Exchange implements UpstreamClient, Expira
       const maxBody = this.ctx.config.limits.maxBodyBytes
       if (maxBody > 0 && c.dataBytes > maxBody) { this.abortUpload('SWY_ERR_BODY_TOO_LARGE', 'chunked body over limit'); return }
       if (e >= 0) { end = e; this.bodyDone = true }
-      out = c.encode(buf, false)
-    }
-    if (out !== null) {
-      this.bodySent = true
-      if (!up.socket.write(out)) this.socket.pause()
-      up.uploadActivity()
+      if (c.encodedLength(false) > 0) {
+        this.bodySent = true
+        if (!writeChunks(up.socket, buf, c, false, null)) this.socket.pause()
+        up.uploadActivity()
+      }
     }
     if (this.bodyDone) {
       if (end < buf.length) this.appendInput(buf.subarray(end))
@@ -568,12 +590,9 @@ export class ClientConnection extends Exchange implements UpstreamClient, Expira
     const n = scanner.encodedLength(dechunk)
     if (n === 0) return
     const head = this.heldHead
-    const headBytes = head !== null ? head.length : 0
-    const out = Buffer.allocUnsafe(headBytes + n)
-    if (head !== null) { head.copy(out, 0); this.heldHead = null }
-    scanner.encodeInto(chunk, out, headBytes, dechunk)
+    this.heldHead = null
     this.bytesOut += n
-    if (!this.socket.write(out) && this.upstream !== null && !done) this.upstream.socket.pause()
+    if (!writeChunks(this.socket, chunk, scanner, dechunk, head) && this.upstream !== null && !done) this.upstream.socket.pause()
   }
 
   /** Write a held response head (a response without body bytes in this read). */
@@ -614,23 +633,24 @@ export class ClientConnection extends Exchange implements UpstreamClient, Expira
       return
     }
     logUpstreamProblem(this, entry, code, detail)
-    if (blamesUpstream(code, up.reused)) this.noteFailure(entry, code)
+    if (blamesUpstream(code, up.staleReuse)) this.noteFailure(entry, code)
     if (this.responseStarted) {
       // the status line is already out: all we can do is cut the connection
       this.logAndClose(code)
       return
     }
-    switch (decideRetry(code, up.reused, this.bodySent, this.method, this.retriesLeft)) {
-      case 'reconnect':
-        this.pick.tried[this.ctx.table.indexOf(entry)] = 0
-        this.pick.triedCount--
-        this.phase = 'connecting'
-        this.dispatch()
+    const action = decideRetry(code, up.staleReuse, this.bodySent, this.method, this.retriesLeft)
+    if (action !== 'fail') {
+      this.phase = 'connecting'
+      if (!this.bodyDone) this.socket.pause() // the body waits for the new connection, as on the first try
+    }
+    switch (action) {
+      case 'reconnect': // the same upstream on a fresh connection: the pooled one had been closed by it
+        this.connectTo(entry, false)
         return
       case 'next':
         this.retriesLeft--
         this.ctx.state.addUpstream(entry.slot, U_RETRIES, 1)
-        this.phase = 'connecting'
         this.dispatch()
         return
       case 'nextFree':
@@ -760,11 +780,12 @@ export class ClientConnection extends Exchange implements UpstreamClient, Expira
         this.socket.destroy() // we had half-closed already: done
         break
       case 'head':
-        if (this.input === null && !this.driving) this.awaitInput()
+        if (this.input === null && !this.yielded) this.awaitInput()
         break
       case 'body':
       case 'connecting':
-        if (this.bodyDone) break
+        // a response already under way (an upstream that answered early) is still relayed, then we close
+        if (this.bodyDone || this.responseStarted) break
         // the body can never be completed: drop the exchange, and blame no upstream
         this.flag = 'DC'
         this.status = 499
@@ -814,11 +835,41 @@ export class ClientConnection extends Exchange implements UpstreamClient, Expira
   }
 }
 
+/**
+ * The chunked bytes `scanner` just scanned in `src`, re-framed canonically (or
+ * de-chunked), after `head` when one is held: copied into one buffer (one
+ * write) when the data is small, else the data goes as views of `src` between
+ * our own chunk lines (no copy), corked into one writev. false under backpressure.
+ */
+function writeChunks (socket: net.Socket, src: Buffer, scanner: ChunkedScanner, dechunk: boolean, head: Buffer | null): boolean {
+  if (scanner.spanBytes <= COALESCE_BYTES) {
+    const headBytes = head === null ? 0 : head.length
+    const out = Buffer.allocUnsafe(headBytes + scanner.encodedLength(dechunk))
+    if (head !== null) head.copy(out, 0)
+    scanner.encodeInto(src, out, headBytes, dechunk)
+    return socket.write(out)
+  }
+  socket.cork()
+  if (head !== null) socket.write(head)
+  if (!dechunk) socket.write(chunkSizeLine(scanner.spanBytes))
+  const spans = scanner.spans
+  for (let i = 0; i < scanner.spanCount; i++) socket.write(src.subarray(spans[2 * i], spans[2 * i + 1]))
+  if (!dechunk) {
+    socket.write(CRLF)
+    if (scanner.endedThisCall) socket.write(scanner.lastChunk() as Buffer)
+  }
+  socket.uncork()
+  return !socket.writableNeedDrain
+}
+
 function client (socket: net.Socket): ClientConnection {
   return (socket as unknown as Record<symbol, ClientConnection>)[kClient]
 }
 
-function driveLater (c: ClientConnection): void { c.drive() }
+function driveLater (c: ClientConnection): void {
+  c.yielded = false
+  c.drive()
+}
 function onClientData (this: net.Socket, chunk: Buffer): void { client(this).handleData(chunk) }
 function onClientEnd (this: net.Socket): void { client(this).handleEnd() }
 function onClientError (this: net.Socket): void { /* 'close' follows; nothing to add */ }

@@ -24,24 +24,25 @@ export function isIdempotent (method: string): boolean {
   }
 }
 
-export function decideRetry (code: UpstreamFailure, reusedConnection: boolean, bodySent: boolean, method: string, retriesLeft: number): RetryAction {
+export function decideRetry (code: UpstreamFailure, staleReuse: boolean, bodySent: boolean, method: string, retriesLeft: number): RetryAction {
   if (code === 'SWY_ERR_UPSTREAM_CONNECT') return 'nextFree'
   // only a closed connection before any response byte can be replayed, and only a request that
   // may be repeated (RFC 9110 §9.2.2) and whose body is not half gone (nothing to replay it from);
   // a timeout is never replayed: the upstream may still be working on it
   if (code !== 'SWY_ERR_UPSTREAM_RESET' || bodySent || !isIdempotent(method)) return 'fail'
-  if (reusedConnection) return 'reconnect'
+  if (staleReuse) return 'reconnect'
   return retriesLeft > 0 ? 'next' : 'fail'
 }
 
 /**
  * Does this failure count against the upstream's passive health? Not a
- * stale pooled connection (the upstream closed an idle connection, as it
- * may), and never the client's own stall. Timeouts have a further rule in
+ * stale pooled connection (`staleReuse`: reused, and closed before any
+ * response byte: the upstream closed an idle connection, as it may), and
+ * never the client's own stall. Timeouts have a further rule in
  * recordUpstreamTimeout (src/health/passive.ts).
  */
-export function blamesUpstream (code: UpstreamFailure, reusedConnection: boolean): boolean {
+export function blamesUpstream (code: UpstreamFailure, staleReuse: boolean): boolean {
   if (code === 'SWY_ERR_CLIENT_TIMEOUT') return false
-  if (code === 'SWY_ERR_UPSTREAM_RESET' && reusedConnection) return false
+  if (code === 'SWY_ERR_UPSTREAM_RESET' && staleReuse) return false
   return true
 }

@@ -79,6 +79,8 @@ export class UpstreamConnection implements Poolable, Expirable {
   reused = false
   /** Response bytes arrived for the current request. */
   receivedAny = false
+  /** A pooled connection that failed before any response byte: the upstream had closed it while idle. */
+  get staleReuse (): boolean { return this.reused && !this.receivedAny }
   /** The upstream allows another request on this connection. */
   keepAlive = true
   bodyKind: BodyKind = BODY_NONE
@@ -163,6 +165,9 @@ export class UpstreamConnection implements Poolable, Expirable {
     if (!reusable) this.keepAlive = false
     this.setDeadline('poolIdle', this.ctx.config.pool.idleTimeoutMs)
     if (client !== null) client.onResponseEnd(this, reusable)
+    // pooled now (let go of that client), unless onResponseEnd handed it straight to the next request
+    // (assign() makes it 'head' again) or destroyed it
+    if (this.status === 'idle') this.client = null
   }
 
   destroy (): void {
@@ -188,6 +193,9 @@ export class UpstreamConnection implements Poolable, Expirable {
         if (this.status === 'head' && !this.receivedAny && this.socket.writableLength === 0) {
           // uploading, and the upstream has taken everything we had: the client is the idle one
           this.fail('SWY_ERR_CLIENT_TIMEOUT', `client sent no request body for ${this.ctx.config.timeouts.upstreamIdleMs} ms`)
+        } else if (this.status === 'body' && (this.socket.isPaused() || (this.client !== null && this.client.socket.writableLength > 0))) {
+          // we stopped reading because the client is not taking the response: its stall, not the upstream's
+          this.fail('SWY_ERR_CLIENT_TIMEOUT', `client read none of the response for ${this.ctx.config.timeouts.upstreamIdleMs} ms`)
         } else {
           this.fail('SWY_ERR_UPSTREAM_IDLE', `upstream idle for ${this.ctx.config.timeouts.upstreamIdleMs} ms`)
         }

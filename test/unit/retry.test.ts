@@ -9,7 +9,7 @@ import { decideRetry, blamesUpstream, isIdempotent, type RetryAction } from '../
 import { upgradeAllowed } from '../../src/proxy/upgrade'
 import type { UpstreamFailure } from '../../src/proxy/upstream'
 
-type Row = [UpstreamFailure, boolean /* reused */, boolean /* bodySent */, string /* method */, number /* retriesLeft */, RetryAction]
+type Row = [UpstreamFailure, boolean /* staleReuse */, boolean /* bodySent */, string /* method */, number /* retriesLeft */, RetryAction]
 
 const rows: Row[] = [
   // nothing was sent: any request goes elsewhere, and it costs no retry
@@ -35,8 +35,8 @@ const rows: Row[] = [
 ]
 
 test('decideRetry: table', () => {
-  for (const [code, reused, bodySent, method, retriesLeft, expected] of rows) {
-    assert.equal(decideRetry(code, reused, bodySent, method, retriesLeft), expected, `${code} reused=${reused} bodySent=${bodySent} ${method} retries=${retriesLeft}`)
+  for (const [code, staleReuse, bodySent, method, retriesLeft, expected] of rows) {
+    assert.equal(decideRetry(code, staleReuse, bodySent, method, retriesLeft), expected, `${code} staleReuse=${staleReuse} bodySent=${bodySent} ${method} retries=${retriesLeft}`)
   }
 })
 
