@@ -14,7 +14,7 @@
  */
 import type { PassiveHealthConfig } from '../config/types'
 import {
-  U_CONSECUTIVE_FAILURES, U_EJECTED_AT, U_FAILURES, U_HEALTH_TRANSITIONS, U_HEALTHY, U_LAST_RESPONSE_AT, U_LAST_TIMEOUT_CLIENT,
+  U_CONSECUTIVE_FAILURES, U_EJECTED_AT, U_FAILURES, U_HEALTH_TRANSITIONS, U_HEALTHY, U_LAST_RESPONSE_AT, U_LAST_FAILED_CLIENT,
 } from '../shared/layout'
 import { SharedState, type UpstreamEntry } from '../shared/state'
 import { fmix32 } from '../shared/hash'
@@ -42,26 +42,31 @@ export function recordUpstreamFailure (state: SharedState, slot: number, passive
 }
 
 /**
- * A response timed out (no head within responseMs). A slow answer to one
- * request is not evidence that the upstream is down, and a client can ask for
- * slow answers on purpose: so a timeout counts toward ejection only when the
- * upstream has sent no response head at all since the timed-out request was
- * sent (`sentAtMs`, from state.now()), and consecutive timeouts from the same
- * client (`clientHash`) count once. A hung upstream still gets ejected: it
- * answers nobody, and the timeouts of distinct clients count.
- * Returns true for the call that ejected it.
+ * A request failed after it reached the upstream (a reset, a timeout, a
+ * malformed or stalled response). Unlike a refused connection, such failures
+ * can be provoked by the request itself (a slow endpoint, a path that crashes
+ * the app, a header it reflects badly), so one client must not be able to
+ * eject a healthy upstream with them. A request failure counts toward
+ * ejection only when
+ *   - the upstream has sent no response head at all since this request was
+ *     sent (`sentAtMs`, state.now() units): an upstream that answers others
+ *     is alive, and
+ *   - it comes from another client (`clientHash`) than the last one counted:
+ *     consecutive failures of one client count once.
+ * A hung or crashing upstream still gets ejected: it answers nobody, and the
+ * failures of distinct clients count. Returns true for the call that ejected it.
  */
-export function recordUpstreamTimeout (state: SharedState, slot: number, passive: PassiveHealthConfig, nowMs: number, sentAtMs: number, clientHash: number): boolean {
+export function recordRequestFailure (state: SharedState, slot: number, passive: PassiveHealthConfig, nowMs: number, sentAtMs: number, clientHash: number): boolean {
   const answeredSince = SharedState.elapsed(state.upstream(slot, U_LAST_RESPONSE_AT), sentAtMs) >= 0
-  if (answeredSince || state.upstream(slot, U_LAST_TIMEOUT_CLIENT) === clientHash) {
+  if (answeredSince || state.upstream(slot, U_LAST_FAILED_CLIENT) === clientHash) {
     state.addUpstream(slot, U_FAILURES, 1) // still a failure in the counters, not in the streak
     return false
   }
-  state.storeUpstream(slot, U_LAST_TIMEOUT_CLIENT, clientHash)
+  state.storeUpstream(slot, U_LAST_FAILED_CLIENT, clientHash)
   return recordUpstreamFailure(state, slot, passive, nowMs)
 }
 
-/** Identifies a client for the same-client timeout rule (never 0, which means none). */
+/** Identifies a client for the same-client rule of recordRequestFailure (never 0, which means none). */
 export function clientHash (ip: string): number {
   let h = 0x811c9dc5 // FNV-1a, then murmur's finaliser
   for (let i = 0; i < ip.length; i++) h = Math.imul(h ^ ip.charCodeAt(i), 0x01000193)
@@ -75,7 +80,7 @@ export function recordUpstreamSuccess (state: SharedState, slot: number, nowMs: 
   // and the time moves once a millisecond).
   if (state.upstream(slot, U_CONSECUTIVE_FAILURES) !== 0) state.storeUpstream(slot, U_CONSECUTIVE_FAILURES, 0)
   if (state.upstream(slot, U_LAST_RESPONSE_AT) !== nowMs) state.storeUpstream(slot, U_LAST_RESPONSE_AT, nowMs)
-  if (state.upstream(slot, U_LAST_TIMEOUT_CLIENT) !== 0) state.storeUpstream(slot, U_LAST_TIMEOUT_CLIENT, 0)
+  if (state.upstream(slot, U_LAST_FAILED_CLIENT) !== 0) state.storeUpstream(slot, U_LAST_FAILED_CLIENT, 0)
 }
 
 /** What health code logs with: pino's Logger fits, and tests pass a recorder. */

@@ -37,7 +37,7 @@ import { errorReply, errorReplyWith } from '../http/replies'
 import { PickContext } from '../balancer/types'
 import { describe, type ErrorCode } from '../errors'
 import { UpstreamConnection, type UpstreamClient, type HeadAction, type UpstreamFailure } from './upstream'
-import { recordUpstreamFailure, recordUpstreamSuccess, recordUpstreamTimeout, clientHash } from '../health/passive'
+import { recordUpstreamFailure, recordUpstreamSuccess, recordRequestFailure, clientHash } from '../health/passive'
 import { findCookie } from '../sticky/cookie'
 import { logAccess, logRejected, logUpstreamProblem, logEjection } from './access-log'
 import { Exchange } from './exchange'
@@ -506,7 +506,7 @@ export class ClientConnection extends Exchange implements UpstreamClient, Expira
       return 'interim'
     }
     const slot = (this.entry as UpstreamEntry).slot
-    // the sweeper's clock (a tick late at most) is enough for passive health's timeout rule
+    // the sweeper's clock (a tick late at most) is enough for passive health (recordRequestFailure)
     recordUpstreamSuccess(ctx.state, slot, (ctx.sweeper.nowMs - ctx.state.epochMs) | 0)
     ctx.state.recordResponse(slot, status, performance.now() - this.sentAt)
     if (status === 101) {
@@ -665,9 +665,10 @@ export class ClientConnection extends Exchange implements UpstreamClient, Expira
     const ctx = this.ctx
     const passive = ctx.config.healthCheck.passive
     const now = ctx.state.now()
-    const ejected = code === 'SWY_ERR_UPSTREAM_TIMEOUT'
-      ? recordUpstreamTimeout(ctx.state, entry.slot, passive, now, (now - (performance.now() - this.sentAt)) | 0, clientHash(this.clientIp))
-      : recordUpstreamFailure(ctx.state, entry.slot, passive, now)
+    // a refused connection says nothing of the request; anything after it was sent might (retry.ts)
+    const ejected = code === 'SWY_ERR_UPSTREAM_CONNECT'
+      ? recordUpstreamFailure(ctx.state, entry.slot, passive, now)
+      : recordRequestFailure(ctx.state, entry.slot, passive, now, this.sentAt === 0 ? now : (now - (performance.now() - this.sentAt)) | 0, clientHash(this.clientIp))
     if (ejected) logEjection(entry, `${passive.maxFailures} consecutive failure(s): ${this.lastFailure}`)
   }
 

@@ -38,8 +38,8 @@ export function decideRetry (code: UpstreamFailure, staleReuse: boolean, bodySen
  * Does this failure count against the upstream's passive health? Not a
  * stale pooled connection (`staleReuse`: reused, and closed before any
  * response byte: the upstream closed an idle connection, as it may), and
- * never the client's own stall. Timeouts have a further rule in
- * recordUpstreamTimeout (src/health/passive.ts).
+ * never the client's own stall. Failures after the request was sent have a further rule in
+ * recordRequestFailure (src/health/passive.ts).
  */
 export function blamesUpstream (code: UpstreamFailure, staleReuse: boolean): boolean {
   if (code === 'SWY_ERR_CLIENT_TIMEOUT') return false

@@ -75,7 +75,7 @@ export const LATENCY_BOUNDS_MS = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500
 export const U_RETRIES = U_LATENCY_BUCKETS + LATENCY_BOUNDS_MS.length + 1 // 32
 export const U_IN_USE = U_RETRIES + 1 //  1 while the slot belongs to a configured upstream
 export const U_LAST_RESPONSE_AT = U_IN_USE + 1 // ms since epoch of the latest response head (passive health: a timeout on a live upstream is the request's, not the upstream's)
-export const U_LAST_TIMEOUT_CLIENT = U_LAST_RESPONSE_AT + 1 // hash of the client whose timeout was last counted (one client's slow requests count once)
+export const U_LAST_FAILED_CLIENT = U_LAST_RESPONSE_AT + 1 // hash of the client whose failed request was last counted (one client's requests count once in a row)
 export const UPSTREAM_INTS = 40
 
 export const ADMIN_ENABLED = 0

@@ -39,6 +39,9 @@ async function startUpstream (name: string): Promise<Upstream> {
         res.writeHead(200, { 'content-type': 'text/plain', 'x-upstream': name, 'content-length': name.length })
         res.end(name)
       }
+      // request content that breaks the app: it resets the connection, or answers malformed framing
+      if (req.url === '/kill') { req.socket.destroy(); return }
+      if (req.url === '/bad') { req.socket.end('HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok'); return }
       if (req.url !== '/slow') { answer(); return }
       const timer = setTimeout(() => { timers.delete(timer); if (!res.destroyed) answer() }, SLOW_MS)
       timers.add(timer)
@@ -110,6 +113,30 @@ for (const mode of MODES) {
       for (const ip of OTHER_CLIENTS) others.push(await get(run.port, '/', ip))
       console.log(`${mode.name}: slow client got ${slow.map(describeReply).join(', ')}; then ${afterSlow}; other clients got ${others.map(describeReply).join(', ')}`)
       assert.deepEqual(slow.map((r) => r.status), [504, 504], 'the slow requests time out')
+      assert.deepEqual(others.map((r) => r.status), OTHER_CLIENTS.map(() => 200), 'other clients are served')
+    } finally {
+      if (run !== null) await run.stop()
+      await Promise.all([a.close(), b.close()])
+    }
+  })
+
+  test(`${mode.name}: one client's burst of requests that make the upstreams reset or answer malformed ejects neither; 5 other clients get 200`, async () => {
+    const a = await startUpstream('a')
+    const b = await startUpstream('b')
+    const addresses = [a.address, b.address]
+    let run: RunningLb | null = null
+    try {
+      run = await startLb({ upstreams: [{ address: a.address }, { address: b.address }], timeouts: { responseMs: RESPONSE_MS } }, mode.workers)
+      const port = run.port
+      // concurrently (all sent before any answer), then sequentially
+      const burst = await Promise.all(Array.from({ length: 12 }, async (_, i) => await get(port, i % 2 === 0 ? '/kill' : '/bad', SLOW_CLIENT)))
+      for (let i = 0; i < 12; i++) burst.push(await get(port, i % 2 === 0 ? '/kill' : '/bad', SLOW_CLIENT))
+      const afterBurst = health(run, addresses)
+      const others = []
+      for (const ip of OTHER_CLIENTS) others.push(await get(port, '/', ip))
+      console.log(`${mode.name}: the breaking client got ${[...new Set(burst.map((r) => r.status))].join('/')}; then ${afterBurst}; other clients got ${others.map(describeReply).join(', ')}`)
+      assert.ok(burst.every((r) => r.status === 502), 'every breaking request gets 502')
+      assert.doesNotMatch(afterBurst, /ejected/, 'both upstreams stay in rotation')
       assert.deepEqual(others.map((r) => r.status), OTHER_CLIENTS.map(() => 200), 'other clients are served')
     } finally {
       if (run !== null) await run.stop()

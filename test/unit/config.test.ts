@@ -304,8 +304,8 @@ describe('config: the README lb.json reference', () => {
   test('passive health row states the ejection rule', () => {
     const row = rows.find((r) => r.key === 'healthCheck.passive.maxFailures')
     assert.ok(row !== undefined)
-    assert.match(row.meaning, /response timeout counts only when the upstream has sent no response head since the timed-out request was sent/)
-    assert.match(row.meaning, /consecutive timeouts from the same client count once/)
+    assert.match(row.meaning, /failure after the request was sent counts only when the upstream has sent no response head since that request was sent/)
+    assert.match(row.meaning, /consecutive ones from the same client count once/)
   })
 })
 
