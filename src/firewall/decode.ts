@@ -13,6 +13,9 @@
  *      (WHATWG URL, and Windows backends) and merge repeated slashes (nginx's
  *      merge_slashes), so /public/../admin, /admin/./ and //admin all reach
  *      rules as /admin. A trailing slash is kept: /a/ and /a stay distinct.
+ *      Path parameters (';' to the end of a segment, RFC 3986 §3.3) are
+ *      dropped, as Tomcat and Jetty drop them before routing: /;/admin,
+ *      /x/..;/admin and /admin;jsessionid=1 all reach rules as /admin.
  *   4. decode the bytes as UTF-8 (invalid sequences become U+FFFD).
  *
  * Works in one scratch buffer owned by the decoder; the only allocation is the
@@ -114,8 +117,9 @@ export class TargetDecoder {
 
   /**
    * RFC 3986 §5.2.4 remove_dot_segments over bytes[0, length), in place (the
-   * write position never passes the read position), with '\' as a separator
-   * and empty segments dropped. Sets D_TRAVERSAL for a '..' or '..;' segment.
+   * write position never passes the read position), with '\' as a separator,
+   * each segment's parameters (from ';') dropped, and empty segments dropped.
+   * Sets D_TRAVERSAL for a '..' segment ('..;x' included).
    */
   private normalise (length: number): number {
     const bytes = this.scratch
@@ -124,8 +128,12 @@ export class TargetDecoder {
     while (r < length) {
       r++ // the separator
       const segmentStart = r
-      while (r < length && bytes[r] !== SLASH && bytes[r] !== BACKSLASH) r++
-      const segmentLength = r - segmentStart
+      let nameEnd = -1 // where the segment's parameters start
+      while (r < length && bytes[r] !== SLASH && bytes[r] !== BACKSLASH) {
+        if (nameEnd === -1 && bytes[r] === SEMICOLON) nameEnd = r
+        r++
+      }
+      const segmentLength = (nameEnd === -1 ? r : nameEnd) - segmentStart
       const last = r >= length
       if (segmentLength === 0 || (segmentLength === 1 && bytes[segmentStart] === DOT)) {
         if (last) bytes[w++] = SLASH
@@ -139,11 +147,10 @@ export class TargetDecoder {
           if (last) bytes[w++] = SLASH
           continue
         }
-        if (bytes[segmentStart + 2] === SEMICOLON) this.flags |= D_TRAVERSAL
       }
       bytes[w++] = SLASH
       // until something is dropped the segment is already in place; copy by hand after (segments are short)
-      if (w !== segmentStart) for (let k = segmentStart; k < r; k++) bytes[w + k - segmentStart] = bytes[k]
+      if (w !== segmentStart) for (let k = 0; k < segmentLength; k++) bytes[w + k] = bytes[segmentStart + k]
       w += segmentLength
     }
     return w

@@ -47,6 +47,7 @@ import { filterRequest, type FilteredRequest } from './request-filter'
 import { pickUpstream } from './pick'
 import { decideRetry, blamesUpstream } from './retry'
 import { upgradeAllowed } from './upgrade'
+import { canonicalHost } from '../firewall/rules'
 
 /** Where the connection is in its current request. */
 type Phase =
@@ -140,11 +141,12 @@ export class ClientConnection extends Exchange implements UpstreamClient, Expira
     this.setDeadline('idle', ctx.config.timeouts.clientIdleMs)
   }
 
-  // ---- FirewallRequest: the authority the request is for stands in for Host (RFC 9112 §3.2.2) ----
+  // ---- FirewallRequest: the host the request is for (an absolute-form target's, RFC 9112 §3.2.2) stands in
+  // for Host, in the form rules compare: lower case, no port, no trailing dot (Host: SECRET.:80 is secret) ----
   header (lowerCaseName: string): string | null {
     if (lowerCaseName !== 'host') return this.parser.header(lowerCaseName)
     const host = this.parser.host()
-    return host === '' ? null : host
+    return host === '' ? null : canonicalHost(host)
   }
 
   private setDeadline (kind: Deadline, ms: number): void {

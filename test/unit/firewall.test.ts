@@ -3,7 +3,7 @@
  * set against encoded evasions, a false-positive suite of ordinary URLs, and
  * the no-allocation fast path.
  */
-import { describe, it } from 'node:test'
+import { describe, it, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { isIP } from 'node:net'
 import { PerformanceObserver } from 'node:perf_hooks'
@@ -18,6 +18,7 @@ import { QUERY_TRAVERSAL, SCRIPT_INJECTION, SQL_INJECTION, matchFrom } from '../
 import { parseIpInto } from '../../src/net/ip'
 import { D_NUL, D_TRAVERSAL, TargetDecoder } from '../../src/firewall/decode'
 import { Q_SUSPICIOUS, scanQuery } from '../../src/firewall/target'
+import { canonicalHost } from '../../src/firewall/rules'
 
 /** The view the proxy fills: one object, refilled per request. */
 class TestRequest implements FirewallRequest {
@@ -534,7 +535,7 @@ describe('firewall: decoding and normalising', () => {
     ['/%zz%4', '/%zz%4', 0],
     ['/%252561', '/a', 0],
     ['/x%00y', '/x\u0000y', D_NUL],
-    ['/..;/x', '/..;/x', D_TRAVERSAL],
+    ['/..;/x', '/x', D_TRAVERSAL], // a path parameter does not hide a traversal (Tomcat reads '..;' as '..')
     ['/a..b/...', '/a..b/...', 0],
     ['/%ff', '/\ufffd', 0],
     ['/' + 'seg/'.repeat(50), '/' + 'seg/'.repeat(50), 0],
@@ -648,4 +649,17 @@ describe('firewall: cost', () => {
     assert.equal(denied, 0)
     assert.ok(rounds.length < 3, `allocates per request: ${rounds.join('; ')}`)
   })
+})
+
+test('path parameters are dropped before rules match (Tomcat and Jetty route without them)', () => {
+  const d = new TargetDecoder()
+  for (const [raw, want] of [['/;/admin', '/admin'], ['/x/..;/admin', '/admin'], ['/admin;jsessionid=1', '/admin'], ['/a;b/c;d', '/a/c'], ['/a/;/b', '/a/b'], ['/;', '/']]) {
+    assert.equal(d.decodePath(raw, 0, raw.length), want, raw)
+  }
+})
+
+test('host conditions compare the host the proxy routes by: lower case, no port, no trailing dot', () => {
+  for (const [raw, want] of [['SECRET', 'secret'], ['secret:80', 'secret'], ['secret.', 'secret'], ['Secret.:8080', 'secret'], ['[::1]:81', '[::1]'], ['[::1]', '[::1]'], ['a.b.c', 'a.b.c']]) {
+    assert.equal(canonicalHost(raw), want, raw)
+  }
 })
