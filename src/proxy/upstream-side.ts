@@ -1,0 +1,411 @@
+/**
+ * The upstream side of a client connection: sending the request (head, then
+ * the body as the proxy frames it), relaying the response (interim, final,
+ * re-chunked or de-chunked, tunnelled after an allowed 101), and what happens
+ * when the upstream fails (a pure retry decision, passive health). It is what
+ * UpstreamConnection calls; ClientConnection (client.ts) extends it with the
+ * request loop and the client socket's lifecycle, and implements the steps it
+ * declares abstract (pick another upstream, answer locally, finish, cut).
+ */
+import type * as net from 'node:net'
+import { performance } from 'node:perf_hooks'
+import type { ProxyContext } from './context'
+import type { UpstreamEntry } from '../shared/state'
+import { U_ACTIVE_REQUESTS, U_REQUESTS, U_RETRIES } from '../shared/layout'
+import { type HeadParser, BODY_LENGTH, BODY_CHUNKED, BODY_CLOSE } from '../http/head-parser'
+import { H_UPGRADE } from '../http/header-names'
+import { ChunkedScanner, CHUNKED_ERROR, CRLF, chunkSizeLine } from '../http/chunked'
+import { buildResponseHead, type ConnectionField } from '../http/serialize'
+import type { ErrorCode } from '../errors'
+import { UpstreamConnection, type UpstreamClient, type HeadAction, type UpstreamFailure } from './upstream'
+import { recordUpstreamFailure, recordUpstreamSuccess, recordRequestFailure, clientHash } from '../health/passive'
+import { logRejected, logUpstreamProblem, logEjection } from './access-log'
+import { Exchange } from './exchange'
+import { renderCachedResponse, type CacheState } from './cache-path'
+import { decideRetry, blamesUpstream } from './retry'
+import { upgradeAllowed } from './upgrade'
+
+/** Where the connection is in its current request. */
+export type Phase =
+  | 'head' //       reading a request head (or waiting for one)
+  | 'cacheWait' //  parked until another request (any thread) fills the cache entry
+  | 'connecting' // an upstream is picked, its connection not yet ready; the body waits
+  | 'body' //       streaming the request body upstream
+  | 'response' //   the request is sent: relaying the response
+  | 'tunnel' //     after 101: raw bytes both ways
+  | 'closed' //     lingering after the last response, or gone
+
+export type Deadline =
+  | 'none'
+  | 'header' // a request head has started and must complete (slowloris)
+  | 'idle' //   no request, or a client that does not read what we queued for it
+  | 'linger' // closing: reading and discarding until the client closes too
+
+/** Up to this many body bytes are copied next to a head to save a write (and a syscall). */
+export const COALESCE_BYTES = 16 * 1024
+
+export abstract class UpstreamSide extends Exchange implements UpstreamClient {
+  readonly ctx: ProxyContext
+  readonly socket: net.Socket
+  /** Scanner of a chunked request body. */
+  readonly chunked: ChunkedScanner
+  phase: Phase = 'head'
+  deadline = 0
+  deadlineKind: Deadline = 'none'
+  /** Bytes received and not yet parsed: input[inputStart..]. */
+  input: Buffer | null = null
+  inputStart = 0
+  upstream: UpstreamConnection | null = null
+  /** Upstream slot whose U_ACTIVE_REQUESTS this request holds, -1 for none. */
+  activeSlot = -1
+  /** Cache state for the current request; null while the cache is off. */
+  cacheState: CacheState | null = null
+
+  constructor (ctx: ProxyContext, socket: net.Socket, peerIp: string) {
+    super(peerIp)
+    this.ctx = ctx
+    this.socket = socket
+    this.chunked = new ChunkedScanner(ctx.headLimits.maxHeaderBytes)
+  }
+
+  /** Pick an upstream (again) and connect to it; answers locally when there is none. */
+  protected abstract dispatch (): void
+  /** Answer with a response the proxy makes itself; no response has started. */
+  protected abstract failRequest (code: ErrorCode, detail: string): void
+  /** The response went out completely: log, then the next request or close. */
+  protected abstract finishRequest (): void
+  /** Failure after the response started (or a tunnel ended): log and cut. */
+  protected abstract logAndClose (code: ErrorCode | null): void
+  /** Keep client bytes that belong to the next requests. */
+  protected abstract appendInput (chunk: Buffer): void
+
+  protected setDeadline (kind: Deadline, ms: number): void {
+    this.deadlineKind = kind
+    this.deadline = Date.now() + ms
+  }
+
+  protected clearDeadline (): void {
+    this.deadlineKind = 'none'
+    this.deadline = 0
+  }
+
+  /** Get a connection to `entry`: a pooled one when `pooled` allows and there is one, else a new one. */
+  protected connectTo (entry: UpstreamEntry, pooled: boolean): void {
+    const ctx = this.ctx
+    this.entry = entry
+    ctx.state.addHeld(ctx.workerSlot, entry.slot, U_ACTIVE_REQUESTS, 1)
+    ctx.state.addUpstream(entry.slot, U_REQUESTS, 1)
+    this.activeSlot = entry.slot
+    const idle = pooled ? ctx.pool.acquire(entry.slot) as UpstreamConnection | null : null
+    const up = idle ?? new UpstreamConnection(ctx, entry)
+    this.upstream = up
+    up.assign(this, this.isHead)
+    if (idle !== null) this.onUpstreamConnected(idle)
+  }
+
+  protected releaseActive (): void {
+    if (this.activeSlot !== -1) {
+      this.ctx.state.addHeld(this.ctx.workerSlot, this.activeSlot, U_ACTIVE_REQUESTS, -1)
+      this.activeSlot = -1
+    }
+  }
+
+  /** Phase: send. The head (with the first body bytes), then the body as it comes. */
+  onUpstreamConnected (up: UpstreamConnection): void {
+    if (up !== this.upstream || this.phase !== 'connecting') return
+    this.sentAt = performance.now()
+    if (this.cacheState !== null) this.cacheState.requestSentAt = Date.now()
+    const s = up.socket
+    const body = this.initialBody
+    if (body !== null) {
+      s.cork()
+      s.write(this.requestHead as Buffer)
+      s.write(body)
+      s.uncork()
+    } else {
+      s.write(this.requestHead as Buffer)
+    }
+    this.bodySent = body !== null || this.headCarriesBody
+    if (this.bodyDone) {
+      this.phase = 'response'
+      up.awaitResponse()
+      return
+    }
+    this.phase = 'body'
+    up.uploadActivity()
+    // bytes that arrived while connecting are this body's (and perhaps the next requests')
+    const held = this.input
+    if (held !== null) {
+      const start = this.inputStart
+      this.input = null
+      this.forwardBody(start === 0 ? held : held.subarray(start), 0)
+    }
+    // the upstream 'drain' handler resumes us when it has taken what we wrote
+    if (this.phase === 'body' && !s.writableNeedDrain) this.socket.resume()
+  }
+
+  /** Phase 'body': more request body from the client, forwarded as the proxy frames it. */
+  protected forwardBody (buf: Buffer, start: number): void {
+    const up = this.upstream
+    if (up === null) return
+    let end = buf.length
+    if (this.bodyKind === BODY_LENGTH) {
+      end = start + Math.min(this.bodyRemaining, end - start)
+      this.bodyRemaining -= end - start
+      this.bodyDone = this.bodyRemaining === 0
+      if (end > start) {
+        this.bodySent = true
+        if (!up.socket.write(start === 0 && end === buf.length ? buf : buf.subarray(start, end))) this.socket.pause()
+        up.uploadActivity()
+      }
+    } else {
+      const c = this.chunked
+      const e = c.execute(buf, start, end)
+      if (e === CHUNKED_ERROR) { this.abortUpload('SWY_ERR_BAD_CHUNK', c.error); return }
+      const maxBody = this.ctx.config.limits.maxBodyBytes
+      if (maxBody > 0 && c.dataBytes > maxBody) { this.abortUpload('SWY_ERR_BODY_TOO_LARGE', 'chunked body over limit'); return }
+      if (e >= 0) { end = e; this.bodyDone = true }
+      if (c.encodedLength(false) > 0) {
+        this.bodySent = true
+        if (!writeChunks(up.socket, buf, c, false, null)) this.socket.pause()
+        up.uploadActivity()
+      }
+    }
+    if (this.bodyDone) {
+      if (end < buf.length) this.appendInput(buf.subarray(end))
+      this.phase = 'response'
+      up.awaitResponse()
+    }
+  }
+
+  /** The request body turned out malformed midway: the upstream has part of it, so drop both. */
+  protected abortUpload (code: ErrorCode, detail: string): void {
+    this.detachUpstream(true)
+    this.keepAlive = false
+    if (this.responseStarted) this.socket.destroy()
+    else this.failRequest(code, detail)
+  }
+
+  // ---- phase: relay the response (called by UpstreamConnection) ----
+
+  onResponseHead (up: UpstreamConnection, head: HeadParser): HeadAction {
+    if (up !== this.upstream) return 'abort'
+    const ctx = this.ctx
+    const via = ctx.config.proxy.via
+    const status = head.status
+    if (status < 200 && status !== 101) {
+      // interim (100 Continue, 103 Early Hints): relayed to HTTP/1.1 clients (RFC 9110 §15.2), bounded in upstream.ts
+      if (!this.http10) this.writeOut(buildResponseHead(head, via, 'none', '', 'drop'))
+      return 'interim'
+    }
+    const slot = (this.entry as UpstreamEntry).slot
+    // the sweeper's clock (a tick late at most) is enough for passive health (recordRequestFailure)
+    recordUpstreamSuccess(ctx.state, slot, (ctx.sweeper.nowMs - ctx.state.epochMs) | 0)
+    ctx.state.recordResponse(slot, status, performance.now() - this.sentAt)
+    if (status === 101) {
+      // only an upgrade we asked for, to a protocol we allow; anything else is not HTTP any more
+      if (!this.upgrading || !upgradeAllowed(head.headerOfKind(H_UPGRADE), ctx.config.proxy.allowedUpgrades)) {
+        this.onUpstreamFailure(up, 'SWY_ERR_UPSTREAM_PROTOCOL', this.upgrading ? 'upgrade to a protocol not asked for' : 'unsolicited 101 response')
+        up.destroy()
+        return 'abort'
+      }
+      this.status = status
+      this.responseStarted = true
+      this.writeOut(buildResponseHead(head, via, 'upgrade', this.setCookie, 'drop'))
+      this.phase = 'tunnel'
+      this.clearDeadline()
+      this.releaseActive()
+      const held = this.input
+      if (held !== null) { up.socket.write(this.inputStart === 0 ? held : held.subarray(this.inputStart)); this.input = null }
+      this.socket.resume()
+      return 'tunnel'
+    }
+    this.status = status
+    this.responseStarted = true
+    let extra = this.setCookie
+    const cache = this.cacheState
+    if (cache !== null && (cache.key !== '' || cache.invalidateKey !== '')) {
+      const cached = cache.onResponseHead(head)
+      if (cached !== null) {
+        // revalidated: the stored response goes out instead of the upstream's 304
+        this.status = cached.status
+        this.closeAfterResponse = !this.keepAlive || ctx.draining || !this.bodyDone
+        const out = renderCachedResponse(cached, ctx.config.proxy.via, this.closeAfterResponse, this.http10)
+        this.bytesOut += out.length
+        this.heldHead = out
+        return 'final'
+      }
+      if (cache.xCache !== '') extra += 'X-Cache: ' + cache.xCache + '\r\n'
+    }
+    // RFC 9112 §6.1: no chunked to an HTTP/1.0 client: the body goes de-chunked and the close ends it
+    const chunked = head.bodyKind === BODY_CHUNKED
+    this.relay = chunked ? (this.http10 ? 'dechunk' : 'rechunk') : 'raw'
+    // keep the client connection only if its framing stays known
+    const willClose = !this.keepAlive || ctx.draining || !this.bodyDone || this.relay === 'dechunk' ||
+      (head.bodyKind === BODY_CLOSE && !this.isHead)
+    this.closeAfterResponse = willClose
+    const connection: ConnectionField = willClose ? 'close' : (this.http10 ? 'keep-alive' : 'none')
+    const codings = head.hasTransferEncoding && !this.http10 && status !== 204 && status !== 304 ? 'chunked' : 'drop'
+    const out = buildResponseHead(head, via, connection, extra, codings)
+    this.bytesOut += out.length
+    this.heldHead = out
+    return 'final'
+  }
+
+  protected writeOut (data: Buffer): void {
+    this.bytesOut += data.length
+    this.socket.write(data)
+  }
+
+  onResponseBody (chunk: Buffer, start: number, end: number): void {
+    if (end <= start) return
+    if (this.cacheState !== null) this.cacheState.onResponseBody(chunk, start, end, this.status)
+    const n = end - start
+    this.bytesOut += n
+    const head = this.heldHead
+    let ok: boolean
+    if (head !== null && n <= COALESCE_BYTES) {
+      // one write, one syscall: head and the first body bytes together
+      this.heldHead = null
+      const out = Buffer.allocUnsafe(head.length + n)
+      head.copy(out, 0)
+      chunk.copy(out, head.length, start, end)
+      ok = this.socket.write(out)
+    } else {
+      if (head !== null) { this.heldHead = null; this.socket.write(head) }
+      ok = this.socket.write(start === 0 && end === chunk.length ? chunk : chunk.subarray(start, end))
+    }
+    if (!ok && this.upstream !== null) this.upstream.socket.pause()
+  }
+
+  onResponseChunks (chunk: Buffer, scanner: ChunkedScanner, done: boolean): void {
+    const dechunk = this.relay === 'dechunk'
+    const n = scanner.encodedLength(dechunk)
+    if (n === 0) return
+    const head = this.heldHead
+    this.heldHead = null
+    this.bytesOut += n
+    if (!writeChunks(this.socket, chunk, scanner, dechunk, head) && this.upstream !== null && !done) this.upstream.socket.pause()
+  }
+
+  /** Write a held response head (a response without body bytes in this read). */
+  flushHead (): void {
+    const head = this.heldHead
+    if (head !== null) {
+      this.heldHead = null
+      this.socket.write(head)
+    }
+  }
+
+  onResponseEnd (up: UpstreamConnection, reusable: boolean): void {
+    if (up !== this.upstream) return
+    this.flushHead()
+    if (this.cacheState !== null) this.cacheState.onResponseEnd(this.status)
+    this.upstream = null
+    this.releaseActive()
+    // the upstream can take another request only if it got all of this one
+    const reuse = reusable && this.bodyDone
+    if (reuse && up.socket.isPaused()) up.socket.resume()
+    if (!(reuse && this.ctx.pool.release(up))) up.destroy()
+    this.finishRequest()
+  }
+
+  onUpstreamFailure (up: UpstreamConnection, code: UpstreamFailure, detail: string): void {
+    if (up !== this.upstream) return
+    this.flushHead()
+    this.upstream = null
+    this.releaseActive()
+    const entry = this.entry as UpstreamEntry
+    this.lastFailure = entry.address + ': ' + detail
+    if (code === 'SWY_ERR_CLIENT_TIMEOUT') {
+      // the client's fault: no passive failure for the upstream, a 408 for the client
+      logRejected(this, code, detail)
+      this.keepAlive = false
+      if (this.responseStarted) this.logAndClose(code)
+      else this.failRequest(code, detail)
+      return
+    }
+    logUpstreamProblem(this, entry, code, detail)
+    if (blamesUpstream(code, up.staleReuse)) this.noteFailure(entry, code)
+    if (this.responseStarted) {
+      // the status line is already out: all we can do is cut the connection
+      this.logAndClose(code)
+      return
+    }
+    const action = decideRetry(code, up.staleReuse, this.bodySent, this.method, this.retriesLeft)
+    if (action !== 'fail') {
+      this.phase = 'connecting'
+      if (!this.bodyDone) this.socket.pause() // the body waits for the new connection, as on the first try
+    }
+    switch (action) {
+      case 'reconnect': // the same upstream on a fresh connection: the pooled one had been closed by it
+        this.connectTo(entry, false)
+        return
+      case 'next':
+        this.retriesLeft--
+        this.ctx.state.addUpstream(entry.slot, U_RETRIES, 1)
+        this.dispatch()
+        return
+      case 'nextFree':
+        this.dispatch()
+        return
+      default:
+        this.failRequest(code, detail)
+    }
+  }
+
+  private noteFailure (entry: UpstreamEntry, code: UpstreamFailure): void {
+    const ctx = this.ctx
+    const passive = ctx.config.healthCheck.passive
+    const now = ctx.state.now()
+    // a refused connection says nothing of the request; anything after it was sent might (retry.ts)
+    const ejected = code === 'SWY_ERR_UPSTREAM_CONNECT'
+      ? recordUpstreamFailure(ctx.state, entry.slot, passive, now)
+      : recordRequestFailure(ctx.state, entry.slot, passive, now, this.sentAt === 0 ? now : (now - (performance.now() - this.sentAt)) | 0, clientHash(this.clientIp))
+    if (ejected) logEjection(entry, `${passive.maxFailures} consecutive failure(s): ${this.lastFailure}`)
+  }
+
+  onTunnelData (chunk: Buffer): void {
+    this.bytesOut += chunk.length
+    if (!this.socket.write(chunk) && this.upstream !== null) this.upstream.socket.pause()
+  }
+
+  onTunnelEnd (): void {
+    this.upstream = null
+    this.logAndClose(null)
+  }
+
+  protected detachUpstream (destroy: boolean): void {
+    const up = this.upstream
+    this.upstream = null
+    this.releaseActive()
+    if (up !== null && destroy) up.destroy()
+  }
+}
+
+/**
+ * The chunked bytes `scanner` just scanned in `src`, re-framed canonically (or
+ * de-chunked), after `head` when one is held: copied into one buffer (one
+ * write) when the data is small, else the data goes as views of `src` between
+ * our own chunk lines (no copy), corked into one writev. false under backpressure.
+ */
+function writeChunks (socket: net.Socket, src: Buffer, scanner: ChunkedScanner, dechunk: boolean, head: Buffer | null): boolean {
+  if (scanner.spanBytes <= COALESCE_BYTES) {
+    const headBytes = head === null ? 0 : head.length
+    const out = Buffer.allocUnsafe(headBytes + scanner.encodedLength(dechunk))
+    if (head !== null) head.copy(out, 0)
+    scanner.encodeInto(src, out, headBytes, dechunk)
+    return socket.write(out)
+  }
+  socket.cork()
+  if (head !== null) socket.write(head)
+  if (!dechunk) socket.write(chunkSizeLine(scanner.spanBytes))
+  const spans = scanner.spans
+  for (let i = 0; i < scanner.spanCount; i++) socket.write(src.subarray(spans[2 * i], spans[2 * i + 1]))
+  if (!dechunk) {
+    socket.write(CRLF)
+    if (scanner.endedThisCall) socket.write(scanner.lastChunk() as Buffer)
+  }
+  socket.uncork()
+  return !socket.writableNeedDrain
+}
