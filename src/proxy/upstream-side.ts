@@ -12,10 +12,10 @@ import { performance } from 'node:perf_hooks'
 import type { ProxyContext } from './context'
 import type { UpstreamEntry } from '../shared/state'
 import { U_ACTIVE_REQUESTS, U_REQUESTS, U_RETRIES } from '../shared/layout'
-import { type HeadParser, BODY_LENGTH, BODY_CHUNKED, BODY_CLOSE } from '../http/head-parser'
+import { type HeadParser, BODY_LENGTH } from '../http/head-parser'
 import { H_UPGRADE } from '../http/header-names'
 import { ChunkedScanner, CHUNKED_ERROR, CRLF, chunkSizeLine } from '../http/chunked'
-import { buildResponseHead, type ConnectionField } from '../http/serialize'
+import { buildResponseHead } from '../http/serialize'
 import type { ErrorCode } from '../errors'
 import { UpstreamConnection, type UpstreamClient, type HeadAction, type UpstreamFailure } from './upstream'
 import { recordUpstreamFailure, recordUpstreamSuccess, recordRequestFailure, clientHash } from '../health/passive'
@@ -24,6 +24,7 @@ import { Exchange } from './exchange'
 import { renderCachedResponse, type CacheState } from './cache-path'
 import { decideRetry, blamesUpstream } from './retry'
 import { upgradeAllowed } from './upgrade'
+import { planResponse, ResponsePlan } from './response-head'
 
 /** Where the connection is in its current request. */
 export type Phase =
@@ -49,6 +50,8 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
   readonly socket: net.Socket
   /** Scanner of a chunked request body. */
   readonly chunked: ChunkedScanner
+  /** The response-head phase's decision for the current response. */
+  readonly plan = new ResponsePlan()
   phase: Phase = 'head'
   deadline = 0
   deadlineKind: Deadline = 'none'
@@ -193,22 +196,24 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
     const ctx = this.ctx
     const via = ctx.config.proxy.via
     const status = head.status
-    if (status < 200 && status !== 101) {
-      // interim (100 Continue, 103 Early Hints): relayed to HTTP/1.1 clients (RFC 9110 §15.2), bounded in upstream.ts
-      if (!this.http10) this.writeOut(buildResponseHead(head, via, 'none', '', 'drop'))
+    const upgradeOk = status === 101 && upgradeAllowed(head.headerOfKind(H_UPGRADE), ctx.config.proxy.allowedUpgrades)
+    const plan = planResponse(this.plan, this, status, head.bodyKind, head.hasTransferEncoding, ctx.draining, upgradeOk)
+    if (plan.kind === 'interim') {
+      this.writeOut(buildResponseHead(head, via, 'none', '', 'drop')) // bounded in upstream.ts
       return 'interim'
     }
+    if (plan.kind === 'interimDropped') return 'interim'
     const slot = (this.entry as UpstreamEntry).slot
     // the sweeper's clock (a tick late at most) is enough for passive health (recordRequestFailure)
     recordUpstreamSuccess(ctx.state, slot, (ctx.sweeper.nowMs - ctx.state.epochMs) | 0)
     ctx.state.recordResponse(slot, status, performance.now() - this.sentAt)
-    if (status === 101) {
-      // only an upgrade we asked for, to a protocol we allow; anything else is not HTTP any more
-      if (!this.upgrading || !upgradeAllowed(head.headerOfKind(H_UPGRADE), ctx.config.proxy.allowedUpgrades)) {
-        this.onUpstreamFailure(up, 'SWY_ERR_UPSTREAM_PROTOCOL', this.upgrading ? 'upgrade to a protocol not asked for' : 'unsolicited 101 response')
-        up.destroy()
-        return 'abort'
-      }
+    if (plan.kind === 'unexpectedUpgrade') {
+      // not an upgrade we asked for, to a protocol we allow: the upstream is not speaking HTTP any more
+      this.onUpstreamFailure(up, 'SWY_ERR_UPSTREAM_PROTOCOL', this.upgrading ? 'upgrade to a protocol not asked for' : 'unsolicited 101 response')
+      up.destroy()
+      return 'abort'
+    }
+    if (plan.kind === 'tunnel') {
       this.status = status
       this.responseStarted = true
       this.writeOut(buildResponseHead(head, via, 'upgrade', this.setCookie, 'drop'))
@@ -237,16 +242,9 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
       }
       if (cache.xCache !== '') extra += 'X-Cache: ' + cache.xCache + '\r\n'
     }
-    // RFC 9112 §6.1: no chunked to an HTTP/1.0 client: the body goes de-chunked and the close ends it
-    const chunked = head.bodyKind === BODY_CHUNKED
-    this.relay = chunked ? (this.http10 ? 'dechunk' : 'rechunk') : 'raw'
-    // keep the client connection only if its framing stays known
-    const willClose = !this.keepAlive || ctx.draining || !this.bodyDone || this.relay === 'dechunk' ||
-      (head.bodyKind === BODY_CLOSE && !this.isHead)
-    this.closeAfterResponse = willClose
-    const connection: ConnectionField = willClose ? 'close' : (this.http10 ? 'keep-alive' : 'none')
-    const codings = head.hasTransferEncoding && !this.http10 && status !== 204 && status !== 304 ? 'chunked' : 'drop'
-    const out = buildResponseHead(head, via, connection, extra, codings)
+    this.relay = plan.relay
+    this.closeAfterResponse = plan.close
+    const out = buildResponseHead(head, via, plan.connection, extra, plan.codings)
     this.bytesOut += out.length
     this.heldHead = out
     return 'final'
