@@ -7,6 +7,7 @@
  * entry. Only responses with a Content-Length body (or none) are stored; a
  * chunked response passes through uncached.
  */
+import type { Writable } from 'node:stream'
 import type { CacheConfig } from '../config/types'
 import { SharedCacheStore, CacheEntry, BUSY } from '../cache/store'
 import {
@@ -421,13 +422,41 @@ function renderStored (e: CacheEntry, xCache: string, notModified: boolean, head
 
 /** A cached response's bytes as they go to the client: its head, our Via and Connection, the body. */
 export function renderCachedResponse (response: CachedResponse, via: string, closing: boolean, http10: boolean): Buffer {
-  const connection = closing ? 'Connection: close\r\n' : (http10 ? 'Connection: keep-alive\r\n' : '')
-  const head = response.head + 'Via: 1.1 ' + via + '\r\n' + connection + '\r\n'
+  const head = cachedHead(response, via, closing, http10)
   const body = response.body
   const out = Buffer.allocUnsafe(head.length + (body === null ? 0 : body.length))
   const o = out.latin1Write(head, 0)
   if (body !== null) body.copy(out, o)
   return out
+}
+
+/** Bodies past this go out as their own buffer (the lookup's copy), not copied again next to the head. */
+const COPY_BODY_BYTES = 16 * 1024
+
+/**
+ * Write a cached response to `socket`: small ones in one buffer, large ones as
+ * head + the body the lookup already copied out of shared memory (one writev,
+ * no second copy: a client that does not read holds one copy of it, not two).
+ * Returns the bytes written.
+ */
+export function writeCachedResponse (socket: Writable, response: CachedResponse, via: string, closing: boolean, http10: boolean): number {
+  const body = response.body
+  if (body === null || body.length <= COPY_BODY_BYTES) {
+    const out = renderCachedResponse(response, via, closing, http10)
+    socket.write(out)
+    return out.length
+  }
+  const head = Buffer.from(cachedHead(response, via, closing, http10), 'latin1')
+  socket.cork()
+  socket.write(head)
+  socket.write(body)
+  socket.uncork()
+  return head.length + body.length
+}
+
+function cachedHead (response: CachedResponse, via: string, closing: boolean, http10: boolean): string {
+  const connection = closing ? 'Connection: close\r\n' : (http10 ? 'Connection: keep-alive\r\n' : '')
+  return response.head + 'Via: 1.1 ' + via + '\r\n' + connection + '\r\n'
 }
 
 export { SharedCacheStore }

@@ -40,7 +40,7 @@ import { describe, type ErrorCode } from '../errors'
 import { findCookie } from '../sticky/cookie'
 import { logAccess, logRejected } from './access-log'
 import type { Expirable } from './sweeper'
-import { CacheState, renderCachedResponse, type CacheUser, type CachedResponse, type CacheDecision } from './cache-path'
+import { CacheState, writeCachedResponse, type CacheUser, type CachedResponse, type CacheDecision } from './cache-path'
 import { filterRequest, type FilteredRequest } from './request-filter'
 import { pickUpstream } from './pick'
 import { upgradeAllowed } from './upgrade'
@@ -356,7 +356,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     this.status = response.status
     this.responseStarted = true
     this.closeAfterResponse = !this.keepAlive || this.ctx.draining
-    this.writeOut(renderCachedResponse(response, this.ctx.config.proxy.via, this.closeAfterResponse, this.http10))
+    this.bytesOut += writeCachedResponse(this.socket, response, this.ctx.config.proxy.via, this.closeAfterResponse, this.http10)
     this.finishRequest()
   }
 
