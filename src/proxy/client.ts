@@ -274,6 +274,8 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
       this.input = buf
       this.inputStart = bodyEnd
     }
+    // the client half-closed before this body ended: every byte it will ever send is here, so it never can
+    if (this.clientEnded && !this.bodyDone) { this.dropIncomplete(); return }
 
     // phase: request filter (client address, firewall, rate limit)
     const refusal = filterRequest(ctx, this)
@@ -447,16 +449,21 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
       case 'connecting':
         // a response already under way (an upstream that answered early) is still relayed, then we close
         if (this.bodyDone || this.responseStarted) break
-        // the body can never be completed: drop the exchange, and blame no upstream
-        this.flag = 'DC'
-        this.status = 499
-        this.detachUpstream(true)
-        if (this.ctx.config.log.access) logAccess(this)
-        this.phase = 'closed'
-        this.socket.destroy()
+        this.dropIncomplete()
         break
       default:
     }
+  }
+
+  /** The request body can never be completed (the client half-closed): drop the exchange, blame no upstream. */
+  private dropIncomplete (): void {
+    this.flag = 'DC'
+    this.status = 499
+    this.detachUpstream(true)
+    if (this.ctx.config.log.access) logAccess(this)
+    this.phase = 'closed'
+    this.input = null
+    this.socket.destroy()
   }
 
   handleClose (): void {

@@ -231,4 +231,37 @@ for (const mode of MODES) {
       await upstream.close()
     }
   })
+
+  test(`${mode.name}: a half-close before a pipelined request's body ends drops that request at once (it never reaches the upstream)`, async () => {
+    const seen: string[] = []
+    const upstream = await startRawServer((socket) => {
+      socket.on('data', (d: Buffer) => {
+        seen.push(d.toString('latin1'))
+        if (d.includes('GET /one')) socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok')
+      })
+    })
+    let run: RunningLb | null = null
+    try {
+      run = await startLb({ upstreams: [{ address: upstream.address }], timeouts: { upstreamIdleMs: 8000 } }, mode.workers)
+      const port = run.port
+      const startedAt = Date.now()
+      // one write, then FIN: the POST's body (5 bytes) can never be completed
+      const socket = net.connect(port, '127.0.0.1')
+      await once(socket, 'connect')
+      let got = ''
+      socket.on('data', (c: Buffer) => { got += c.toString('latin1') })
+      const closed = once(socket, 'close')
+      socket.end('GET /one HTTP/1.1\r\nHost: a\r\n\r\nPOST /two HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhe')
+      await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, 3000))])
+      const elapsed = Date.now() - startedAt
+      assert.ok(socket.destroyed, `the proxy closed the connection (after ${elapsed} ms; got ${JSON.stringify(got)})`)
+      assert.ok(elapsed < 2000, `at once, not after upstreamIdleMs (${elapsed} ms)`)
+      const responses = splitResponses(got)
+      assert.deepEqual(responses.map((r) => r.status), [200], `only /one is answered: ${JSON.stringify(got)}`)
+      assert.ok(!seen.join('').includes('POST /two'), 'the truncated POST never reached the upstream')
+    } finally {
+      if (run !== null) await run.stop()
+      await upstream.close()
+    }
+  })
 }
