@@ -33,6 +33,7 @@ import { MAX_FIREWALL_RULES } from '../shared/layout'
 import { BUILTIN_RULES } from './builtin'
 import type { CidrRange } from '../net/ip'
 import type { FirewallAction, FirewallVerdict } from './types'
+import { comparableHostOf } from '../http/field-syntax'
 
 export const ACTION_ALLOW = 0
 export const ACTION_DENY = 1
@@ -43,20 +44,6 @@ const ACTION_CODES: Record<FirewallAction, number> = { allow: ACTION_ALLOW, deny
 export const HEADER_ANY = -1
 export const HEADER_ABSENT = 0
 export const HEADER_PRESENT = 1
-
-/** A host as the firewall compares it: lower case, without a port or a trailing dot ("Secret.:80" -> "secret"). */
-export function canonicalHost (authority: string): string {
-  let end = authority.length
-  if (authority.charCodeAt(0) === 0x5b) { // '[' IP-literal ']'
-    const close = authority.indexOf(']')
-    if (close !== -1) end = close + 1
-  } else {
-    const colon = authority.indexOf(':')
-    if (colon !== -1) end = colon
-  }
-  if (end > 1 && authority.charCodeAt(end - 1) === 0x2e) end--
-  return authority.slice(0, end).toLowerCase()
-}
 
 export class CompiledRule {
   readonly index: number
@@ -99,7 +86,7 @@ export class CompiledRule {
         : header.present === true || (header.equals === undefined && header.regex === undefined) ? HEADER_PRESENT : HEADER_ANY
     // the proxy gives host conditions the host it routes by: lower case, no port, no trailing dot
     // (see ClientConnection.header), so a rule's host is compared in the same form
-    this.headerEquals = header?.equals === undefined ? null : this.headerName === 'host' ? canonicalHost(header.equals) : header.equals
+    this.headerEquals = header?.equals === undefined ? null : this.headerName === 'host' ? comparableHostOf(header.equals) : header.equals
     this.headerRegex = header?.regex === undefined ? null : new RegExp(header.regex)
     this.clientRanges = config?.clientCidr?.map(parseCidr) ?? null
     this.needsPath = this.pathPrefix !== null || this.pathExact !== null || this.pathRegex !== null

@@ -58,6 +58,7 @@ export function scanPath (target: string, start: number, end: number): number {
     } else {
       if (c === PERCENT) flags |= P_DECODE
       else if (c === 0) flags |= P_NUL
+      else if (c === SEMICOLON) flags |= P_NORMALISE // path parameters go before rules match (decode.ts)
       if (SIGNATURE_BYTE[c] === 1) flags |= P_SUSPICIOUS
     }
   }
@@ -73,7 +74,7 @@ function segmentFlags (target: string, start: number, end: number, last: boolean
   if (length === 1) return P_NORMALISE
   if (target.charCodeAt(start + 1) !== DOT) return 0
   if (length === 2) return P_NORMALISE | P_TRAVERSAL
-  return target.charCodeAt(start + 2) === SEMICOLON ? P_TRAVERSAL : 0
+  return target.charCodeAt(start + 2) === SEMICOLON ? P_NORMALISE | P_TRAVERSAL : 0
 }
 
 /** Flags for the query target[start, end) (after the '?'). */

@@ -55,6 +55,19 @@ export function authorityHostEnd (buf: Uint8Array, s: number, e: number, allowEm
   return hostEnd
 }
 
+/** A host name as rules compare it: lower case, without a trailing dot (RFC 1034 §3.1: "a." names "a"). */
+export function comparableHost (name: string): string {
+  const end = name.length > 1 && name.charCodeAt(name.length - 1) === 0x2e ? name.length - 1 : name.length
+  return (end === name.length ? name : name.slice(0, end)).toLowerCase()
+}
+
+/** comparableHost of an authority given as a string (config values): its port, if any, left out. */
+export function comparableHostOf (authority: string): string {
+  const bytes = Buffer.from(authority, 'latin1')
+  const end = authorityHostEnd(bytes, 0, bytes.length, true)
+  return comparableHost(end < 0 ? authority : authority.slice(0, end))
+}
+
 /** What a Transfer-Encoding field line says (RFC 9112 §6.1, §7; RFC 9110 §5.6.1 lists). */
 export const TE_CHUNKED = 1 //        the line lists chunked (once), nothing else
 export const TE_OTHER = 2 //          the line lists a coding other than chunked (the proxy implements none)

@@ -117,11 +117,12 @@ export class HeadParser {
 
   // ---- absolute-form target (RFC 9112 §3.2.2), offsets relative to base; -1 for the other forms ----
   authorityStart = -1
-  /** End of the host within the authority (before ":port"). */
-  authorityHostEnd = -1
   authorityEnd = -1
   /** Where the path (or '?query') starts in an absolute-form target; == targetEnd when it has none. */
   pathStart = -1
+  /** The host (without port) of the request's authority: the absolute-form target's, else Host's; -1 when none. */
+  hostStart = -1
+  hostEnd = -1
 
   // ---- header fields: F_INTS ints each (see F_NAME_START ...), read through the accessors below ----
   headerCount = 0
@@ -184,8 +185,9 @@ export class HeadParser {
     this.targetStart = 0
     this.targetEnd = 0
     this.authorityStart = -1
-    this.authorityHostEnd = -1
     this.authorityEnd = -1
+    this.hostStart = -1
+    this.hostEnd = -1
     this.pathStart = -1
     this.versionMinor = 1
     this.status = 0
@@ -336,12 +338,16 @@ export class HeadParser {
    */
   host (): string {
     if (this.authorityStart !== -1) {
-      const hostEnd = this.authorityHostEnd
-      const end = this.authorityEnd === hostEnd + 1 ? hostEnd : this.authorityEnd
+      const end = this.authorityEnd === this.hostEnd + 1 ? this.hostEnd : this.authorityEnd
       return this.buf.latin1Slice(this.base + this.authorityStart, this.base + end)
     }
     for (let i = 0; i < this.headerCount; i++) if (this.fieldKinds[i] === H_HOST) return this.fieldValue(i)
     return ''
+  }
+
+  /** The host of that authority without its port ('' when there is none). */
+  hostName (): string {
+    return this.hostStart === -1 ? '' : this.buf.latin1Slice(this.base + this.hostStart, this.base + this.hostEnd)
   }
 
   private fail (code: ErrorCode, detail: string): number {
@@ -512,7 +518,8 @@ export class HeadParser {
     const base = this.base
     const hostEnd = authorityHostEnd(this.buf, base + this.authorityStart, base + end, false)
     if (hostEnd < 0) return this.fail('SWY_ERR_BAD_REQUEST_LINE', 'absolute-form target without a valid host')
-    this.authorityHostEnd = hostEnd - base
+    this.hostStart = this.authorityStart
+    this.hostEnd = hostEnd - base
     this.authorityEnd = end
     this.pathStart = end
     return 0
@@ -616,7 +623,12 @@ export class HeadParser {
         // RFC 9112 §3.2: more than one Host, or one that is not an authority (RFC 3986 §3.2), is a 400
         if (++this.hostCount > 1 && this.kind === KIND_REQUEST) return this.fail('SWY_ERR_MISSING_HOST', 'more than one Host field')
         if (this.kind !== KIND_REQUEST) return 0
-        if (authorityHostEnd(buf, base + vs, base + ve, true) < 0) return this.fail('SWY_ERR_MISSING_HOST', 'invalid Host')
+        {
+          const hostEnd = authorityHostEnd(buf, base + vs, base + ve, true)
+          if (hostEnd < 0) return this.fail('SWY_ERR_MISSING_HOST', 'invalid Host')
+          // an absolute-form target's authority wins over Host (RFC 9112 §3.2.2)
+          if (this.authorityStart === -1) { this.hostStart = vs; this.hostEnd = hostEnd - base }
+        }
         return 0
       case H_EXPECT:
         // RFC 9110 §10.1.1: a server MUST ignore a 100-continue expectation in an HTTP/1.0 request

@@ -44,7 +44,7 @@ import { CacheState, writeCachedResponse, type CacheUser, type CachedResponse, t
 import { filterRequest, type FilteredRequest } from './request-filter'
 import { pickUpstream } from './pick'
 import { upgradeAllowed } from './upgrade'
-import { canonicalHost } from '../firewall/rules'
+import { comparableHost } from '../http/field-syntax'
 import { UpstreamSide, COALESCE_BYTES } from './upstream-side'
 
 /**
@@ -106,8 +106,8 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
   // for Host, in the form rules compare: lower case, no port, no trailing dot (Host: SECRET.:80 is secret) ----
   header (lowerCaseName: string): string | null {
     if (lowerCaseName !== 'host') return this.parser.header(lowerCaseName)
-    const host = this.parser.host()
-    return host === '' ? null : canonicalHost(host)
+    const host = this.parser.hostName()
+    return host === '' ? null : comparableHost(host)
   }
 
   onDeadline (): void {

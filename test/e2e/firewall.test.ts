@@ -23,6 +23,7 @@ const RULES = [
   { name: 'deny-debug-header', action: 'deny', header: { name: 'X-Debug-Override' } },
   { name: 'deny-delete-trace', action: 'deny', methods: ['DELETE', 'TRACE'] },
   { name: 'log-legacy', action: 'log', path: { prefix: '/legacy' } },
+  { name: 'deny-secret-host', action: 'deny', header: { name: 'Host', equals: 'Secret.Example' } },
 ] as const
 const R = {
   allowHealth: 0,
@@ -31,12 +32,13 @@ const R = {
   denyDebug: 3,
   denyMethods: 4,
   logLegacy: 5,
-  traversal: 6,
-  nul: 7,
-  sql: 8,
-  script: 9,
+  denySecretHost: 6,
+  traversal: 7,
+  nul: 8,
+  sql: 9,
+  script: 10,
 } as const
-const RULE_COUNT = 10
+const RULE_COUNT = 11
 
 interface Echo { url: string, method: string }
 
@@ -105,6 +107,24 @@ for (const mode of MODES) {
       expectedBlocked++
       await expectPassed('/public/admin')
       await expectPassed('/users/admin')
+      // path parameters do not hide a path (Tomcat and Jetty route /x/..;/admin to /admin)
+      await expectDenied('/;/admin', R.denyAdmin)
+      await expectDenied('/x/..;/admin', R.denyAdmin)
+      await expectDenied('/admin;jsessionid=1', R.denyAdmin)
+    })
+
+    test('a host rule sees the host the request is for: any case, any port, a trailing dot, or absolute-form', async () => {
+      await expectDenied('/s/1', R.denySecretHost, { headers: { host: 'secret.example' } })
+      await expectDenied('/s/2', R.denySecretHost, { headers: { host: 'SECRET.EXAMPLE:8080' } })
+      await expectDenied('/s/3', R.denySecretHost, { headers: { host: 'secret.example.' } })
+      const before = upstream.count
+      const absolute = await rawExchange(run.port, 'GET http://Secret.Example.:80/s/4 HTTP/1.1\r\nHost: public.example\r\nConnection: close\r\n\r\n')
+      assert.match(absolute.text, /^HTTP\/1\.1 403 /, absolute.text)
+      assert.equal(upstream.count, before)
+      expectedHits[R.denySecretHost]++
+      expectedBlocked++
+      await expectPassed('/s/5', { headers: { host: 'public.example' } })
+      await expectPassed('/s/6', { headers: { host: 'secret.example.org' } })
     })
 
     test('a header rule: a regex on User-Agent, and a header denied whenever present', async () => {

@@ -18,7 +18,7 @@ import { QUERY_TRAVERSAL, SCRIPT_INJECTION, SQL_INJECTION, matchFrom } from '../
 import { parseIpInto } from '../../src/net/ip'
 import { D_NUL, D_TRAVERSAL, TargetDecoder } from '../../src/firewall/decode'
 import { Q_SUSPICIOUS, scanQuery } from '../../src/firewall/target'
-import { canonicalHost } from '../../src/firewall/rules'
+import { comparableHostOf } from '../../src/http/field-syntax'
 
 /** The view the proxy fills: one object, refilled per request. */
 class TestRequest implements FirewallRequest {
@@ -660,6 +660,6 @@ test('path parameters are dropped before rules match (Tomcat and Jetty route wit
 
 test('host conditions compare the host the proxy routes by: lower case, no port, no trailing dot', () => {
   for (const [raw, want] of [['SECRET', 'secret'], ['secret:80', 'secret'], ['secret.', 'secret'], ['Secret.:8080', 'secret'], ['[::1]:81', '[::1]'], ['[::1]', '[::1]'], ['a.b.c', 'a.b.c']]) {
-    assert.equal(canonicalHost(raw), want, raw)
+    assert.equal(comparableHostOf(raw), want, raw)
   }
 })
