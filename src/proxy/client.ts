@@ -102,6 +102,17 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     this.setDeadline('idle', ctx.config.timeouts.clientIdleMs)
   }
 
+  /** The target as received: a string only when the log or the firewall reads it (valid until the parser resets). */
+  get target (): string {
+    const p = this.parser
+    return p.targetEnd > 0 ? p.target() : ''
+  }
+
+  /** Phase: log (one access-log line, when the access log is on). */
+  private logRequest (): void {
+    if (this.ctx.config.log.access) logAccess(this)
+  }
+
   // ---- FirewallRequest: the host the request is for (an absolute-form target's, RFC 9112 §3.2.2) stands in
   // for Host, in the form rules compare: lower case, no port, no trailing dot (Host: SECRET.:80 is secret) ----
   header (lowerCaseName: string): string | null {
@@ -223,7 +234,6 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     if (r === HEAD_INCOMPLETE) return // the parser keeps what it needs
     if (r === HEAD_ERROR) {
       this.method = p.method
-      this.target = p.targetEnd > 0 ? p.target() : ''
       this.rejectRequest(p.error as ErrorCode, p.errorDetail)
       return
     }
@@ -236,7 +246,6 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     const ctx = this.ctx
     this.clearDeadline()
     this.method = p.method
-    this.target = p.target()
     this.isHead = p.method === 'HEAD'
     this.http10 = p.versionMinor === 0
     this.keepAlive = p.keepAlive && !ctx.draining
@@ -365,7 +374,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
   /** Phase: log. The response went out completely: next request or close. */
   protected finishRequest (): void {
     if (this.cacheState !== null) this.cacheState.reset()
-    if (this.ctx.config.log.access) logAccess(this)
+    this.logRequest()
     if (this.closeAfterResponse || !this.keepAlive) {
       this.lingerAndClose()
       return
@@ -394,22 +403,14 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     this.finishRequest()
   }
 
-  /** A request refused before it goes anywhere (parser errors, limits): answer and close. */
+  /** A request refused before it goes anywhere (parser errors, limits): count, warn, answer and close. */
   private rejectRequest (code: ErrorCode, detail: string): void {
-    const info = describe(code)
     if (this.startedAt === 0) this.startedAt = performance.now()
-    this.status = info.status
-    this.flag = info.flag
-    this.lastFailure = detail
     this.ctx.state.addHeader(H_PROTOCOL_ERRORS, 1)
     logRejected(this, code, detail)
-    this.detachUpstream(true)
-    this.keepAlive = false
-    this.closeAfterResponse = true
+    this.keepAlive = false // framing can no longer be trusted: failRequest closes after the answer
     this.input = null
-    this.writeOut(errorReply(code, true, this.isHead))
-    if (this.ctx.config.log.access) logAccess(this)
-    this.lingerAndClose()
+    this.failRequest(code, detail)
   }
 
   /** Half-close after the last response; discard input until the client closes or LINGER_MS passes. */
@@ -425,7 +426,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
   /** Failure after the response started (or a tunnel ended): log and cut. */
   protected logAndClose (code: ErrorCode | null): void {
     if (code !== null) this.flag = describe(code).flag
-    if (this.ctx.config.log.access) logAccess(this)
+    this.logRequest()
     this.phase = 'closed'
     this.input = null
     this.socket.destroy()
@@ -460,7 +461,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     this.flag = 'DC'
     this.status = 499
     this.detachUpstream(true)
-    if (this.ctx.config.log.access) logAccess(this)
+    this.logRequest()
     this.phase = 'closed'
     this.input = null
     this.socket.destroy()
@@ -474,7 +475,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
       if (this.phase !== 'tunnel' && this.phase !== 'closed') {
         this.flag = 'DC'
         if (this.status === 0) this.status = 499
-        if (ctx.config.log.access) logAccess(this)
+        this.logRequest()
       }
     }
     this.releaseActive()

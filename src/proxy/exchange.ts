@@ -11,12 +11,13 @@ import type { AccessRecord } from './access-log'
 /** How a response body goes to the client: as framed, re-chunked, or de-chunked for HTTP/1.0. */
 export type BodyRelay = 'raw' | 'rechunk' | 'dechunk'
 
-export class Exchange implements AccessRecord {
+export abstract class Exchange implements AccessRecord {
   /** The socket peer's address (IPv4-mapped IPv6 unwrapped). */
   readonly peerIp: string
 
   method = ''
-  target = ''
+  /** The request target as received, read from the parser only when something asks (the log, the firewall). */
+  abstract readonly target: string
   clientIp = ''
   bodyLength = -1
   isHead = false
@@ -58,7 +59,6 @@ export class Exchange implements AccessRecord {
   /** Every per-request field, in one place, before a request starts. */
   protected resetRequest (): void {
     this.method = ''
-    this.target = ''
     this.clientIp = this.peerIp
     this.bodyLength = -1
     this.isHead = false

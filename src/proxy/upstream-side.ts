@@ -185,7 +185,7 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
   protected abortUpload (code: ErrorCode, detail: string): void {
     this.detachUpstream(true)
     this.keepAlive = false
-    if (this.responseStarted) this.socket.destroy()
+    if (this.responseStarted) this.logAndClose(code)
     else this.failRequest(code, detail)
   }
 
