@@ -35,6 +35,11 @@ const TAG_SHIFT = EXPIRY_BITS + OWNER_BITS
 const MAX_EXPIRY_MS = 2 ** 42 - 1
 const CLAIM_ROUNDS = 3
 
+/** The owner id of a thread's claims and cache lock: 0 for the primary (or a worker without a slot), workerSlot + 1 for a worker. */
+export function ownerOfWorkerSlot (workerSlot: number): number {
+  return workerSlot < 0 ? 0 : workerSlot + 1
+}
+
 /** Largest owner id a claim can carry (MAX_WORKER_SLOTS + 1 must fit). */
 export const MAX_CLAIM_OWNER = Number(OWNER_MASK)
 

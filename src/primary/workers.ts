@@ -15,6 +15,7 @@ import { H_WORKER_RESTARTS, MAX_WORKER_SLOTS, W_THREAD_ID } from '../shared/layo
 import { loadHandoff } from './handoff'
 import { ADOPT_NONE, ADOPT_TAKING } from './adoption'
 import { SharedCacheStore, type SharedCacheInit } from '../cache/store'
+import { ownerOfWorkerSlot } from '../cache/fill-claims'
 import { logger } from '../log'
 import type { ErrorCode } from '../errors'
 
@@ -118,7 +119,7 @@ export class WorkerPool {
     const slot = this.state.workerSlotOf(threadId)
     if (slot === -1) return // it died before claiming a slot: it held nothing
     const gauges = this.state.releaseWorkerHoldings(slot)
-    const owner = slot + 1 // the cache owner id of a worker (src/proxy/thread.ts cacheOwner)
+    const owner = ownerOfWorkerSlot(slot)
     const fillClaims = this.cache === null ? 0 : this.cache.releaseFillsOf(owner)
     const cacheLock = this.cache === null ? false : this.cache.recoverLockOf(owner)
     this.state.releaseWorkerSlot(threadId)

@@ -17,6 +17,7 @@ import { ClientConnection } from './client'
 import { installPolicies } from './policies'
 import { CacheHook } from './cache-path'
 import { SharedCacheStore, type SharedCacheInit } from '../cache/store'
+import { ownerOfWorkerSlot } from '../cache/fill-claims'
 
 export interface ThreadOptions {
   /** Shared secret for sticky cookies, generated once by the primary. */
@@ -53,7 +54,7 @@ function installCache (ctx: ProxyContext, config: Config, init: SharedCacheInit 
  * slot (its claims then only expire).
  */
 function cacheOwner (ctx: ProxyContext): number {
-  return isMainThread || ctx.workerSlot < 0 ? 0 : ctx.workerSlot + 1
+  return isMainThread ? 0 : ownerOfWorkerSlot(ctx.workerSlot)
 }
 
 /**
