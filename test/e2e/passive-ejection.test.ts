@@ -97,16 +97,25 @@ function health (run: RunningLb, addresses: string[]): string {
   return addresses.map((a) => `${a}=${run.lb.state.upstream(slotOf(run, a), U_HEALTHY) === 1 ? 'healthy' : 'ejected'}`).join(' ')
 }
 
+/** Two upstreams `a` and `b` behind a balancer with responseMs RESPONSE_MS and the default passive check; all stopped after `body`. */
+async function withTwoUpstreams (workers: number, body: (run: RunningLb, addresses: string[]) => Promise<void>): Promise<void> {
+  const a = await startUpstream('a')
+  const b = await startUpstream('b')
+  let run: RunningLb | null = null
+  try {
+    run = await startLb({ upstreams: [{ address: a.address }, { address: b.address }], timeouts: { responseMs: RESPONSE_MS } }, workers)
+    await body(run, [a.address, b.address])
+  } finally {
+    if (run !== null) await run.stop()
+    await Promise.all([a.close(), b.close()])
+  }
+}
+
 // ---- cases -------------------------------------------------------------------
 
 for (const mode of MODES) {
   test(`${mode.name}: one client's two slow requests get 504 and do not eject every upstream; 5 other clients get 200`, async () => {
-    const a = await startUpstream('a')
-    const b = await startUpstream('b')
-    const addresses = [a.address, b.address]
-    let run: RunningLb | null = null
-    try {
-      run = await startLb({ upstreams: [{ address: a.address }, { address: b.address }], timeouts: { responseMs: RESPONSE_MS } }, mode.workers)
+    await withTwoUpstreams(mode.workers, async (run, addresses) => {
       const slow = [await get(run.port, '/slow', SLOW_CLIENT), await get(run.port, '/slow', SLOW_CLIENT)]
       const afterSlow = health(run, addresses)
       const others = []
@@ -114,19 +123,11 @@ for (const mode of MODES) {
       console.log(`${mode.name}: slow client got ${slow.map(describeReply).join(', ')}; then ${afterSlow}; other clients got ${others.map(describeReply).join(', ')}`)
       assert.deepEqual(slow.map((r) => r.status), [504, 504], 'the slow requests time out')
       assert.deepEqual(others.map((r) => r.status), OTHER_CLIENTS.map(() => 200), 'other clients are served')
-    } finally {
-      if (run !== null) await run.stop()
-      await Promise.all([a.close(), b.close()])
-    }
+    })
   })
 
   test(`${mode.name}: one client's burst of requests that make the upstreams reset or answer malformed ejects neither; 5 other clients get 200`, async () => {
-    const a = await startUpstream('a')
-    const b = await startUpstream('b')
-    const addresses = [a.address, b.address]
-    let run: RunningLb | null = null
-    try {
-      run = await startLb({ upstreams: [{ address: a.address }, { address: b.address }], timeouts: { responseMs: RESPONSE_MS } }, mode.workers)
+    await withTwoUpstreams(mode.workers, async (run, addresses) => {
       const port = run.port
       // concurrently (all sent before any answer), then sequentially
       const burst = await Promise.all(Array.from({ length: 12 }, async (_, i) => await get(port, i % 2 === 0 ? '/kill' : '/bad', SLOW_CLIENT)))
@@ -138,10 +139,7 @@ for (const mode of MODES) {
       assert.ok(burst.every((r) => r.status === 502), 'every breaking request gets 502')
       assert.doesNotMatch(afterBurst, /ejected/, 'both upstreams stay in rotation')
       assert.deepEqual(others.map((r) => r.status), OTHER_CLIENTS.map(() => 200), 'other clients are served')
-    } finally {
-      if (run !== null) await run.stop()
-      await Promise.all([a.close(), b.close()])
-    }
+    })
   })
 
   test(`${mode.name}: one client's 6 sequential slow requests, interleaved with other clients' traffic, cause no 502 for anybody`, async () => {
