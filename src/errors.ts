@@ -44,6 +44,7 @@ export const errorCatalogue = {
   SWY_ERR_UPSTREAM_PROTOCOL: { status: 502, flag: 'UPE', message: 'Invalid response from upstream' },
   SWY_ERR_UPSTREAM_TIMEOUT: { status: 504, flag: 'UT', message: 'Upstream response timeout' },
   SWY_ERR_UPSTREAM_IDLE: { status: 502, flag: 'UT', message: 'Upstream stalled mid-response' },
+  SWY_ERR_QUEUE_FULL: { status: 503, flag: 'UO', message: 'Upstreams at their connection limit and the queue is full' },
   // Control plane.
   SWY_ERR_CONFIG_INVALID: { status: 500, flag: '-', message: 'Invalid configuration' },
   SWY_ERR_FD_HANDOFF: { status: 500, flag: '-', message: 'Descriptor hand-off to a worker failed' },

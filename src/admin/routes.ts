@@ -11,6 +11,9 @@
  */
 import type * as http from 'node:http'
 import type { UpstreamEntry } from '../shared/state'
+import { poolStatus } from '../health/pool-status'
+import { configuredPools } from '../proxy/resilience-config'
+import { renderPoolMetrics } from './pool-metrics'
 import { ADMIN_DRAINING, ADMIN_ENABLED, U_ADMIN_STATE } from '../shared/layout'
 import { ConfigError, errorCatalogue } from '../errors'
 import { logger } from '../log'
@@ -122,14 +125,15 @@ export function handleRequest (ctx: AdminContext, req: http.IncomingMessage, res
     if (path === '/api/status') {
       if (method !== 'GET' && method !== 'HEAD') return methodNotAllowed(res, 'GET, HEAD')
       ctx.totals.sample(ctx.lb.table)
-      sendJson(res, 200, buildStatus(ctx.lb, ctx.totals))
+      sendJson(res, 200, { ...buildStatus(ctx.lb, ctx.totals), pools: poolStatus(ctx.lb.state, configuredPools(ctx.lb.config)) })
       return
     }
     if (path === '/metrics') {
       if (method !== 'GET' && method !== 'HEAD') return methodNotAllowed(res, 'GET, HEAD')
       const lb = ctx.lb
       ctx.totals.sample(lb.table)
-      sendText(res, 200, METRICS_CONTENT_TYPE, renderMetrics(lb.state, lb.table, ctx.totals, { version, mode: lb.mode, startedAtMs: lb.startedAt }))
+      sendText(res, 200, METRICS_CONTENT_TYPE, renderMetrics(lb.state, lb.table, ctx.totals, { version, mode: lb.mode, startedAtMs: lb.startedAt }) +
+        renderPoolMetrics(poolStatus(lb.state, configuredPools(lb.config))))
       return
     }
     const upstreamAction = /^\/api\/upstreams\/([^/]+)\/(drain|enable)$/.exec(path)
@@ -141,9 +145,10 @@ export function handleRequest (ctx: AdminContext, req: http.IncomingMessage, res
       const entry = findUpstream(ctx.lb.table, key)
       if (entry === null) { sendJson(res, 404, { error: `no upstream "${key}"` }); return }
       const draining = upstreamAction[2] === 'drain'
-      // balancers check U_ADMIN_STATE on every pick (SharedState.isAvailable),
+      // pool views recompute who is eligible when the health generation moves (healthChanged),
       // so this takes effect on every thread for the next request
       ctx.lb.state.storeUpstream(entry.slot, U_ADMIN_STATE, draining ? ADMIN_DRAINING : ADMIN_ENABLED)
+      ctx.lb.state.healthChanged()
       log.info({ upstream: entry.address, id: entry.id, draining }, draining ? 'upstream drained by operator' : 'upstream enabled by operator')
       sendJson(res, 200, { id: entry.id, address: entry.address, draining })
       return

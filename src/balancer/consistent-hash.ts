@@ -20,10 +20,10 @@
  * or from the points added or dropped, but more than 1/N of them.
  */
 import { SwitchyardError } from '../errors'
-import type { SharedState, UpstreamEntry } from '../shared/state'
+import type { UpstreamEntry } from '../shared/state'
 import { hashString } from './hash'
 import type { HashBalancerOptions } from './ip-hash'
-import type { Balancer, PickContext } from './types'
+import type { Balancer, PickContext, BalancerState } from './types'
 
 /** ketama's 160 per server: the spread of shares shrinks as 1/sqrt(points). */
 export const POINTS_PER_WEIGHT = 160
@@ -32,7 +32,7 @@ export const MAX_RING_POINTS = 1 << 16
 const OWNER_RADIX = 64
 
 export class ConsistentHashBalancer implements Balancer {
-  private readonly state: SharedState
+  private readonly state: BalancerState
   private readonly slots: Int32Array
   /** Point positions, ascending. */
   private readonly ringHashes: Uint32Array
@@ -40,7 +40,7 @@ export class ConsistentHashBalancer implements Balancer {
   private readonly ringOwners: Uint8Array
   private readonly clientIpOnly: boolean
 
-  constructor (table: readonly UpstreamEntry[], state: SharedState, options: HashBalancerOptions = {}) {
+  constructor (table: readonly UpstreamEntry[], state: BalancerState, options: HashBalancerOptions = {}) {
     // The schema allows 64 upstreams (MAX_UPSTREAMS); this guards the packing below.
     if (table.length > OWNER_RADIX) throw new SwitchyardError('SWY_ERR_CONFIG_INVALID', `consistent-hash supports at most ${OWNER_RADIX} upstreams`)
     this.state = state

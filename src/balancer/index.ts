@@ -5,14 +5,14 @@
  */
 import type { Config } from '../config/types'
 import { SwitchyardError } from '../errors'
-import type { SharedState, UpstreamEntry } from '../shared/state'
+import type { UpstreamEntry } from '../shared/state'
 import { ConsistentHashBalancer } from './consistent-hash'
 import { IpHashBalancer } from './ip-hash'
 import { LeastConnectionsBalancer } from './least-connections'
 import { PowerOfTwoChoicesBalancer } from './power-of-two-choices'
 import { RandomBalancer } from './random'
 import { RoundRobinBalancer } from './round-robin'
-import type { Balancer } from './types'
+import type { Balancer, BalancerState } from './types'
 import { WeightedRoundRobinBalancer } from './weighted-round-robin'
 
 export { ConsistentHashBalancer } from './consistent-hash'
@@ -22,9 +22,9 @@ export { PowerOfTwoChoicesBalancer } from './power-of-two-choices'
 export { RandomBalancer } from './random'
 export { RoundRobinBalancer } from './round-robin'
 export { WeightedRoundRobinBalancer } from './weighted-round-robin'
-export { PickContext, type Balancer } from './types'
+export { PickContext, type Balancer, type BalancerState } from './types'
 
-export function createBalancer (balancing: Config['balancing'], table: readonly UpstreamEntry[], state: SharedState): Balancer {
+export function createBalancer (balancing: Config['balancing'], table: readonly UpstreamEntry[], state: BalancerState): Balancer {
   // With source 'ip' the request path leaves ctx.hashKey empty anyway; the
   // flag makes the hash balancers ignore it even if it does not.
   const hashOptions = { clientIpOnly: balancing.hashKey.source === 'ip' }

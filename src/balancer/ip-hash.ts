@@ -12,9 +12,9 @@
  * Changing the number of upstreams remaps almost every key; use
  * consistent-hash when that matters (caches).
  */
-import type { SharedState, UpstreamEntry } from '../shared/state'
+import type { UpstreamEntry } from '../shared/state'
 import { hashString, remix } from './hash'
-import type { Balancer, PickContext } from './types'
+import type { Balancer, PickContext, BalancerState } from './types'
 import { reducedWeights, smoothWeightedSequence } from './weighted-round-robin'
 
 /** Rehashes before the linear probe. */
@@ -26,12 +26,12 @@ export interface HashBalancerOptions {
 }
 
 export class IpHashBalancer implements Balancer {
-  private readonly state: SharedState
+  private readonly state: BalancerState
   private readonly slots: Int32Array
   private readonly buckets: Uint8Array
   private readonly clientIpOnly: boolean
 
-  constructor (table: readonly UpstreamEntry[], state: SharedState, options: HashBalancerOptions = {}) {
+  constructor (table: readonly UpstreamEntry[], state: BalancerState, options: HashBalancerOptions = {}) {
     this.state = state
     this.slots = Int32Array.from(table, (entry) => entry.slot)
     // Any arrangement with the right counts would do for a uniform hash; the

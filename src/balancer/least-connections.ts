@@ -6,15 +6,15 @@
  * still rotates instead of sending every request to upstream 0.
  */
 import { U_ACTIVE_REQUESTS } from '../shared/layout'
-import type { SharedState, UpstreamEntry } from '../shared/state'
-import type { Balancer, PickContext } from './types'
+import type { UpstreamEntry } from '../shared/state'
+import type { Balancer, PickContext, BalancerState } from './types'
 
 export class LeastConnectionsBalancer implements Balancer {
-  private readonly state: SharedState
+  private readonly state: BalancerState
   private readonly slots: Int32Array
   private readonly weights: Int32Array
 
-  constructor (table: readonly UpstreamEntry[], state: SharedState) {
+  constructor (table: readonly UpstreamEntry[], state: BalancerState) {
     this.state = state
     this.slots = Int32Array.from(table, (entry) => entry.slot)
     this.weights = Int32Array.from(table, (entry) => Math.max(1, Math.floor(entry.weight)))

@@ -13,20 +13,20 @@
  * available ones and draws ranks instead, so a pick is bounded.
  */
 import { U_ACTIVE_REQUESTS } from '../shared/layout'
-import type { SharedState, UpstreamEntry } from '../shared/state'
+import type { UpstreamEntry } from '../shared/state'
 import { randomSeed, scaleToRange, xorshift32 } from './hash'
-import type { Balancer, PickContext } from './types'
+import type { Balancer, PickContext, BalancerState } from './types'
 
 const DRAW_ATTEMPTS = 4
 
 export class PowerOfTwoChoicesBalancer implements Balancer {
-  private readonly state: SharedState
+  private readonly state: BalancerState
   private readonly slots: Int32Array
   private readonly weights: Int32Array
   private rng: number
 
   /** `seed` (non-zero) makes the sequence of picks reproducible, for tests and benchmarks. */
-  constructor (table: readonly UpstreamEntry[], state: SharedState, seed = randomSeed()) {
+  constructor (table: readonly UpstreamEntry[], state: BalancerState, seed = randomSeed()) {
     this.state = state
     this.slots = Int32Array.from(table, (entry) => entry.slot)
     this.weights = Int32Array.from(table, (entry) => Math.max(1, Math.floor(entry.weight)))

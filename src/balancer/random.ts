@@ -11,23 +11,24 @@
  * Each instance (one per thread) has its own xorshift stream: no shared state
  * is written, and nothing needs to be.
  */
-import type { SharedState, UpstreamEntry } from '../shared/state'
+import type { UpstreamEntry } from '../shared/state'
 import { randomSeed, scaleToRange, xorshift32 } from './hash'
-import type { Balancer, PickContext } from './types'
+import type { Balancer, PickContext, BalancerState } from './types'
 import { reducedWeights } from './weighted-round-robin'
 
 /** Rejected draws before scanning; 4 misses in a row needs most weight to be unavailable. */
 const DRAW_ATTEMPTS = 4
 
 export class RandomBalancer implements Balancer {
-  private readonly state: SharedState
+  readonly redraws = true
+  private readonly state: BalancerState
   private readonly slots: Int32Array
   private readonly weights: Int32Array
   private readonly buckets: Uint8Array
   private rng: number
 
   /** `seed` (non-zero) makes the sequence of picks reproducible, for tests and benchmarks. */
-  constructor (table: readonly UpstreamEntry[], state: SharedState, seed = randomSeed()) {
+  constructor (table: readonly UpstreamEntry[], state: BalancerState, seed = randomSeed()) {
     this.state = state
     this.slots = Int32Array.from(table, (entry) => entry.slot)
     this.weights = reducedWeights(table)

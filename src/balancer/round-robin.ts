@@ -12,19 +12,20 @@
  * exactly when the pool has lost capacity. A linear sweep ends the search, so
  * a pick is bounded and finds the last available upstream if there is one.
  */
-import type { SharedState, UpstreamEntry } from '../shared/state'
+import type { UpstreamEntry } from '../shared/state'
 import { remix, scaleToRange } from './hash'
-import type { Balancer, PickContext } from './types'
+import type { Balancer, PickContext, BalancerState } from './types'
 
 /** Draws before the sweep; with one of four upstreams down, 4 misses in a row happen 1 time in 256. */
 const DRAW_ATTEMPTS = 4
 
 export class RoundRobinBalancer implements Balancer {
-  private readonly state: SharedState
+  readonly redraws = true
+  private readonly state: BalancerState
   /** slots[i] = shared-state slot of table[i], copied out so a pick does not chase entry objects. */
   private readonly slots: Int32Array
 
-  constructor (table: readonly UpstreamEntry[], state: SharedState) {
+  constructor (table: readonly UpstreamEntry[], state: BalancerState) {
     this.state = state
     this.slots = Int32Array.from(table, (entry) => entry.slot)
   }

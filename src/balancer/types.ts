@@ -26,7 +26,28 @@ export class PickContext {
   }
 }
 
+/**
+ * What a balancer reads: SharedState itself, or a pool's view of it
+ * (src/proxy/pool-gate.ts), which decides availability for the pool as a
+ * whole (panic mode, backups, connection caps) and answers from a cached mask.
+ */
+export interface BalancerState {
+  /** Eligible for this pick (healthy, not drained; or whatever the pool's mode says). */
+  isAvailable (slot: number): boolean
+  upstream (slot: number, field: number): number
+  nextCursor (): number
+}
+
 export interface Balancer {
+  /**
+   * Calling pick() again is a fresh draw from the same distribution
+   * (round-robin, weighted round-robin, random): slow start may then reject a
+   * draw and redraw, which makes shares exactly proportional to the ramped
+   * weights. Otherwise (least-connections, power-of-two-choices, the hashes:
+   * the same inputs give the same answer) a rejected upstream is excluded for
+   * the rest of that pick instead.
+   */
+  readonly redraws?: boolean
   /**
    * Index into the table of an upstream that is available (healthy, not
    * draining) and not already tried; -1 when there is none.

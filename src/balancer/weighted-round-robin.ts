@@ -12,9 +12,9 @@
  * Weights are reduced by their gcd first (10:20:30 is 1:2:3); the longest
  * sequence is 64 upstreams x weight 1000 = 64,000 bytes.
  */
-import type { SharedState, UpstreamEntry } from '../shared/state'
+import type { UpstreamEntry } from '../shared/state'
 import { remix, scaleToRange } from './hash'
-import type { Balancer, PickContext } from './types'
+import type { Balancer, PickContext, BalancerState } from './types'
 
 /** Draws before the scan; 4 misses in a row need most of the weight to be unavailable. */
 const DRAW_ATTEMPTS = 4
@@ -57,14 +57,15 @@ export function smoothWeightedSequence (weights: Int32Array): Uint8Array {
 }
 
 export class WeightedRoundRobinBalancer implements Balancer {
-  private readonly state: SharedState
+  readonly redraws = true
+  private readonly state: BalancerState
   private readonly slots: Int32Array
   /** Upstream weights after gcd reduction, for the last-resort path. */
   private readonly weights: Int32Array
   /** One cycle of table indexes in smooth WRR order. */
   private readonly sequence: Uint8Array
 
-  constructor (table: readonly UpstreamEntry[], state: SharedState) {
+  constructor (table: readonly UpstreamEntry[], state: BalancerState) {
     this.state = state
     this.slots = Int32Array.from(table, (entry) => entry.slot)
     this.weights = reducedWeights(table)

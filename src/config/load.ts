@@ -12,6 +12,7 @@ import type { Config } from './types'
 import { parseHostPort } from './types'
 import { ConfigError } from '../errors'
 import { firewallConfigErrors } from '../firewall/rules'
+import { resilienceConfigErrors } from '../proxy/resilience-config'
 
 const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, allowUnionTypes: true })
 const validate = ajv.compile(configSchema)
@@ -71,6 +72,7 @@ function semanticErrors (config: Config): string[] {
     errors.push('/rateLimit/tableSize: must be a power of two')
   }
   if (config.firewall !== undefined) errors.push(...firewallConfigErrors(config.firewall))
+  errors.push(...resilienceConfigErrors(config))
   return errors
 }
 

@@ -59,6 +59,12 @@ export const configSchema = {
         properties: {
           address: hostPort,
           weight: { type: 'integer', minimum: 1, maximum: 1000, default: 1 },
+          // HAProxy / nginx `backup`: traffic only while no primary upstream is healthy
+          backup: { type: 'boolean' },
+          // requests in flight to this upstream across all threads (HAProxy maxconn); absent = no cap
+          maxConnections: { type: 'integer', minimum: 1, maximum: 1_000_000 },
+          // overrides healthCheck.slowStartMs for this upstream
+          slowStartMs: { type: 'integer', minimum: 0, maximum: 3_600_000 },
         },
       },
     },
@@ -122,6 +128,10 @@ export const configSchema = {
       // (active checks stay off until `active` is given)
       default: {},
       properties: {
+        // Envoy's panic threshold: below this share of healthy upstreams a pool balances over all of them
+        panicThresholdPercent: { type: 'integer', minimum: 0, maximum: 100, default: 50 },
+        // an upstream that becomes healthy ramps from ~10% to its full weight over this time (0 = off)
+        slowStartMs: { type: 'integer', minimum: 0, maximum: 3_600_000, default: 0 },
         active: {
           type: 'object',
           additionalProperties: false,
@@ -268,6 +278,7 @@ export const configSchema = {
           uniqueItems: true,
           default: ['websocket'],
         },
+
       },
     },
   },

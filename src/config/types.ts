@@ -15,6 +15,10 @@ export type LogLevel = typeof logLevels[number]
 export interface UpstreamConfig {
   address: string
   weight: number
+  /** absent = false */
+  backup?: boolean
+  maxConnections?: number
+  slowStartMs?: number
 }
 
 export interface HashKeyConfig {
@@ -73,6 +77,8 @@ export interface FirewallConfig {
 }
 
 export interface HealthCheckConfig {
+  panicThresholdPercent: number
+  slowStartMs: number
   /** absent = no active checks */
   active?: ActiveHealthConfig
   /** always present: passive ejection is always on */

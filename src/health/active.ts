@@ -26,10 +26,10 @@ import { performance } from 'node:perf_hooks'
 import type { ActiveHealthConfig } from '../config/types'
 import {
   CHECK_BAD_RESPONSE, CHECK_REFUSED, CHECK_RESET, CHECK_TIMEOUT,
-  U_CONSECUTIVE_FAILURES, U_EJECTED_AT, U_HEALTH_TRANSITIONS, U_HEALTHY,
+  U_CONSECUTIVE_FAILURES, U_HEALTHY, U_EJECT_SOURCE, U_HOLD_UNTIL, EJECT_ACTIVE, EJECT_RETRY_AFTER,
   U_LAST_CHECK_AT, U_LAST_CHECK_LATENCY_US, U_LAST_CHECK_STATUS,
 } from '../shared/layout'
-import type { SharedState, UpstreamEntry } from '../shared/state'
+import { SharedState, type UpstreamEntry } from '../shared/state'
 import { logger } from '../log'
 import { compileExpectStatus, isExpectedStatus, type ExpectedStatusTable } from './expect'
 import type { HealthLogger } from './passive'
@@ -212,8 +212,9 @@ export class ActiveHealthChecker {
     // Passive ejection counts consecutive failures too; a revived upstream
     // starts with a clean streak (before the flip, so no thread sees the old one).
     state.storeUpstream(slot, U_CONSECUTIVE_FAILURES, 0)
-    if (state.casUpstream(slot, U_HEALTHY, 0, 1) !== 0) return
-    state.addUpstream(slot, U_HEALTH_TRANSITIONS, 1)
+    // a Retry-After hold is the upstream's own word on when to come back (src/health/retry-after.ts)
+    if (state.upstream(slot, U_EJECT_SOURCE) === EJECT_RETRY_AFTER && SharedState.elapsed(state.now(), state.upstream(slot, U_HOLD_UNTIL)) < 0) return
+    if (!state.revive(slot)) return
     probe.lastKnownHealthy = true
     this.log.info({ upstream: probe.entry.address, id: probe.entry.id, reason, consecutiveSuccesses: probe.successes }, 'upstream healthy: active check passed')
   }
@@ -223,9 +224,7 @@ export class ActiveHealthChecker {
     const slot = probe.entry.slot
     // Stored like a passive ejection so that, if active checks are switched
     // off by a reload, the passive reviver still brings it back after cooldown.
-    state.storeUpstream(slot, U_EJECTED_AT, state.now())
-    if (state.casUpstream(slot, U_HEALTHY, 1, 0) !== 1) return
-    state.addUpstream(slot, U_HEALTH_TRANSITIONS, 1)
+    if (!state.eject(slot, EJECT_ACTIVE, state.now())) return
     probe.lastKnownHealthy = false
     this.log.warn({ upstream: probe.entry.address, id: probe.entry.id, reason, consecutiveFailures: probe.failures }, 'upstream unhealthy: active check failed')
   }

@@ -7,14 +7,16 @@
  * recordUpstreamFailure / recordUpstreamSuccess run on the data path in any
  * thread: Atomics only, no allocation, no logging (the caller logs when told it
  * did the ejection). PassiveReviver runs on the primary and puts ejected
- * upstreams back after `cooldownMs` when no active check is configured.
+ * upstreams back after `cooldownMs` when no active check is configured, and
+ * upstreams held out by a Retry-After (src/health/retry-after.ts) when it ends.
  *
  * Fields written here (see shared/layout): U_FAILURES, U_CONSECUTIVE_FAILURES,
  * U_HEALTHY, U_EJECTED_AT, U_HEALTH_TRANSITIONS.
  */
 import type { PassiveHealthConfig } from '../config/types'
 import {
-  U_CONSECUTIVE_FAILURES, U_EJECTED_AT, U_FAILURES, U_HEALTH_TRANSITIONS, U_HEALTHY, U_LAST_RESPONSE_AT, U_LAST_FAILED_CLIENT,
+  U_CONSECUTIVE_FAILURES, U_EJECTED_AT, U_FAILURES, U_HEALTHY, U_LAST_RESPONSE_AT, U_LAST_FAILED_CLIENT, EJECT_PASSIVE,
+  U_EJECT_SOURCE, U_HOLD_UNTIL, EJECT_RETRY_AFTER,
 } from '../shared/layout'
 import { SharedState, type UpstreamEntry } from '../shared/state'
 import { fmix32 } from '../shared/hash'
@@ -32,13 +34,10 @@ export function recordUpstreamFailure (state: SharedState, slot: number, passive
   // Already out (ejected by another thread or by the active prober): leave its
   // ejection time alone so late failures of in-flight requests do not extend it.
   if (state.upstream(slot, U_HEALTHY) !== 1) return false
-  // The time goes in before the flip: the reviver must never see HEALTHY = 0
-  // next to the stale time of an earlier ejection and revive at once. Threads
-  // racing here all store "now", so the loser's store only moves it by a hair.
-  state.storeUpstream(slot, U_EJECTED_AT, nowMs)
-  if (state.casUpstream(slot, U_HEALTHY, 1, 0) !== 1) return false
-  state.addUpstream(slot, U_HEALTH_TRANSITIONS, 1)
-  return true
+  // The time goes in before the flip (state.eject): the reviver must never see
+  // HEALTHY = 0 next to the stale time of an earlier ejection and revive at once.
+  // Threads racing here all store "now", so the loser's store only moves it by a hair.
+  return state.eject(slot, EJECT_PASSIVE, nowMs)
 }
 
 /**
@@ -146,20 +145,26 @@ export class PassiveReviver {
 
   /** One pass over the table (exposed for tests and for a final sweep). */
   poll (): void {
-    if (this.activeEnabled) return
     const state = this.state
     const now = state.now()
     const cooldownMs = this.passive.cooldownMs
     for (const entry of this.table) {
       const slot = entry.slot
       if (state.upstream(slot, U_HEALTHY) !== 0) continue
+      if (state.upstream(slot, U_EJECT_SOURCE) === EJECT_RETRY_AFTER) {
+        // out for as long as the upstream asked (Retry-After), then straight back, active checks or not
+        const leftMs = SharedState.elapsed(state.upstream(slot, U_HOLD_UNTIL), now)
+        if (leftMs > 0 || !state.revive(slot)) continue
+        this.log.info({ upstream: entry.address, id: entry.id, heldForMs: SharedState.elapsed(now, state.upstream(slot, U_EJECTED_AT)) }, 'upstream back in rotation after its Retry-After')
+        continue
+      }
+      if (this.activeEnabled) continue
       const ejectedForMs = SharedState.elapsed(now, state.upstream(slot, U_EJECTED_AT))
       if (ejectedForMs < cooldownMs) continue
       // Streak first, then the flip: a thread that sees the upstream healthy
       // again must also see the half-open streak, not the old one.
       state.storeUpstream(slot, U_CONSECUTIVE_FAILURES, this.passive.maxFailures - 1)
-      if (state.casUpstream(slot, U_HEALTHY, 0, 1) !== 0) continue
-      state.addUpstream(slot, U_HEALTH_TRANSITIONS, 1)
+      if (!state.revive(slot)) continue
       this.log.info({ upstream: entry.address, id: entry.id, ejectedForMs, cooldownMs }, 'upstream back in rotation after passive ejection cooldown (half-open)')
     }
   }
@@ -167,7 +172,6 @@ export class PassiveReviver {
   private schedule (): void {
     if (this.activeEnabled || this.timer !== null) return
     this.timer = setInterval(this.poll, reviverPollMs(this.passive.cooldownMs))
-    // Housekeeping must not keep the process alive on its own.
     this.timer.unref()
   }
 

@@ -42,7 +42,7 @@ import { logAccess, logRejected } from './access-log'
 import type { Expirable } from './sweeper'
 import { CacheState, writeCachedResponse, type CacheUser, type CachedResponse, type CacheDecision } from './cache-path'
 import { filterRequest, type FilteredRequest } from './request-filter'
-import { pickUpstream } from './pick'
+import { pickUpstream, PICK_FULL, PICK_NONE } from './pick'
 import { upgradeAllowed } from './upgrade'
 import { comparableHost } from '../http/field-syntax'
 import { UpstreamSide, COALESCE_BYTES } from './upstream-side'
@@ -349,7 +349,11 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
   protected dispatch (): void {
     const ctx = this.ctx
     const index = pickUpstream(ctx, this.pick, this.stickyIndex)
-    if (index === -1) {
+    if (index === PICK_FULL) {
+      this.failRequest('SWY_ERR_QUEUE_FULL', 'every upstream is at its maxConnections')
+      return
+    }
+    if (index === PICK_NONE) {
       const tried = this.pick.triedCount > 0
       this.failRequest(tried ? 'SWY_ERR_UPSTREAM_CONNECT' : 'SWY_ERR_NO_HEALTHY_UPSTREAM', tried ? this.lastFailure : 'no upstream is available')
       return

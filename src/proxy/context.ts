@@ -11,6 +11,7 @@ import { DeadlineSweeper } from './sweeper'
 import type { UpstreamPool } from './pool'
 import type { HeadLimits } from '../http/head-parser'
 import type { FirewallRequest } from '../firewall/types'
+import { PoolGate } from './pool-gate'
 
 export type { FirewallRequest }
 
@@ -43,6 +44,8 @@ export class ProxyContext {
   readonly state: SharedState
   table: readonly UpstreamEntry[]
   balancer: Balancer
+  /** The default pool's view of its upstreams (panic, backups, caps, slow start); the balancer reads it. */
+  gate: PoolGate
   readonly pool: UpstreamPool
   readonly sweeper: DeadlineSweeper
   headLimits: HeadLimits
@@ -63,10 +66,11 @@ export class ProxyContext {
   readonly clients = new Set<{ closeIfIdle (): boolean, destroy (): void }>()
   onIdle: (() => void) | null = null
 
-  constructor (config: Config, state: SharedState, table: readonly UpstreamEntry[], balancer: Balancer, pool: UpstreamPool) {
+  constructor (config: Config, state: SharedState, table: readonly UpstreamEntry[], gate: PoolGate, balancer: Balancer, pool: UpstreamPool) {
     this.config = config
     this.state = state
     this.table = table
+    this.gate = gate
     this.balancer = balancer
     this.pool = pool
     this.headLimits = limitsOf(config)
@@ -87,6 +91,11 @@ export class ProxyContext {
     this.sweeper.setTick(DeadlineSweeper.tickFor(shortestTimeout(config)))
     this.applyHashKey(config)
   }
+}
+
+/** The default pool (top-level `upstreams`): pool 0 in the shared state. */
+export function defaultPoolGate (config: Config, state: SharedState, table: readonly UpstreamEntry[]): PoolGate {
+  return new PoolGate({ name: 'default', index: 0, panicThresholdPercent: config.healthCheck.panicThresholdPercent }, state, table)
 }
 
 function limitsOf (config: Config): HeadLimits {

@@ -11,7 +11,7 @@ import type { Config } from '../config/types'
 import type { SharedState, UpstreamEntry } from '../shared/state'
 import { W_LOOP_LAG_US } from '../shared/layout'
 import { createBalancer } from '../balancer/index'
-import { ProxyContext } from './context'
+import { ProxyContext, defaultPoolGate } from './context'
 import { UpstreamPool } from './pool'
 import { ClientConnection } from './client'
 import { installPolicies } from './policies'
@@ -28,7 +28,8 @@ export interface ThreadOptions {
 
 export function createThreadProxy (config: Config, state: SharedState, table: readonly UpstreamEntry[], options: ThreadOptions): ProxyContext {
   const pool = new UpstreamPool(config.pool.maxIdlePerUpstream)
-  const ctx = new ProxyContext(config, state, table, createBalancer(config.balancing, table, state), pool)
+  const gate = defaultPoolGate(config, state, table)
+  const ctx = new ProxyContext(config, state, table, gate, createBalancer(config.balancing, table, gate), pool)
   installPolicies(ctx, config, table, options.stickySecret)
   installCache(ctx, config, options.cache)
   return ctx
@@ -71,7 +72,8 @@ export function applyConfig (ctx: ProxyContext, config: Config, table: readonly 
   const oldSlots = new Set(ctx.table.map((e) => e.slot))
   ctx.setConfig(config)
   ctx.table = table
-  ctx.balancer = createBalancer(config.balancing, table, ctx.state)
+  ctx.gate = defaultPoolGate(config, ctx.state, table)
+  ctx.balancer = createBalancer(config.balancing, table, ctx.gate)
   ctx.pool.maxIdlePerUpstream = config.pool.maxIdlePerUpstream
   installPolicies(ctx, config, table, options.stickySecret)
   installCache(ctx, config, options.cache)

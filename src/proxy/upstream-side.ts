@@ -71,7 +71,7 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
     this.chunked = new ChunkedScanner(ctx.headLimits.maxHeaderBytes)
   }
 
-  /** Pick an upstream (again) and connect to it; answers locally when there is none. */
+  /** Pick an upstream not tried yet for this request and connect to it; answers locally when there is none. */
   protected abstract dispatch (): void
   /** Answer with a response the proxy makes itself; no response has started. */
   protected abstract failRequest (code: ErrorCode, detail: string): void
@@ -92,11 +92,13 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
     this.deadline = 0
   }
 
-  /** Get a connection to `entry`: a pooled one when `pooled` allows and there is one, else a new one. */
+  /**
+   * Get a connection to `entry`: a pooled one when `pooled` allows and there is one, else a new one.
+   * The request's in-flight count on it was taken by the pick phase (pick.ts) and is ours to release.
+   */
   protected connectTo (entry: UpstreamEntry, pooled: boolean): void {
     const ctx = this.ctx
     this.entry = entry
-    ctx.state.addHeld(ctx.workerSlot, entry.slot, U_ACTIVE_REQUESTS, 1)
     ctx.state.addUpstream(entry.slot, U_REQUESTS, 1)
     this.activeSlot = entry.slot
     const idle = pooled ? ctx.pool.acquire(entry.slot) as UpstreamConnection | null : null
@@ -312,9 +314,11 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
     if (up !== this.upstream) return
     this.flushHead()
     this.upstream = null
-    this.releaseActive()
     const entry = this.entry as UpstreamEntry
     this.lastFailure = entry.address + ': ' + detail
+    const action = this.responseStarted ? 'fail' : decideRetry(code, up.staleReuse, this.bodySent, this.method, this.retriesLeft)
+    // a reconnect keeps the request's in-flight count on the same upstream (and so its place under a cap)
+    if (action !== 'reconnect') this.releaseActive()
     if (code === 'SWY_ERR_CLIENT_TIMEOUT') {
       // the client's fault: no passive failure for the upstream, a 408 for the client
       logRejected(this, code, detail)
@@ -330,7 +334,6 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
       this.logAndClose(code)
       return
     }
-    const action = decideRetry(code, up.staleReuse, this.bodySent, this.method, this.retriesLeft)
     if (action !== 'fail') {
       this.phase = 'connecting'
       if (!this.bodyDone) this.socket.pause() // the body waits for the new connection, as on the first try

@@ -17,6 +17,9 @@
  *   | hits per firewall rule   |  MAX_FIREWALL_RULES ints
  *   +--------------------------+  HOLDINGS_OFFSET
  *   | holdings                 |  MAX_WORKER_SLOTS x MAX_UPSTREAMS x HOLDING_INTS, see below
+ *   +--------------------------+  POOLS_OFFSET
+ *   | pool 0 (POOL_INTS)       |  resilience per pool: panic, queue, retry budget
+ *   | ... MAX_POOLS slots      |
  *   +--------------------------+  RATE_OFFSET
  *   | rate-limit table         |  tableSize * RATE_SLOT_INTS (0 when rate limiting is off)
  *   +--------------------------+
@@ -48,6 +51,9 @@ export const H_CACHE_MISSES = 12
 export const H_CACHE_BYTES = 13 //        bytes held by the shared cache (owner: cache store)
 export const H_CACHE_ENTRIES = 14
 export const H_STICKY_HITS = 15 //        requests routed by a valid sticky cookie
+// resilience 22..25
+export const H_HEALTH_GENERATION = 22 //  bumped after every change of U_HEALTHY or U_ADMIN_STATE (any thread):
+//                                        a pool's eligibility view is recomputed only when it moves
 export const HEADER_INTS = 32
 
 export const MAGIC = 0x53575931 // 'SWY1'
@@ -76,7 +82,16 @@ export const U_RETRIES = U_LATENCY_BUCKETS + LATENCY_BOUNDS_MS.length + 1 // 32
 export const U_IN_USE = U_RETRIES + 1 //  1 while the slot belongs to a configured upstream
 export const U_LAST_RESPONSE_AT = U_IN_USE + 1 // ms since epoch of the latest response head (passive health: a timeout on a live upstream is the request's, not the upstream's)
 export const U_LAST_FAILED_CLIENT = U_LAST_RESPONSE_AT + 1 // hash of the client whose failed request was last counted (one client's requests count once in a row)
+// resilience 36..39
+export const U_EJECT_SOURCE = 36 //      EJECT_* below: who took it out (valid while !HEALTHY)
+export const U_RAMP_START = 37 //        ms since epoch when it last became healthy (slow start ramps from here)
+export const U_HOLD_UNTIL = 38 //        ms since epoch until which a Retry-After keeps it out (EJECT_RETRY_AFTER)
+export const U_RETRIES_ACTIVE = 39 //    retry attempts in flight to this upstream (retry budget; a held gauge)
 export const UPSTREAM_INTS = 40
+
+export const EJECT_PASSIVE = 0 //        consecutive request failures
+export const EJECT_ACTIVE = 1 //         the active prober
+export const EJECT_RETRY_AFTER = 2 //    a 503/429 with Retry-After
 
 export const ADMIN_ENABLED = 0
 export const ADMIN_DRAINING = 1 //       no new requests; in-flight ones finish
@@ -113,7 +128,23 @@ export const WORKER_INTS = 8
 // (releaseWorkerHoldings); never both at once, as the slot is freed only after.
 export const HELD_ACTIVE_REQUESTS = 0 // this worker's part of U_ACTIVE_REQUESTS
 export const HELD_OPEN_SOCKETS = 1 //    this worker's part of U_OPEN_SOCKETS
-export const HOLDING_INTS = 2
+export const HELD_RETRIES_ACTIVE = 2 //  this worker's part of U_RETRIES_ACTIVE
+export const HOLDING_INTS = 3
+
+// ---- per pool (resilience) ------------------------------------------------------
+// Pool 0 is the default pool (top-level `upstreams`). Who writes: the gauges and
+// counters by whichever thread serves the request; POOL_PANIC by the first thread
+// that sees the pool's healthy share cross the threshold (CAS, so it logs once).
+export const MAX_POOLS = 32
+export const P_PANIC = 0 //              1 while the pool balances over all its upstreams (panic mode)
+export const P_PANIC_TRANSITIONS = 1 //  counter: switches into or out of panic mode
+export const P_QUEUE_WAITING = 2 //      gauge: requests waiting in the pool's queues (all threads)
+export const P_QUEUE_TIMEOUTS = 3 //     counter: 503 SWY_ERR_QUEUE_TIMEOUT
+export const P_QUEUE_FULL = 4 //         counter: 503 SWY_ERR_QUEUE_FULL
+export const P_RETRY_BUDGET_DENIED = 5 // counter: retries refused by the retry budget
+export const P_RETRIES = 6 //            counters by reason: RETRY_REASONS order, 6..11
+export const RETRY_REASON_COUNT = 6
+export const POOL_INTS = 16
 
 // ---- rate-limit table slot --------------------------------------------------
 export const RATE_SLOT_INTS = 4 //       layout owned by src/ratelimit
@@ -123,7 +154,8 @@ export const UPSTREAMS_OFFSET = HEADER_INTS
 export const WORKERS_OFFSET = UPSTREAMS_OFFSET + MAX_UPSTREAMS * UPSTREAM_INTS
 export const FIREWALL_OFFSET = WORKERS_OFFSET + MAX_WORKER_SLOTS * WORKER_INTS
 export const HOLDINGS_OFFSET = FIREWALL_OFFSET + MAX_FIREWALL_RULES
-export const RATE_OFFSET = HOLDINGS_OFFSET + MAX_WORKER_SLOTS * MAX_UPSTREAMS * HOLDING_INTS
+export const POOLS_OFFSET = HOLDINGS_OFFSET + MAX_WORKER_SLOTS * MAX_UPSTREAMS * HOLDING_INTS
+export const RATE_OFFSET = POOLS_OFFSET + MAX_POOLS * POOL_INTS
 
 export function stateInts (rateTableSlots: number): number {
   return RATE_OFFSET + rateTableSlots * RATE_SLOT_INTS

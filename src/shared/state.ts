@@ -15,7 +15,10 @@ export interface SharedStateInit {
   rateTableSlots: number
 }
 
-/** One configured upstream as every thread sees it; the table is swapped whole on reload. */
+/**
+ * One configured upstream as every thread sees it; the table is swapped whole on reload.
+ * The resilience fields are optional so that tests can build bare entries; buildUpstreamTable sets them all.
+ */
 export interface UpstreamEntry {
   /** Index of this upstream's block in the shared buffer (stable across reloads for the same address). */
   readonly slot: number
@@ -27,7 +30,16 @@ export interface UpstreamEntry {
   readonly weight: number
   /** Opaque identifier safe to show to clients (never the address). */
   readonly id: string
+  /** Takes traffic only while no primary upstream of its pool is healthy. */
+  readonly backup?: boolean
+  /** Requests in flight to it across all threads, at most; 0 or absent = no cap. */
+  readonly maxConnections?: number
+  /** Slow start ramp after it becomes healthy (its own or healthCheck.slowStartMs); 0 or absent = off. */
+  readonly slowStartMs?: number
 }
+
+/** The gauges a worker holds a share of (released by the primary when it dies). */
+export type HeldField = typeof L.U_ACTIVE_REQUESTS | typeof L.U_OPEN_SOCKETS | typeof L.U_RETRIES_ACTIVE
 
 export class SharedState {
   readonly buffer: SharedArrayBuffer
@@ -54,6 +66,11 @@ export class SharedState {
 
   toInit (): SharedStateInit {
     return { buffer: this.buffer, epochMs: this.epochMs, rateTableSlots: this.rateTableSlots }
+  }
+
+  /** Whether a holdings cell exists for `field`, and which. */
+  static heldCell (field: HeldField): number {
+    return field === L.U_ACTIVE_REQUESTS ? L.HELD_ACTIVE_REQUESTS : field === L.U_OPEN_SOCKETS ? L.HELD_OPEN_SOCKETS : L.HELD_RETRIES_ACTIVE
   }
 
   /** Milliseconds since the epoch as an int32 (wraps after ~24 days; compare with `elapsed`). */
@@ -101,18 +118,34 @@ export class SharedState {
    * slot) changes only the gauge. Not atomic as a pair: only the worker itself
    * writes its cell while it lives, and the primary only after it exited.
    */
-  addHeld (workerSlot: number, upstreamSlot: number, field: typeof L.U_ACTIVE_REQUESTS | typeof L.U_OPEN_SOCKETS, delta: number): void {
+  addHeld (workerSlot: number, upstreamSlot: number, field: HeldField, delta: number): void {
     Atomics.add(this.i32, L.UPSTREAMS_OFFSET + upstreamSlot * L.UPSTREAM_INTS + field, delta)
     if (workerSlot === -1) return
-    const cell = L.HOLDINGS_OFFSET + (workerSlot * L.MAX_UPSTREAMS + upstreamSlot) * L.HOLDING_INTS +
-      (field === L.U_ACTIVE_REQUESTS ? L.HELD_ACTIVE_REQUESTS : L.HELD_OPEN_SOCKETS)
+    const cell = L.HOLDINGS_OFFSET + (workerSlot * L.MAX_UPSTREAMS + upstreamSlot) * L.HOLDING_INTS + SharedState.heldCell(field)
     Atomics.add(this.i32, cell, delta)
   }
 
+  /**
+   * addHeld(+1) on U_ACTIVE_REQUESTS only while the gauge is below `max`
+   * (upstreams[].maxConnections): a compare-and-swap loop, so threads racing
+   * for the last slot cannot both take it. false when the upstream is at its cap.
+   */
+  tryAddActiveBelow (workerSlot: number, upstreamSlot: number, max: number): boolean {
+    const index = L.UPSTREAMS_OFFSET + upstreamSlot * L.UPSTREAM_INTS + L.U_ACTIVE_REQUESTS
+    for (let attempt = 0; attempt < 64; attempt++) {
+      const current = Atomics.load(this.i32, index)
+      if (current >= max) return false
+      if (Atomics.compareExchange(this.i32, index, current, current + 1) === current) {
+        if (workerSlot !== -1) Atomics.add(this.i32, L.HOLDINGS_OFFSET + (workerSlot * L.MAX_UPSTREAMS + upstreamSlot) * L.HOLDING_INTS + L.HELD_ACTIVE_REQUESTS, 1)
+        return true
+      }
+    }
+    return false // heavy contention: treat as full, the caller looks elsewhere or queues
+  }
+
   /** What the worker in `workerSlot` holds of an upstream's gauge (tests, diagnostics). */
-  held (workerSlot: number, upstreamSlot: number, field: typeof L.U_ACTIVE_REQUESTS | typeof L.U_OPEN_SOCKETS): number {
-    return Atomics.load(this.i32, L.HOLDINGS_OFFSET + (workerSlot * L.MAX_UPSTREAMS + upstreamSlot) * L.HOLDING_INTS +
-      (field === L.U_ACTIVE_REQUESTS ? L.HELD_ACTIVE_REQUESTS : L.HELD_OPEN_SOCKETS))
+  held (workerSlot: number, upstreamSlot: number, field: HeldField): number {
+    return Atomics.load(this.i32, L.HOLDINGS_OFFSET + (workerSlot * L.MAX_UPSTREAMS + upstreamSlot) * L.HOLDING_INTS + SharedState.heldCell(field))
   }
 
   /**
@@ -132,6 +165,8 @@ export class SharedState {
       if (active !== 0) { Atomics.sub(this.i32, gauge + L.U_ACTIVE_REQUESTS, active); released.activeRequests += active }
       const sockets = Atomics.exchange(this.i32, cell + L.HELD_OPEN_SOCKETS, 0)
       if (sockets !== 0) { Atomics.sub(this.i32, gauge + L.U_OPEN_SOCKETS, sockets); released.openSockets += sockets }
+      const retries = Atomics.exchange(this.i32, cell + L.HELD_RETRIES_ACTIVE, 0)
+      if (retries !== 0) Atomics.sub(this.i32, gauge + L.U_RETRIES_ACTIVE, retries)
     }
     return released
   }
@@ -143,12 +178,51 @@ export class SharedState {
       Atomics.load(this.i32, base + L.U_ADMIN_STATE) === L.ADMIN_ENABLED
   }
 
-  /** Reset a slot for a newly configured upstream (primary only). */
+  /** Reset a slot for a newly configured upstream (primary only). Its slow start ramps from now. */
   initUpstreamSlot (slot: number): void {
     const base = L.UPSTREAMS_OFFSET + slot * L.UPSTREAM_INTS
     for (let i = 0; i < L.UPSTREAM_INTS; i++) Atomics.store(this.i32, base + i, 0)
+    Atomics.store(this.i32, base + L.U_RAMP_START, this.now())
     Atomics.store(this.i32, base + L.U_HEALTHY, 1)
     Atomics.store(this.i32, base + L.U_IN_USE, 1)
+    this.healthChanged()
+  }
+
+  /**
+   * Call after changing U_HEALTHY or U_ADMIN_STATE (after: a thread that sees
+   * the new generation must also see the change). Pool views (src/proxy/pool-gate.ts)
+   * recompute who is eligible only when this moves.
+   */
+  healthChanged (): void { Atomics.add(this.i32, L.H_HEALTH_GENERATION, 1) }
+
+  /**
+   * Take a healthy upstream out (1 -> 0), saying who did (EJECT_*): the time
+   * and the source go in before the flip, so nobody sees HEALTHY = 0 next to
+   * a stale reason. true for the one caller, across threads, that flipped it.
+   */
+  eject (slot: number, source: number, nowMs: number): boolean {
+    this.storeUpstream(slot, L.U_EJECTED_AT, nowMs)
+    this.storeUpstream(slot, L.U_EJECT_SOURCE, source)
+    if (this.casUpstream(slot, L.U_HEALTHY, 1, 0) !== 1) return false
+    this.addUpstream(slot, L.U_HEALTH_TRANSITIONS, 1)
+    this.healthChanged()
+    return true
+  }
+
+  /** Put an ejected upstream back (0 -> 1); its slow start ramps from now. true for the caller that flipped it. */
+  revive (slot: number): boolean {
+    this.storeUpstream(slot, L.U_RAMP_START, this.now())
+    if (this.casUpstream(slot, L.U_HEALTHY, 0, 1) !== 0) return false
+    this.addUpstream(slot, L.U_HEALTH_TRANSITIONS, 1)
+    this.healthChanged()
+    return true
+  }
+
+  // ---- per pool (resilience) --------------------------------------------------
+  pool (pool: number, field: number): number { return Atomics.load(this.i32, L.POOLS_OFFSET + pool * L.POOL_INTS + field) }
+  addPool (pool: number, field: number, delta: number): number { return Atomics.add(this.i32, L.POOLS_OFFSET + pool * L.POOL_INTS + field, delta) }
+  casPool (pool: number, field: number, expected: number, value: number): number {
+    return Atomics.compareExchange(this.i32, L.POOLS_OFFSET + pool * L.POOL_INTS + field, expected, value)
   }
 
   /** Record a response's status class and head latency. */

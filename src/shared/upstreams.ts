@@ -30,7 +30,18 @@ export function buildUpstreamTable (config: Config, state: SharedState, previous
       state.initUpstreamSlot(slot)
     }
     const { host, port } = parseHostPort(u.address)
-    table.push(Object.freeze({ slot, index, address: u.address, host, port, weight: u.weight, id: `u${slot}` }))
+    table.push(Object.freeze({
+      slot,
+      index,
+      address: u.address,
+      host,
+      port,
+      weight: u.weight,
+      id: `u${slot}`,
+      backup: u.backup === true,
+      maxConnections: u.maxConnections ?? 0,
+      slowStartMs: u.slowStartMs ?? config.healthCheck.slowStartMs ?? 0,
+    }))
   })
   // retire the slots of upstreams that left
   for (const entry of previous ?? []) {

@@ -160,13 +160,15 @@ const COMPLETE: Complete<Config> = {
   $schema: 'https://switchyard.dev/lb.schema.json',
   listen: '127.0.0.1:0',
   workers: 0,
-  upstreams: [{ address: '127.0.0.1:8001', weight: 2 }],
+  upstreams: [{ address: '127.0.0.1:8001', weight: 2, backup: true, maxConnections: 3, slowStartMs: 4 }, { address: '127.0.0.1:8002', weight: 1, backup: false, maxConnections: 1, slowStartMs: 0 }],
   balancing: { algorithm: 'consistent-hash', hashKey: { source: 'header', name: 'x-user' } },
   retries: 2,
   timeouts: { connectMs: 1, responseMs: 2, upstreamIdleMs: 3, clientHeaderMs: 4, clientIdleMs: 5, drainMs: 6 },
   limits: { maxHeaderBytes: 2048, maxHeaderCount: 10, maxRequestTargetBytes: 512, maxBodyBytes: 1 },
   pool: { maxIdlePerUpstream: 1, idleTimeoutMs: 7 },
   healthCheck: {
+    panicThresholdPercent: 40,
+    slowStartMs: 1000,
     active: { path: '/health', intervalMs: 8, timeoutMs: 9, expectStatus: [204, '2xx'], healthyThreshold: 2, unhealthyThreshold: 3 },
     passive: { maxFailures: 4, cooldownMs: 10 },
   },
@@ -229,9 +231,16 @@ describe('config: defaults come from the schema', () => {
   test('passive health: default maxFailures 5, and present without a healthCheck section', () => {
     // 5, not 1: one client's slow or broken requests must not eject a healthy upstream
     assert.equal(schemaDefault('healthCheck.passive.maxFailures'), 5)
-    const expected = { maxFailures: schemaDefault('healthCheck.passive.maxFailures'), cooldownMs: schemaDefault('healthCheck.passive.cooldownMs') }
+    const expected = {
+      maxFailures: schemaDefault('healthCheck.passive.maxFailures'),
+      cooldownMs: schemaDefault('healthCheck.passive.cooldownMs'),
+    }
     const bare = resolveConfig(MINIMAL)
-    assert.deepEqual(bare.healthCheck, { passive: expected }, 'no section: passive on, active off')
+    assert.deepEqual(bare.healthCheck, {
+      panicThresholdPercent: schemaDefault('healthCheck.panicThresholdPercent'),
+      slowStartMs: schemaDefault('healthCheck.slowStartMs'),
+      passive: expected,
+    }, 'no section: passive on, active off')
     assert.deepEqual(resolveConfig({ ...MINIMAL, healthCheck: { active: { path: '/h' } } }).healthCheck.passive, expected)
     assert.deepEqual(resolveConfig({ ...MINIMAL, healthCheck: { passive: { maxFailures: 1 } } }).healthCheck.passive, { ...expected, maxFailures: 1 })
   })

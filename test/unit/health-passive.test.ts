@@ -73,7 +73,7 @@ describe('recordUpstreamFailure / recordUpstreamSuccess', () => {
 
   test('maxFailures 1 ejects on the first failure', () => {
     const { state } = setup(1)
-    assert.equal(recordUpstreamFailure(state, 0, { maxFailures: 1, cooldownMs: 100 }, state.now()), true)
+    assert.equal(recordUpstreamFailure(state, 0, { ...passive, maxFailures: 1 }, state.now()), true)
     assert.equal(state.upstream(0, U_HEALTHY), 0)
   })
 
