@@ -1,28 +1,34 @@
 /**
- * The per pool resilience metrics (panic mode, queue, retries), rendered after
- * the others on /metrics from shared memory like them.
+ * The per pool resilience families (panic mode, queue, retries), registered
+ * next to the core ones and read from the pool blocks of shared memory at
+ * scrape time, like them.
  */
-import { TextWriter } from './prometheus'
-import { RETRY_REASONS, type PoolStatus } from '../health/pool-status'
+import type { SwitchyardMetrics } from './prometheus'
+import { RETRY_REASONS, poolStatus } from '../health/pool-status'
+import type { PoolRef } from '../proxy/resilience-config'
 
-export function renderPoolMetrics (pools: readonly PoolStatus[]): string {
-  const w = new TextWriter()
-  const family = (name: string, type: 'counter' | 'gauge', help: string, read: (p: PoolStatus) => number): void => {
-    w.family(name, type, help)
-    for (const p of pools) w.sample(name, { pool: p.name }, read(p))
-  }
-  family('switchyard_pool_panic', 'gauge', '1 while the pool balances over all its upstreams because too few are healthy (panic mode).', (p) => p.panic ? 1 : 0)
-  family('switchyard_pool_panic_transitions_total', 'counter', 'Switches of the pool into or out of panic mode.', (p) => p.panicTransitions)
-  family('switchyard_queue_waiting', 'gauge', 'Requests waiting for an upstream connection slot (maxConnections).', (p) => p.queueWaiting)
-  w.family('switchyard_queue_rejected_total', 'counter', 'Requests answered 503 by the queue: full, or timed out.')
-  for (const p of pools) {
-    w.sample('switchyard_queue_rejected_total', { pool: p.name, reason: 'full' }, p.queueFull)
-    w.sample('switchyard_queue_rejected_total', { pool: p.name, reason: 'timeout' }, p.queueTimeouts)
-  }
-  w.family('switchyard_retries_total', 'counter', 'Requests tried again, by the reason of the failed attempt.')
-  for (const p of pools) {
-    for (const reason of RETRY_REASONS) w.sample('switchyard_retries_total', { pool: p.name, reason }, p.retries[reason])
-  }
-  family('switchyard_retry_budget_exhausted_total', 'counter', 'Retries not made because the retry budget was spent.', (p) => p.retryBudgetDenied)
-  return w.toString()
+/** `pools` is called at scrape time: the pools in force (they change on reload). */
+export function registerPoolFamilies (m: SwitchyardMetrics, pools: () => readonly PoolRef[]): void {
+  const read = (state: Parameters<typeof poolStatus>[0]): ReturnType<typeof poolStatus> => poolStatus(state, pools())
+  m.gauge('switchyard_pool_panic', '1 while the pool balances over all its upstreams because too few are healthy (panic mode).', ['pool'], (v, emit) => {
+    for (const p of read(v.state)) emit({ pool: p.name }, p.panic ? 1 : 0)
+  })
+  m.counter('switchyard_pool_panic_transitions_total', 'Switches of the pool into or out of panic mode.', ['pool'], (v, emit) => {
+    for (const p of read(v.state)) emit({ pool: p.name }, p.panicTransitions)
+  })
+  m.gauge('switchyard_queue_waiting', 'Requests waiting for an upstream connection slot (maxConnections).', ['pool'], (v, emit) => {
+    for (const p of read(v.state)) emit({ pool: p.name }, p.queueWaiting)
+  })
+  m.counter('switchyard_queue_rejected_total', 'Requests answered 503 by the queue: full, or timed out.', ['pool', 'reason'], (v, emit) => {
+    for (const p of read(v.state)) {
+      emit({ pool: p.name, reason: 'full' }, p.queueFull)
+      emit({ pool: p.name, reason: 'timeout' }, p.queueTimeouts)
+    }
+  })
+  m.counter('switchyard_retries_total', 'Requests tried again, by the reason of the failed attempt.', ['pool', 'reason'], (v, emit) => {
+    for (const p of read(v.state)) for (const reason of RETRY_REASONS) emit({ pool: p.name, reason }, p.retries[reason])
+  })
+  m.counter('switchyard_retry_budget_exhausted_total', 'Retries not made because the retry budget was spent.', ['pool'], (v, emit) => {
+    for (const p of read(v.state)) emit({ pool: p.name }, p.retryBudgetDenied)
+  })
 }
