@@ -45,6 +45,7 @@ export const errorCatalogue = {
   SWY_ERR_UPSTREAM_TIMEOUT: { status: 504, flag: 'UT', message: 'Upstream response timeout' },
   SWY_ERR_UPSTREAM_IDLE: { status: 502, flag: 'UT', message: 'Upstream stalled mid-response' },
   SWY_ERR_QUEUE_FULL: { status: 503, flag: 'UO', message: 'Upstreams at their connection limit and the queue is full' },
+  SWY_ERR_QUEUE_TIMEOUT: { status: 503, flag: 'UQ', message: 'Timed out waiting for an upstream connection slot' },
   // Control plane.
   SWY_ERR_CONFIG_INVALID: { status: 500, flag: '-', message: 'Invalid configuration' },
   SWY_ERR_FD_HANDOFF: { status: 500, flag: '-', message: 'Descriptor hand-off to a worker failed' },

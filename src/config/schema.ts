@@ -37,6 +37,7 @@ export const algorithms = [
 export const hashKeySources = ['ip', 'header', 'cookie'] as const
 export const rateLimitAlgorithms = ['fixed-window', 'sliding-window', 'token-bucket'] as const
 export const firewallActions = ['deny', 'allow', 'log'] as const
+export const retryOnValues = ['connect-failure', 'reset', 'timeout', '5xx', 'gateway-error', 'retriable-status'] as const
 export const logLevels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
 
 export const configSchema = {
@@ -88,6 +89,24 @@ export const configSchema = {
       },
     },
     retries: { type: 'integer', minimum: 0, maximum: 10, default: 1 },
+    // why a request may be tried again (src/proxy/retry.ts); connect-failure is always on
+    retryOn: { type: 'array', items: { enum: retryOnValues }, uniqueItems: true, default: ['connect-failure', 'reset'] },
+    retriableStatuses: { type: 'array', items: { type: 'integer', minimum: 100, maximum: 599 }, uniqueItems: true, default: [] },
+    // draft-ietf-httpapi-idempotency-key-header: a request with Idempotency-Key may be replayed whatever its method
+    retryIdempotencyKey: { type: 'boolean', default: false },
+    // a request body up to this size is kept for a replay; a larger one streams and is never retried
+    retryBodyMaxBytes: { type: 'integer', minimum: 0, maximum: 16_777_216, default: 65_536 },
+    // Envoy's retry budget: retries in flight at most this share of the pool's requests in flight (at least 3)
+    retryBudgetPercent: { type: 'integer', minimum: 0, maximum: 100, default: 20 },
+    // requests waiting for an upstream under its maxConnections (FIFO per pool per thread); absent = no queue
+    queue: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        maxSize: { type: 'integer', minimum: 0, maximum: 1_000_000, default: 100 },
+        timeoutMs: { ...positiveMs, default: 5000 },
+      },
+    },
     timeouts: {
       type: 'object',
       additionalProperties: false,
@@ -163,6 +182,9 @@ export const configSchema = {
             // upstream (HAProxy and Envoy eject after 3-5 consecutive failures)
             maxFailures: { type: 'integer', minimum: 1, maximum: 1000, default: 5 },
             cooldownMs: { ...positiveMs, default: 10_000 },
+            // a 503/429 with Retry-After takes the upstream out for that long (capped), on every thread
+            honorRetryAfter: { type: 'boolean', default: true },
+            maxRetryAfterMs: { ...positiveMs, default: 60_000 },
           },
         },
       },
@@ -280,6 +302,8 @@ export const configSchema = {
           uniqueItems: true,
           default: ['websocket'],
         },
+        // RFC 9209 Proxy-Status: add `details` (the failure's description) to the header
+        statusDetails: { type: 'boolean', default: false },
 
       },
     },

@@ -4,13 +4,14 @@
  * (every key path both ways, which keys are always present, value types on a
  * complete sample); literal unions come from the schema's own lists.
  */
-import type { algorithms, firewallActions, hashKeySources, logLevels, rateLimitAlgorithms } from './schema'
+import type { algorithms, firewallActions, hashKeySources, logLevels, rateLimitAlgorithms, retryOnValues } from './schema'
 
 export type Algorithm = typeof algorithms[number]
 export type HashKeySource = typeof hashKeySources[number]
 export type RateLimitAlgorithm = typeof rateLimitAlgorithms[number]
 export type FirewallAction = typeof firewallActions[number]
 export type LogLevel = typeof logLevels[number]
+export type RetryOn = typeof retryOnValues[number]
 
 export interface UpstreamConfig {
   address: string
@@ -38,6 +39,8 @@ export interface ActiveHealthConfig {
 export interface PassiveHealthConfig {
   maxFailures: number
   cooldownMs: number
+  honorRetryAfter: boolean
+  maxRetryAfterMs: number
 }
 
 export interface RateLimitConfig {
@@ -77,6 +80,11 @@ export interface FirewallConfig {
   rules: FirewallRuleConfig[]
 }
 
+export interface QueueConfig {
+  maxSize: number
+  timeoutMs: number
+}
+
 export interface HealthCheckConfig {
   panicThresholdPercent: number
   slowStartMs: number
@@ -93,6 +101,12 @@ export interface Config {
   upstreams: UpstreamConfig[]
   balancing: { algorithm: Algorithm, hashKey: HashKeyConfig }
   retries: number
+  retryOn: RetryOn[]
+  retriableStatuses: number[]
+  retryIdempotencyKey: boolean
+  retryBodyMaxBytes: number
+  retryBudgetPercent: number
+  queue?: QueueConfig
   timeouts: {
     connectMs: number
     responseMs: number
@@ -115,7 +129,7 @@ export interface Config {
   firewall?: FirewallConfig
   admin?: { listen: string, token?: string }
   log: { level: LogLevel, access: boolean }
-  proxy: { via: string, allowedUpgrades: string[] }
+  proxy: { via: string, allowedUpgrades: string[], statusDetails: boolean }
 }
 
 /** host:port split once at load time. `host` has no brackets. */

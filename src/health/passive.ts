@@ -89,6 +89,8 @@ export interface HealthLogger {
 }
 
 const MIN_POLL_MS = 10
+/** How late at most an upstream held out by Retry-After comes back. */
+const RETRY_AFTER_POLL_MS = 100
 const MAX_POLL_MS = 1000
 
 /** How often to look for expired ejections: a quarter of the cooldown, within [10 ms, 1 s]. */
@@ -170,8 +172,11 @@ export class PassiveReviver {
   }
 
   private schedule (): void {
-    if (this.activeEnabled || this.timer !== null) return
-    this.timer = setInterval(this.poll, reviverPollMs(this.passive.cooldownMs))
+    const retryAfter = this.passive.honorRetryAfter
+    if ((this.activeEnabled && !retryAfter) || this.timer !== null) return
+    // Retry-After holds end on time (within RETRY_AFTER_POLL_MS), whatever the cooldown
+    const pollMs = reviverPollMs(this.passive.cooldownMs)
+    this.timer = setInterval(this.poll, retryAfter ? Math.min(RETRY_AFTER_POLL_MS, pollMs) : pollMs)
     this.timer.unref()
   }
 

@@ -4,6 +4,7 @@
  * (no addresses, no stack traces). Prebuilt per code at load time.
  */
 import { errorCatalogue, type ErrorCode } from '../errors'
+import { proxyErrorType, proxyStatusLine } from './proxy-status'
 
 const REASONS: Record<number, string> = {
   400: 'Bad Request',
@@ -28,14 +29,17 @@ export function reasonPhrase (status: number): string {
   return REASONS[status] ?? 'Error'
 }
 
-function build (code: ErrorCode, close: boolean, extraHeaders: string, head: boolean): Buffer {
+function build (code: ErrorCode, close: boolean, extraHeaders: string, head: boolean, proxyStatus: string | null = null): Buffer {
   const { status, message } = errorCatalogue[code]
+  // RFC 9209: every response switchyard makes itself says why, in the Proxy-Status field
+  const statusField = proxyStatus ?? proxyStatusLine(proxyErrorType(code), null)
   const body = `${status} ${reasonPhrase(status)}: ${message}\n`
   return Buffer.from(
     `HTTP/1.1 ${status} ${reasonPhrase(status)}\r\n` +
     'Content-Type: text/plain; charset=utf-8\r\n' +
     `Content-Length: ${Buffer.byteLength(body)}\r\n` +
     'Cache-Control: no-store\r\n' +
+    statusField +
     extraHeaders +
     (close ? 'Connection: close\r\n' : '') +
     '\r\n' + (head ? '' : body), 'latin1')
@@ -53,6 +57,6 @@ export function errorReply (code: ErrorCode, close: boolean, head = false): Buff
 }
 
 /** A canned response with extra header lines (CRLF-terminated), e.g. the rate-limit fields of a 429. */
-export function errorReplyWith (code: ErrorCode, close: boolean, extraHeaders: string, head = false): Buffer {
-  return build(code, close, extraHeaders, head)
+export function errorReplyWith (code: ErrorCode, close: boolean, extraHeaders: string, head = false, proxyStatus: string | null = null): Buffer {
+  return build(code, close, extraHeaders, head, proxyStatus)
 }

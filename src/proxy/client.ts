@@ -43,6 +43,10 @@ import type { Expirable } from './sweeper'
 import { CacheState, writeCachedResponse, type CacheUser, type CachedResponse, type CacheDecision } from './cache-path'
 import { filterRequest, type FilteredRequest } from './request-filter'
 import { pickUpstream, PICK_FULL, PICK_NONE } from './pick'
+import { isReplaySafe } from './retry'
+import type { QueueWaiter, QueueRefusal } from './request-queue'
+import { proxyErrorType, proxyStatusLine } from '../http/proxy-status'
+import { P_QUEUE_FULL } from '../shared/layout'
 import { upgradeAllowed } from './upgrade'
 import { comparableHost } from '../http/field-syntax'
 import { UpstreamSide, COALESCE_BYTES } from './upstream-side'
@@ -62,7 +66,7 @@ const MAX_QUEUED_OUTPUT = 256 * 1024
 const REQUESTS_PER_TURN = 64
 const kClient = Symbol('switchyard.client')
 
-export class ClientConnection extends UpstreamSide implements Expirable, FilteredRequest, CacheUser {
+export class ClientConnection extends UpstreamSide implements Expirable, FilteredRequest, CacheUser, QueueWaiter {
   readonly identity: ForwardIdentity
   readonly parser: HeadParser
   readonly pick = new PickContext()
@@ -338,7 +342,12 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     const coalesce = initial !== null && initial.length <= COALESCE_BYTES
     this.requestHead = buildRequestHead(p, this.identity, this.upgrading, coalesce ? initial : null, validators)
     if (coalesce) { this.initialBody = null; this.headCarriesBody = true }
-    this.retriesLeft = ctx.config.retries
+    const policy = ctx.retry
+    this.retriesLeft = policy.retries
+    this.replaySafe = isReplaySafe(policy, p.method, () => p.header('idempotency-key') !== null)
+    // a body still to come is kept for a replay only when the request may be replayed and the body is small
+    // (retryBodyMaxBytes); a larger one streams and is never retried. What came with the head is kept anyway.
+    if (!this.bodyDone && this.replaySafe && policy.retries > 0 && this.bodyLength <= policy.bodyMaxBytes) this.kept = []
     this.phase = 'connecting'
     // hold the body back until an upstream is connected: a failed connect can then go elsewhere
     if (!this.bodyDone) this.socket.pause()
@@ -350,9 +359,15 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     const ctx = this.ctx
     const index = pickUpstream(ctx, this.pick, this.stickyIndex)
     if (index === PICK_FULL) {
-      this.failRequest('SWY_ERR_QUEUE_FULL', 'every upstream is at its maxConnections')
+      this.waitForSlot()
       return
     }
+    this.connectPicked(index)
+  }
+
+  /** Connect to the upstream the pick phase chose (it holds its in-flight count), or answer when there is none. */
+  private connectPicked (index: number): void {
+    const ctx = this.ctx
     if (index === PICK_NONE) {
       const tried = this.pick.triedCount > 0
       this.failRequest(tried ? 'SWY_ERR_UPSTREAM_CONNECT' : 'SWY_ERR_NO_HEALTHY_UPSTREAM', tried ? this.lastFailure : 'no upstream is available')
@@ -362,6 +377,47 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     this.setCookie = ctx.sticky !== null && index !== this.stickyIndex ? ctx.sticky.setCookieLine(index) : ''
     this.pick.markTried(index)
     this.connectTo(ctx.table[index], true)
+  }
+
+  // ---- the queue (every upstream at its maxConnections) ----
+
+  /** Wait in the pool's queue for a connection slot; 503 at once when there is no queue or it is full. */
+  private waitForSlot (): void {
+    const ctx = this.ctx
+    const queue = ctx.gate.queue
+    if (queue === null) ctx.state.addPool(ctx.gate.index, P_QUEUE_FULL, 1)
+    if (queue === null || !queue.enqueue(this, Date.now())) {
+      this.failRequest('SWY_ERR_QUEUE_FULL', 'every upstream is at its maxConnections and the queue is full')
+      return
+    }
+    this.queuedIn = queue
+    this.phase = 'queued'
+  }
+
+  /** QueueWaiter: a slot may be free. true when done waiting (connecting now, or answered). */
+  retryFromQueue (): boolean {
+    if (this.queuedIn === null || this.phase !== 'queued') return true
+    const index = pickUpstream(this.ctx, this.pick, this.stickyIndex)
+    if (index === PICK_FULL) return false
+    this.queuedIn = null
+    this.phase = 'connecting'
+    this.connectPicked(index)
+    return true
+  }
+
+  /** QueueWaiter: timed out, or the queue is drained (shutdown, reload): 503 with Retry-After. */
+  refuseFromQueue (code: QueueRefusal): void {
+    if (this.queuedIn === null) return
+    this.queuedIn = null
+    this.failRequest(code, code === 'SWY_ERR_QUEUE_TIMEOUT' ? `no connection slot within ${this.ctx.config.queue?.timeoutMs ?? 0} ms` : 'the queue was drained')
+  }
+
+  /** Leave the queue without an answer from it (the client went away, or is being answered otherwise). */
+  private leaveQueue (): void {
+    const queue = this.queuedIn
+    if (queue === null) return
+    this.queuedIn = null
+    queue.remove(this)
   }
 
   // ---- ends of a request ----
@@ -391,6 +447,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
 
   /** Answer with a response the proxy makes itself (policy refusal, gateway error); no response has started. */
   protected failRequest (code: ErrorCode, detail: string): void {
+    this.leaveQueue()
     const info = describe(code)
     this.status = info.status
     this.flag = info.flag
@@ -400,10 +457,17 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     this.closeAfterResponse = !this.keepAlive || !this.bodyDone || this.ctx.draining
     this.detachUpstream(true)
     const close = this.closeAfterResponse
-    const limiter = this.ctx.limiter
-    this.writeOut(code === 'SWY_ERR_RATE_LIMITED' && limiter !== null && this.rate !== null
-      ? errorReplyWith(code, close, limiter.headers(this.rate), this.isHead)
-      : errorReply(code, close, this.isHead))
+    const ctx = this.ctx
+    const limiter = ctx.limiter
+    // the canned reply carries `Proxy-Status: switchyard; error=<its type>` (RFC 9209); build one only for more
+    const timedOut = code === 'SWY_ERR_UPSTREAM_CONNECT' && this.connectTimedOut
+    let extra = ''
+    if (code === 'SWY_ERR_RATE_LIMITED' && limiter !== null && this.rate !== null) extra = limiter.headers(this.rate)
+    else if (code === 'SWY_ERR_QUEUE_FULL' || code === 'SWY_ERR_QUEUE_TIMEOUT') extra = 'Retry-After: ' + (ctx.gate.queue?.retryAfterSeconds ?? 1) + '\r\n'
+    const details = ctx.config.proxy.statusDetails
+    this.writeOut(extra === '' && !details && !timedOut
+      ? errorReply(code, close, this.isHead)
+      : errorReplyWith(code, close, extra, this.isHead, proxyStatusLine(proxyErrorType(code, timedOut), details ? detail : null)))
     this.finishRequest()
   }
 
@@ -450,6 +514,11 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
       case 'head':
         if (this.input === null && !this.yielded) this.awaitInput()
         break
+      case 'queued':
+        // HAProxy's abortonclose: a client that closes while its request waits for a connection slot has
+        // given up (a browser's cancel looks like this); its request never takes a slot
+        this.dropIncomplete()
+        break
       case 'body':
       case 'connecting':
         // a response already under way (an upstream that answered early) is still relayed, then we close
@@ -460,8 +529,9 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     }
   }
 
-  /** The request body can never be completed (the client half-closed): drop the exchange, blame no upstream. */
+  /** The request body can never be completed, or the client gave up while queued: drop the exchange, blame no upstream. */
   private dropIncomplete (): void {
+    this.leaveQueue()
     this.flag = 'DC'
     this.status = 499
     this.detachUpstream(true)
@@ -473,6 +543,13 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
 
   handleClose (): void {
     const ctx = this.ctx
+    if (this.queuedIn !== null) {
+      // gone while waiting for a connection slot: out of the queue, logged like any client that left
+      this.leaveQueue()
+      this.flag = 'DC'
+      this.status = 499
+      this.logRequest()
+    }
     if (this.upstream !== null) {
       // mid-exchange: the upstream connection cannot be trusted for reuse
       this.detachUpstream(true)

@@ -12,6 +12,8 @@ import type { UpstreamPool } from './pool'
 import type { HeadLimits } from '../http/head-parser'
 import type { FirewallRequest } from '../firewall/types'
 import { PoolGate } from './pool-gate'
+import { RequestQueue } from './request-queue'
+import { compileRetryPolicy, type RetryPolicy } from './retry'
 
 export type { FirewallRequest }
 
@@ -46,6 +48,8 @@ export class ProxyContext {
   balancer: Balancer
   /** The default pool's view of its upstreams (panic, backups, caps, slow start); the balancer reads it. */
   gate: PoolGate
+  /** retries, retryOn and the rest, compiled (src/proxy/retry.ts). */
+  retry: RetryPolicy
   readonly pool: UpstreamPool
   readonly sweeper: DeadlineSweeper
   headLimits: HeadLimits
@@ -71,6 +75,7 @@ export class ProxyContext {
     this.state = state
     this.table = table
     this.gate = gate
+    this.retry = compileRetryPolicy(config)
     this.balancer = balancer
     this.pool = pool
     this.headLimits = limitsOf(config)
@@ -87,6 +92,7 @@ export class ProxyContext {
 
   setConfig (config: Config): void {
     this.config = config
+    this.retry = compileRetryPolicy(config)
     this.headLimits = limitsOf(config)
     this.sweeper.setTick(DeadlineSweeper.tickFor(shortestTimeout(config)))
     this.applyHashKey(config)
@@ -95,7 +101,9 @@ export class ProxyContext {
 
 /** The default pool (top-level `upstreams`): pool 0 in the shared state. */
 export function defaultPoolGate (config: Config, state: SharedState, table: readonly UpstreamEntry[]): PoolGate {
-  return new PoolGate({ name: 'default', index: 0, panicThresholdPercent: config.healthCheck.panicThresholdPercent }, state, table)
+  const gate = new PoolGate({ name: 'default', index: 0, panicThresholdPercent: config.healthCheck.panicThresholdPercent }, state, table)
+  if (config.queue !== undefined) gate.queue = new RequestQueue(config.queue.maxSize, config.queue.timeoutMs, state, gate.index)
+  return gate
 }
 
 function limitsOf (config: Config): HeadLimits {

@@ -7,6 +7,7 @@
 import type { UpstreamEntry } from '../shared/state'
 import { BODY_NONE, type BodyKind } from '../http/head-parser'
 import type { AccessRecord } from './access-log'
+import type { RequestQueue } from './request-queue'
 
 /** How a response body goes to the client: as framed, re-chunked, or de-chunked for HTTP/1.0. */
 export type BodyRelay = 'raw' | 'rechunk' | 'dechunk'
@@ -36,6 +37,24 @@ export abstract class Exchange implements AccessRecord {
   headCarriesBody = false
   entry: UpstreamEntry | null = null
   retriesLeft = 0
+  /** Retries made for this request (connect failovers included): the access log's `retries`. */
+  retries = 0
+  /** A repeat is harmless: an idempotent method, or an Idempotency-Key when allowed (retry.ts). */
+  replaySafe = false
+  /** Body bytes sent after the head, kept for a replay (null: not kept; see retryBodyMaxBytes). */
+  kept: Buffer[] | null = null
+  keptBytes = 0
+  /** Some body bytes went upstream without being kept: the request can no longer be replayed. */
+  lostBody = false
+  /** The next attempt is a retry that spends the pool's retry budget while in flight. */
+  retryInFlight = false
+  /** Upstream slot whose U_RETRIES_ACTIVE this request holds, -1 for none. */
+  retrySlot = -1
+  /** The last connect failure was a timeout (Proxy-Status connection_timeout, not connection_refused). */
+  connectTimedOut = false
+  /** The queue this request waits in for a connection slot, null when not waiting. */
+  queuedIn: RequestQueue | null = null
+  queuedUntil = 0
   startedAt = 0
   sentAt = 0
   status = 0
@@ -74,6 +93,16 @@ export abstract class Exchange implements AccessRecord {
     this.headCarriesBody = false
     this.entry = null
     this.retriesLeft = 0
+    this.retries = 0
+    this.replaySafe = false
+    this.kept = null
+    this.keptBytes = 0
+    this.lostBody = false
+    this.retryInFlight = false
+    this.retrySlot = -1
+    this.connectTimedOut = false
+    this.queuedIn = null
+    this.queuedUntil = 0
     this.startedAt = 0
     this.sentAt = 0
     this.status = 0

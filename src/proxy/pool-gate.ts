@@ -38,6 +38,8 @@ import { SharedState, type UpstreamEntry } from '../shared/state'
 import type { BalancerState } from '../balancer/types'
 import { randomSeed, xorshift32 } from '../balancer/hash'
 import { logger } from '../log'
+import type { RequestQueue } from './request-queue'
+import { budgetAllows } from './retry'
 
 export type PoolMode = 'normal' | 'backup' | 'panic' | 'last' | 'none'
 
@@ -80,6 +82,8 @@ export class PoolGate implements BalancerState {
   ramping = false
   /** During the current pick, an upstream was refused only because it was at its cap. */
   sawFull = false
+  /** Requests waiting for a connection slot on this thread (config `queue`), null without a queue. */
+  queue: RequestQueue | null = null
   private readonly log: PoolLogger
   /** eligible[slot] = 1: the mode lets a pick choose it. */
   private readonly eligible = new Uint8Array(L.MAX_UPSTREAMS)
@@ -169,6 +173,21 @@ export class PoolGate implements BalancerState {
       return true
     }
     return this.state.tryAddActiveBelow(workerSlot, slot, cap)
+  }
+
+  /**
+   * The retry budget (Envoy's): retries in flight to the pool's upstreams
+   * below `percent` of its requests in flight (MIN_RETRY_BUDGET at least).
+   * Read only when a retry is considered, so it sums the pool's gauges.
+   */
+  retryBudgetAllows (percent: number): boolean {
+    let retries = 0
+    let active = 0
+    for (const entry of this.table) {
+      retries += this.state.upstream(entry.slot, L.U_RETRIES_ACTIVE)
+      active += this.state.upstream(entry.slot, L.U_ACTIVE_REQUESTS)
+    }
+    return budgetAllows(percent, retries, active)
   }
 
   /** Eligible under the current mode (tests, status). */

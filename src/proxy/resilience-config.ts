@@ -15,6 +15,9 @@ export function poolConfigErrors (upstreams: readonly UpstreamConfig[], path: st
 
 export function resilienceConfigErrors (config: Config): string[] {
   const errors = poolConfigErrors(config.upstreams, '/upstreams')
+  if (config.retryOn.includes('retriable-status') && config.retriableStatuses.length === 0) {
+    errors.push('/retriableStatuses: must list at least one status when /retryOn has "retriable-status"')
+  }
   return errors
 }
 

@@ -72,6 +72,8 @@ export function applyConfig (ctx: ProxyContext, config: Config, table: readonly 
   const oldSlots = new Set(ctx.table.map((e) => e.slot))
   ctx.setConfig(config)
   ctx.table = table
+  // waiters of the replaced pool get their 503 now rather than wait on a pool that is gone
+  if (ctx.gate.queue !== null) ctx.gate.queue.drainAll()
   ctx.gate = defaultPoolGate(config, ctx.state, table)
   ctx.balancer = createBalancer(config.balancing, table, ctx.gate)
   ctx.pool.maxIdlePerUpstream = config.pool.maxIdlePerUpstream
@@ -101,6 +103,7 @@ export function startThreadStats (ctx: ProxyContext): () => void {
 /** Graceful shutdown on this thread: close idle connections, let the others finish. */
 export function drainThread (ctx: ProxyContext): void {
   ctx.draining = true
+  if (ctx.gate.queue !== null) ctx.gate.queue.drainAll()
   for (const client of ctx.clients) client.closeIfIdle()
   ctx.pool.drain()
 }

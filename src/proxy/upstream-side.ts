@@ -11,7 +11,7 @@ import type * as net from 'node:net'
 import { performance } from 'node:perf_hooks'
 import type { ProxyContext } from './context'
 import type { UpstreamEntry } from '../shared/state'
-import { U_ACTIVE_REQUESTS, U_REQUESTS, U_RETRIES } from '../shared/layout'
+import { U_ACTIVE_REQUESTS, U_REQUESTS, U_RETRIES, U_RETRIES_ACTIVE, P_RETRIES, P_RETRY_BUDGET_DENIED } from '../shared/layout'
 import { type HeadParser, BODY_LENGTH } from '../http/head-parser'
 import { H_UPGRADE } from '../http/header-names'
 import { ChunkedScanner, CHUNKED_ERROR, CRLF, chunkSizeLine } from '../http/chunked'
@@ -22,7 +22,11 @@ import { recordUpstreamFailure, recordUpstreamSuccess, recordRequestFailure, cli
 import { logRejected, logUpstreamProblem, logEjection } from './access-log'
 import { Exchange } from './exchange'
 import { renderCachedResponse, type CacheState } from './cache-path'
-import { decideRetry, blamesUpstream } from './retry'
+import { decideRetry, blamesUpstream, failureReason, statusReason, type RetryAction, type RetryReason } from './retry'
+import { RETRY_REASONS } from '../health/pool-status'
+import { isBackOffStatus, parseRetryAfter, holdForRetryAfter } from '../health/retry-after'
+import { receivedStatusLine } from '../http/proxy-status'
+import { logger } from '../log'
 import { upgradeAllowed } from './upgrade'
 import { planResponse, ResponsePlan } from './response-head'
 
@@ -30,6 +34,7 @@ import { planResponse, ResponsePlan } from './response-head'
 export type Phase =
   | 'head' //       reading a request head (or waiting for one)
   | 'cacheWait' //  parked until another request (any thread) fills the cache entry
+  | 'queued' //     every upstream is at its maxConnections: waiting in the pool's queue; the body waits
   | 'connecting' // an upstream is picked, its connection not yet ready; the body waits
   | 'body' //       streaming the request body upstream
   | 'response' //   the request is sent: relaying the response
@@ -101,6 +106,11 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
     this.entry = entry
     ctx.state.addUpstream(entry.slot, U_REQUESTS, 1)
     this.activeSlot = entry.slot
+    if (this.retryInFlight && this.retrySlot === -1) {
+      // counted against the pool's retry budget while this attempt is in flight (PoolGate.retryBudgetAllows)
+      ctx.state.addHeld(ctx.workerSlot, entry.slot, U_RETRIES_ACTIVE, 1)
+      this.retrySlot = entry.slot
+    }
     const idle = pooled ? ctx.pool.acquire(entry.slot) as UpstreamConnection | null : null
     const up = idle ?? new UpstreamConnection(ctx, entry)
     this.upstream = up
@@ -109,9 +119,17 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
   }
 
   protected releaseActive (): void {
+    const ctx = this.ctx
     if (this.activeSlot !== -1) {
-      this.ctx.state.addHeld(this.ctx.workerSlot, this.activeSlot, U_ACTIVE_REQUESTS, -1)
+      ctx.state.addHeld(ctx.workerSlot, this.activeSlot, U_ACTIVE_REQUESTS, -1)
       this.activeSlot = -1
+      // a connection slot may have freed up for a request waiting under maxConnections
+      const queue = ctx.gate.queue
+      if (queue !== null) queue.wake()
+    }
+    if (this.retrySlot !== -1) {
+      ctx.state.addHeld(ctx.workerSlot, this.retrySlot, U_RETRIES_ACTIVE, -1)
+      this.retrySlot = -1
     }
   }
 
@@ -122,15 +140,18 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
     if (this.cacheState !== null) this.cacheState.requestSentAt = Date.now()
     const s = up.socket
     const body = this.initialBody
-    if (body !== null) {
+    const kept = this.kept
+    if (body !== null || (kept !== null && kept.length > 0)) {
       s.cork()
       s.write(this.requestHead as Buffer)
-      s.write(body)
+      if (body !== null) s.write(body)
+      // a retry: the rest of the body as it went the first time (kept because it was small, retryBodyMaxBytes)
+      if (kept !== null) for (const b of kept) s.write(b)
       s.uncork()
     } else {
       s.write(this.requestHead as Buffer)
     }
-    this.bodySent = body !== null || this.headCarriesBody
+    this.bodySent = body !== null || this.headCarriesBody || (kept !== null && kept.length > 0)
     if (this.bodyDone) {
       this.phase = 'response'
       up.awaitResponse()
@@ -160,7 +181,10 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
       this.bodyDone = this.bodyRemaining === 0
       if (end > start) {
         this.bodySent = true
-        if (!up.socket.write(start === 0 && end === buf.length ? buf : buf.subarray(start, end))) this.socket.pause()
+        const part = start === 0 && end === buf.length ? buf : buf.subarray(start, end)
+        if (this.kept !== null) this.keep(part)
+        else this.lostBody = true
+        if (!up.socket.write(part)) this.socket.pause()
         up.uploadActivity()
       }
     } else {
@@ -170,9 +194,19 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
       const maxBody = this.ctx.config.limits.maxBodyBytes
       if (maxBody > 0 && c.dataBytes > maxBody) { this.abortUpload('SWY_ERR_BODY_TOO_LARGE', 'chunked body over limit'); return }
       if (e >= 0) { end = e; this.bodyDone = true }
-      if (c.encodedLength(false) > 0) {
+      const n = c.encodedLength(false)
+      if (n > 0) {
         this.bodySent = true
-        if (!writeChunks(up.socket, buf, c, false, null)) this.socket.pause()
+        if (this.kept !== null) {
+          // kept for a replay: our canonical chunks, copied once
+          const out = Buffer.allocUnsafe(n)
+          c.encodeInto(buf, out, 0, false)
+          this.keep(out)
+          if (!up.socket.write(out)) this.socket.pause()
+        } else {
+          this.lostBody = true
+          if (!writeChunks(up.socket, buf, c, false, null)) this.socket.pause()
+        }
         up.uploadActivity()
       }
     }
@@ -181,6 +215,17 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
       this.phase = 'response'
       up.awaitResponse()
     }
+  }
+
+  /** Keep body bytes for a replay while they fit in retryBodyMaxBytes; past it the request can no longer be retried. */
+  private keep (part: Buffer): void {
+    this.keptBytes += part.length
+    if (this.keptBytes > this.ctx.retry.bodyMaxBytes) {
+      this.kept = null
+      this.lostBody = true
+      return
+    }
+    (this.kept as Buffer[]).push(part)
   }
 
   /** The request body turned out malformed midway: the upstream has part of it, so drop both. */
@@ -215,6 +260,7 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
       up.destroy()
       return 'abort'
     }
+    if (plan.kind === 'final' && this.considerStatus(up, head, status)) return 'abort'
     if (plan.kind === 'tunnel') {
       this.status = status
       this.responseStarted = true
@@ -244,6 +290,8 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
       }
       extra += cache.relayFields // X-Cache, Cache-Status
     }
+    // RFC 9209 §2.1.2: relayed after retries, say what the last upstream answered
+    if (this.retries > 0) extra += receivedStatusLine(status, this.retries, ctx.config.proxy.statusDetails)
     this.relay = plan.relay
     this.closeAfterResponse = plan.close
     const out = buildResponseHead(head, via, plan.connection, extra, plan.codings)
@@ -316,7 +364,9 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
     this.upstream = null
     const entry = this.entry as UpstreamEntry
     this.lastFailure = entry.address + ': ' + detail
-    const action = this.responseStarted ? 'fail' : decideRetry(code, up.staleReuse, this.bodySent, this.method, this.retriesLeft)
+    this.connectTimedOut = up.connectTimedOut
+    const reason = failureReason(code)
+    const action = this.responseStarted ? 'fail' : this.decide(reason, up.staleReuse)
     // a reconnect keeps the request's in-flight count on the same upstream (and so its place under a cap)
     if (action !== 'reconnect') this.releaseActive()
     if (code === 'SWY_ERR_CLIENT_TIMEOUT') {
@@ -334,25 +384,82 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
       this.logAndClose(code)
       return
     }
-    if (action !== 'fail') {
-      this.phase = 'connecting'
-      if (!this.bodyDone) this.socket.pause() // the body waits for the new connection, as on the first try
-    }
     switch (action) {
       case 'reconnect': // the same upstream on a fresh connection: the pooled one had been closed by it
+        this.retries++
+        this.phase = 'connecting'
+        if (!this.bodyDone) this.socket.pause()
         this.connectTo(entry, false)
         return
       case 'next':
-        this.retriesLeft--
-        this.ctx.state.addUpstream(entry.slot, U_RETRIES, 1)
-        this.dispatch()
+        this.retryElsewhere(reason as RetryReason, entry, true)
         return
       case 'nextFree':
-        this.dispatch()
+        this.retryElsewhere(reason as RetryReason, entry, false)
         return
       default:
+        if (action === 'budget') this.ctx.state.addPool(this.ctx.gate.index, P_RETRY_BUDGET_DENIED, 1)
         this.failRequest(code, detail)
     }
+  }
+
+  /** The retry decision for this request as it stands (what was sent, kept, allowed, and the pool's budget). */
+  private decide (reason: RetryReason | null, staleReuse: boolean): RetryAction {
+    const policy = this.ctx.retry
+    // replayable: nothing of the body went yet, or all of it is at hand (initialBody, requestHead and `kept`)
+    const replayable = this.bodyDone ? !this.lostBody : !this.bodySent
+    // only a retry that spends `retries` spends the budget: the free ones (connect failover, stale reconnect) do not
+    const spends = reason !== null && reason !== 'connect-failure' && !(reason === 'reset' && staleReuse)
+    const budgetLeft = !spends || this.retriesLeft <= 0 || this.ctx.gate.retryBudgetAllows(policy.budgetPercent)
+    return decideRetry(policy, reason, { staleReuse, replayable, safe: this.replaySafe, retriesLeft: this.retriesLeft, budgetLeft })
+  }
+
+  /** Send the request to another upstream (`spend`: one of `retries`, held against the budget while in flight). */
+  private retryElsewhere (reason: RetryReason, from: UpstreamEntry, spend: boolean): void {
+    const ctx = this.ctx
+    this.retries++
+    ctx.state.addPool(ctx.gate.index, P_RETRIES + RETRY_REASONS.indexOf(reason), 1)
+    if (spend) {
+      this.retriesLeft--
+      this.retryInFlight = true
+      ctx.state.addUpstream(from.slot, U_RETRIES, 1)
+    }
+    this.phase = 'connecting'
+    if (!this.bodyDone) this.socket.pause() // the body waits for the new connection, as on the first try
+    this.dispatch()
+  }
+
+  /**
+   * A final response head arrived: first Retry-After as a health signal, then
+   * perhaps another upstream instead of relaying it (retryOn statuses). true
+   * when the response is dropped and the request goes elsewhere.
+   */
+  private considerStatus (up: UpstreamConnection, head: HeadParser, status: number): boolean {
+    const ctx = this.ctx
+    const entry = this.entry as UpstreamEntry
+    const passive = ctx.config.healthCheck.passive
+    if (isBackOffStatus(status) && passive.honorRetryAfter) {
+      const value = head.header('retry-after')
+      if (value !== null) {
+        const ms = parseRetryAfter(value, Date.now())
+        const holdMs = Math.min(ms, passive.maxRetryAfterMs)
+        if (ms > 0 && holdForRetryAfter(ctx.state, entry.slot, holdMs, ctx.state.now())) {
+          logger.warn({ upstream: entry.address, id: entry.id, status, retryAfter: value, holdMs }, 'upstream out of rotation for its Retry-After')
+        }
+      }
+    }
+    if (this.upgrading) return false
+    const reason = statusReason(ctx.retry, status)
+    if (reason === null) return false
+    const action = this.decide(reason, false)
+    if (action === 'budget') ctx.state.addPool(ctx.gate.index, P_RETRY_BUDGET_DENIED, 1)
+    if (action !== 'next') return false
+    // this response is dropped: its connection cannot carry another request before its body is read, so it goes
+    this.upstream = null
+    this.releaseActive()
+    up.destroy()
+    this.retryElsewhere(reason, entry, true)
+    return true
   }
 
   private noteFailure (entry: UpstreamEntry, code: UpstreamFailure): void {

@@ -93,6 +93,8 @@ export class UpstreamConnection implements Poolable, Expirable {
   deadline = 0
   deadlineKind: Deadline = 'none'
   lastError = ''
+  /** The connect attempt timed out (rather than being refused). */
+  connectTimedOut = false
   private noBodyHint = false
 
   constructor (ctx: ProxyContext, entry: UpstreamEntry) {
@@ -187,7 +189,7 @@ export class UpstreamConnection implements Poolable, Expirable {
 
   onDeadline (now: number): void {
     switch (this.deadlineKind) {
-      case 'connect': this.fail('SWY_ERR_UPSTREAM_CONNECT', `connect timeout after ${this.ctx.config.timeouts.connectMs} ms`); break
+      case 'connect': this.connectTimedOut = true; this.fail('SWY_ERR_UPSTREAM_CONNECT', `connect timeout after ${this.ctx.config.timeouts.connectMs} ms`); break
       case 'response': this.fail('SWY_ERR_UPSTREAM_TIMEOUT', `no response within ${this.ctx.config.timeouts.responseMs} ms`); break
       case 'bodyIdle':
         if (this.status === 'head' && !this.receivedAny && this.socket.writableLength === 0) {

@@ -153,6 +153,7 @@ const EVERY_SECTION = {
   cache: { maxBytes: 1 << 20 },
   firewall: { rules: [{ action: 'log', path: {}, header: { name: 'x-a' } }] },
   admin: { listen: '127.0.0.1:0' },
+  queue: {},
 }
 
 /** Every key set (none to a default), so its paths are all of Config's. */
@@ -163,6 +164,12 @@ const COMPLETE: Complete<Config> = {
   upstreams: [{ address: '127.0.0.1:8001', weight: 2, backup: true, maxConnections: 3, slowStartMs: 4 }, { address: '127.0.0.1:8002', weight: 1, backup: false, maxConnections: 1, slowStartMs: 0 }],
   balancing: { algorithm: 'consistent-hash', hashKey: { source: 'header', name: 'x-user' } },
   retries: 2,
+  retryOn: ['reset', 'retriable-status'],
+  retriableStatuses: [503],
+  retryIdempotencyKey: true,
+  retryBodyMaxBytes: 10,
+  retryBudgetPercent: 30,
+  queue: { maxSize: 5, timeoutMs: 6 },
   timeouts: { connectMs: 1, responseMs: 2, upstreamIdleMs: 3, clientHeaderMs: 4, clientIdleMs: 5, drainMs: 6 },
   limits: { maxHeaderBytes: 2048, maxHeaderCount: 10, maxRequestTargetBytes: 512, maxBodyBytes: 1 },
   pool: { maxIdlePerUpstream: 1, idleTimeoutMs: 7 },
@@ -170,7 +177,7 @@ const COMPLETE: Complete<Config> = {
     panicThresholdPercent: 40,
     slowStartMs: 1000,
     active: { path: '/health', intervalMs: 8, timeoutMs: 9, expectStatus: [204, '2xx'], healthyThreshold: 2, unhealthyThreshold: 3 },
-    passive: { maxFailures: 4, cooldownMs: 10 },
+    passive: { maxFailures: 4, cooldownMs: 10, honorRetryAfter: false, maxRetryAfterMs: 5000 },
   },
   rateLimit: { algorithm: 'token-bucket', maxRequests: 5, windowMs: 11, burst: 6, tableSize: 64, trustProxy: ['10.0.0.0/8'] },
   stickySessions: { cookie: 'swy', secret: '0123456789abcdef', maxAgeSeconds: 60 },
@@ -189,7 +196,7 @@ const COMPLETE: Complete<Config> = {
   },
   admin: { listen: '127.0.0.1:9', token: 'an-admin-token' },
   log: { level: 'silent', access: false },
-  proxy: { via: 'edge', allowedUpgrades: ['websocket', 'foo/1'] },
+  proxy: { via: 'edge', allowedUpgrades: ['websocket', 'foo/1'], statusDetails: true },
 }
 
 // ---- tests ------------------------------------------------------------------------
@@ -234,6 +241,8 @@ describe('config: defaults come from the schema', () => {
     const expected = {
       maxFailures: schemaDefault('healthCheck.passive.maxFailures'),
       cooldownMs: schemaDefault('healthCheck.passive.cooldownMs'),
+      honorRetryAfter: schemaDefault('healthCheck.passive.honorRetryAfter'),
+      maxRetryAfterMs: schemaDefault('healthCheck.passive.maxRetryAfterMs'),
     }
     const bare = resolveConfig(MINIMAL)
     assert.deepEqual(bare.healthCheck, {
@@ -371,7 +380,7 @@ describe('config: command line', () => {
   test('the shipped lb.json loads unchanged, its explicit values kept', () => {
     const config = loadConfigFile(join(ROOT, 'lb.json'))
     assert.equal(config.listen, '127.0.0.1:8888')
-    assert.deepEqual(config.healthCheck.passive, { maxFailures: 3, cooldownMs: 10_000 })
+    assert.deepEqual(config.healthCheck.passive, { maxFailures: 3, cooldownMs: 10_000, honorRetryAfter: true, maxRetryAfterMs: 60_000 })
     assert.equal(config.healthCheck.active?.intervalMs, 5000)
     assert.equal(config.admin?.listen, '127.0.0.1:9090')
   })

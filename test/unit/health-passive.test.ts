@@ -30,7 +30,7 @@ function setup (count: number): { state: SharedState, table: UpstreamEntry[] } {
   return { state, table }
 }
 
-const passive: PassiveHealthConfig = { maxFailures: 3, cooldownMs: 100 }
+const passive: PassiveHealthConfig = { maxFailures: 3, cooldownMs: 100, honorRetryAfter: true, maxRetryAfterMs: 60_000 }
 
 const revivers: PassiveReviver[] = []
 afterEach(() => { for (const r of revivers.splice(0)) r.stop() })

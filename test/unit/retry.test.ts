@@ -1,15 +1,24 @@
 /**
- * The retry and blame decisions as tables: every failure code against what
- * was sent, the connection's history and the method (Pingora-style: a
- * decision is a pure function of the failure's cause, never of its message).
+ * The retry and blame decisions as tables: every reason against what was
+ * sent, the connection's history, the method and the budget (Pingora-style: a
+ * decision is a pure function of the failure's cause, never of its message),
+ * plus properties over every combination.
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { decideRetry, blamesUpstream, isIdempotent, type RetryAction } from '../../src/proxy/retry'
+import {
+  decideRetry, blamesUpstream, isIdempotent, isReplaySafe, compileRetryPolicy, failureReason, statusReason, budgetAllows,
+  MIN_RETRY_BUDGET, type RetryAction, type RetryReason,
+} from '../../src/proxy/retry'
+import { RETRY_REASONS } from '../../src/health/pool-status'
 import { upgradeAllowed } from '../../src/proxy/upgrade'
 import type { UpstreamFailure } from '../../src/proxy/upstream'
 
-type Row = [UpstreamFailure, boolean /* staleReuse */, boolean /* bodySent */, string /* method */, number /* retriesLeft */, RetryAction]
+const DEFAULTS = { retries: 1, retryOn: ['connect-failure', 'reset'] as RetryReason[], retriableStatuses: [], retryIdempotencyKey: false, retryBodyMaxBytes: 65536, retryBudgetPercent: 20 }
+const defaults = compileRetryPolicy(DEFAULTS)
+const everything = compileRetryPolicy({ ...DEFAULTS, retryOn: [...RETRY_REASONS], retriableStatuses: [409, 503] })
+
+type Row = [UpstreamFailure, boolean /* staleReuse */, boolean /* bodySent, not kept */, string /* method */, number /* retriesLeft */, RetryAction]
 
 const rows: Row[] = [
   // nothing was sent: any request goes elsewhere, and it costs no retry
@@ -26,7 +35,7 @@ const rows: Row[] = [
   ['SWY_ERR_UPSTREAM_RESET', false, false, 'GET', 0, 'fail'],
   ['SWY_ERR_UPSTREAM_RESET', false, false, 'PATCH', 3, 'fail'],
   ['SWY_ERR_UPSTREAM_RESET', false, true, 'PUT', 3, 'fail'],
-  // the upstream may still be working on it, or it answered nonsense: never replayed
+  // default retryOn: a timeout is not retried (the upstream may still be working on it); nonsense never is
   ['SWY_ERR_UPSTREAM_TIMEOUT', false, false, 'GET', 3, 'fail'],
   ['SWY_ERR_UPSTREAM_TIMEOUT', true, false, 'GET', 3, 'fail'],
   ['SWY_ERR_UPSTREAM_PROTOCOL', false, false, 'GET', 3, 'fail'],
@@ -34,10 +43,86 @@ const rows: Row[] = [
   ['SWY_ERR_CLIENT_TIMEOUT', false, true, 'POST', 3, 'fail'],
 ]
 
-test('decideRetry: table', () => {
+test('decideRetry with the default retryOn: table', () => {
   for (const [code, staleReuse, bodySent, method, retriesLeft, expected] of rows) {
-    assert.equal(decideRetry(code, staleReuse, bodySent, method, retriesLeft), expected, `${code} staleReuse=${staleReuse} bodySent=${bodySent} ${method} retries=${retriesLeft}`)
+    const got = decideRetry(defaults, failureReason(code), { staleReuse, replayable: !bodySent, safe: isIdempotent(method), retriesLeft, budgetLeft: true })
+    assert.equal(got, expected, `${code} staleReuse=${staleReuse} bodySent=${bodySent} ${method} retries=${retriesLeft}`)
   }
+})
+
+test('decideRetry: reasons, body state, method, Idempotency-Key and budget', () => {
+  type R = [string, RetryReason | null, { replayable?: boolean, safe?: boolean, retriesLeft?: number, budgetLeft?: boolean }, RetryAction]
+  const table: R[] = [
+    ['timeout retried when listed', 'timeout', {}, 'next'],
+    ['503 retried with gateway-error', statusReason(everything, 502), {}, 'next'],
+    ['a kept body is replayed', '5xx', { replayable: true }, 'next'],
+    ['a streamed (too large) body is not', '5xx', { replayable: false }, 'fail'],
+    ['POST without Idempotency-Key: never', 'gateway-error', { safe: false }, 'fail'],
+    ['out of retries', 'gateway-error', { retriesLeft: 0 }, 'fail'],
+    ['budget spent', 'gateway-error', { budgetLeft: false }, 'budget'],
+    ['budget spent does not stop a free connect failover', 'connect-failure', { budgetLeft: false, retriesLeft: 0, safe: false }, 'nextFree'],
+    ['no reason: never', null, {}, 'fail'],
+  ]
+  for (const [name, reason, over, expected] of table) {
+    const got = decideRetry(everything, reason, { staleReuse: false, replayable: true, safe: true, retriesLeft: 2, budgetLeft: true, ...over })
+    assert.equal(got, expected, name)
+  }
+  const postKey = compileRetryPolicy({ ...DEFAULTS, retryIdempotencyKey: true })
+  assert.equal(isReplaySafe(postKey, 'POST', () => true), true, 'POST with Idempotency-Key and retryIdempotencyKey')
+  assert.equal(isReplaySafe(postKey, 'POST', () => false), false, 'POST without the key')
+  assert.equal(isReplaySafe(defaults, 'POST', () => true), false, 'the key without retryIdempotencyKey')
+  let asked = false
+  assert.equal(isReplaySafe(postKey, 'GET', () => { asked = true; return false }), true)
+  assert.equal(asked, false, 'the header is read only for a method that is not idempotent')
+})
+
+test('statusReason: the most specific listed reason, null when none', () => {
+  assert.equal(statusReason(defaults, 503), null)
+  assert.equal(statusReason(everything, 503), 'retriable-status')
+  assert.equal(statusReason(everything, 409), 'retriable-status')
+  assert.equal(statusReason(everything, 504), 'gateway-error')
+  assert.equal(statusReason(everything, 500), '5xx')
+  assert.equal(statusReason(everything, 404), null)
+  const gw = compileRetryPolicy({ ...DEFAULTS, retryOn: ['gateway-error'] })
+  assert.equal(statusReason(gw, 500), null)
+  assert.equal(statusReason(gw, 502), 'gateway-error')
+})
+
+test('property: over every combination, a retry is never unsafe, never beyond retries, never over budget', () => {
+  const reasons: Array<RetryReason | null> = [...RETRY_REASONS, null]
+  const policies = [defaults, everything, compileRetryPolicy({ ...DEFAULTS, retryOn: [] })]
+  let n = 0
+  for (const policy of policies) {
+    for (const reason of reasons) {
+      for (const staleReuse of [false, true]) {
+        for (const replayable of [false, true]) {
+          for (const safe of [false, true]) {
+            for (const retriesLeft of [0, 1, 3]) {
+              for (const budgetLeft of [false, true]) {
+                n++
+                const a = decideRetry(policy, reason, { staleReuse, replayable, safe, retriesLeft, budgetLeft })
+                const where = `${String(reason)} stale=${staleReuse} replayable=${replayable} safe=${safe} left=${retriesLeft} budget=${budgetLeft}`
+                if (reason === 'connect-failure') { assert.equal(a, 'nextFree', where); continue }
+                if (a === 'next' || a === 'reconnect') assert.ok(safe && replayable, `replayed an unsafe request: ${where}`)
+                if (a === 'next') assert.ok(retriesLeft > 0 && budgetLeft, where)
+                if (a === 'reconnect') assert.ok(staleReuse && reason === 'reset', where)
+                if (reason === null) assert.equal(a, 'fail', where)
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  assert.ok(n > 500)
+})
+
+test('budgetAllows: a share of requests in flight, never fewer than the minimum', () => {
+  assert.equal(budgetAllows(20, MIN_RETRY_BUDGET - 1, 0), true)
+  assert.equal(budgetAllows(20, MIN_RETRY_BUDGET, 0), false)
+  assert.equal(budgetAllows(20, 19, 100), true)
+  assert.equal(budgetAllows(20, 20, 100), false)
+  assert.equal(budgetAllows(0, 2, 1000), true, 'percent 0 still allows the minimum')
 })
 
 test('blamesUpstream: a stale pooled connection and the client\'s own stall blame nobody', () => {
