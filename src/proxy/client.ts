@@ -387,6 +387,14 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
 
   /** Answer with a response the proxy makes itself (policy refusal, gateway error); no response has started. */
   protected failRequest (code: ErrorCode, detail: string): void {
+    // RFC 5861 §4: an upstream failure with a stale-if-error entry at hand is answered from it
+    const cache = this.cacheState
+    if (cache !== null && !this.responseStarted && cache.serveStaleOnError(code)) {
+      this.lastFailure = detail
+      this.detachUpstream(true)
+      this.serveCached(cache.response)
+      return
+    }
     const info = describe(code)
     this.status = info.status
     this.flag = info.flag
