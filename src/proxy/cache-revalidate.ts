@@ -26,7 +26,7 @@ import {
 } from '../cache/policy'
 import { varyValues } from '../cache/key'
 import { mergeNotModified, storedHeadFrom, fieldsOfRaw, FieldsView, type FieldPairs } from '../cache/stored-head'
-import type { CacheHook } from './cache-path'
+import type { CacheHook } from './cache-hook'
 
 /** Request fields never copied into a background revalidation. */
 const NOT_FORWARDED = new Set([

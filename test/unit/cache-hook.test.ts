@@ -11,7 +11,7 @@ import assert from 'node:assert/strict'
 import { SharedCacheStore, CacheEntry, type CacheEntryInput } from '../../src/cache/store'
 import { SharedState } from '../../src/shared/state'
 import { C_LOCK, lockToken } from '../../src/cache/layout'
-import { CacheHook } from '../../src/proxy/cache-path'
+import { CacheHook } from '../../src/proxy/cache-hook'
 import { waitFor } from '../helpers'
 
 const NOW = Date.now()
