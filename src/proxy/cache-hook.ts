@@ -48,11 +48,6 @@ export class CacheHook {
   private deferredTimer: NodeJS.Timeout | null = null
   /** Stores given up after waiting for the write lock for a whole fill TTL (also counted in the store's skippedStores). */
   givenUpStores = 0
-  /**
-   * The upstream address a background revalidation of (host, path) goes to;
-   * set by the thread (thread.ts), null when there is none to ask.
-   */
-  upstreamFor: ((host: string, path: string) => string | null) | null = null
 
   constructor (store: SharedCacheStore, config: CacheConfig, responseMs: number) {
     this.store = store
@@ -181,4 +176,11 @@ export interface CacheUser {
   readonly parser: HeadParser
   /** Parked for a fill: look again (CacheState.lookupAgain) and act on the decision. */
   onCacheWaitTick (now: number): void
+  /**
+   * The upstream ("host:port") a stale-while-revalidate background request
+   * for the current request goes to (./cache-revalidate.ts): where the
+   * balancer would send the request now; null when there is none (then the
+   * entry is not refreshed in the background).
+   */
+  revalidationUpstream (): string | null
 }

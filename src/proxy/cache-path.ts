@@ -178,7 +178,9 @@ export class CacheState {
           // RFC 5861 §3: answer at once; one background revalidation per entry across all
           // threads (the fill claim), the others (and later requests) keep getting this entry
           if (store.tryClaimFill(this.key, now, this.hook.fillTtlMs)) {
-            revalidateInBackground(this.hook, new Revalidation(this.key, this.user.parser, entry))
+            const upstream = this.user.revalidationUpstream()
+            if (upstream !== null) revalidateInBackground(this.hook, new Revalidation(this.key, upstream, this.user.parser, entry))
+            else store.releaseFill(this.key)
           }
           this.hook.count(H_CACHE_HITS)
           this.serve('STALE', this.staleStatus('', 'stale-while-revalidate'))

@@ -13,7 +13,7 @@
  *
  * Then the claim is released. The request goes out through node:http on a
  * connection of its own (it has no client connection to ride on), to the
- * upstream the thread's balancer picks (CacheHook.upstreamFor), with the
+ * upstream the balancer picks for the request (CacheUser.revalidationUpstream), with the
  * client request's end-to-end fields (for Vary) minus its conditionals and
  * Range; it is bounded by the claim's lifetime. It runs once per stale
  * window per entry, so the closures it makes are not on the hit path.
@@ -38,6 +38,8 @@ const NOT_FORWARDED = new Set([
 /** What a background revalidation needs, copied out of the request and the entry (both are reused right after). */
 export class Revalidation {
   readonly key: string
+  /** "host:port" of the upstream to ask. */
+  readonly upstream: string
   readonly host: string
   readonly path: string
   readonly fields: Record<string, string> = {}
@@ -50,8 +52,9 @@ export class Revalidation {
   readonly hasAuthorization: boolean
   done = false
 
-  constructor (key: string, p: HeadParser, e: CacheEntry) {
+  constructor (key: string, upstream: string, p: HeadParser, e: CacheEntry) {
     this.key = key
+    this.upstream = upstream
     this.host = p.host()
     this.path = p.path()
     const pairs: FieldPairs = []
@@ -76,8 +79,7 @@ export class Revalidation {
 }
 
 export function revalidateInBackground (hook: CacheHook, job: Revalidation): void {
-  const address = hook.upstreamFor === null ? null : hook.upstreamFor(job.host, job.path)
-  if (address === null) { finish(hook, job); return }
+  const address = job.upstream
   const colon = address.lastIndexOf(':')
   const headers: Record<string, string> = { ...job.fields }
   if (job.etag !== null) headers['if-none-match'] = job.etag

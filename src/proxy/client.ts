@@ -61,6 +61,8 @@ const MAX_QUEUED_OUTPUT = 256 * 1024
 /** Requests one turn of the loop may run before it yields to the event loop (other connections). */
 const REQUESTS_PER_TURN = 64
 const kClient = Symbol('switchyard.client')
+/** revalidationUpstream's scratch pick (one thread, one call at a time): nothing tried, no hash key. */
+const revalidationPick = new PickContext()
 
 export class ClientConnection extends UpstreamSide implements Expirable, FilteredRequest, CacheUser {
   readonly identity: ForwardIdentity
@@ -311,6 +313,13 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     }
     this.serveCached((this.cacheState as CacheState).response)
     return true
+  }
+
+  /** Where a stale-while-revalidate background request for this request goes (CacheUser): the balancer's pick now. */
+  revalidationUpstream (): string | null {
+    revalidationPick.reset()
+    const index = pickUpstream(this.ctx, revalidationPick, -1)
+    return index < 0 ? null : this.ctx.table[index].address
   }
 
   /** Parked for a cache fill: the thread's poll timer nudges us. */

@@ -18,8 +18,6 @@ import { installPolicies } from './policies'
 import { CacheHook } from './cache-path'
 import { SharedCacheStore, type SharedCacheInit } from '../cache/store'
 import { ownerOfWorkerSlot } from '../cache/fill-claims'
-import { PickContext } from '../balancer/types'
-import { pickUpstream } from './pick'
 
 export interface ThreadOptions {
   /** Shared secret for sticky cookies, generated once by the primary. */
@@ -43,13 +41,6 @@ function installCache (ctx: ProxyContext, config: Config, init: SharedCacheInit 
     const store = new SharedCacheStore(init, ctx.state)
     store.setOwner(cacheOwner(ctx))
     ctx.cache = new CacheHook(store, config.cache, config.timeouts.responseMs)
-    // stale-while-revalidate's background request goes where the balancer sends this thread's requests
-    const pick = new PickContext()
-    ctx.cache.upstreamFor = (): string | null => {
-      pick.reset()
-      const index = pickUpstream(ctx, pick, -1)
-      return index < 0 ? null : ctx.table[index].address
-    }
   } else {
     ctx.cache.config = config.cache
     ctx.cache.fillTtlMs = Math.min(10_000, config.timeouts.responseMs + 1000)
