@@ -13,7 +13,7 @@
  */
 import type { ProxyContext } from './context'
 import type { PickContext } from '../balancer/types'
-import { H_STICKY_HITS } from '../shared/layout'
+import { H_STICKY_HITS, U_ACTIVE_REQUESTS } from '../shared/layout'
 
 export const PICK_NONE = -1
 export const PICK_FULL = -2
@@ -48,4 +48,14 @@ export function pickUpstream (ctx: ProxyContext, pick: PickContext, stickyIndex:
     gate.sawFull = true
   }
   return gate.sawFull ? PICK_FULL : PICK_NONE
+}
+
+/**
+ * Where a request switchyard sends on its own would go (a stale-while-revalidate
+ * background request): the same pick, without keeping the in-flight count it took.
+ */
+export function peekUpstream (ctx: ProxyContext, pick: PickContext): number {
+  const index = pickUpstream(ctx, pick, -1)
+  if (index >= 0) ctx.state.addHeld(ctx.workerSlot, ctx.table[index].slot, U_ACTIVE_REQUESTS, -1)
+  return index
 }
