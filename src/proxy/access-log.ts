@@ -37,6 +37,13 @@ export interface AccessRecord {
   readonly upstreamMs: number
   /** The request's ID (request IDs, when on); '' for none. */
   readonly requestId?: string
+  /** Times the request was tried again (resilience); absent: not counted. */
+  readonly retries?: number
+  /** The route that matched and the pool the request went to (routing); null or absent: none. */
+  readonly route?: { readonly name: string } | null
+  readonly pool?: { readonly name: string } | null
+  /** The client's scheme ('https' on a TLS listener); absent: plain HTTP only. */
+  readonly proto?: string
   /** Envoy-style response flag from the error catalogue, '-' for none. */
   readonly flag: string
 }
@@ -109,6 +116,11 @@ const K_HTTPVERSION_NULL = ascii(',"httpVersion":null')
 const K_REQUESTID = ascii(',"requestId":"')
 const K_USERAGENT = ascii(',"userAgent":')
 const K_REFERER = ascii(',"referer":')
+const K_RETRIES = ascii(',"retries":')
+const K_ROUTE = ascii(',"route":"')
+const K_POOL = ascii(',"pool":"')
+const K_TLS_TRUE = ascii(',"tls":true')
+const K_TLS_FALSE = ascii(',"tls":false')
 
 /** A string's characters (latin1 and ASCII only, as every field here is) inside a JSON string. */
 function putText (out: Buffer, pos: number, text: string): number {
@@ -197,9 +209,12 @@ export function logAccess (r: AccessRecord): void {
   const uaIndex = complete ? findField(p, 'user-agent') : -1
   const refererIndex = complete ? findField(p, 'referer') : -1
   const requestId = r.requestId ?? ''
+  const route = r.route?.name ?? ''
+  const pool = r.pool?.name ?? ''
   const address = r.entry !== null ? r.entry.address : ''
   const targetBytes = p.targetEnd - p.targetStart
   const variable = targetBytes + r.method.length + r.clientIp.length + address.length + requestId.length + r.flag.length +
+    route.length + pool.length +
     (hostIndex !== -1 ? p.valueEnd(hostIndex) - p.valueStart(hostIndex) : p.authorityEnd - p.authorityStart) +
     (uaIndex !== -1 ? p.valueEnd(uaIndex) - p.valueStart(uaIndex) : 0) +
     (refererIndex !== -1 ? p.valueEnd(refererIndex) - p.valueStart(refererIndex) : 0)
@@ -268,6 +283,21 @@ export function logAccess (r: AccessRecord): void {
     pos = putText(out, pos, requestId)
     out[pos++] = 0x22
   }
+  if (r.retries !== undefined) {
+    pos = putRaw(out, pos, K_RETRIES)
+    pos = putInt(out, pos, r.retries)
+  }
+  if (route !== '') {
+    pos = putRaw(out, pos, K_ROUTE)
+    pos = putText(out, pos, route)
+    out[pos++] = 0x22
+  }
+  if (pool !== '') {
+    pos = putRaw(out, pos, K_POOL)
+    pos = putText(out, pos, pool)
+    out[pos++] = 0x22
+  }
+  if (r.proto !== undefined) pos = putRaw(out, pos, r.proto === 'https' ? K_TLS_TRUE : K_TLS_FALSE)
   out[pos++] = 0x7d // }
   out[pos++] = 0x0a
   sink.commit(pos)
