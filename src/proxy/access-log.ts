@@ -22,6 +22,8 @@ export interface AccessRecord {
   readonly startedAt: number
   /** Envoy-style response flag from the error catalogue, '-' for none. */
   readonly flag: string
+  /** The request ID ('' when request IDs are off); only URL-safe characters (request-id.ts), nothing to escape. */
+  readonly requestId: string
 }
 
 export function logAccess (r: AccessRecord): void {
@@ -32,7 +34,7 @@ export function logAccess (r: AccessRecord): void {
     '"client":"' + r.clientIp + '","method":"' + r.method + '","path":' + JSON.stringify(r.target) +
     ',"status":' + r.status + ',"upstream":' + (r.entry !== null ? '"' + r.entry.address + '"' : 'null') +
     ',"bytes":' + r.bytesOut + ',"durationMs":' + Math.round((performance.now() - r.startedAt) * 1000) / 1000 +
-    ',"flag":"' + r.flag + '"')
+    ',"flag":"' + r.flag + '"' + (r.requestId !== '' ? ',"requestId":"' + r.requestId + '"' : ''))
 }
 
 export function logRejected (r: AccessRecord, code: ErrorCode, detail: string): void {

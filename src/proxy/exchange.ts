@@ -7,6 +7,7 @@
 import type { UpstreamEntry } from '../shared/state'
 import { BODY_NONE, type BodyKind } from '../http/head-parser'
 import type { AccessRecord } from './access-log'
+import type { RequestTrace } from '../tracing/tracer'
 
 /** How a response body goes to the client: as framed, re-chunked, or de-chunked for HTTP/1.0. */
 export type BodyRelay = 'raw' | 'rechunk' | 'dechunk'
@@ -50,6 +51,12 @@ export abstract class Exchange implements AccessRecord {
   setCookie = ''
   stickyIndex = -1
   lastFailure = ''
+  /** The request's ID (config.requestId; '' while off): see request-id.ts. */
+  requestId = ''
+  /** The field line carrying a new ID upstream; '' when the client's own goes as received. */
+  requestIdLine = ''
+  /** This request's spans when it is sampled for tracing, else null. */
+  trace: RequestTrace | null = null
 
   constructor (peerIp: string) {
     this.peerIp = peerIp
@@ -86,5 +93,8 @@ export abstract class Exchange implements AccessRecord {
     this.setCookie = ''
     this.stickyIndex = -1
     this.lastFailure = ''
+    this.requestId = ''
+    this.requestIdLine = ''
+    this.trace = null
   }
 }
