@@ -4,7 +4,7 @@
  * Defaults come from the schema alone (ajv `useDefaults`); none is written here
  * except `workers`, which depends on the machine.
  */
-import { readFileSync } from 'node:fs'
+import { accessSync, constants, readFileSync, statSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import Ajv, { type ErrorObject } from 'ajv'
 import { configSchema } from './schema'
@@ -128,13 +128,37 @@ function semanticErrors (config: unknown, raw: unknown, warnings: string[]): str
   return errors
 }
 
+/** Keys whose value is a file switchyard reads at start (certificates, keys, CA bundles). */
+const READ_FILE_KEY = /^(cert|key|ca|crl|dhparam|pfx)File$/
+
 /**
- * Files the configuration names (certificates, keys) that must be readable
- * before anything binds; `--check` and start-up report them with the rest.
- * Empty until a section names files.
+ * Files the configuration names that must be readable before anything binds
+ * (`--check` and start-up report them with the rest, each with its JSON
+ * path): every `certFile`, `keyFile`, `caFile`... wherever a section (TLS
+ * listeners, upstream TLS) puts them, so a new section needs no change here.
  */
-export function fileErrors (_config: Config): string[] {
-  return []
+export function fileErrors (config: Config): string[] {
+  const errors: string[] = []
+  const walk = (node: unknown, path: string): void => {
+    if (Array.isArray(node)) { node.forEach((item, i) => walk(item, `${path}/${i}`)); return }
+    if (!isObject(node)) return
+    for (const [key, value] of Object.entries(node)) {
+      const at = `${path}/${key}`
+      if (typeof value === 'string' && READ_FILE_KEY.test(key)) {
+        try {
+          accessSync(value, constants.R_OK)
+          if (!statSync(value).isFile()) errors.push(`${at}: ${value} is not a file`)
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code
+          errors.push(`${at}: cannot read ${value}${code === 'ENOENT' ? ': no such file' : code === 'EACCES' ? ': permission denied' : `: ${(err as Error).message}`}`)
+        }
+      } else {
+        walk(value, at)
+      }
+    }
+  }
+  walk(config, '')
+  return errors
 }
 
 function deepFreeze<T> (value: T): T {

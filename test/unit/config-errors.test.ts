@@ -10,7 +10,7 @@ import assert from 'node:assert/strict'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { readConfigFile, resolveConfig, cacheEntryLimit } from '../../src/config/load'
+import { readConfigFile, resolveConfig, cacheEntryLimit, fileErrors } from '../../src/config/load'
 import { parseArgs, CliError } from '../../src/cli-args'
 import { ConfigError } from '../../src/errors'
 
@@ -111,5 +111,24 @@ describe('config errors: flags', () => {
     const options = parseArgs(['--check', '-u', '127.0.0.1:8001', '--log-level', 'warn', '--algorithm', 'random', '--workers', '2'], tmpdir())
     assert.equal(options.check, true)
     assert.deepEqual(options.overrides.upstreams, [{ address: '127.0.0.1:8001' }])
+  })
+})
+
+describe('config errors: files the configuration names', () => {
+  test('every certFile/keyFile/caFile must be readable, reported with its JSON path', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'swy-files-'))
+    try {
+      const cert = join(dir, 'cert.pem')
+      writeFileSync(cert, 'x')
+      // the shape of a TLS section does not matter: any such key, at any depth
+      const config = { listeners: [{ tls: { certificates: [{ certFile: cert, keyFile: join(dir, 'missing.key') }] } }], upstreamTls: { caFile: dir } }
+      assert.deepEqual(fileErrors(config as never), [
+        `/listeners/0/tls/certificates/0/keyFile: cannot read ${join(dir, 'missing.key')}: no such file`,
+        `/upstreamTls/caFile: ${dir} is not a file`,
+      ])
+      assert.deepEqual(fileErrors(resolveConfig(MINIMAL)), [])
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 })
