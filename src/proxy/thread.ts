@@ -19,7 +19,7 @@ import { CacheHook } from './cache-path'
 import { SharedCacheStore, type SharedCacheInit } from '../cache/store'
 import { ownerOfWorkerSlot } from '../cache/fill-claims'
 import { requestIdsFor } from './request-id'
-import { tracingFor } from '../tracing/tracer'
+import { tracingFor } from '../tracing/index'
 
 export interface ThreadOptions {
   /** Shared secret for sticky cookies, generated once by the primary. */

@@ -268,11 +268,3 @@ async function withDeadline (work: Promise<void>, ms: number): Promise<void> {
   await Promise.race([work.catch(() => {}), new Promise<void>((resolve) => { timer = setTimeout(resolve, ms) })])
   clearTimeout(timer)
 }
-
-/** The thread's tracer after a (re)load: null when off; a new one when the exporter's settings changed. */
-export function tracingFor (config: TracingConfig | undefined, current: RequestTracer | null, state: SharedState): RequestTracer | null {
-  if (current !== null && config !== undefined && current.config.otlpEndpoint === config.otlpEndpoint &&
-    current.config.serviceName === config.serviceName && current.config.sampleRatio === config.sampleRatio) return current
-  if (current !== null) void current.shutdown()
-  return config === undefined ? null : new RequestTracer(config, state)
-}

@@ -18,7 +18,7 @@ import { freePort } from '../helpers'
 interface CliRun { code: number | null, stdout: string, stderr: string }
 
 /** Run the CLI to completion in `cwd`; killed by PID after `timeoutMs`. */
-async function runCli (args: string[], cwd: string, timeoutMs = 10_000): Promise<CliRun> {
+async function runCli (args: string[], cwd: string, timeoutMs = 30_000): Promise<CliRun> {
   const child = spawn(process.execPath, [CLI, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] })
   let stdout = ''
   let stderr = ''

@@ -21,7 +21,7 @@ async function startCli (t: { after: (fn: () => Promise<void>) => void }, config
   const dir = mkdtempSync(join(tmpdir(), 'swy-reqid-'))
   const file = join(dir, 'lb.json')
   writeFileSync(file, JSON.stringify({ listen: '127.0.0.1:0', ...config }))
-  const lb = await spawnLb(['--config', file])
+  const lb = await spawnLb(['--config', file], 30_000)
   t.after(async () => {
     const timer = setTimeout(() => { if (lb.child.exitCode === null) lb.child.kill('SIGKILL') }, 10_000)
     await lb.stop()

@@ -36,7 +36,7 @@ for (const mode of MODES) {
         if (balancerPid !== -1 && alive(balancerPid)) process.kill(balancerPid, 'SIGKILL')
       })
       const exited = once(npm, 'exit') as Promise<[number | null, NodeJS.Signals | null]>
-      await waitFor(() => /"msg":"listening"/.test(out), 15_000, `the balancer to listen:\n${out}`)
+      await waitFor(() => /"msg":"listening"/.test(out), 30_000, `the balancer to listen:\n${out}`)
       const line = out.split('\n').find((l) => l.includes('"msg":"listening"')) as string
       const { pid, address } = JSON.parse(line) as { pid: number, address: string }
       balancerPid = pid
@@ -46,7 +46,7 @@ for (const mode of MODES) {
 
       npm.kill('SIGTERM')
       const [code] = await exited
-      await waitFor(() => !alive(pid), 10_000, `the balancer (pid ${pid}) to exit after npm got SIGTERM`)
+      await waitFor(() => !alive(pid), 20_000, `the balancer (pid ${pid}) to exit after npm got SIGTERM`)
       assert.equal(code, 0, out)
       assert.match(out, /"msg":"draining/)
       const refused = await new Promise<boolean>((resolve) => {
