@@ -15,6 +15,7 @@ import { firewallConfigErrors } from '../firewall/rules'
 import type { FirewallConfig } from './types'
 import { MAX_ARENA_BYTES } from '../cache/layout'
 import { findJsonSyntaxError } from './json-syntax'
+import { classifyName, H_OTHER } from '../http/header-names'
 
 const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, allowUnionTypes: true })
 const validate = ajv.compile(configSchema)
@@ -115,6 +116,14 @@ function semanticErrors (config: unknown, raw: unknown, warnings: string[]): str
       errors.push(`/cache/maxEntryBytes: ${maxEntryBytes} is over half of /cache/maxBytes (at most ${limit})`)
     } else {
       warnings.push(`/cache/maxEntryBytes: the default ${maxEntryBytes} is over half of /cache/maxBytes; responses over ${limit} bytes are not cached (set maxEntryBytes to say so)`)
+    }
+  }
+  // the ID's field is added to requests and responses: never one the proxy frames, routes or rewrites itself
+  const idHeader = str(config.requestId, 'header')
+  if (idHeader !== undefined) {
+    const lower = idHeader.toLowerCase()
+    if (classifyName(lower) !== H_OTHER || lower === 'traceparent' || lower === 'tracestate') {
+      errors.push(`/requestId/header: ${idHeader} is a field the proxy reads or writes itself; choose another (e.g. x-request-id)`)
     }
   }
   const firewall = config.firewall

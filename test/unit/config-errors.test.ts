@@ -50,6 +50,13 @@ describe('config errors: one pass', () => {
     assert.deepEqual(errorsOf(null), ['/: must be object'])
   })
 
+  test('the request-ID field cannot be one the proxy frames, routes or rewrites', () => {
+    for (const header of ['Content-Length', 'host', 'transfer-encoding', 'via', 'x-forwarded-for', 'cookie', 'traceparent']) {
+      assert.deepEqual(errorsOf({ ...MINIMAL, requestId: { header } }), [`/requestId/header: ${header} is a field the proxy reads or writes itself; choose another (e.g. x-request-id)`])
+    }
+    assert.equal(resolveConfig({ ...MINIMAL, requestId: { header: 'X-Correlation-Id' } }).requestId.header, 'X-Correlation-Id')
+  })
+
   test('cache.maxEntryBytes over half of maxBytes: an error when given, a warning when defaulted', () => {
     assert.equal(cacheEntryLimit(4096), 2048)
     const errors = errorsOf({ ...MINIMAL, cache: { maxBytes: 4096, maxEntryBytes: 4000 } })
