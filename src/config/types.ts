@@ -121,7 +121,7 @@ export interface Config {
   cache?: CacheConfig
   firewall?: FirewallConfig
   admin?: { listen: string, token?: string }
-  log: { level: LogLevel, access: boolean }
+  log: { level: LogLevel, access: boolean, redactQuery: boolean, accessFile?: string }
   requestId: RequestIdConfig
   /** absent = no tracing */
   tracing?: TracingConfig

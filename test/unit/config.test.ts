@@ -187,7 +187,7 @@ const COMPLETE: Complete<Config> = {
     }],
   },
   admin: { listen: '127.0.0.1:9', token: 'an-admin-token' },
-  log: { level: 'silent', access: false },
+  log: { level: 'silent', access: false, redactQuery: true, accessFile: '/tmp/access.log' },
   requestId: { enabled: false, header: 'x-trace-me' },
   tracing: { otlpEndpoint: 'http://127.0.0.1:4318/v1/traces', sampleRatio: 0.5, serviceName: 'edge' },
   proxy: { via: 'edge', allowedUpgrades: ['websocket', 'foo/1'] },
