@@ -117,6 +117,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
   /** Phase: log (one access-log line, when the access log is on). */
   private logRequest (): void {
     logAccess(this) // returns at once when the access log is off (log.ts: accessLog.on)
+    if (this.trace !== null) { this.trace.end(this, this.flag); this.trace = null }
   }
 
   // ---- FirewallRequest: the host the request is for (an absolute-form target's, RFC 9112 §3.2.2) stands in
@@ -262,6 +263,10 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     this.bodyLength = p.bodyKind === BODY_CHUNKED ? -1 : (p.contentLength > 0 ? p.contentLength : 0)
     this.bodyDone = p.bodyKind === BODY_NONE
     if (ctx.workerSlot !== -1) ctx.state.addWorker(ctx.workerSlot, W_REQUESTS, 1)
+    // phase: request ID (the client's when sane, else a new one), before anything can answer
+    if (ctx.requestIds !== null) ctx.requestIds.assign(p, this)
+    // phase: trace (decide; a sampled request starts its server span)
+    if (ctx.tracing !== null) ctx.tracing.begin(this, p)
 
     const maxBody = ctx.config.limits.maxBodyBytes
     if (maxBody > 0 && this.bodyLength > maxBody) {
@@ -350,7 +355,8 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     const initial = this.initialBody
     const validators = this.cacheState !== null ? this.cacheState.conditionalFields() : ''
     const coalesce = initial !== null && initial.length <= COALESCE_BYTES
-    this.requestHead = buildRequestHead(p, this.identity, this.upgrading, coalesce ? initial : null, validators)
+    this.requestHead = buildRequestHead(p, this.identity, this.upgrading, coalesce ? initial : null,
+      validators + this.requestIdLine + (this.trace !== null ? this.trace.parentLine : ''))
     if (coalesce) { this.initialBody = null; this.headCarriesBody = true }
     const policy = ctx.retry
     this.retriesLeft = policy.retries
@@ -437,7 +443,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     this.status = response.status
     this.responseStarted = true
     this.closeAfterResponse = !this.keepAlive || this.ctx.draining
-    this.bytesOut += writeCachedResponse(this.socket, response, this.ctx.config.proxy.via, this.closeAfterResponse, this.http10)
+    this.bytesOut += writeCachedResponse(this.socket, response, this.ctx.config.proxy.via, this.closeAfterResponse, this.http10, this.responseIdLine())
     this.finishRequest()
   }
 
@@ -479,9 +485,9 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     const limiter = ctx.limiter
     // the canned reply carries `Proxy-Status: switchyard; error=<its type>` (RFC 9209); build one only for more
     const timedOut = code === 'SWY_ERR_UPSTREAM_CONNECT' && this.connectTimedOut
-    let extra = ''
-    if (code === 'SWY_ERR_RATE_LIMITED' && limiter !== null && this.rate !== null) extra = limiter.headers(this.rate)
-    else if (code === 'SWY_ERR_QUEUE_FULL' || code === 'SWY_ERR_QUEUE_TIMEOUT') extra = 'Retry-After: ' + (ctx.gate.queue?.retryAfterSeconds ?? 1) + '\r\n'
+    let extra = this.responseIdLine()
+    if (code === 'SWY_ERR_RATE_LIMITED' && limiter !== null && this.rate !== null) extra += limiter.headers(this.rate)
+    else if (code === 'SWY_ERR_QUEUE_FULL' || code === 'SWY_ERR_QUEUE_TIMEOUT') extra += 'Retry-After: ' + (ctx.gate.queue?.retryAfterSeconds ?? 1) + '\r\n'
     const details = ctx.config.proxy.statusDetails
     this.writeOut(extra === '' && !details && !timedOut
       ? errorReply(code, close, this.isHead)

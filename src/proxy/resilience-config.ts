@@ -2,23 +2,34 @@
  * Checks of the resilience settings that JSON Schema cannot express, each
  * with its JSON path (config/load.ts collects them with the others).
  */
-import type { Config, UpstreamConfig } from '../config/types'
+import type { Config } from '../config/types'
 
-/** The pool-level checks, for the upstream list at `path` (today only `/upstreams`). */
-export function poolConfigErrors (upstreams: readonly UpstreamConfig[], path: string): string[] {
+/**
+ * The pool-level checks, for the upstream list at `path` (`/upstreams`). It
+ * may see a config that failed the schema (every error is reported in one
+ * pass), so it checks shapes as it goes.
+ */
+export function poolConfigErrors (upstreams: unknown, path: string): string[] {
   const errors: string[] = []
-  if (upstreams.length > 0 && upstreams.every((u) => u.backup)) {
+  if (Array.isArray(upstreams) && upstreams.length > 0 && upstreams.every((u: unknown) => isObject(u) && u.backup === true)) {
     errors.push(`${path}: every upstream is a backup; a backup only takes traffic while no primary is healthy, so at least one must not be`)
   }
   return errors
 }
 
-export function resilienceConfigErrors (config: Config): string[] {
+export function resilienceConfigErrors (config: unknown): string[] {
+  if (!isObject(config)) return []
   const errors = poolConfigErrors(config.upstreams, '/upstreams')
-  if (config.retryOn.includes('retriable-status') && config.retriableStatuses.length === 0) {
+  const retryOn = config.retryOn
+  const statuses = config.retriableStatuses
+  if (Array.isArray(retryOn) && retryOn.includes('retriable-status') && !(Array.isArray(statuses) && statuses.length > 0)) {
     errors.push('/retriableStatuses: must list at least one status when /retryOn has "retriable-status"')
   }
   return errors
+}
+
+function isObject (value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value)
 }
 
 /** A pool as the admin side names it: its name and its block in the shared state. */

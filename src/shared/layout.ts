@@ -20,6 +20,8 @@
  *   +--------------------------+  POOLS_OFFSET
  *   | pool 0 (POOL_INTS)       |  resilience per pool: panic, queue, retry budget
  *   | ... MAX_POOLS slots      |
+ *   +--------------------------+  TRACING_OFFSET
+ *   | tracing span counters    |  TRACING_INTS ints
  *   +--------------------------+  RATE_OFFSET
  *   | rate-limit table         |  tableSize * RATE_SLOT_INTS (0 when rate limiting is off)
  *   +--------------------------+
@@ -146,6 +148,12 @@ export const P_RETRIES = 6 //            counters by reason: RETRY_REASONS order
 export const RETRY_REASON_COUNT = 6
 export const POOL_INTS = 16
 
+// ---- tracing (src/tracing): spans of every thread, by outcome ------------------
+// Written by each thread's span exporter (Atomics.add); read by the admin API.
+export const T_SPANS_EXPORTED = 0 //     spans the collector accepted
+export const T_SPANS_DROPPED = 1 //      spans lost: export failed (collector down) or too many waiting
+export const TRACING_INTS = 2
+
 // ---- rate-limit table slot --------------------------------------------------
 export const RATE_SLOT_INTS = 4 //       layout owned by src/ratelimit
 
@@ -155,7 +163,8 @@ export const WORKERS_OFFSET = UPSTREAMS_OFFSET + MAX_UPSTREAMS * UPSTREAM_INTS
 export const FIREWALL_OFFSET = WORKERS_OFFSET + MAX_WORKER_SLOTS * WORKER_INTS
 export const HOLDINGS_OFFSET = FIREWALL_OFFSET + MAX_FIREWALL_RULES
 export const POOLS_OFFSET = HOLDINGS_OFFSET + MAX_WORKER_SLOTS * MAX_UPSTREAMS * HOLDING_INTS
-export const RATE_OFFSET = POOLS_OFFSET + MAX_POOLS * POOL_INTS
+export const TRACING_OFFSET = POOLS_OFFSET + MAX_POOLS * POOL_INTS
+export const RATE_OFFSET = TRACING_OFFSET + TRACING_INTS
 
 export function stateInts (rateTableSlots: number): number {
   return RATE_OFFSET + rateTableSlots * RATE_SLOT_INTS
