@@ -27,7 +27,7 @@
 import type * as net from 'node:net'
 import { performance } from 'node:perf_hooks'
 import type { ProxyContext, RateDecisionLike } from './context'
-import { W_OPEN_CONNECTIONS, W_REQUESTS, H_PROTOCOL_ERRORS } from '../shared/layout'
+import { W_OPEN_CONNECTIONS, W_REQUESTS, W_REQUEST_BYTES, H_PROTOCOL_ERRORS } from '../shared/layout'
 import {
   HeadParser, KIND_REQUEST, HEAD_INCOMPLETE, HEAD_ERROR, BODY_NONE, BODY_LENGTH, BODY_CHUNKED,
 } from '../http/head-parser'
@@ -77,6 +77,9 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
   clientEnded = false
   /** Bytes discarded while lingering. */
   discarded = 0
+  /** Bytes received from the client (tunnels excepted), and how many of them are counted in shared memory. */
+  receivedBytes = 0
+  countedBytes = 0
 
   constructor (ctx: ProxyContext, socket: net.Socket, peerIp: string) {
     // an IPv4 peer on a dual-stack socket reads '::ffff:1.2.3.4': it is 1.2.3.4
@@ -108,9 +111,27 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     return p.targetEnd > 0 ? p.target() : ''
   }
 
-  /** Phase: log (one access-log line, when the access log is on). */
+  /** Phase: log. Count the response if the client got one (metrics), then one access-log line when the access log is on. */
   private logRequest (): void {
+    if (this.responseStarted) this.countResponse()
     if (this.ctx.config.log.access) logAccess(this)
+  }
+
+  /**
+   * Every response a client receives, relayed or answered locally, on this
+   * thread's worker slot: a few Atomics.add (SharedState.recordClientResponse).
+   * Request bytes are what the connection received since the last count, so a
+   * pipelined read counts with the request that completes first.
+   */
+  private countResponse (): void {
+    const ctx = this.ctx
+    if (ctx.workerSlot === -1) return
+    const received = this.receivedBytes - this.countedBytes
+    this.countedBytes = this.receivedBytes
+    // a tunnel's life is not a request duration
+    const durationMs = this.status === 101 ? -1 : performance.now() - this.startedAt
+    const entry = this.entry
+    ctx.state.recordClientResponse(ctx.workerSlot, entry === null ? -1 : entry.slot, this.status, this.localAnswer, durationMs, received, this.bytesOut)
   }
 
   // ---- FirewallRequest: the host the request is for (an absolute-form target's, RFC 9112 §3.2.2) stands in
@@ -145,6 +166,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
   // ---- bytes from the client ----
 
   handleData (chunk: Buffer): void {
+    if (this.phase !== 'tunnel' && this.phase !== 'closed') this.receivedBytes += chunk.length
     switch (this.phase) {
       case 'head':
         this.appendInput(chunk)
@@ -365,6 +387,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
   /** Answer from the cache (hit, 304, only-if-cached 504). */
   private serveCached (response: CachedResponse): void {
     this.status = response.status
+    this.localAnswer = true
     this.responseStarted = true
     this.closeAfterResponse = !this.keepAlive || this.ctx.draining
     this.bytesOut += writeCachedResponse(this.socket, response, this.ctx.config.proxy.via, this.closeAfterResponse, this.http10)
@@ -391,6 +414,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     this.status = info.status
     this.flag = info.flag
     this.lastFailure = detail
+    this.localAnswer = true
     this.responseStarted = true
     // the connection survives a local answer only when the whole request body is already here
     this.closeAfterResponse = !this.keepAlive || !this.bodyDone || this.ctx.draining
@@ -487,7 +511,13 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     this.initialBody = null
     ctx.clients.delete(this)
     ctx.sweeper.delete(this)
-    if (ctx.workerSlot !== -1) ctx.state.addWorker(ctx.workerSlot, W_OPEN_CONNECTIONS, -1)
+    if (ctx.workerSlot !== -1) {
+      ctx.state.addWorker(ctx.workerSlot, W_OPEN_CONNECTIONS, -1)
+      // bytes of requests that got no response (or a body still arriving after it)
+      const uncounted = this.receivedBytes - this.countedBytes
+      if (uncounted > 0) ctx.state.addWorker(ctx.workerSlot, W_REQUEST_BYTES, uncounted | 0)
+      this.countedBytes = this.receivedBytes
+    }
     if (ctx.clients.size === 0 && ctx.onIdle !== null) ctx.onIdle()
   }
 

@@ -42,6 +42,8 @@ export abstract class Exchange implements AccessRecord {
   bytesOut = 0
   flag = '-'
   responseStarted = false
+  /** The response is the proxy's own (an error answer, the cache), not relayed from an upstream. */
+  localAnswer = false
   closeAfterResponse = false
   relay: BodyRelay = 'raw'
   /** Response head not yet written: sent together with the first body bytes in one write. */
@@ -80,6 +82,7 @@ export abstract class Exchange implements AccessRecord {
     this.bytesOut = 0
     this.flag = '-'
     this.responseStarted = false
+    this.localAnswer = false
     this.closeAfterResponse = false
     this.relay = 'raw'
     this.heldHead = null
