@@ -225,7 +225,7 @@ const script = `
       var p = prevWorkers.get(w.slot + ':' + w.threadId);
       var tr = el('tr'); tr.setAttribute('data-worker', String(w.slot));
       [['slot', String(w.slot)], ['thread', s.mode === 'sequential' ? 'primary' : String(w.threadId)], ['open', int(w.openConnections)],
-        ['rps', fmt(p && dt > 0 ? (w.requests - p.requests) / dt : null)], ['requests', int(w.requests)], ['lag', fmt(w.loopLagMs, 2) + ' ms']]
+        ['rps', fmt(p && dt > 0 ? (w.requests - p.requests) / dt : null)], ['requests', int(w.requests)], ['lag', fmt(w.loopLagMs, 2) + ' ms'], ['heap', bytes(w.heapUsedBytes)]]
         .forEach(function (c, i) { var td = el('td', i >= 2 ? 'num' : '', c[1]); td.setAttribute('data-col', c[0]); tr.appendChild(td); });
       wbody.appendChild(tr);
     });
@@ -335,7 +335,7 @@ export const dashboardHtml = `<!doctype html>
 <div id="legend"></div>
 <h2>Workers</h2>
 <table>
-<thead><tr><th>slot</th><th>thread</th><th class="num">open connections</th><th class="num">req/s</th><th class="num">requests</th><th class="num">loop lag p99</th></tr></thead>
+<thead><tr><th>slot</th><th>thread</th><th class="num">open connections</th><th class="num">req/s</th><th class="num">requests</th><th class="num">loop lag p99</th><th class="num">heap</th></tr></thead>
 <tbody id="workers"></tbody>
 </table>
 </main>

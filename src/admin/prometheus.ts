@@ -274,6 +274,9 @@ export function registerCoreFamilies (m: SwitchyardMetrics): void {
   m.counter('switchyard_worker_requests_total', 'Client requests received by the thread now in each worker slot.', ['worker'], (v, emit) => {
     for (const slot of liveWorkerSlots(v.state)) emit({ worker: String(slot) }, v.totals.worker(slot, L.W_REQUESTS))
   })
+  m.gauge('switchyard_worker_heap_used_bytes', 'V8 heap in use by each serving thread (its own isolate; nodejs_heap_* is the primary\'s).', ['worker'], (v, emit) => {
+    for (const slot of liveWorkerSlots(v.state)) emit({ worker: String(slot) }, (v.state.worker(slot, L.W_HEAP_USED_KB) >>> 0) * 1024)
+  })
   m.gauge('switchyard_event_loop_lag_seconds', 'p99 event-loop delay of each serving thread over the last second.', ['worker'], (v, emit) => {
     for (const slot of liveWorkerSlots(v.state)) emit({ worker: String(slot) }, (v.state.worker(slot, L.W_LOOP_LAG_US) >>> 0) / 1e6)
   })

@@ -47,6 +47,8 @@ export interface WorkerJson {
   openConnections: number
   requests: number
   loopLagMs: number
+  /** This thread's V8 heap in use (updated once a second). */
+  heapUsedBytes: number
 }
 
 export interface StatusJson {
@@ -164,6 +166,7 @@ export function buildStatus (lb: AdminTarget, totals: CounterTotals): StatusJson
       openConnections: Math.max(0, state.worker(slot, L.W_OPEN_CONNECTIONS)),
       requests: totals.worker(slot, L.W_REQUESTS),
       loopLagMs: (state.worker(slot, L.W_LOOP_LAG_US) >>> 0) / 1000,
+      heapUsedBytes: (state.worker(slot, L.W_HEAP_USED_KB) >>> 0) * 1024,
     })
   }
 

@@ -9,7 +9,8 @@ import { isMainThread } from 'node:worker_threads'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import type { Config } from '../config/types'
 import type { SharedState, UpstreamEntry } from '../shared/state'
-import { W_LOOP_LAG_US } from '../shared/layout'
+import { getHeapStatistics } from 'node:v8'
+import { W_LOOP_LAG_US, W_HEAP_USED_KB } from '../shared/layout'
 import { createBalancer } from '../balancer/index'
 import { ProxyContext } from './context'
 import { UpstreamPool } from './pool'
@@ -104,6 +105,8 @@ export function startThreadStats (ctx: ProxyContext): () => void {
   histogram.enable()
   const timer = setInterval(() => {
     ctx.state.storeWorker(ctx.workerSlot, W_LOOP_LAG_US, trueLoopLagUs(histogram.percentile(99), LOOP_LAG_RESOLUTION_MS))
+    // prom-client's nodejs_heap_* describe the primary only: each thread's own isolate is here
+    ctx.state.storeWorker(ctx.workerSlot, W_HEAP_USED_KB, Math.min(2 ** 31 - 1, Math.round(getHeapStatistics().used_heap_size / 1024)))
     histogram.reset()
   }, 1000)
   timer.unref()

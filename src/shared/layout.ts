@@ -102,7 +102,8 @@ export const W_THREAD_ID = 0 //          0 = free
 export const W_OPEN_CONNECTIONS = 1
 export const W_REQUESTS = 2 //           counter
 export const W_LOOP_LAG_US = 3 //        event-loop delay p99 over the last second, sampling interval subtracted
-// 4..7 free. Every response a client receives, counted by the thread that
+export const W_HEAP_USED_KB = 4 //       this thread's V8 heap in use, KiB (once a second)
+// 5..7 free. Every response a client receives, counted by the thread that
 // wrote it (SharedState.recordClientResponse), so that no two threads bump
 // the same cells:
 //   W_RESPONSES + source * 5 + (class - 1)   source 0 = relayed from an upstream, 1 = answered locally
