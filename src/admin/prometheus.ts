@@ -209,7 +209,7 @@ export function registerCoreFamilies (m: SwitchyardMetrics): void {
       for (let b = 0; b < buckets.length; b++) buckets[b] = v.totals.allWorkersTotal(L.W_DURATION_BUCKETS + b)
       emit({}, buckets, v.totals.allWorkersTotal(L.W_DURATION_SUM_US) / 1e6)
     })
-  m.counter('switchyard_request_bytes_total', 'Bytes received from clients (heads and bodies; tunnels after a 101 excluded).', [],
+  m.counter('switchyard_request_bytes_total', 'Request bytes read from clients, head and body, of requests that got a response.', [],
     (v, emit) => emit({}, v.totals.allWorkersBytes(L.W_REQUEST_BYTES)))
   m.counter('switchyard_response_bytes_total', 'Bytes of responses written to clients (tunnels after a 101 excluded).', [],
     (v, emit) => emit({}, v.totals.allWorkersBytes(L.W_RESPONSE_BYTES)))

@@ -75,7 +75,7 @@ export interface StatusJson {
     responsesBySource: { upstream: ResponsesByClass, local: ResponsesByClass }
     /** Responses received from upstreams (what `responses` meant before 0.2). */
     upstreamResponses: ResponsesByClass
-    /** Bytes received from clients and written to clients. */
+    /** Request bytes read from clients (head and body) and response bytes written to them. */
     requestBytes: number
     responseBytes: number
     /** Client-facing duration, request head to last response byte: histogram (see latencyBoundsMs) and quantiles since start. */

@@ -16,7 +16,7 @@ import { WorkerPool } from './workers'
 import { ActiveHealthChecker } from '../health/active'
 import { PassiveReviver } from '../health/passive'
 import { upstreamStatus, type UpstreamStatus } from '../health/status'
-import { logger, setLogLevel, flushLogs } from '../log'
+import { logger, configureLog, flushLogs, reopenLogs } from '../log'
 import { version } from '../version'
 import { startAdmin, type AdminServer } from '../admin/server'
 import type { AdminTarget, ReloadResult } from '../admin/target'
@@ -54,7 +54,8 @@ export class Switchyard implements AdminTarget {
 
   private constructor (config: Config) {
     this.config = config
-    setLogLevel(config.log.level)
+    const logFailure = configureLog(config.log)
+    if (logFailure !== null) throw new Error(logFailure)
     this.state = SharedState.create(config.rateLimit?.tableSize ?? 0)
     this.table = buildUpstreamTable(config, this.state, null)
     this.stickySecret = config.stickySessions !== undefined
@@ -155,7 +156,8 @@ export class Switchyard implements AdminTarget {
     const table = buildUpstreamTable(effective, this.state, this.table)
     this.config = effective
     this.table = table
-    setLogLevel(effective.log.level)
+    const logFailure = configureLog(effective.log)
+    if (logFailure !== null) logger.error({ err: logFailure }, 'the access log stays where it was')
     if (this.sequential !== null) applyConfig(this.sequential, effective, table, { stickySecret: this.stickySecret, cache: this.cacheInit })
     if (this.workers !== null) this.workers.broadcast({ type: 'config', config: effective, table })
     const active = effective.healthCheck.active
@@ -169,6 +171,12 @@ export class Switchyard implements AdminTarget {
     this.reviver.setConfig(effective.healthCheck.passive, active !== undefined)
     logger.info({ upstreams: table.map((u) => u.address), restartNeeded }, 'configuration reloaded')
     return { applied: true, restartNeeded }
+  }
+
+  /** SIGUSR1 (logrotate): every thread opens `log.accessFile` again. */
+  reopenLogs (): void {
+    reopenLogs()
+    if (this.workers !== null) this.workers.broadcast({ type: 'reopenLogs' })
   }
 
   /** Stop accepting, let in-flight requests finish (up to drainMs), then release everything. */

@@ -27,7 +27,7 @@
 import type * as net from 'node:net'
 import { performance } from 'node:perf_hooks'
 import type { ProxyContext, RateDecisionLike } from './context'
-import { W_OPEN_CONNECTIONS, W_REQUESTS, W_REQUEST_BYTES, H_PROTOCOL_ERRORS } from '../shared/layout'
+import { W_OPEN_CONNECTIONS, W_REQUESTS, H_PROTOCOL_ERRORS } from '../shared/layout'
 import {
   HeadParser, KIND_REQUEST, HEAD_INCOMPLETE, HEAD_ERROR, BODY_NONE, BODY_LENGTH, BODY_CHUNKED,
 } from '../http/head-parser'
@@ -61,6 +61,8 @@ const MAX_QUEUED_OUTPUT = 256 * 1024
 /** Requests one turn of the loop may run before it yields to the event loop (other connections). */
 const REQUESTS_PER_TURN = 64
 const kClient = Symbol('switchyard.client')
+/** revalidationUpstream's scratch pick (one thread, one call at a time): nothing tried, no hash key. */
+const revalidationPick = new PickContext()
 
 export class ClientConnection extends UpstreamSide implements Expirable, FilteredRequest, CacheUser {
   readonly identity: ForwardIdentity
@@ -77,9 +79,6 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
   clientEnded = false
   /** Bytes discarded while lingering. */
   discarded = 0
-  /** Bytes received from the client (tunnels excepted), and how many of them are counted in shared memory. */
-  receivedBytes = 0
-  countedBytes = 0
 
   constructor (ctx: ProxyContext, socket: net.Socket, peerIp: string) {
     // an IPv4 peer on a dual-stack socket reads '::ffff:1.2.3.4': it is 1.2.3.4
@@ -114,24 +113,21 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
   /** Phase: log. Count the response if the client got one (metrics), then one access-log line when the access log is on. */
   private logRequest (): void {
     if (this.responseStarted) this.countResponse()
-    if (this.ctx.config.log.access) logAccess(this)
+    logAccess(this) // returns at once when the access log is off (log.ts: accessLog.on)
   }
 
   /**
    * Every response a client receives, relayed or answered locally, on this
    * thread's worker slot: a few Atomics.add (SharedState.recordClientResponse).
-   * Request bytes are what the connection received since the last count, so a
-   * pipelined read counts with the request that completes first.
+   * Request bytes are the request's head and body as read (bytesIn, the access log's).
    */
   private countResponse (): void {
     const ctx = this.ctx
     if (ctx.workerSlot === -1) return
-    const received = this.receivedBytes - this.countedBytes
-    this.countedBytes = this.receivedBytes
     // a tunnel's life is not a request duration
     const durationMs = this.status === 101 ? -1 : performance.now() - this.startedAt
     const entry = this.entry
-    ctx.state.recordClientResponse(ctx.workerSlot, entry === null ? -1 : entry.slot, this.status, this.localAnswer, durationMs, received, this.bytesOut)
+    ctx.state.recordClientResponse(ctx.workerSlot, entry === null ? -1 : entry.slot, this.status, this.localAnswer, durationMs, this.bytesIn, this.bytesOut)
   }
 
   // ---- FirewallRequest: the host the request is for (an absolute-form target's, RFC 9112 §3.2.2) stands in
@@ -166,7 +162,6 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
   // ---- bytes from the client ----
 
   handleData (chunk: Buffer): void {
-    if (this.phase !== 'tunnel' && this.phase !== 'closed') this.receivedBytes += chunk.length
     switch (this.phase) {
       case 'head':
         this.appendInput(chunk)
@@ -301,6 +296,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
       this.bodyDone = e >= 0
       this.initialBody = c.encode(buf, false) // canonical chunk lines (RFC 9112 §7.1), kept trailers only
     }
+    this.bytesIn = p.headLength + (bodyEnd - bodyStart)
     if (bodyEnd < buf.length) {
       this.input = buf
       this.inputStart = bodyEnd
@@ -333,6 +329,13 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     }
     this.serveCached((this.cacheState as CacheState).response)
     return true
+  }
+
+  /** Where a stale-while-revalidate background request for this request goes (CacheUser): the balancer's pick now. */
+  revalidationUpstream (): string | null {
+    revalidationPick.reset()
+    const index = pickUpstream(this.ctx, revalidationPick, -1)
+    return index < 0 ? null : this.ctx.table[index].address
   }
 
   /** Parked for a cache fill: the thread's poll timer nudges us. */
@@ -410,6 +413,14 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
 
   /** Answer with a response the proxy makes itself (policy refusal, gateway error); no response has started. */
   protected failRequest (code: ErrorCode, detail: string): void {
+    // RFC 5861 §4: an upstream failure with a stale-if-error entry at hand is answered from it
+    const cache = this.cacheState
+    if (cache !== null && !this.responseStarted && cache.serveStaleOnError(code)) {
+      this.lastFailure = detail
+      this.detachUpstream(true)
+      this.serveCached(cache.response)
+      return
+    }
     const info = describe(code)
     this.status = info.status
     this.flag = info.flag
@@ -511,13 +522,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     this.initialBody = null
     ctx.clients.delete(this)
     ctx.sweeper.delete(this)
-    if (ctx.workerSlot !== -1) {
-      ctx.state.addWorker(ctx.workerSlot, W_OPEN_CONNECTIONS, -1)
-      // bytes of requests that got no response (or a body still arriving after it)
-      const uncounted = this.receivedBytes - this.countedBytes
-      if (uncounted > 0) ctx.state.addWorker(ctx.workerSlot, W_REQUEST_BYTES, uncounted | 0)
-      this.countedBytes = this.receivedBytes
-    }
+    if (ctx.workerSlot !== -1) ctx.state.addWorker(ctx.workerSlot, W_OPEN_CONNECTIONS, -1)
     if (ctx.clients.size === 0 && ctx.onIdle !== null) ctx.onIdle()
   }
 
