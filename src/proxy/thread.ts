@@ -19,6 +19,8 @@ import { installPolicies } from './policies'
 import { CacheHook } from './cache-path'
 import { SharedCacheStore, type SharedCacheInit } from '../cache/store'
 import { ownerOfWorkerSlot } from '../cache/fill-claims'
+import { requestIdsFor } from './request-id'
+import { tracingFor } from '../tracing/index'
 
 export interface ThreadOptions {
   /** Shared secret for sticky cookies, generated once by the primary. */
@@ -32,6 +34,8 @@ export function createThreadProxy (config: Config, state: SharedState, table: re
   const ctx = new ProxyContext(config, state, table, createBalancer(config.balancing, table, state), pool)
   installPolicies(ctx, config, table, options.stickySecret)
   installCache(ctx, config, options.cache)
+  ctx.requestIds = requestIdsFor(config.requestId, null)
+  ctx.tracing = tracingFor(config.tracing, null, state)
   return ctx
 }
 
@@ -76,6 +80,8 @@ export function applyConfig (ctx: ProxyContext, config: Config, table: readonly 
   ctx.pool.maxIdlePerUpstream = config.pool.maxIdlePerUpstream
   installPolicies(ctx, config, table, options.stickySecret)
   installCache(ctx, config, options.cache)
+  ctx.requestIds = requestIdsFor(config.requestId, ctx.requestIds)
+  ctx.tracing = tracingFor(config.tracing, ctx.tracing, ctx.state)
   for (const e of table) oldSlots.delete(e.slot)
   for (const slot of oldSlots) ctx.pool.drain(slot) // idle sockets to upstreams that left
 }
@@ -118,4 +124,5 @@ export function drainThread (ctx: ProxyContext): void {
   ctx.draining = true
   for (const client of ctx.clients) client.closeIfIdle()
   ctx.pool.drain()
+  if (ctx.tracing !== null) void ctx.tracing.flush()
 }

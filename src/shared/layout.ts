@@ -18,6 +18,8 @@
  *   | hits per firewall rule   |  MAX_FIREWALL_RULES ints
  *   +--------------------------+  HOLDINGS_OFFSET
  *   | holdings                 |  MAX_WORKER_SLOTS x MAX_UPSTREAMS x HOLDING_INTS, see below
+ *   +--------------------------+  TRACING_OFFSET
+ *   | tracing span counters    |  TRACING_INTS ints
  *   +--------------------------+  RATE_OFFSET
  *   | rate-limit table         |  tableSize * RATE_SLOT_INTS (0 when rate limiting is off)
  *   +--------------------------+
@@ -138,6 +140,12 @@ export const HELD_ACTIVE_REQUESTS = 0 // this worker's part of U_ACTIVE_REQUESTS
 export const HELD_OPEN_SOCKETS = 1 //    this worker's part of U_OPEN_SOCKETS
 export const HOLDING_INTS = 2
 
+// ---- tracing (src/tracing): spans of every thread, by outcome ------------------
+// Written by each thread's span exporter (Atomics.add); read by the admin API.
+export const T_SPANS_EXPORTED = 0 //     spans the collector accepted
+export const T_SPANS_DROPPED = 1 //      spans lost: export failed (collector down) or too many waiting
+export const TRACING_INTS = 2
+
 // ---- rate-limit table slot --------------------------------------------------
 export const RATE_SLOT_INTS = 4 //       layout owned by src/ratelimit
 
@@ -146,7 +154,8 @@ export const UPSTREAMS_OFFSET = HEADER_INTS
 export const WORKERS_OFFSET = UPSTREAMS_OFFSET + MAX_UPSTREAMS * UPSTREAM_INTS
 export const FIREWALL_OFFSET = WORKERS_OFFSET + MAX_WORKER_SLOTS * WORKER_INTS
 export const HOLDINGS_OFFSET = FIREWALL_OFFSET + MAX_FIREWALL_RULES
-export const RATE_OFFSET = HOLDINGS_OFFSET + MAX_WORKER_SLOTS * MAX_UPSTREAMS * HOLDING_INTS
+export const TRACING_OFFSET = HOLDINGS_OFFSET + MAX_WORKER_SLOTS * MAX_UPSTREAMS * HOLDING_INTS
+export const RATE_OFFSET = TRACING_OFFSET + TRACING_INTS
 
 export function stateInts (rateTableSlots: number): number {
   return RATE_OFFSET + rateTableSlots * RATE_SLOT_INTS
