@@ -10,6 +10,7 @@ import Ajv, { type ErrorObject } from 'ajv'
 import { configSchema } from './schema'
 import type { Config } from './types'
 import { parseHostPort } from './types'
+import { listenersOf } from './listeners'
 import { ConfigError } from '../errors'
 import { firewallConfigErrors } from '../firewall/rules'
 
@@ -44,7 +45,20 @@ function semanticErrors (config: Config): string[] {
     const { port } = parseHostPort(value)
     if (!(port >= 0 && port <= 65535)) errors.push(`${path}: port ${port} is out of range 0-65535`)
   }
-  checkPort(config.listen, '/listen')
+  const listeners = listenersOf(config)
+  const listenPath = (i: number): string => typeof config.listen === 'string' ? '/listen' : `/listen/${i}/address`
+  const bound = new Map<string, number>()
+  listeners.forEach((l, i) => {
+    checkPort(l.address, listenPath(i))
+    const prev = bound.get(l.address)
+    if (prev !== undefined && parseHostPort(l.address).port !== 0) errors.push(`${listenPath(i)}: duplicate of ${listenPath(prev)}`)
+    bound.set(l.address, i)
+    if (l.tls !== undefined && (l.tls.certificates === undefined || l.tls.certificates.length === 0)) {
+      errors.push(`/listen/${i}/tls: needs certificates (at least one certFile + keyFile)`)
+    }
+    if (l.httpsRedirect && l.tls !== undefined) errors.push(`/listen/${i}/httpsRedirect: only on a plain listener (this one has tls)`)
+    if (l.httpsRedirect && !listeners.some((o) => o.tls !== undefined)) errors.push(`/listen/${i}/httpsRedirect: needs a TLS listener to redirect to`)
+  })
   const seen = new Map<string, number>()
   config.upstreams.forEach((u, i) => {
     checkPort(u.address, `/upstreams/${i}/address`)
@@ -60,7 +74,8 @@ function semanticErrors (config: Config): string[] {
     if (!loopback && config.admin.token === undefined) {
       errors.push('/admin/listen: a non-loopback admin listener needs /admin/token')
     }
-    if (config.admin.listen === config.listen && parseHostPort(config.listen).port !== 0) errors.push('/admin/listen: must differ from /listen')
+    const admin = config.admin.listen
+    if (parseHostPort(admin).port !== 0 && listeners.some((l) => l.address === admin)) errors.push('/admin/listen: must differ from /listen')
   }
   const hk = config.balancing.hashKey
   if (hk.source !== 'ip' && hk.name === undefined) {

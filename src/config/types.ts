@@ -4,13 +4,32 @@
  * (every key path both ways, which keys are always present, value types on a
  * complete sample); literal unions come from the schema's own lists.
  */
-import type { algorithms, firewallActions, hashKeySources, logLevels, rateLimitAlgorithms } from './schema'
+import type { algorithms, firewallActions, hashKeySources, logLevels, rateLimitAlgorithms, tlsVersions } from './schema'
 
 export type Algorithm = typeof algorithms[number]
 export type HashKeySource = typeof hashKeySources[number]
 export type RateLimitAlgorithm = typeof rateLimitAlgorithms[number]
 export type FirewallAction = typeof firewallActions[number]
 export type LogLevel = typeof logLevels[number]
+export type TlsVersion = typeof tlsVersions[number]
+
+export interface CertificateFileConfig {
+  certFile: string
+  keyFile: string
+}
+
+export interface ListenerTlsConfig {
+  certificates?: CertificateFileConfig[]
+  minVersion: TlsVersion
+  ciphers?: string
+  alpn: string[]
+}
+
+export interface ListenerConfig {
+  address: string
+  tls?: ListenerTlsConfig
+  httpsRedirect: boolean
+}
 
 export interface UpstreamConfig {
   address: string
@@ -81,7 +100,8 @@ export interface HealthCheckConfig {
 
 export interface Config {
   $schema?: string
-  listen: string
+  /** One plain listener ("HOST:PORT") or several listeners: read it through listenersOf() (./listeners). */
+  listen: string | ListenerConfig[]
   workers: number
   upstreams: UpstreamConfig[]
   balancing: { algorithm: Algorithm, hashKey: HashKeyConfig }

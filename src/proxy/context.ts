@@ -37,6 +37,7 @@ export interface StickyHook {
 export type ClientIpResolver = (socketIp: string, xForwardedFor: string | null) => string
 
 import type { CacheHook } from './cache-path'
+import type { ListenerRuntime } from '../net/accept'
 
 export class ProxyContext {
   config: Config
@@ -57,6 +58,8 @@ export class ProxyContext {
   /** Cookie name whose value is the balancing hash key, or null. */
   hashCookie: string | null = null
   workerSlot = -1
+  /** This thread's listeners (TLS contexts, redirects), by the index the primary sends with a connection. */
+  listeners: ListenerRuntime[] = []
   /** Set while shutting down: answer in-flight requests, then close. */
   draining = false
   /** Client connections open on this thread. */

@@ -18,12 +18,19 @@ import { installPolicies } from './policies'
 import { CacheHook } from './cache-path'
 import { SharedCacheStore, type SharedCacheInit } from '../cache/store'
 import { ownerOfWorkerSlot } from '../cache/fill-claims'
+import { listenersOf } from '../config/listeners'
+import { installListeners } from '../net/accept'
+import type { TlsMaterial } from '../tls/terminator'
 
 export interface ThreadOptions {
   /** Shared secret for sticky cookies, generated once by the primary. */
   stickySecret: string | null
   /** The shared cache's memory, allocated once by the primary when config.cache is set. */
   cache: SharedCacheInit | null
+  /** Certificates and ticket keys from the primary; null when no listener has TLS. */
+  tls: TlsMaterial | null
+  /** The bound port of the first TLS listener (httpsRedirect's target), 0 when none. */
+  tlsPort: number
 }
 
 export function createThreadProxy (config: Config, state: SharedState, table: readonly UpstreamEntry[], options: ThreadOptions): ProxyContext {
@@ -31,6 +38,7 @@ export function createThreadProxy (config: Config, state: SharedState, table: re
   const ctx = new ProxyContext(config, state, table, createBalancer(config.balancing, table, state), pool)
   installPolicies(ctx, config, table, options.stickySecret)
   installCache(ctx, config, options.cache)
+  installListeners(ctx, listenersOf(config), options.tls, options.tlsPort)
   return ctx
 }
 
@@ -75,12 +83,14 @@ export function applyConfig (ctx: ProxyContext, config: Config, table: readonly 
   ctx.pool.maxIdlePerUpstream = config.pool.maxIdlePerUpstream
   installPolicies(ctx, config, table, options.stickySecret)
   installCache(ctx, config, options.cache)
+  installListeners(ctx, listenersOf(config), null, options.tlsPort)
   for (const e of table) oldSlots.delete(e.slot)
   for (const slot of oldSlots) ctx.pool.drain(slot) // idle sockets to upstreams that left
 }
 
+/** A connected socket without a listener's steps (no TLS, no PROXY header): straight to the request path. */
 export function attachConnection (ctx: ProxyContext, socket: net.Socket, peerIp: string): ClientConnection {
-  return new ClientConnection(ctx, socket, peerIp)
+  return new ClientConnection(ctx, socket, peerIp, ctx.listeners[0] ?? null)
 }
 
 /** Start accounting loop lag for this thread's worker slot (unref'd). */

@@ -17,6 +17,9 @@
  *   | hits per firewall rule   |  MAX_FIREWALL_RULES ints
  *   +--------------------------+  HOLDINGS_OFFSET
  *   | holdings                 |  MAX_WORKER_SLOTS x MAX_UPSTREAMS x HOLDING_INTS, see below
+ *   +--------------------------+  LISTENERS_OFFSET
+ *   | listener 0 (LISTENER_INTS)| connections, TLS handshakes by result, PROXY rejects
+ *   | ... MAX_LISTENERS        |
  *   +--------------------------+  RATE_OFFSET
  *   | rate-limit table         |  tableSize * RATE_SLOT_INTS (0 when rate limiting is off)
  *   +--------------------------+
@@ -115,6 +118,20 @@ export const HELD_ACTIVE_REQUESTS = 0 // this worker's part of U_ACTIVE_REQUESTS
 export const HELD_OPEN_SOCKETS = 1 //    this worker's part of U_OPEN_SOCKETS
 export const HOLDING_INTS = 2
 
+// ---- per listener (TLS and PROXY protocol) ----------------------------------
+// Listener i is the i-th entry of `listen` (a string is listener 0). Written by
+// whichever thread serves the connection; L_ACCEPTED by the primary. Everyone reads.
+export const MAX_LISTENERS = 16
+export const L_OPEN_CONNECTIONS = 0 //   gauge: accepted and not yet closed (handshaking included)
+export const L_ACCEPTED = 1 //           counter (primary)
+export const L_HANDSHAKES_OK = 2 //      completed TLS handshakes, resumed ones included
+export const L_HANDSHAKES_RESUMED = 3 // of which resumed a session (a ticket from any thread)
+export const L_HANDSHAKE_ERRORS = 4 //   TLS_ERROR_REASONS.length counters, one per reason
+export const TLS_ERROR_REASONS = ['timeout', 'plain_http', 'protocol', 'reset', 'other'] as const
+export const L_PROXY_REJECTED = L_HANDSHAKE_ERRORS + TLS_ERROR_REASONS.length // 9: PROXY protocol header missing, malformed or untrusted
+export const L_REDIRECTS = L_PROXY_REJECTED + 1 // httpsRedirect answers
+export const LISTENER_INTS = 16
+
 // ---- rate-limit table slot --------------------------------------------------
 export const RATE_SLOT_INTS = 4 //       layout owned by src/ratelimit
 
@@ -123,7 +140,8 @@ export const UPSTREAMS_OFFSET = HEADER_INTS
 export const WORKERS_OFFSET = UPSTREAMS_OFFSET + MAX_UPSTREAMS * UPSTREAM_INTS
 export const FIREWALL_OFFSET = WORKERS_OFFSET + MAX_WORKER_SLOTS * WORKER_INTS
 export const HOLDINGS_OFFSET = FIREWALL_OFFSET + MAX_FIREWALL_RULES
-export const RATE_OFFSET = HOLDINGS_OFFSET + MAX_WORKER_SLOTS * MAX_UPSTREAMS * HOLDING_INTS
+export const LISTENERS_OFFSET = HOLDINGS_OFFSET + MAX_WORKER_SLOTS * MAX_UPSTREAMS * HOLDING_INTS
+export const RATE_OFFSET = LISTENERS_OFFSET + MAX_LISTENERS * LISTENER_INTS
 
 export function stateInts (rateTableSlots: number): number {
   return RATE_OFFSET + rateTableSlots * RATE_SLOT_INTS

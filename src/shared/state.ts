@@ -218,4 +218,15 @@ export class SharedState {
   firewallHits (rule: number): number {
     return Atomics.load(this.i32, L.FIREWALL_OFFSET + rule) >>> 0
   }
+
+  // ---- per listener -----------------------------------------------------------
+  addListener (listener: number, field: number, delta: number): void {
+    if (listener >= 0 && listener < L.MAX_LISTENERS) Atomics.add(this.i32, L.LISTENERS_OFFSET + listener * L.LISTENER_INTS + field, delta)
+  }
+
+  /** A listener's field; counters read as uint32, the open-connections gauge as int32. */
+  listener (listener: number, field: number): number {
+    const v = Atomics.load(this.i32, L.LISTENERS_OFFSET + listener * L.LISTENER_INTS + field)
+    return field === L.L_OPEN_CONNECTIONS ? v : v >>> 0
+  }
 }
