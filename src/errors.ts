@@ -51,6 +51,7 @@ export const errorCatalogue = {
   SWY_ERR_ADMIN_UNAUTHORIZED: { status: 401, flag: '-', message: 'Unauthorized' },
   // TLS and PROXY protocol at the listeners (the connection closes: no HTTP answer is possible).
   SWY_ERR_TLS_HANDSHAKE: { status: 400, flag: 'TLS', message: 'TLS handshake failed' },
+  SWY_ERR_PROXY_PROTOCOL: { status: 400, flag: 'PPE', message: 'Missing, malformed or untrusted PROXY protocol header' },
   SWY_ERR_TLS_CERTIFICATE: { status: 500, flag: '-', message: 'Certificate or key cannot be used' },
 } as const satisfies Record<string, ErrorInfo>
 

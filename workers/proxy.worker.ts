@@ -18,6 +18,7 @@ setLogLevel(init.config.log.level)
 const ctx = createThreadProxy(init.config, state, init.table, { stickySecret: init.stickySecret, cache: init.cache, tls: init.tls, tlsPort: init.tlsPort })
 // after the context exists; also makes this thread's cache claims carry the slot (freed by the primary if we die)
 setWorkerSlot(ctx, state.claimWorkerSlot(threadId))
+if (init.challenges.length > 0) ctx.acmeChallenges = new Map(init.challenges)
 if (ctx.workerSlot === -1) logger.warn('no free worker slot in shared state; per-worker stats are off for this thread')
 startThreadStats(ctx)
 
@@ -28,6 +29,8 @@ channel.onmessage = (event: unknown) => {
   if (message.type === 'config') {
     setLogLevel(message.config.log.level)
     applyConfig(ctx, message.config, message.table, { stickySecret: init.stickySecret, cache: init.cache, tls: null, tlsPort: init.tlsPort })
+  } else if (message.type === 'acme') {
+    ctx.acmeChallenges = new Map(message.challenges)
   } else if (message.type === 'tls') {
     applyTlsMaterial(ctx, message.material)
   } else if (message.type === 'drain') {

@@ -53,8 +53,8 @@ function semanticErrors (config: Config): string[] {
     const prev = bound.get(l.address)
     if (prev !== undefined && parseHostPort(l.address).port !== 0) errors.push(`${listenPath(i)}: duplicate of ${listenPath(prev)}`)
     bound.set(l.address, i)
-    if (l.tls !== undefined && (l.tls.certificates === undefined || l.tls.certificates.length === 0)) {
-      errors.push(`/listen/${i}/tls: needs certificates (at least one certFile + keyFile)`)
+    if (l.tls !== undefined && (l.tls.certificates === undefined || l.tls.certificates.length === 0) && l.tls.acme === undefined) {
+      errors.push(`/listen/${i}/tls: needs certificates (at least one certFile + keyFile) or acme`)
     }
     if (l.httpsRedirect && l.tls !== undefined) errors.push(`/listen/${i}/httpsRedirect: only on a plain listener (this one has tls)`)
     if (l.httpsRedirect && !listeners.some((o) => o.tls !== undefined)) errors.push(`/listen/${i}/httpsRedirect: needs a TLS listener to redirect to`)

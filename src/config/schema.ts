@@ -25,6 +25,7 @@ const cidrList = {
 } as const
 
 export const tlsVersions = ['TLSv1.2', 'TLSv1.3'] as const
+export const upstreamProxyVersions = ['v1', 'v2'] as const
 
 /**
  * One listener: a plain or TLS socket the primary binds. `listen` is a
@@ -58,6 +59,28 @@ const listenerSchema = {
         minVersion: { enum: tlsVersions, default: 'TLSv1.2' },
         ciphers: { type: 'string', minLength: 1 },
         alpn: { type: 'array', minItems: 1, items: { type: 'string', minLength: 1, maxLength: 255 }, default: ['http/1.1'] },
+        // automatic certificates (RFC 8555), HTTP-01 answered by the plain listeners
+        acme: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['directoryUrl', 'email', 'domains', 'storageDir'],
+          properties: {
+            directoryUrl: { type: 'string', pattern: '^https?://' },
+            email: { type: 'string', minLength: 3 },
+            domains: { type: 'array', minItems: 1, maxItems: 100, items: { type: 'string', pattern: '^[A-Za-z0-9.-]+$' } },
+            storageDir: { type: 'string', minLength: 1 },
+            caFile: { type: 'string', minLength: 1 },
+            renewBeforeDays: { type: 'integer', minimum: 1, maximum: 365, default: 30 },
+          },
+        },
+      },
+    },
+    proxyProtocol: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['trustedCidrs'],
+      properties: {
+        trustedCidrs: { ...cidrList, minItems: 1 },
       },
     },
     httpsRedirect: { type: 'boolean', default: false },
@@ -101,6 +124,17 @@ export const configSchema = {
         properties: {
           address: hostPort,
           weight: { type: 'integer', minimum: 1, maximum: 1000, default: 1 },
+          // true, or an object (`properties` apply to the object form only)
+          tls: {
+            type: ['boolean', 'object'],
+            additionalProperties: false,
+            properties: {
+              serverName: { type: 'string', minLength: 1, maxLength: 253 },
+              caFile: { type: 'string', minLength: 1 },
+              verify: { type: 'boolean', default: true },
+            },
+          },
+          proxyProtocol: { enum: upstreamProxyVersions },
         },
       },
     },

@@ -4,7 +4,7 @@
  * (every key path both ways, which keys are always present, value types on a
  * complete sample); literal unions come from the schema's own lists.
  */
-import type { algorithms, firewallActions, hashKeySources, logLevels, rateLimitAlgorithms, tlsVersions } from './schema'
+import type { algorithms, firewallActions, hashKeySources, logLevels, rateLimitAlgorithms, tlsVersions, upstreamProxyVersions } from './schema'
 
 export type Algorithm = typeof algorithms[number]
 export type HashKeySource = typeof hashKeySources[number]
@@ -18,8 +18,18 @@ export interface CertificateFileConfig {
   keyFile: string
 }
 
+export interface AcmeConfig {
+  directoryUrl: string
+  email: string
+  domains: string[]
+  storageDir: string
+  caFile?: string
+  renewBeforeDays: number
+}
+
 export interface ListenerTlsConfig {
   certificates?: CertificateFileConfig[]
+  acme?: AcmeConfig
   minVersion: TlsVersion
   ciphers?: string
   alpn: string[]
@@ -28,12 +38,22 @@ export interface ListenerTlsConfig {
 export interface ListenerConfig {
   address: string
   tls?: ListenerTlsConfig
+  proxyProtocol?: { trustedCidrs: string[] }
   httpsRedirect: boolean
+}
+
+export interface UpstreamTlsConfig {
+  serverName?: string
+  caFile?: string
+  verify: boolean
 }
 
 export interface UpstreamConfig {
   address: string
   weight: number
+  /** TLS to this upstream: true (system CAs, verified) or the object form. */
+  tls?: boolean | UpstreamTlsConfig
+  proxyProtocol?: typeof upstreamProxyVersions[number]
 }
 
 export interface HashKeyConfig {

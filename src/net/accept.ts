@@ -18,9 +18,11 @@ import type { ProxyContext } from '../proxy/context'
 import { ClientConnection } from '../proxy/client'
 import { TlsTerminator, type TlsListenerMaterial, type TlsMaterial } from '../tls/terminator'
 import {
-  L_OPEN_CONNECTIONS, L_HANDSHAKES_OK, L_HANDSHAKES_RESUMED, L_HANDSHAKE_ERRORS, TLS_ERROR_REASONS,
+  L_OPEN_CONNECTIONS, L_HANDSHAKES_OK, L_HANDSHAKES_RESUMED, L_HANDSHAKE_ERRORS, TLS_ERROR_REASONS, L_PROXY_REJECTED,
 } from '../shared/layout'
 import { logger } from '../log'
+import { CidrSet } from './cidr'
+import { ProxyHeaderParser, PP_ERROR, PP_INCOMPLETE } from './proxy-protocol'
 import type { ErrorCode } from '../errors'
 
 export type TlsErrorReason = typeof TLS_ERROR_REASONS[number]
@@ -34,6 +36,8 @@ export class ListenerRuntime {
   /** The `Location` authority suffix for httpsRedirect (':8443', or '' for 443); null when off. */
   redirectPort: string | null = null
   tls: TlsTerminator | null = null
+  /** proxyProtocol.trustedCidrs: peers that must send a PROXY header (and only they may); null when off. */
+  proxyTrusted: CidrSet | null = null
   readonly ctx: ProxyContext
 
   constructor (ctx: ProxyContext, index: number, config: ListenerConfig) {
@@ -46,9 +50,12 @@ export class ListenerRuntime {
 
 const kListener = Symbol('switchyard.listener')
 const kClientIp = Symbol('switchyard.clientIp')
+const kClientPort = Symbol('switchyard.clientPort')
 interface AcceptedSocket extends net.Socket {
   [kListener]: ListenerRuntime
   [kClientIp]: string
+  /** The client's port: the socket's, or the PROXY header's source port. */
+  [kClientPort]: number
 }
 
 /**
@@ -64,6 +71,7 @@ export function installListeners (ctx: ProxyContext, listeners: readonly Listene
     const runtime = previous !== undefined && previous.name === listenerName(l) && (previous.proto === 'https') === (l.tls !== undefined)
       ? previous
       : new ListenerRuntime(ctx, i, l)
+    runtime.proxyTrusted = l.proxyProtocol !== undefined ? new CidrSet(l.proxyProtocol.trustedCidrs) : null
     runtime.redirectPort = l.httpsRedirect && tlsPort !== 0 ? (tlsPort === 443 ? '' : `:${tlsPort}`) : null
     runtimes.push(runtime)
   }
@@ -86,18 +94,89 @@ export function acceptConnection (ctx: ProxyContext, index: number, socket: net.
   const listener = ctx.listeners[index] ?? ctx.listeners[0]
   const s = socket as AcceptedSocket
   s[kListener] = listener
+  s[kClientPort] = socket.remotePort ?? 0
   ctx.state.addListener(listener.index, L_OPEN_CONNECTIONS, 1)
   socket.once('close', onAcceptedClose)
   // an IPv4 peer on a dual-stack socket reads '::ffff:1.2.3.4': it is 1.2.3.4
   const ip = peerIp.startsWith('::ffff:') && peerIp.includes('.') ? peerIp.slice(7) : peerIp
-  afterProxyHeader(listener, s, ip)
+  if (listener.proxyTrusted === null) { afterProxyHeader(listener, s, ip); return }
+  if (!listener.proxyTrusted.has(ip)) { rejectProxy(listener, s, ip, 'the peer is not in proxyProtocol.trustedCidrs'); return }
+  new ProxyHeaderReader(listener, s, ip) // eslint-disable-line no-new
+}
+
+/**
+ * Phase: the PROXY protocol header (trusted peers only), read before any
+ * other byte (TLS included). Bounded by timeouts.clientHeaderMs and by the
+ * parser's size limits; bytes after the header go back into the socket for
+ * the next step.
+ */
+class ProxyHeaderReader {
+  readonly listener: ListenerRuntime
+  readonly socket: AcceptedSocket
+  readonly peerIp: string
+  readonly parser = new ProxyHeaderParser()
+  readonly timer: NodeJS.Timeout
+
+  constructor (listener: ListenerRuntime, socket: AcceptedSocket, peerIp: string) {
+    this.listener = listener
+    this.socket = socket
+    this.peerIp = peerIp
+    ;(socket as unknown as Record<symbol, ProxyHeaderReader>)[kReader] = this
+    socket.on('data', onProxyData)
+    socket.on('end', onProxyEnd)
+    socket.on('error', onProxyError)
+    this.timer = setTimeout(onProxyTimeout, listener.ctx.config.timeouts.clientHeaderMs, this)
+  }
+
+  onData (chunk: Buffer): void {
+    const r = this.parser.execute(chunk, 0, chunk.length)
+    if (r === PP_INCOMPLETE) return
+    this.detach()
+    if (r === PP_ERROR) { rejectProxy(this.listener, this.socket, this.peerIp, this.parser.error); return }
+    const socket = this.socket
+    socket.pause()
+    if (r < chunk.length) socket.unshift(chunk.subarray(r))
+    const p = this.parser
+    if (!p.local) socket[kClientPort] = p.sourcePort
+    afterProxyHeader(this.listener, socket, p.local ? this.peerIp : p.sourceAddress)
+    // a plain listener's ClientConnection reads with 'data', which does not resume a paused socket
+    if (this.listener.tls === null && !socket.destroyed) socket.resume()
+  }
+
+  detach (): void {
+    clearTimeout(this.timer)
+    const socket = this.socket
+    socket.off('data', onProxyData)
+    socket.off('end', onProxyEnd)
+    socket.off('error', onProxyError)
+  }
+}
+
+const kReader = Symbol('switchyard.proxyHeader')
+function reader (socket: net.Socket): ProxyHeaderReader { return (socket as unknown as Record<symbol, ProxyHeaderReader>)[kReader] }
+function onProxyData (this: net.Socket, chunk: Buffer): void { reader(this).onData(chunk) }
+function onProxyEnd (this: net.Socket): void {
+  const r = reader(this)
+  r.detach()
+  rejectProxy(r.listener, r.socket, r.peerIp, 'the connection ended before a complete PROXY header')
+}
+function onProxyError (this: net.Socket): void { reader(this).detach() }
+function onProxyTimeout (r: ProxyHeaderReader): void {
+  r.detach()
+  rejectProxy(r.listener, r.socket, r.peerIp, 'no complete PROXY header within timeouts.clientHeaderMs')
+}
+
+function rejectProxy (listener: ListenerRuntime, socket: net.Socket, peerIp: string, reason: string): void {
+  listener.ctx.state.addListener(listener.index, L_PROXY_REJECTED, 1)
+  logger.warn({ code: 'SWY_ERR_PROXY_PROTOCOL' satisfies ErrorCode, listener: listener.name, peer: peerIp, reason }, 'PROXY protocol header refused; connection closed')
+  socket.destroy()
 }
 
 function afterProxyHeader (listener: ListenerRuntime, socket: AcceptedSocket, clientIp: string): void {
   const terminator = listener.tls
   if (terminator === null) {
     if (listener.proto === 'https') { socket.destroy(); return } // no certificate yet: nothing to serve with
-    new ClientConnection(listener.ctx, socket, clientIp, listener) // eslint-disable-line no-new
+    new ClientConnection(listener.ctx, socket, clientIp, listener).clientPort = socket[kClientPort]
     return
   }
   socket[kClientIp] = clientIp
@@ -126,7 +205,7 @@ function onHandshake (socket: tls.TLSSocket): void {
   const state = listener.ctx.state
   state.addListener(listener.index, L_HANDSHAKES_OK, 1)
   if (socket.isSessionReused()) state.addListener(listener.index, L_HANDSHAKES_RESUMED, 1)
-  new ClientConnection(listener.ctx, socket, raw[kClientIp], listener) // eslint-disable-line no-new
+  new ClientConnection(listener.ctx, socket, raw[kClientIp], listener).clientPort = raw[kClientPort]
 }
 
 function onHandshakeError (err: NodeJS.ErrnoException, socket: tls.TLSSocket): void {

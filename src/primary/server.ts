@@ -14,6 +14,7 @@ import { H_CONNECTIONS_ACCEPTED, L_ACCEPTED } from '../shared/layout'
 import { createThreadProxy, applyConfig, startThreadStats, drainThread } from '../proxy/thread'
 import { acceptConnection, applyTlsMaterial, installListeners } from '../net/accept'
 import { TlsManager, TICKET_KEY_ROTATION_MS, type CertificateStatus } from '../tls/manager'
+import { AcmeListener, type ChallengeTable } from '../tls/acme'
 import type { ProxyContext } from '../proxy/context'
 import { WorkerPool } from './workers'
 import { ActiveHealthChecker } from '../health/active'
@@ -49,6 +50,10 @@ export class Switchyard implements AdminTarget {
   /** Certificates and ticket keys (null when no listener has TLS). */
   readonly tls: TlsManager | null
   private ticketTimer: NodeJS.Timeout | null = null
+  /** One per listener with tls.acme. */
+  private acme: AcmeListener[] = []
+  /** The HTTP-01 challenges being validated (every thread has a copy). */
+  private challenges: ChallengeTable = []
   /** Connections accepted before the worker pool exists (it starts once the listeners are bound). */
   private early: Array<{ socket: net.Socket, listener: number }> = []
   private sequential: ProxyContext | null = null
@@ -112,6 +117,32 @@ export class Switchyard implements AdminTarget {
     this.workers.dispatch(socket, listener)
   }
 
+  /** ACME listeners: a stored certificate or the self-signed fallback now, orders in the background. */
+  private async startAcme (): Promise<void> {
+    const tls = this.tls
+    if (tls === null) return
+    const hooks = {
+      setCertificates: (index: number, certificates: Parameters<TlsManager['setAcmeCertificate']>[1][]) => {
+        tls.setAcmeCertificate(index, certificates[0])
+        this.pushTls()
+      },
+      publishChallenges: (table: ChallengeTable) => {
+        this.challenges = table
+        if (this.sequential !== null) this.sequential.acmeChallenges = new Map(table)
+        if (this.workers !== null) this.workers.setChallenges(table)
+      },
+    }
+    const listeners = listenersOf(this.config)
+    for (let i = 0; i < listeners.length; i++) {
+      const acme = listeners[i].tls?.acme
+      if (acme === undefined) continue
+      if (!listeners.some((l) => l.tls === undefined)) logger.warn({ listener: listeners[i].address }, 'ACME: no plain listener to answer HTTP-01 challenges on (port 80 in production); issuance will fail')
+      const listener = new AcmeListener(i, acme, hooks)
+      this.acme.push(listener)
+      await listener.start()
+    }
+  }
+
   /** Send the current certificates and ticket keys to every thread. */
   private pushTls (): void {
     if (this.tls === null) return
@@ -123,6 +154,7 @@ export class Switchyard implements AdminTarget {
     const lb = new Switchyard(config)
     const listeners = listenersOf(config)
     try {
+      await lb.startAcme()
       for (let i = 0; i < listeners.length; i++) {
         const { host, port } = parseHostPort(listeners[i].address)
         const server = lb.servers[i]
@@ -147,9 +179,13 @@ export class Switchyard implements AdminTarget {
     else {
       // accept only once the workers can serve: connections that arrive meanwhile wait in `early`
       lb.workers = new WorkerPool(config.workers, config, lb.state, lb.table, lb.stickySecret, lb.cacheInit, lb.tls?.material ?? null, tlsPort)
+      if (lb.challenges.length > 0) lb.workers.setChallenges(lb.challenges)
       await lb.workers.ready()
       for (const { socket, listener } of lb.early) lb.workers.dispatch(socket, listener)
       lb.early = []
+    }
+    for (const u of lb.table) {
+      if (u.tls !== undefined && u.tls !== null && !u.tls.verify) logger.warn({ upstream: u.address }, 'upstream TLS certificate verification is off (upstreams[].tls.verify: false): anyone on the path can impersonate this upstream')
     }
     if (lb.tls !== null) {
       lb.ticketTimer = setInterval(() => { lb.tls?.rotateTicketKeys(); lb.pushTls() }, TICKET_KEY_ROTATION_MS)
@@ -260,6 +296,7 @@ export class Switchyard implements AdminTarget {
         server.close(() => resolve())
       })))
       if (this.ticketTimer !== null) clearInterval(this.ticketTimer)
+      for (const a of this.acme) a.stop()
       for (const { socket } of this.early) socket.destroy()
       this.early = []
       if (this.checker !== null) await this.checker.stop()

@@ -31,6 +31,8 @@ export interface WorkerInit {
   tls: TlsMaterial | null
   /** Bound port of the first TLS listener (httpsRedirect), 0 when none. */
   tlsPort: number
+  /** ACME HTTP-01 challenges in progress (token, key authorization). */
+  challenges: ReadonlyArray<readonly [string, string]>
 }
 
 export interface ConnectionTask {
@@ -57,6 +59,7 @@ export type ControlMessage =
   | { type: 'config', config: Config, table: readonly UpstreamEntry[] }
   | { type: 'drain' }
   | { type: 'tls', material: TlsMaterial }
+  | { type: 'acme', challenges: ReadonlyArray<readonly [string, string]> }
 
 export class WorkerPool {
   readonly pool: Piscina
@@ -78,7 +81,7 @@ export class WorkerPool {
     const channelName = `switchyard:${randomUUID()}`
     this.channel = new BroadcastChannel(channelName)
     this.channel.unref()
-    const init: WorkerInit = { config, state: state.toInit(), table, stickySecret, cache, channel: channelName, tls, tlsPort }
+    const init: WorkerInit = { config, state: state.toInit(), table, stickySecret, cache, channel: channelName, tls, tlsPort, challenges: [] }
     this.init = init
     this.pool = new Piscina({
       filename: join(__dirname, '..', '..', 'workers', 'proxy.worker.js'),
@@ -144,6 +147,12 @@ export class WorkerPool {
   setTls (material: TlsMaterial): void {
     this.init.tls = material
     this.broadcast({ type: 'tls', material })
+  }
+
+  /** The ACME challenge table changed: every worker answers HTTP-01 from its copy. */
+  setChallenges (challenges: ReadonlyArray<readonly [string, string]>): void {
+    this.init.challenges = challenges
+    this.broadcast({ type: 'acme', challenges })
   }
 
   /** Hand an accepted, paused socket from listener `listener` to a worker. */

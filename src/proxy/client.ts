@@ -47,7 +47,7 @@ import { upgradeAllowed } from './upgrade'
 import { comparableHost } from '../http/field-syntax'
 import { UpstreamSide, COALESCE_BYTES } from './upstream-side'
 import type { ListenerRuntime } from '../net/accept'
-import { httpsRedirectReply } from '../tls/redirect'
+import { httpsRedirectReply, acmeChallengeReply } from '../tls/redirect'
 import { L_REDIRECTS } from '../shared/layout'
 
 /**
@@ -293,8 +293,12 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     // the client half-closed before this body ended: every byte it will ever send is here, so it never can
     if (this.clientEnded && !this.bodyDone) { this.dropIncomplete(); return }
 
-    // phase: local answers of the listener (httpsRedirect)
-    if (this.listener !== null && this.listener.redirectPort !== null && this.redirect(this.listener)) return
+    // phase: local answers of the listener (ACME HTTP-01 on plain listeners, then httpsRedirect)
+    const listener = this.listener
+    if (listener !== null && listener.proto === 'http') {
+      if (ctx.acmeChallenges !== null && this.answerChallenge(ctx.acmeChallenges)) return
+      if (listener.redirectPort !== null && this.redirect(listener)) return
+    }
 
     // phase: request filter (client address, firewall, rate limit)
     const refusal = filterRequest(ctx, this)
@@ -310,6 +314,18 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
       this.cacheState = null
     }
     this.forwardRequest()
+  }
+
+  /** RFC 8555 §8.3: GET /.well-known/acme-challenge/TOKEN answers the key authorization; false for other paths. */
+  private answerChallenge (challenges: Map<string, string>): boolean {
+    const reply = acmeChallengeReply(this.parser, challenges, !this.keepAlive || !this.bodyDone, this.isHead)
+    if (reply === null) return false
+    this.status = reply.status
+    this.responseStarted = true
+    this.closeAfterResponse = !this.keepAlive || !this.bodyDone || this.ctx.draining
+    this.writeOut(reply.bytes)
+    this.finishRequest()
+    return true
   }
 
   /** httpsRedirect: answer 308 to the https URL; false when the request names no host (answered as usual). */
@@ -503,6 +519,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
       }
     }
     this.releaseActive()
+    this.dropOwnUpstream()
     if (this.cacheState !== null) this.cacheState.reset()
     this.phase = 'closed'
     this.input = null

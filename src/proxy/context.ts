@@ -60,6 +60,8 @@ export class ProxyContext {
   workerSlot = -1
   /** This thread's listeners (TLS contexts, redirects), by the index the primary sends with a connection. */
   listeners: ListenerRuntime[] = []
+  /** ACME HTTP-01 challenges in progress (token -> key authorization), from the primary; null when none ever was. */
+  acmeChallenges: Map<string, string> | null = null
   /** Set while shutting down: answer in-flight requests, then close. */
   draining = false
   /** Client connections open on this thread. */

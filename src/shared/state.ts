@@ -7,6 +7,7 @@
  * Atomics.load. Nothing here allocates on the data path.
  */
 import * as L from './layout'
+import type { UpstreamTls } from '../tls/upstream'
 
 export interface SharedStateInit {
   buffer: SharedArrayBuffer
@@ -27,6 +28,10 @@ export interface UpstreamEntry {
   readonly weight: number
   /** Opaque identifier safe to show to clients (never the address). */
   readonly id: string
+  /** TLS to this upstream (upstreams[].tls, caFile already read), null for plain TCP. */
+  readonly tls?: UpstreamTls | null
+  /** upstreams[].proxyProtocol: the header sent first on each new connection, null when off. */
+  readonly proxyProtocol?: 'v1' | 'v2' | null
 }
 
 export class SharedState {

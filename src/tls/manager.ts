@@ -37,6 +37,9 @@ export interface CertificateStatus {
 
 export class TlsManager {
   private listeners: Array<TlsListenerMaterial | null>
+  /** Per listener: the files' certificates, and the ACME one (first, the default) when it has one. */
+  private files: Array<readonly CertificateMaterial[]>
+  private acme: Array<CertificateMaterial | null>
   private ticketKeys: Uint8Array
   private names: string[]
 
@@ -45,6 +48,8 @@ export class TlsManager {
     const list = listenersOf(config)
     this.names = list.map(listenerName)
     this.listeners = list.map((l) => l.tls === undefined ? null : loadListener(l))
+    this.files = this.listeners.map((m) => m === null ? [] : m.certificates)
+    this.acme = list.map(() => null)
     this.ticketKeys = randomBytes(48)
   }
 
@@ -67,7 +72,9 @@ export class TlsManager {
       const l = list[i]
       if (l === undefined || l.tls === undefined || previous === null) return previous
       try {
-        return loadListener(l)
+        const next = loadListener(l)
+        this.files[i] = next.certificates
+        return withAcme(next, this.acme[i])
       } catch (err) {
         problems.push(`${this.names[i]}: ${(err as Error).message}; keeping the previous certificates`)
         return previous
@@ -81,11 +88,12 @@ export class TlsManager {
     this.ticketKeys = randomBytes(48)
   }
 
-  /** Replace one listener's certificates (ACME, self-signed fallback). */
-  setCertificates (listener: number, certificates: readonly CertificateMaterial[]): void {
+  /** A listener's ACME certificate (issued, stored, or the self-signed fallback): first, before the files' ones. */
+  setAcmeCertificate (listener: number, certificate: CertificateMaterial): void {
     const previous = this.listeners[listener]
     if (previous === null || previous === undefined) return
-    this.listeners[listener] = { ...previous, certificates }
+    this.acme[listener] = certificate
+    this.listeners[listener] = withAcme({ ...previous, certificates: this.files[listener] }, certificate)
   }
 
   status (): CertificateStatus[] {
@@ -99,6 +107,10 @@ export class TlsManager {
     })
     return out
   }
+}
+
+function withAcme (m: TlsListenerMaterial, acme: CertificateMaterial | null): TlsListenerMaterial {
+  return acme === null ? m : { ...m, certificates: [acme, ...m.certificates] }
 }
 
 function loadListener (l: ListenerConfig): TlsListenerMaterial {

@@ -20,3 +20,24 @@ export function httpsRedirectReply (p: HeadParser, portSuffix: string, close: bo
     (close ? 'Connection: close\r\n' : '') +
     '\r\n' + body, 'latin1')
 }
+
+const CHALLENGE_PREFIX = '/.well-known/acme-challenge/'
+
+/** The HTTP-01 answer for a challenge path (200 with the key authorization, 404 for an unknown token); null for any other path. */
+export function acmeChallengeReply (p: HeadParser, challenges: ReadonlyMap<string, string>, close: boolean, head: boolean): { status: number, bytes: Buffer } | null {
+  const path = p.path()
+  if (!path.startsWith(CHALLENGE_PREFIX)) return null
+  const keyAuthorization = challenges.get(path.slice(CHALLENGE_PREFIX.length))
+  const status = keyAuthorization === undefined ? 404 : 200
+  const body = keyAuthorization ?? 'no such ACME challenge\n'
+  return {
+    status,
+    bytes: Buffer.from(
+      `HTTP/1.1 ${status === 200 ? '200 OK' : '404 Not Found'}\r\n` +
+      'Content-Type: text/plain\r\n' +
+      `Content-Length: ${Buffer.byteLength(body)}\r\n` +
+      'Cache-Control: no-store\r\n' +
+      (close ? 'Connection: close\r\n' : '') +
+      '\r\n' + (head ? '' : body), 'latin1'),
+  }
+}

@@ -68,7 +68,7 @@ for (const mode of MODES) {
     before(async () => {
       ca = makeTestCa()
       certA = ca.leaf('a', ['localhost', 'a.test'])
-      certB = ca.leaf('b', ['*.b.test'])
+      certB = ca.leaf('b', ['*.b.test'], 2) // expires within 14 days: the dashboard warns
       upstream = await startEchoUpstream('u1')
       config = {
         listen: [
@@ -77,6 +77,7 @@ for (const mode of MODES) {
         ],
         upstreams: [{ address: upstream.address }],
         timeouts: { clientHeaderMs: 400 },
+        admin: { listen: '127.0.0.1:0' },
       }
       run = await startLb(config, mode.workers)
     })
@@ -145,6 +146,30 @@ for (const mode of MODES) {
       assert.equal(run.lb.state.listener(0, L_HANDSHAKES_RESUMED) - resumedBefore, 1)
       first.close()
       second.close()
+    })
+
+    test('/api/status lists listeners and certificates; /metrics has the listener and TLS families', async () => {
+      const c = await TlsClient.connect(run.port, { ca: ca.ca, servername: 'localhost' })
+      assert.equal((await c.request('GET', '/counted')).status, 200)
+      c.close()
+      const admin = run.lb.admin?.url as string
+      const status = JSON.parse((await httpRequest(Number(new URL(admin).port), { path: '/api/status' })).body)
+      assert.deepEqual(status.listeners.map((l: { tls: boolean, httpsRedirect: boolean }) => [l.tls, l.httpsRedirect]), [[true, false], [false, true]])
+      assert.ok(status.listeners[0].handshakes.ok >= 1)
+      assert.equal(status.listeners[0].address, `127.0.0.1:${run.port}`)
+      const certs = status.certificates as Array<{ names: string[], source: string, daysLeft: number, issuer: string }>
+      assert.deepEqual(certs.map((x) => x.names), [['localhost', 'a.test'], ['*.b.test']])
+      assert.equal(certs[0].source, certA.certFile)
+      assert.match(certs[0].issuer, /switchyard test CA/)
+      assert.ok(certs[1].daysLeft < 14 && certs[0].daysLeft >= 1)
+      const metrics = (await httpRequest(Number(new URL(admin).port), { path: '/metrics' })).body
+      const listener = '127.0.0.1:0'
+      assert.match(metrics, new RegExp(`switchyard_tls_handshakes_total\\{listener="${listener}",result="full"\\} [1-9]`))
+      assert.match(metrics, /switchyard_tls_handshake_errors_total\{listener="127\.0\.0\.1:0",reason="timeout"\} \d+/)
+      assert.match(metrics, /switchyard_tls_certificate_expiry_timestamp_seconds\{name="\*\.b\.test",listener="127\.0\.0\.1:0",source="[^"]+"\} \d{10}/)
+      assert.match(metrics, /switchyard_listener_open_connections\{listener="127\.0\.0\.1:0"\} \d+/)
+      const page = (await httpRequest(Number(new URL(admin).port), { path: '/' })).body
+      assert.match(page, /c\.daysLeft < 14/, 'the dashboard marks certificates expiring within 14 days')
     })
 
     test('httpsRedirect answers 308 to the TLS listener with host and target', async () => {

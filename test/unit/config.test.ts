@@ -148,7 +148,8 @@ const MINIMAL = { listen: '127.0.0.1:0', upstreams: [{ address: '127.0.0.1:8001'
 /** Every optional section present with only what it requires, so all nested defaults apply. */
 const EVERY_SECTION = {
   ...MINIMAL,
-  listen: [{ address: '127.0.0.1:0', tls: { certificates: [{ certFile: 'a.pem', keyFile: 'a.key' }] } }],
+  listen: [{ address: '127.0.0.1:0', tls: { acme: { directoryUrl: 'https://acme.test/dir', email: 'ops@example.com', domains: ['example.com'], storageDir: 'acme' } } }],
+  upstreams: [{ address: '127.0.0.1:8001', tls: {} }],
   healthCheck: { active: {} },
   rateLimit: { maxRequests: 5 },
   stickySessions: { cookie: 'swy' },
@@ -162,11 +163,18 @@ const COMPLETE: Complete<Config> = {
   $schema: 'https://switchyard.dev/lb.schema.json',
   listen: [{
     address: '127.0.0.1:0',
-    tls: { certificates: [{ certFile: 'a.pem', keyFile: 'a.key' }], minVersion: 'TLSv1.3', ciphers: 'HIGH', alpn: ['http/1.1'] },
+    tls: {
+      certificates: [{ certFile: 'a.pem', keyFile: 'a.key' }],
+      acme: { directoryUrl: 'https://acme.test/dir', email: 'ops@example.com', domains: ['example.com'], storageDir: '/var/lib/switchyard', caFile: 'acme-ca.pem', renewBeforeDays: 20 },
+      minVersion: 'TLSv1.3',
+      ciphers: 'HIGH',
+      alpn: ['http/1.1'],
+    },
+    proxyProtocol: { trustedCidrs: ['127.0.0.1/32'] },
     httpsRedirect: false,
   }],
   workers: 0,
-  upstreams: [{ address: '127.0.0.1:8001', weight: 2 }],
+  upstreams: [{ address: '127.0.0.1:8001', weight: 2, tls: { serverName: 'backend.test', caFile: 'ca.pem', verify: false }, proxyProtocol: 'v2' }],
   balancing: { algorithm: 'consistent-hash', hashKey: { source: 'header', name: 'x-user' } },
   retries: 2,
   timeouts: { connectMs: 1, responseMs: 2, upstreamIdleMs: 3, clientHeaderMs: 4, clientIdleMs: 5, drainMs: 6 },
