@@ -31,6 +31,7 @@ channel.onmessage = (event: unknown) => {
     applyConfig(ctx, message.config, message.table, { stickySecret: init.stickySecret, cache: init.cache, tls: null, tlsPort: init.tlsPort })
   } else if (message.type === 'acme') {
     ctx.acmeChallenges = new Map(message.challenges)
+    channel.postMessage({ type: 'acme-ack', generation: message.generation } satisfies ControlMessage)
   } else if (message.type === 'tls') {
     applyTlsMaterial(ctx, message.material)
   } else if (message.type === 'drain') {

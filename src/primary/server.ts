@@ -50,8 +50,8 @@ export class Switchyard implements AdminTarget {
   /** Certificates and ticket keys (null when no listener has TLS). */
   readonly tls: TlsManager | null
   private ticketTimer: NodeJS.Timeout | null = null
-  /** One per listener with tls.acme. */
-  private acme: AcmeListener[] = []
+  /** One per listener with tls.acme (tests and status read their state). */
+  readonly acme: AcmeListener[] = []
   /** The HTTP-01 challenges being validated (every thread has a copy). */
   private challenges: ChallengeTable = []
   /** Connections accepted before the worker pool exists (it starts once the listeners are bound). */
@@ -126,10 +126,10 @@ export class Switchyard implements AdminTarget {
         tls.setAcmeCertificate(index, certificates[0])
         this.pushTls()
       },
-      publishChallenges: (table: ChallengeTable) => {
+      publishChallenges: async (table: ChallengeTable) => {
         this.challenges = table
         if (this.sequential !== null) this.sequential.acmeChallenges = new Map(table)
-        if (this.workers !== null) this.workers.setChallenges(table)
+        if (this.workers !== null) await this.workers.setChallenges(table)
       },
     }
     const listeners = listenersOf(this.config)
@@ -179,7 +179,7 @@ export class Switchyard implements AdminTarget {
     else {
       // accept only once the workers can serve: connections that arrive meanwhile wait in `early`
       lb.workers = new WorkerPool(config.workers, config, lb.state, lb.table, lb.stickySecret, lb.cacheInit, lb.tls?.material ?? null, tlsPort)
-      if (lb.challenges.length > 0) lb.workers.setChallenges(lb.challenges)
+      if (lb.challenges.length > 0) void lb.workers.setChallenges(lb.challenges)
       await lb.workers.ready()
       for (const { socket, listener } of lb.early) lb.workers.dispatch(socket, listener)
       lb.early = []

@@ -59,7 +59,9 @@ export type ControlMessage =
   | { type: 'config', config: Config, table: readonly UpstreamEntry[] }
   | { type: 'drain' }
   | { type: 'tls', material: TlsMaterial }
-  | { type: 'acme', challenges: ReadonlyArray<readonly [string, string]> }
+  | { type: 'acme', challenges: ReadonlyArray<readonly [string, string]>, generation: number }
+  /** A worker applied challenge table `generation` (workers -> primary). */
+  | { type: 'acme-ack', generation: number }
 
 export class WorkerPool {
   readonly pool: Piscina
@@ -73,6 +75,10 @@ export class WorkerPool {
   private readonly threads: number
   private readonly init: WorkerInit
   private stopping = false
+  /** ACME challenge table updates: the latest generation sent, the workers that applied it, who waits. */
+  private challengeGeneration = 0
+  private challengeAcks = 0
+  private challengesApplied: (() => void) | null = null
 
   constructor (threads: number, config: Config, state: SharedState, table: readonly UpstreamEntry[], stickySecret: string | null, cache: SharedCacheInit | null, tls: TlsMaterial | null = null, tlsPort = 0) {
     this.state = state
@@ -80,6 +86,13 @@ export class WorkerPool {
     this.threads = threads
     const channelName = `switchyard:${randomUUID()}`
     this.channel = new BroadcastChannel(channelName)
+    this.channel.onmessage = (event: unknown) => {
+      const message = (event as { data: ControlMessage }).data
+      if (message.type === 'acme-ack' && message.generation === this.challengeGeneration) {
+        this.challengeAcks++
+        if (this.challengeAcks >= this.threads && this.challengesApplied !== null) { this.challengesApplied(); this.challengesApplied = null }
+      }
+    }
     this.channel.unref()
     const init: WorkerInit = { config, state: state.toInit(), table, stickySecret, cache, channel: channelName, tls, tlsPort, challenges: [] }
     this.init = init
@@ -150,9 +163,17 @@ export class WorkerPool {
   }
 
   /** The ACME challenge table changed: every worker answers HTTP-01 from its copy. */
-  setChallenges (challenges: ReadonlyArray<readonly [string, string]>): void {
+  async setChallenges (challenges: ReadonlyArray<readonly [string, string]>, timeoutMs = 5000): Promise<void> {
     this.init.challenges = challenges
-    this.broadcast({ type: 'acme', challenges })
+    const generation = ++this.challengeGeneration
+    this.challengeAcks = 0
+    if (this.challengesApplied !== null) this.challengesApplied() // an older update: superseded
+    // resolves once every worker has the table: only then may the ACME server look
+    const applied = new Promise<void>((resolve) => { this.challengesApplied = resolve })
+    this.broadcast({ type: 'acme', challenges, generation })
+    let timer: NodeJS.Timeout | null = null
+    await Promise.race([applied, new Promise<void>((resolve) => { timer = setTimeout(resolve, timeoutMs) })])
+    if (timer !== null) clearTimeout(timer)
   }
 
   /** Hand an accepted, paused socket from listener `listener` to a worker. */

@@ -18,7 +18,8 @@
  */
 import { mkdirSync, readFileSync, writeFileSync, chmodSync } from 'node:fs'
 import { join } from 'node:path'
-import { Agent } from 'node:https'
+import { Agent, get as httpsGet } from 'node:https'
+import { get as httpGet } from 'node:http'
 import { generateKeyPairSync } from 'node:crypto'
 import * as acme from 'acme-client'
 import type { AcmeConfig } from '../config/types'
@@ -27,19 +28,24 @@ import { selfSignedCertificate } from './self-signed'
 import { covered } from './terminator'
 import { logger } from '../log'
 
+// acme-client's shared axios instance: its own retries of a failed request (5 attempts, 5 s x attempt)
+// would hold an order for over a minute (and end in a TypeError that hides the cause): none, our backoff between orders decides
+const acmeSettings = (acme.axios.defaults as unknown as { acmeSettings: { retryMaxAttempts: number, retryDefaultDelay: number } }).acmeSettings
+acmeSettings.retryMaxAttempts = 0
+acmeSettings.retryDefaultDelay = 1
+acme.axios.defaults.timeout = 30_000
+
 const RENEW_CHECK_MS = 12 * 60 * 60 * 1000
 const FIRST_RETRY_MS = 2000
 const MAX_RETRY_MS = 60 * 60 * 1000
-/** Time for a challenge table update to reach every worker before the ACME server is told to look. */
-const CHALLENGE_PUBLISH_MS = 100
 
 export type ChallengeTable = ReadonlyArray<readonly [token: string, keyAuthorization: string]>
 
 export interface AcmeHooks {
   /** New certificates for listener `index` (issued, loaded from storage, or the fallback). */
   setCertificates (index: number, certificates: CertificateMaterial[]): void
-  /** The challenge table changed: send it to every thread. */
-  publishChallenges (table: ChallengeTable): void
+  /** The challenge table changed: send it to every thread; resolves once every thread has it. */
+  publishChallenges (table: ChallengeTable): Promise<void>
 }
 
 const challenges = new Map<string, string>()
@@ -55,6 +61,8 @@ export class AcmeListener {
   /** The certificate in use and where it came from ('acme' or 'self-signed'). */
   current: CertificateMaterial | null = null
   lastError = ''
+  /** Failed orders since the last success (the backoff doubles with each). */
+  failures = 0
 
   constructor (index: number, config: AcmeConfig, hooks: AcmeHooks) {
     this.index = index
@@ -129,10 +137,12 @@ export class AcmeListener {
       this.use(material)
       this.retryMs = FIRST_RETRY_MS
       this.lastError = ''
+      this.failures = 0
       logger.info({ domains: this.config.domains, notAfter: new Date(material.notAfterMs).toISOString(), issuer: material.issuer }, 'ACME: certificate issued and in use for new handshakes')
       this.schedule(RENEW_CHECK_MS)
     } catch (err) {
-      this.lastError = (err as Error).message
+      this.lastError = describeError(err)
+      this.failures++
       logger.error({ domains: this.config.domains, directoryUrl: this.config.directoryUrl, err: this.lastError, retryInMs: this.retryMs }, 'ACME: ordering a certificate failed; still serving the current one, will retry')
       this.schedule(this.retryMs)
       this.retryMs = Math.min(MAX_RETRY_MS, this.retryMs * 2)
@@ -143,11 +153,13 @@ export class AcmeListener {
 
   private async order (): Promise<CertificateMaterial> {
     const cfg = this.config
-    if (cfg.caFile !== undefined) {
-      // the ACME server's own HTTPS endpoint is signed by this CA (a private or test ACME server)
-      acme.axios.defaults.httpsAgent = new Agent({ ca: readFileSync(cfg.caFile, 'utf8') })
-    }
-    const client = new acme.Client({ directoryUrl: cfg.directoryUrl, accountKey: this.accountKey() })
+    // the ACME server's own HTTPS endpoint may be signed by a private CA (a private or test ACME server)
+    const agent = new Agent(cfg.caFile !== undefined ? { ca: readFileSync(cfg.caFile, 'utf8') } : {})
+    acme.axios.defaults.httpsAgent = agent
+    // acme-client reports a server it cannot reach as a TypeError: ask once ourselves for a real reason
+    await reachable(cfg.directoryUrl, agent)
+    // acme-client's own retries (polling, badNonce) stay short: the backoff between orders is ours
+    const client = new acme.Client({ directoryUrl: cfg.directoryUrl, accountKey: this.accountKey(), backoffAttempts: 5, backoffMin: 200, backoffMax: 2000 })
     const [key, csr] = await acme.crypto.createCsr({ commonName: cfg.domains[0], altNames: [...cfg.domains] })
     const cert = await client.auto({
       csr,
@@ -158,12 +170,11 @@ export class AcmeListener {
       skipChallengeVerification: true,
       challengeCreateFn: async (_authz, challenge, keyAuthorization) => {
         challenges.set(challenge.token, keyAuthorization)
-        this.hooks.publishChallenges([...challenges])
-        await new Promise((resolve) => setTimeout(resolve, CHALLENGE_PUBLISH_MS))
+        await this.hooks.publishChallenges([...challenges])
       },
       challengeRemoveFn: async (_authz, challenge) => {
         challenges.delete(challenge.token)
-        this.hooks.publishChallenges([...challenges])
+        await this.hooks.publishChallenges([...challenges])
       },
     })
     const keyPem = key.toString()
@@ -193,4 +204,26 @@ function createAndStore (path: string): Buffer {
 function writePrivate (path: string, text: string): void {
   writeFileSync(path, text, { mode: 0o600 })
   chmodSync(path, 0o600) // an existing file keeps its mode on write
+}
+
+/** A reason for the log: node's network errors to a dual-stack name arrive as an AggregateError without a message. */
+function describeError (err: unknown): string {
+  const e = err as Error & { code?: string, errors?: Error[] }
+  if (e.message !== undefined && e.message !== '') return e.message
+  const inner = e.errors?.map((x) => x.message).join('; ')
+  return inner !== undefined && inner !== '' ? inner : (e.code ?? String(err))
+}
+
+/** GET the directory once: throws with the network reason (ECONNREFUSED, a certificate error, a timeout). */
+async function reachable (url: string, agent: Agent): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const get = url.startsWith('https:') ? httpsGet : httpGet
+    const req = get(url, url.startsWith('https:') ? { agent, timeout: 10_000 } : { timeout: 10_000 }, (res) => {
+      res.resume()
+      if ((res.statusCode ?? 0) >= 400) reject(new Error(`the ACME directory ${url} answered ${res.statusCode ?? 0}`))
+      else resolve()
+    })
+    req.on('timeout', () => { req.destroy(new Error(`the ACME directory ${url} did not answer within 10 s`)) })
+    req.on('error', (err) => { reject(new Error(`cannot reach the ACME directory ${url}: ${describeError(err)}`)) })
+  })
 }

@@ -89,6 +89,7 @@ describe('ACME against pebble', () => {
         ],
         upstreams: [{ address: upstream.address }],
       }
+      const ordersAtStart = (pebbleOut.match(/Added order/g) ?? []).length
       let run: RunningLb = await startLb(config, mode.workers)
       try {
         // at once: the self-signed fallback (or, if pebble was that fast, the real one)
@@ -97,6 +98,8 @@ describe('ACME against pebble', () => {
         first.close()
         assert.ok(firstIssuer !== undefined)
         await waitFor(() => run.lb.certificateStatus().some((c) => c.source === 'acme'), 30_000, `issuance (pebble log:\n${pebbleOut.slice(-2000)})`)
+        // every thread had the challenge before pebble looked: the first order succeeded (no retry)
+        assert.equal((pebbleOut.match(/Added order/g) ?? []).length - ordersAtStart, 1, 'one order')
         const root = await fetchText(`${managementUrl}/roots/0`, ca.ca)
         assert.equal(root.status, 200)
         const verified = await TlsClient.connect(run.port, { servername: 'localhost', ca: root.body })
@@ -125,4 +128,25 @@ describe('ACME against pebble', () => {
       }
     })
   }
+
+  test('an unreachable ACME server: the fallback keeps serving, the order is retried', async () => {
+    const deadPort = await freePort()
+    const run = await startLb({
+      listen: [
+        { address: '127.0.0.1:0', tls: { acme: { directoryUrl: `https://localhost:${deadPort}/dir`, email: 'ops@example.com', domains: ['localhost'], storageDir: join(ca.dir, 'acme-dead'), caFile: ca.caFile } } },
+        { address: '127.0.0.1:0' },
+      ],
+      upstreams: [{ address: upstream.address }],
+    }, 0)
+    try {
+      const c = await TlsClient.connect(run.port, { servername: 'localhost', rejectUnauthorized: false })
+      assert.match(String(c.certificate.subject.O), /self-signed fallback/)
+      assert.equal((await c.request('GET', '/still-serving')).status, 200)
+      c.close()
+      // the first order fails at once; the retry comes after the first backoff step (2 s)
+      await waitFor(() => run.lb.acme[0].failures >= 2, 8000, `a retried order (${run.lb.acme[0].failures}: ${run.lb.acme[0].lastError})`)
+      assert.match(run.lb.acme[0].lastError, /ECONNREFUSED/)
+      assert.equal(run.lb.certificateStatus()[0].source, 'self-signed')
+    } finally { await run.stop() }
+  })
 })
