@@ -331,6 +331,10 @@ export const configSchema = {
       properties: {
         level: { enum: logLevels, default: 'info' },
         access: { type: 'boolean', default: true },
+        // the path without its query string (tokens, e-mail addresses) in the access log and warnings
+        redactQuery: { type: 'boolean', default: false },
+        // access-log lines to this file (appended; reopened on SIGUSR1 for logrotate) instead of stdout
+        accessFile: { type: 'string', minLength: 1 },
       },
     },
     proxy: {

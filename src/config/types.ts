@@ -149,7 +149,7 @@ export interface Config {
   cache?: CacheConfig
   firewall?: FirewallConfig
   admin?: { listen: string, token?: string }
-  log: { level: LogLevel, access: boolean }
+  log: { level: LogLevel, access: boolean, redactQuery: boolean, accessFile?: string }
   proxy: { via: string, allowedUpgrades: string[] }
 }
 

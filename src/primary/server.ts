@@ -20,7 +20,7 @@ import { WorkerPool } from './workers'
 import { ActiveHealthChecker } from '../health/active'
 import { PassiveReviver } from '../health/passive'
 import { upstreamStatus, type UpstreamStatus } from '../health/status'
-import { logger, setLogLevel, flushLogs } from '../log'
+import { logger, configureLog, flushLogs, reopenLogs } from '../log'
 import { version } from '../version'
 import { startAdmin, type AdminServer } from '../admin/server'
 import type { AdminTarget, ReloadResult } from '../admin/target'
@@ -52,8 +52,6 @@ export class Switchyard implements AdminTarget {
   private ticketTimer: NodeJS.Timeout | null = null
   /** One per listener with tls.acme (tests and status read their state). */
   readonly acme: AcmeListener[] = []
-  /** The HTTP-01 challenges being validated (every thread has a copy). */
-  private challenges: ChallengeTable = []
   /** Connections accepted before the worker pool exists (it starts once the listeners are bound). */
   private early: Array<{ socket: net.Socket, listener: number }> = []
   private sequential: ProxyContext | null = null
@@ -76,7 +74,8 @@ export class Switchyard implements AdminTarget {
 
   private constructor (config: Config) {
     this.config = config
-    setLogLevel(config.log.level)
+    const logFailure = configureLog(config.log)
+    if (logFailure !== null) throw new Error(logFailure)
     // first: an unusable certificate fails the start before anything is allocated or bound
     this.tls = TlsManager.needed(config) ? new TlsManager(config) : null
     this.state = SharedState.create(config.rateLimit?.tableSize ?? 0)
@@ -127,7 +126,6 @@ export class Switchyard implements AdminTarget {
         this.pushTls()
       },
       publishChallenges: async (table: ChallengeTable) => {
-        this.challenges = table
         if (this.sequential !== null) this.sequential.acmeChallenges = new Map(table)
         if (this.workers !== null) await this.workers.setChallenges(table)
       },
@@ -179,11 +177,12 @@ export class Switchyard implements AdminTarget {
     else {
       // accept only once the workers can serve: connections that arrive meanwhile wait in `early`
       lb.workers = new WorkerPool(config.workers, config, lb.state, lb.table, lb.stickySecret, lb.cacheInit, lb.tls?.material ?? null, tlsPort)
-      if (lb.challenges.length > 0) void lb.workers.setChallenges(lb.challenges)
       await lb.workers.ready()
       for (const { socket, listener } of lb.early) lb.workers.dispatch(socket, listener)
       lb.early = []
     }
+    // ordering starts only now: an HTTP-01 validation can reach any thread, and every thread exists
+    for (const a of lb.acme) a.begin()
     for (const u of lb.table) {
       if (u.tls !== undefined && u.tls !== null && !u.tls.verify) logger.warn({ upstream: u.address }, 'upstream TLS certificate verification is off (upstreams[].tls.verify: false): anyone on the path can impersonate this upstream')
     }
@@ -260,7 +259,8 @@ export class Switchyard implements AdminTarget {
     const table = buildUpstreamTable(effective, this.state, this.table)
     this.config = effective
     this.table = table
-    setLogLevel(effective.log.level)
+    const logFailure = configureLog(effective.log)
+    if (logFailure !== null) logger.error({ err: logFailure }, 'the access log stays where it was')
     const tlsPort = this.tlsPort()
     if (this.sequential !== null) applyConfig(this.sequential, effective, table, { stickySecret: this.stickySecret, cache: this.cacheInit, tls: null, tlsPort })
     if (this.workers !== null) this.workers.broadcast({ type: 'config', config: effective, table })
@@ -285,6 +285,12 @@ export class Switchyard implements AdminTarget {
   private tlsPort (): number {
     const i = listenersOf(this.config).findIndex((l) => l.tls !== undefined)
     return i === -1 || this.addresses[i] === undefined ? 0 : this.addresses[i].port
+  }
+
+  /** SIGUSR1 (logrotate): every thread opens `log.accessFile` again. */
+  reopenLogs (): void {
+    reopenLogs()
+    if (this.workers !== null) this.workers.broadcast({ type: 'reopenLogs' })
   }
 
   /** Stop accepting, let in-flight requests finish (up to drainMs), then release everything. */

@@ -119,7 +119,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
 
   /** Phase: log (one access-log line, when the access log is on). */
   private logRequest (): void {
-    if (this.ctx.config.log.access) logAccess(this)
+    logAccess(this) // returns at once when the access log is off (log.ts: accessLog.on)
   }
 
   // ---- FirewallRequest: the host the request is for (an absolute-form target's, RFC 9112 §3.2.2) stands in
@@ -288,6 +288,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
       this.bodyDone = e >= 0
       this.initialBody = c.encode(buf, false) // canonical chunk lines (RFC 9112 §7.1), kept trailers only
     }
+    this.bytesIn = p.headLength + (bodyEnd - bodyStart)
     if (bodyEnd < buf.length) {
       this.input = buf
       this.inputStart = bodyEnd

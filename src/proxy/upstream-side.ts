@@ -210,6 +210,7 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
         up.uploadActivity()
       }
     }
+    this.bytesIn += end - start
     if (this.bodyDone) {
       if (end < buf.length) this.appendInput(buf.subarray(end))
       this.phase = 'response'
@@ -242,7 +243,8 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
     const slot = (this.entry as UpstreamEntry).slot
     // the sweeper's clock (a tick late at most) is enough for passive health (recordRequestFailure)
     recordUpstreamSuccess(ctx.state, slot, (ctx.sweeper.nowMs - ctx.state.epochMs) | 0)
-    ctx.state.recordResponse(slot, status, performance.now() - this.sentAt)
+    this.upstreamMs = performance.now() - this.sentAt
+    ctx.state.recordResponse(slot, status, this.upstreamMs)
     if (plan.kind === 'unexpectedUpgrade') {
       // not an upgrade we asked for, to a protocol we allow: the upstream is not speaking HTTP any more
       this.onUpstreamFailure(up, 'SWY_ERR_UPSTREAM_PROTOCOL', this.upgrading ? 'upgrade to a protocol not asked for' : 'unsolicited 101 response')

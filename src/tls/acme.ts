@@ -73,7 +73,7 @@ export class AcmeListener {
   private get certPath (): string { return join(this.config.storageDir, `${this.config.domains[0]}.crt`) }
   private get keyPath (): string { return join(this.config.storageDir, `${this.config.domains[0]}.key`) }
 
-  /** Load what is stored (or make the fallback), then order in the background when needed. */
+  /** Load what is stored (or make the fallback); begin() starts ordering once every thread can answer HTTP-01. */
   async start (): Promise<void> {
     mkdirSync(this.config.storageDir, { recursive: true, mode: 0o700 })
     const stored = this.loadStored()
@@ -84,6 +84,10 @@ export class AcmeListener {
       this.use(await selfSignedCertificate(this.config.domains))
       logger.warn({ domains: this.config.domains }, 'ACME: no certificate yet; serving a self-signed fallback until one is issued')
     }
+  }
+
+  /** Order now when due, else check again later (called once the listeners and the workers are up). */
+  begin (): void {
     this.schedule(this.due() ? 0 : RENEW_CHECK_MS)
   }
 

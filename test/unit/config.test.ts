@@ -200,7 +200,7 @@ const COMPLETE: Complete<Config> = {
     }],
   },
   admin: { listen: '127.0.0.1:9', token: 'an-admin-token' },
-  log: { level: 'silent', access: false },
+  log: { level: 'silent', access: false, redactQuery: true, accessFile: '/tmp/access.log' },
   proxy: { via: 'edge', allowedUpgrades: ['websocket', 'foo/1'] },
 }
 
