@@ -265,6 +265,10 @@ export function registerCoreFamilies (m: SwitchyardMetrics): void {
   headerCounter('switchyard_cache_misses_total', L.H_CACHE_MISSES, 'Cacheable requests not found in the cache.')
   headerGauge('switchyard_cache_bytes', 'Bytes held by the response cache.', (v) => v.state.header(L.H_CACHE_BYTES) >>> 0)
   headerGauge('switchyard_cache_entries', 'Entries held by the response cache.', (v) => v.state.header(L.H_CACHE_ENTRIES) >>> 0)
+  m.counter('switchyard_tracing_spans_total', 'Spans of sampled requests: exported to the collector, or dropped (export failed, or too many waiting).', ['outcome'], (v, emit) => {
+    emit({ outcome: 'exported' }, v.state.tracing(L.T_SPANS_EXPORTED))
+    emit({ outcome: 'dropped' }, v.state.tracing(L.T_SPANS_DROPPED))
+  })
 }
 
 /** A registry with every core family, reading `view` at each scrape. */

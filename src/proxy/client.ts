@@ -120,6 +120,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
   /** Phase: log (one access-log line, when the access log is on). */
   private logRequest (): void {
     logAccess(this) // returns at once when the access log is off (log.ts: accessLog.on)
+    if (this.trace !== null) { this.trace.end(this, this.flag); this.trace = null }
   }
 
   // ---- FirewallRequest: the host the request is for (an absolute-form target's, RFC 9112 §3.2.2) stands in
@@ -265,6 +266,10 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     this.bodyLength = p.bodyKind === BODY_CHUNKED ? -1 : (p.contentLength > 0 ? p.contentLength : 0)
     this.bodyDone = p.bodyKind === BODY_NONE
     if (ctx.workerSlot !== -1) ctx.state.addWorker(ctx.workerSlot, W_REQUESTS, 1)
+    // phase: request ID (the client's when sane, else a new one), before anything can answer
+    if (ctx.requestIds !== null) ctx.requestIds.assign(p, this)
+    // phase: trace (decide; a sampled request starts its server span)
+    if (ctx.tracing !== null) ctx.tracing.begin(this, p)
 
     const maxBody = ctx.config.limits.maxBodyBytes
     if (maxBody > 0 && this.bodyLength > maxBody) {
@@ -386,7 +391,8 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     const initial = this.initialBody
     const validators = this.cacheState !== null ? this.cacheState.conditionalFields() : ''
     const coalesce = initial !== null && initial.length <= COALESCE_BYTES
-    this.requestHead = buildRequestHead(p, this.identity, this.upgrading, coalesce ? initial : null, validators)
+    this.requestHead = buildRequestHead(p, this.identity, this.upgrading, coalesce ? initial : null,
+      validators + this.requestIdLine + (this.trace !== null ? this.trace.parentLine : ''))
     if (coalesce) { this.initialBody = null; this.headCarriesBody = true }
     this.retriesLeft = ctx.config.retries
     this.phase = 'connecting'
@@ -417,7 +423,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     this.status = response.status
     this.responseStarted = true
     this.closeAfterResponse = !this.keepAlive || this.ctx.draining
-    this.bytesOut += writeCachedResponse(this.socket, response, this.ctx.config.proxy.via, this.closeAfterResponse, this.http10)
+    this.bytesOut += writeCachedResponse(this.socket, response, this.ctx.config.proxy.via, this.closeAfterResponse, this.http10, this.responseIdLine())
     this.finishRequest()
   }
 
@@ -455,9 +461,9 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     this.detachUpstream(true)
     const close = this.closeAfterResponse
     const limiter = this.ctx.limiter
-    this.writeOut(code === 'SWY_ERR_RATE_LIMITED' && limiter !== null && this.rate !== null
-      ? errorReplyWith(code, close, limiter.headers(this.rate), this.isHead)
-      : errorReply(code, close, this.isHead))
+    let extra = this.responseIdLine()
+    if (code === 'SWY_ERR_RATE_LIMITED' && limiter !== null && this.rate !== null) extra += limiter.headers(this.rate)
+    this.writeOut(extra === '' ? errorReply(code, close, this.isHead) : errorReplyWith(code, close, extra, this.isHead))
     this.finishRequest()
   }
 

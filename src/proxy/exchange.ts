@@ -7,6 +7,7 @@
 import type { UpstreamEntry } from '../shared/state'
 import { BODY_NONE, type BodyKind, type HeadParser } from '../http/head-parser'
 import type { AccessRecord } from './access-log'
+import type { RequestTrace } from '../tracing/tracer'
 
 /** How a response body goes to the client: as framed, re-chunked, or de-chunked for HTTP/1.0. */
 export type BodyRelay = 'raw' | 'rechunk' | 'dechunk'
@@ -46,8 +47,6 @@ export abstract class Exchange implements AccessRecord {
   bytesIn = 0
   /** Milliseconds from sending the request upstream to its final response head; -1 while none came. */
   upstreamMs = -1
-  /** The request's ID when request IDs are on; '' for none. */
-  requestId = ''
   flag = '-'
   responseStarted = false
   closeAfterResponse = false
@@ -58,6 +57,12 @@ export abstract class Exchange implements AccessRecord {
   setCookie = ''
   stickyIndex = -1
   lastFailure = ''
+  /** The request's ID (config.requestId; '' while off): see request-id.ts. */
+  requestId = ''
+  /** The field line carrying a new ID upstream; '' when the client's own goes as received. */
+  requestIdLine = ''
+  /** This request's spans when it is sampled for tracing, else null. */
+  trace: RequestTrace | null = null
 
   constructor (peerIp: string) {
     this.peerIp = peerIp
@@ -88,7 +93,6 @@ export abstract class Exchange implements AccessRecord {
     this.bytesOut = 0
     this.bytesIn = 0
     this.upstreamMs = -1
-    this.requestId = ''
     this.flag = '-'
     this.responseStarted = false
     this.closeAfterResponse = false
@@ -97,5 +101,8 @@ export abstract class Exchange implements AccessRecord {
     this.setCookie = ''
     this.stickyIndex = -1
     this.lastFailure = ''
+    this.requestId = ''
+    this.requestIdLine = ''
+    this.trace = null
   }
 }

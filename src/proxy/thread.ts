@@ -21,6 +21,8 @@ import { ownerOfWorkerSlot } from '../cache/fill-claims'
 import { listenersOf } from '../config/listeners'
 import { installListeners } from '../net/accept'
 import type { TlsMaterial } from '../tls/terminator'
+import { requestIdsFor } from './request-id'
+import { tracingFor } from '../tracing/index'
 
 export interface ThreadOptions {
   /** Shared secret for sticky cookies, generated once by the primary. */
@@ -39,6 +41,8 @@ export function createThreadProxy (config: Config, state: SharedState, table: re
   installPolicies(ctx, config, table, options.stickySecret)
   installCache(ctx, config, options.cache)
   installListeners(ctx, listenersOf(config), options.tls, options.tlsPort)
+  ctx.requestIds = requestIdsFor(config.requestId, null)
+  ctx.tracing = tracingFor(config.tracing, null, state)
   return ctx
 }
 
@@ -84,6 +88,8 @@ export function applyConfig (ctx: ProxyContext, config: Config, table: readonly 
   installPolicies(ctx, config, table, options.stickySecret)
   installCache(ctx, config, options.cache)
   installListeners(ctx, listenersOf(config), null, options.tlsPort)
+  ctx.requestIds = requestIdsFor(config.requestId, ctx.requestIds)
+  ctx.tracing = tracingFor(config.tracing, ctx.tracing, ctx.state)
   for (const e of table) oldSlots.delete(e.slot)
   for (const slot of oldSlots) ctx.pool.drain(slot) // idle sockets to upstreams that left
 }
@@ -111,4 +117,5 @@ export function drainThread (ctx: ProxyContext): void {
   ctx.draining = true
   for (const client of ctx.clients) client.closeIfIdle()
   ctx.pool.drain()
+  if (ctx.tracing !== null) void ctx.tracing.flush()
 }

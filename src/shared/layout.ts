@@ -17,6 +17,8 @@
  *   | hits per firewall rule   |  MAX_FIREWALL_RULES ints
  *   +--------------------------+  HOLDINGS_OFFSET
  *   | holdings                 |  MAX_WORKER_SLOTS x MAX_UPSTREAMS x HOLDING_INTS, see below
+ *   +--------------------------+  TRACING_OFFSET
+ *   | tracing span counters    |  TRACING_INTS ints
  *   +--------------------------+  LISTENERS_OFFSET
  *   | listener 0 (LISTENER_INTS)| connections, TLS handshakes by result, PROXY rejects
  *   | ... MAX_LISTENERS        |
@@ -118,6 +120,12 @@ export const HELD_ACTIVE_REQUESTS = 0 // this worker's part of U_ACTIVE_REQUESTS
 export const HELD_OPEN_SOCKETS = 1 //    this worker's part of U_OPEN_SOCKETS
 export const HOLDING_INTS = 2
 
+// ---- tracing (src/tracing): spans of every thread, by outcome ------------------
+// Written by each thread's span exporter (Atomics.add); read by the admin API.
+export const T_SPANS_EXPORTED = 0 //     spans the collector accepted
+export const T_SPANS_DROPPED = 1 //      spans lost: export failed (collector down) or too many waiting
+export const TRACING_INTS = 2
+
 // ---- per listener (TLS and PROXY protocol) ----------------------------------
 // Listener i is the i-th entry of `listen` (a string is listener 0). Written by
 // whichever thread serves the connection; L_ACCEPTED by the primary. Everyone reads.
@@ -140,7 +148,8 @@ export const UPSTREAMS_OFFSET = HEADER_INTS
 export const WORKERS_OFFSET = UPSTREAMS_OFFSET + MAX_UPSTREAMS * UPSTREAM_INTS
 export const FIREWALL_OFFSET = WORKERS_OFFSET + MAX_WORKER_SLOTS * WORKER_INTS
 export const HOLDINGS_OFFSET = FIREWALL_OFFSET + MAX_FIREWALL_RULES
-export const LISTENERS_OFFSET = HOLDINGS_OFFSET + MAX_WORKER_SLOTS * MAX_UPSTREAMS * HOLDING_INTS
+export const TRACING_OFFSET = HOLDINGS_OFFSET + MAX_WORKER_SLOTS * MAX_UPSTREAMS * HOLDING_INTS
+export const LISTENERS_OFFSET = TRACING_OFFSET + TRACING_INTS
 export const RATE_OFFSET = LISTENERS_OFFSET + MAX_LISTENERS * LISTENER_INTS
 
 export function stateInts (rateTableSlots: number): number {

@@ -74,6 +74,10 @@ export class SharedState {
   // ---- header ---------------------------------------------------------------
   header (field: number): number { return Atomics.load(this.i32, field) }
   addHeader (field: number, delta: number): number { return Atomics.add(this.i32, field, delta) }
+
+  /** Tracing span counters (T_* in layout.ts), all threads together; uint32, wrapping. */
+  tracing (field: number): number { return Atomics.load(this.i32, L.TRACING_OFFSET + field) >>> 0 }
+  addTracing (field: number, delta: number): void { Atomics.add(this.i32, L.TRACING_OFFSET + field, delta) }
   storeHeader (field: number, value: number): void { Atomics.store(this.i32, field, value) }
 
   /** Global round-robin cursor, shared by every thread (Pingora's fetch_add). */
