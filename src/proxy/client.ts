@@ -84,12 +84,15 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
   discarded = 0
   /** The listener this connection came in on (TLS or not, httpsRedirect); null for a bare attach (tests). */
   readonly listener: ListenerRuntime | null
+  /** The scheme the client used, for the access log's "tls" key (undefined without a listener). */
+  readonly proto: 'http' | 'https' | undefined
 
   constructor (ctx: ProxyContext, socket: net.Socket, peerIp: string, listener: ListenerRuntime | null = null) {
     // an IPv4 peer on a dual-stack socket reads '::ffff:1.2.3.4': it is 1.2.3.4
     const ip = peerIp.startsWith('::ffff:') && peerIp.includes('.') ? peerIp.slice(7) : peerIp
     super(ctx, socket, ip)
     this.listener = listener
+    this.proto = listener !== null ? listener.proto : undefined
     this.identity = {
       clientIp: ip,
       forwardedFor: ip.includes(':') ? `for="[${ip}]"` : `for=${ip}`,
