@@ -74,7 +74,7 @@ export class Switchyard implements AdminTarget {
 
   private constructor (config: Config) {
     this.config = config
-    const logFailure = configureLog(config.log)
+    const logFailure = configureLog(config.log, config.workers === 0)
     if (logFailure !== null) throw new Error(logFailure)
     // first: an unusable certificate fails the start before anything is allocated or bound
     this.tls = TlsManager.needed(config) ? new TlsManager(config) : null
@@ -259,7 +259,7 @@ export class Switchyard implements AdminTarget {
     const table = buildUpstreamTable(effective, this.state, this.table)
     this.config = effective
     this.table = table
-    const logFailure = configureLog(effective.log)
+    const logFailure = configureLog(effective.log, effective.workers === 0)
     if (logFailure !== null) logger.error({ err: logFailure }, 'the access log stays where it was')
     const tlsPort = this.tlsPort()
     if (this.sequential !== null) applyConfig(this.sequential, effective, table, { stickySecret: this.stickySecret, cache: this.cacheInit, tls: null, tlsPort })
