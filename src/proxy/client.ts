@@ -110,10 +110,25 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     return p.targetEnd > 0 ? p.target() : ''
   }
 
-  /** Phase: log (one access-log line, when the access log is on). */
+  /** Phase: log. Count the response if the client got one (metrics), then one access-log line when the access log is on. */
   private logRequest (): void {
+    if (this.responseStarted) this.countResponse()
     logAccess(this) // returns at once when the access log is off (log.ts: accessLog.on)
     if (this.trace !== null) { this.trace.end(this, this.flag); this.trace = null }
+  }
+
+  /**
+   * Every response a client receives, relayed or answered locally, on this
+   * thread's worker slot: a few Atomics.add (SharedState.recordClientResponse).
+   * Request bytes are the request's head and body as read (bytesIn, the access log's).
+   */
+  private countResponse (): void {
+    const ctx = this.ctx
+    if (ctx.workerSlot === -1) return
+    // a tunnel's life is not a request duration
+    const durationMs = this.status === 101 ? -1 : performance.now() - this.startedAt
+    const entry = this.entry
+    ctx.state.recordClientResponse(ctx.workerSlot, entry === null ? -1 : entry.slot, this.status, this.localAnswer, durationMs, this.bytesIn, this.bytesOut)
   }
 
   // ---- FirewallRequest: the host the request is for (an absolute-form target's, RFC 9112 §3.2.2) stands in
@@ -381,6 +396,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
   /** Answer from the cache (hit, 304, only-if-cached 504). */
   private serveCached (response: CachedResponse): void {
     this.status = response.status
+    this.localAnswer = true
     this.responseStarted = true
     this.closeAfterResponse = !this.keepAlive || this.ctx.draining
     this.bytesOut += writeCachedResponse(this.socket, response, this.ctx.config.proxy.via, this.closeAfterResponse, this.http10, this.responseIdLine())
@@ -415,6 +431,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     this.status = info.status
     this.flag = info.flag
     this.lastFailure = detail
+    this.localAnswer = true
     this.responseStarted = true
     // the connection survives a local answer only when the whole request body is already here
     this.closeAfterResponse = !this.keepAlive || !this.bodyDone || this.ctx.draining

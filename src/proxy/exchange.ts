@@ -49,6 +49,8 @@ export abstract class Exchange implements AccessRecord {
   upstreamMs = -1
   flag = '-'
   responseStarted = false
+  /** The response is the proxy's own (an error answer, the cache), not relayed from an upstream. */
+  localAnswer = false
   closeAfterResponse = false
   relay: BodyRelay = 'raw'
   /** Response head not yet written: sent together with the first body bytes in one write. */
@@ -95,6 +97,7 @@ export abstract class Exchange implements AccessRecord {
     this.upstreamMs = -1
     this.flag = '-'
     this.responseStarted = false
+    this.localAnswer = false
     this.closeAfterResponse = false
     this.relay = 'raw'
     this.heldHead = null
