@@ -137,8 +137,15 @@ function semanticErrors (config: unknown, raw: unknown, warnings: string[]): str
   return errors
 }
 
-/** Keys whose value is a file switchyard reads at start (certificates, keys, CA bundles). */
-const READ_FILE_KEY = /^(cert|key|ca|crl|dhparam|pfx)File$/
+/** Keys whose value is a file switchyard reads at start, and what each holds (for the message). */
+const READ_FILES: Record<string, string> = {
+  certFile: 'the certificate',
+  keyFile: 'the private key',
+  caFile: 'the CA certificates',
+  crlFile: 'the certificate revocation list',
+  dhparamFile: 'the DH parameters',
+  pfxFile: 'the PKCS#12 bundle',
+}
 
 /**
  * Files the configuration names that must be readable before anything binds
@@ -153,13 +160,15 @@ export function fileErrors (config: Config): string[] {
     if (!isObject(node)) return
     for (const [key, value] of Object.entries(node)) {
       const at = `${path}/${key}`
-      if (typeof value === 'string' && READ_FILE_KEY.test(key)) {
+      const what = Object.hasOwn(READ_FILES, key) ? READ_FILES[key] : undefined
+      if (typeof value === 'string' && what !== undefined) {
+        // FILE: cannot read WHAT (CODE): the words TLS's loader uses (src/tls), so both report a file alike
         try {
           accessSync(value, constants.R_OK)
-          if (!statSync(value).isFile()) errors.push(`${at}: ${value} is not a file`)
+          if (!statSync(value).isFile()) errors.push(`${at}: ${value}: not a file (${what})`)
         } catch (err) {
-          const code = (err as NodeJS.ErrnoException).code
-          errors.push(`${at}: cannot read ${value}${code === 'ENOENT' ? ': no such file' : code === 'EACCES' ? ': permission denied' : `: ${(err as Error).message}`}`)
+          const e = err as NodeJS.ErrnoException
+          errors.push(`${at}: ${value}: cannot read ${what} (${e.code ?? e.message})`)
         }
       } else {
         walk(value, at)

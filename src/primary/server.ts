@@ -54,7 +54,7 @@ export class Switchyard implements AdminTarget {
 
   private constructor (config: Config) {
     this.config = config
-    const logFailure = configureLog(config.log)
+    const logFailure = configureLog(config.log, config.workers === 0)
     if (logFailure !== null) throw new Error(logFailure)
     this.state = SharedState.create(config.rateLimit?.tableSize ?? 0)
     this.table = buildUpstreamTable(config, this.state, null)
@@ -156,7 +156,7 @@ export class Switchyard implements AdminTarget {
     const table = buildUpstreamTable(effective, this.state, this.table)
     this.config = effective
     this.table = table
-    const logFailure = configureLog(effective.log)
+    const logFailure = configureLog(effective.log, effective.workers === 0)
     if (logFailure !== null) logger.error({ err: logFailure }, 'the access log stays where it was')
     if (this.sequential !== null) applyConfig(this.sequential, effective, table, { stickySecret: this.stickySecret, cache: this.cacheInit })
     if (this.workers !== null) this.workers.broadcast({ type: 'config', config: effective, table })
