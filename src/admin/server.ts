@@ -19,6 +19,7 @@ import { CounterTotals } from './totals'
 import { createMetrics } from './prometheus'
 import { registerPoolFamilies } from './pool-metrics'
 import { configuredPools } from '../proxy/resilience-config'
+import { hasTlsStatus, registerTlsFamilies } from '../tls/status'
 import { version } from '../version'
 import { handleRequest, type AdminContext } from './routes'
 import type { AdminTarget } from './target'
@@ -75,6 +76,7 @@ export async function startAdmin (lb: AdminTarget, options: AdminOptions = {}): 
     state: lb.state, table: lb.table, totals, info: { version, mode: lb.mode, startedAtMs: lb.startedAt },
   }))
   registerPoolFamilies(metrics, () => configuredPools(lb.config))
+  if (hasTlsStatus(lb)) registerTlsFamilies(metrics, lb)
   const ctx: AdminContext = { lb, totals, metrics, token, listen }
   const server = http.createServer((req, res) => handleRequest(ctx, req, res))
   server.headersTimeout = 5000

@@ -7,6 +7,7 @@
 import type { Config } from '../config/types'
 import { parseHostPort } from '../config/types'
 import { type SharedState, type UpstreamEntry } from './state'
+import { upstreamTlsOf } from '../tls/upstream'
 import { MAX_UPSTREAMS, U_IN_USE, H_UPSTREAM_GENERATION } from './layout'
 
 export function buildUpstreamTable (config: Config, state: SharedState, previous: readonly UpstreamEntry[] | null): UpstreamEntry[] {
@@ -38,6 +39,8 @@ export function buildUpstreamTable (config: Config, state: SharedState, previous
       port,
       weight: u.weight,
       id: `u${slot}`,
+      tls: upstreamTlsOf(u),
+      proxyProtocol: u.proxyProtocol ?? null,
       backup: u.backup === true,
       maxConnections: u.maxConnections ?? 0,
       slowStartMs: u.slowStartMs ?? config.healthCheck.slowStartMs ?? 0,
