@@ -10,11 +10,15 @@ import { createThreadProxy, attachConnection, applyConfig, startThreadStats, dra
 import type { WorkerInit, ConnectionTask, ControlMessage } from '../src/primary/workers'
 import { ADOPT_TAKING, ADOPT_WRAPPED } from '../src/primary/adoption'
 import { logger, flushLogs, setLogLevel } from '../src/log'
+import { LeaseBroker } from '../src/cluster/global-limiter'
 
 const init = workerData as WorkerInit
 const state = new SharedState(init.state)
 setLogLevel(init.config.log.level)
-const ctx = createThreadProxy(init.config, state, init.table, { stickySecret: init.stickySecret, cache: init.cache })
+const leases = init.clusterChannel !== null && init.config.cluster !== undefined
+  ? LeaseBroker.overChannel(init.clusterChannel, init.config.cluster.redis.timeoutMs)
+  : null
+const ctx = createThreadProxy(init.config, state, init.table, { stickySecret: init.stickySecret, cache: init.cache, leases })
 // after the context exists; also makes this thread's cache claims carry the slot (freed by the primary if we die)
 setWorkerSlot(ctx, state.claimWorkerSlot(threadId))
 if (ctx.workerSlot === -1) logger.warn('no free worker slot in shared state; per-worker stats are off for this thread')
@@ -26,7 +30,7 @@ channel.onmessage = (event: unknown) => {
   const message = (event as { data: ControlMessage }).data
   if (message.type === 'config') {
     setLogLevel(message.config.log.level)
-    applyConfig(ctx, message.config, message.table, { stickySecret: init.stickySecret, cache: init.cache })
+    applyConfig(ctx, message.config, message.table, { stickySecret: init.stickySecret, cache: init.cache, leases })
   } else if (message.type === 'drain') {
     drainThread(ctx)
     void flushLogs()

@@ -129,7 +129,7 @@ export function handleRequest (ctx: AdminContext, req: http.IncomingMessage, res
       if (method !== 'GET' && method !== 'HEAD') return methodNotAllowed(res, 'GET, HEAD')
       const lb = ctx.lb
       ctx.totals.sample(lb.table)
-      sendText(res, 200, METRICS_CONTENT_TYPE, renderMetrics(lb.state, lb.table, ctx.totals, { version, mode: lb.mode, startedAtMs: lb.startedAt }))
+      sendText(res, 200, METRICS_CONTENT_TYPE, renderMetrics(lb.state, lb.table, ctx.totals, { version, mode: lb.mode, startedAtMs: lb.startedAt }) + (lb.cluster?.metricsText() ?? ''))
       return
     }
     const upstreamAction = /^\/api\/upstreams\/([^/]+)\/(drain|enable)$/.exec(path)
@@ -144,6 +144,8 @@ export function handleRequest (ctx: AdminContext, req: http.IncomingMessage, res
       // balancers check U_ADMIN_STATE on every pick (SharedState.isAvailable),
       // so this takes effect on every thread for the next request
       ctx.lb.state.storeUpstream(entry.slot, U_ADMIN_STATE, draining ? ADMIN_DRAINING : ADMIN_ENABLED)
+      // and on every instance of a cluster, by address, within one heartbeat
+      ctx.lb.cluster?.publishAdminState(entry.address, draining)
       log.info({ upstream: entry.address, id: entry.id, draining }, draining ? 'upstream drained by operator' : 'upstream enabled by operator')
       sendJson(res, 200, { id: entry.id, address: entry.address, draining })
       return

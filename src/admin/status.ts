@@ -8,6 +8,7 @@ import type { UpstreamStatus, ResponsesByClass } from '../health/status'
 import type { CounterTotals } from './totals'
 import type { AdminTarget } from './target'
 import { version } from '../version'
+import type { ClusterStatusJson } from '../cluster/node'
 
 export type Health = 'up' | 'down' | 'draining'
 
@@ -46,6 +47,8 @@ export interface StatusJson {
   workers: WorkerJson[]
   rateLimit: { enabled: boolean, tableSize: number, slotsUsed: number, evictions: number, tableFull: number, limited: number }
   cache: { enabled: boolean, bytes: number, entries: number, hits: number, misses: number }
+  /** Redis-backed cluster (config.cluster): live instances, Redis state, failure mode; null when off. */
+  cluster: ClusterStatusJson | null
   totals: {
     /** Client requests received by all serving threads. */
     requests: number
@@ -127,6 +130,7 @@ export function buildStatus (lb: AdminTarget, totals: CounterTotals): StatusJson
       hits: h(L.H_CACHE_HITS),
       misses: h(L.H_CACHE_MISSES),
     },
+    cluster: lb.cluster?.status() ?? null,
     totals: {
       requests: totals.allWorkersTotal(L.W_REQUESTS),
       upstreamRequests: sum((u) => u.totals.requests),

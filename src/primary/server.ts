@@ -21,6 +21,7 @@ import { version } from '../version'
 import { startAdmin, type AdminServer } from '../admin/server'
 import type { AdminTarget, ReloadResult } from '../admin/target'
 import { SharedCacheStore, type SharedCacheInit } from '../cache/store'
+import { ClusterNode } from '../cluster/node'
 
 export interface ListenAddress {
   host: string
@@ -38,11 +39,16 @@ export class Switchyard implements AdminTarget {
   readonly cache: SharedCacheStore | null
   private readonly server: net.Server
   private sequential: ProxyContext | null = null
+  private sequentialLeases: ReturnType<typeof ClusterNode.sequentialBroker> | null = null
   private workers: WorkerPool | null = null
   private checker: ActiveHealthChecker | null = null
   private readonly reviver: PassiveReviver
   private stopThreadStats: () => void = () => {}
   private stopping: Promise<void> | null = null
+  /** Membership of a cluster of instances through Redis (config.cluster), null when off. */
+  cluster: ClusterNode | null = null
+  /** The workers' channel to the cluster node's leases (worker mode with config.cluster). */
+  private readonly clusterChannel: string | null
   /** Admin API and dashboard (config.admin), null when off. */
   admin: AdminServer | null = null
   address: ListenAddress = { host: '', port: 0 }
@@ -63,14 +69,18 @@ export class Switchyard implements AdminTarget {
     this.cacheInit = config.cache !== undefined ? SharedCacheStore.allocate(config.cache.maxBytes, config.cache.maxEntryBytes) : null
     this.cache = this.cacheInit !== null ? new SharedCacheStore(this.cacheInit, this.state) : null
     this.reviver = new PassiveReviver(config.healthCheck.passive, this.state, this.table, config.healthCheck.active !== undefined)
+    if (config.cluster !== undefined) ClusterNode.prepare(this.state)
+    this.clusterChannel = config.cluster !== undefined && config.workers > 0 ? `switchyard-cluster:${randomBytes(12).toString('hex')}` : null
     if (config.workers === 0) {
-      const ctx = createThreadProxy(config, this.state, this.table, { stickySecret: this.stickySecret, cache: this.cacheInit })
+      const leases = config.cluster !== undefined ? ClusterNode.sequentialBroker(() => this.cluster, config.cluster.redis.timeoutMs) : null
+      this.sequentialLeases = leases
+      const ctx = createThreadProxy(config, this.state, this.table, { stickySecret: this.stickySecret, cache: this.cacheInit, leases })
       ctx.workerSlot = this.state.claimWorkerSlot(1)
       this.stopThreadStats = startThreadStats(ctx)
       this.sequential = ctx
       this.server = net.createServer({ allowHalfOpen: true }, (socket) => this.onSequentialConnection(socket))
     } else {
-      this.workers = new WorkerPool(config.workers, config, this.state, this.table, this.stickySecret, this.cacheInit)
+      this.workers = new WorkerPool(config.workers, config, this.state, this.table, this.stickySecret, this.cacheInit, this.clusterChannel)
       this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
         this.state.addHeader(H_CONNECTIONS_ACCEPTED, 1)
         ;(this.workers as WorkerPool).dispatch(socket)
@@ -90,6 +100,10 @@ export class Switchyard implements AdminTarget {
     const lb = new Switchyard(config)
     // accept only once the workers can serve: the first requests must not wait for threads to boot
     if (lb.workers !== null) await lb.workers.ready()
+    if (config.cluster !== undefined) {
+      lb.cluster = await ClusterNode.start(config, lb.state, config.listen, () => lb.table)
+      if (lb.clusterChannel !== null) lb.cluster.listen(lb.clusterChannel)
+    }
     const { host, port } = parseHostPort(config.listen)
     await new Promise<void>((resolve, reject) => {
       lb.server.once('error', reject)
@@ -102,6 +116,7 @@ export class Switchyard implements AdminTarget {
     lb.address = { host: bound.address, port: bound.port }
     if (config.healthCheck.active !== undefined) {
       lb.checker = new ActiveHealthChecker(config.healthCheck.active, lb.state, lb.table)
+      lb.clusterProbes(lb.checker)
       lb.checker.start()
     }
     lb.reviver.start()
@@ -125,6 +140,15 @@ export class Switchyard implements AdminTarget {
   }
 
   get mode (): 'sequential' | 'workers' { return this.workers === null ? 'sequential' : 'workers' }
+
+  /** Shared health: the cluster decides which upstreams this instance probes, and hears every result. */
+  private clusterProbes (checker: ActiveHealthChecker): void {
+    const node = this.cluster
+    if (node === null) return
+    checker.shouldProbe = (entry) => node.shouldProbe(entry)
+    checker.onResult = (entry, status, healthy) => { node.onProbeResult(entry, status, healthy) }
+    checker.setProbeName(node.instanceId)
+  }
 
   /** The worker pool (worker mode only), for tests and the admin API. */
   get workerPool (): WorkerPool | null { return this.workers }
@@ -156,17 +180,21 @@ export class Switchyard implements AdminTarget {
     this.config = effective
     this.table = table
     setLogLevel(effective.log.level)
-    if (this.sequential !== null) applyConfig(this.sequential, effective, table, { stickySecret: this.stickySecret, cache: this.cacheInit })
+    if (this.sequential !== null) applyConfig(this.sequential, effective, table, { stickySecret: this.stickySecret, cache: this.cacheInit, leases: this.sequentialLeases })
     if (this.workers !== null) this.workers.broadcast({ type: 'config', config: effective, table })
     const active = effective.healthCheck.active
     if (active !== undefined) {
-      if (this.checker === null) { this.checker = new ActiveHealthChecker(active, this.state, table); this.checker.start() } else { this.checker.setConfig(active); this.checker.setTable(table) }
+      if (this.checker === null) { this.checker = new ActiveHealthChecker(active, this.state, table); this.clusterProbes(this.checker); this.checker.start() } else { this.checker.setConfig(active); this.checker.setTable(table) }
     } else if (this.checker !== null) {
       void this.checker.stop()
       this.checker = null
     }
     this.reviver.setTable(table)
     this.reviver.setConfig(effective.healthCheck.passive, active !== undefined)
+    if (this.cluster !== null) {
+      this.cluster.setRateLimit(effective)
+      this.cluster.setHealth(active ?? null)
+    }
     logger.info({ upstreams: table.map((u) => u.address), restartNeeded }, 'configuration reloaded')
     return { applied: true, restartNeeded }
   }
@@ -190,6 +218,7 @@ export class Switchyard implements AdminTarget {
       }
       if (this.workers !== null) await this.workers.drainAndClose(drainMs)
       await closed
+      if (this.cluster !== null) await this.cluster.stop()
       // last, so /api/status still answers while connections drain
       if (this.admin !== null) await this.admin.close()
       logger.info('stopped')

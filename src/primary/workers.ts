@@ -26,6 +26,8 @@ export interface WorkerInit {
   stickySecret: string | null
   cache: SharedCacheInit | null
   channel: string
+  /** BroadcastChannel name of the cluster node's leases (config.cluster), null when off. */
+  clusterChannel: string | null
 }
 
 export interface ConnectionTask {
@@ -62,14 +64,14 @@ export class WorkerPool {
   private readonly threads: number
   private stopping = false
 
-  constructor (threads: number, config: Config, state: SharedState, table: readonly UpstreamEntry[], stickySecret: string | null, cache: SharedCacheInit | null) {
+  constructor (threads: number, config: Config, state: SharedState, table: readonly UpstreamEntry[], stickySecret: string | null, cache: SharedCacheInit | null, clusterChannel: string | null = null) {
     this.state = state
     this.cache = cache !== null ? new SharedCacheStore(cache, state) : null
     this.threads = threads
     const channelName = `switchyard:${randomUUID()}`
     this.channel = new BroadcastChannel(channelName)
     this.channel.unref()
-    const init: WorkerInit = { config, state: state.toInit(), table, stickySecret, cache, channel: channelName }
+    const init: WorkerInit = { config, state: state.toInit(), table, stickySecret, cache, channel: channelName, clusterChannel }
     this.pool = new Piscina({
       filename: join(__dirname, '..', '..', 'workers', 'proxy.worker.js'),
       minThreads: threads,

@@ -18,18 +18,21 @@ import { installPolicies } from './policies'
 import { CacheHook } from './cache-path'
 import { SharedCacheStore, type SharedCacheInit } from '../cache/store'
 import { ownerOfWorkerSlot } from '../cache/fill-claims'
+import type { LeaseBroker } from '../cluster/global-limiter'
 
 export interface ThreadOptions {
   /** Shared secret for sticky cookies, generated once by the primary. */
   stickySecret: string | null
   /** The shared cache's memory, allocated once by the primary when config.cache is set. */
   cache: SharedCacheInit | null
+  /** This thread's way to the primary's cluster leases (config.cluster), null when off. */
+  leases?: LeaseBroker | null
 }
 
 export function createThreadProxy (config: Config, state: SharedState, table: readonly UpstreamEntry[], options: ThreadOptions): ProxyContext {
   const pool = new UpstreamPool(config.pool.maxIdlePerUpstream)
   const ctx = new ProxyContext(config, state, table, createBalancer(config.balancing, table, state), pool)
-  installPolicies(ctx, config, table, options.stickySecret)
+  installPolicies(ctx, config, table, options.stickySecret, options.leases ?? null)
   installCache(ctx, config, options.cache)
   return ctx
 }
@@ -73,7 +76,7 @@ export function applyConfig (ctx: ProxyContext, config: Config, table: readonly 
   ctx.table = table
   ctx.balancer = createBalancer(config.balancing, table, ctx.state)
   ctx.pool.maxIdlePerUpstream = config.pool.maxIdlePerUpstream
-  installPolicies(ctx, config, table, options.stickySecret)
+  installPolicies(ctx, config, table, options.stickySecret, options.leases ?? null)
   installCache(ctx, config, options.cache)
   for (const e of table) oldSlots.delete(e.slot)
   for (const slot of oldSlots) ctx.pool.drain(slot) // idle sockets to upstreams that left
