@@ -31,7 +31,7 @@ export interface LeaseWaiter {
 }
 
 /** How much longer than timeoutMs a thread waits for the primary's answer before giving up. */
-export const ASK_MARGIN_MS = 30
+export const ASK_MARGIN_MS = 50
 
 /** Messages between workers and the primary on the cluster channel. */
 export type LeaseMessage =

@@ -11,8 +11,9 @@
  *
  *   period   floor(redisNow / windowMs): the window the lease was granted in (fixed
  *            and sliding window), or the lease period of a token bucket. A lease
- *            is spent only in its own period; after it, what is left is the
- *            primary's to hand back (leftover on the next grant, or the sweep).
+ *            is spent only in its own period (or while this thread's clock still
+ *            reads the one before); after it, what is left is the primary's to
+ *            hand back (leftover on the next grant, or the sweep).
  *   denied   negative cache: SharedState.now() ms until which Redis said "no"
  *            (the window's end, or when the bucket has a token again); 0 = not denied.
  *            Every thread refuses locally until then, without asking.
@@ -89,7 +90,10 @@ export class LeaseSlots extends SlotTable {
     for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
       const word = Atomics.load(table, index)
       const count = tags.countIn(word)
-      if (tags.tagIn(word) !== this.tag || count === 0) break
+      // a lease of the next period is spendable too: this thread's estimate of Redis's clock may
+      // lag by a little, and Redis counted those units in that period whenever they are spent
+      const tag = tags.tagIn(word)
+      if ((tag !== this.tag && !tags.isAhead(tag, this.tag)) || count === 0) break
       if (Atomics.compareExchange(table, index, word, word - 1) === word) return this.answer(true, count - 1, 0, out)
     }
     const until = Atomics.load(table, base + S_STATE_B)

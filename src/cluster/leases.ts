@@ -49,14 +49,14 @@ export class LeaseManager {
   private readonly lease: ScriptName
   private readonly giveBack: ScriptName
   private readonly live: () => number
-  private readonly onClock: (offsetMs: number) => void
+  private readonly onClock: (sentAt: number, redisNowMs: number, receivedAt: number) => void
   private readonly inflight = new Map<string, Promise<boolean>>()
   private readonly clients = new Map<string, ClientLease>()
   private readonly timer: NodeJS.Timeout
   /** Units handed back to Redis (status). */
   returned = 0
 
-  constructor (link: RedisLink, slots: LeaseSlots, config: RateLimitConfig, keyPrefix: string, live: () => number, onClock: (offsetMs: number) => void) {
+  constructor (link: RedisLink, slots: LeaseSlots, config: RateLimitConfig, keyPrefix: string, live: () => number, onClock: (sentAt: number, redisNowMs: number, receivedAt: number) => void) {
     this.link = link
     this.slots = slots
     this.config = config
@@ -116,7 +116,7 @@ export class LeaseManager {
       return false
     }
     const done = Date.now()
-    this.onClock(reply.redisNowMs - Math.round((now + done) / 2))
+    this.onClock(now, reply.redisNowMs, done)
     const previous = entry.period
     entry.period = reply.period
     entry.lastHeld = 0

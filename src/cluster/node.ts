@@ -22,7 +22,7 @@ import { hostname } from 'node:os'
 import { BroadcastChannel } from 'node:worker_threads'
 import type { ActiveHealthConfig, ClusterConfig, Config } from '../config/types'
 import type { SharedState, UpstreamEntry } from '../shared/state'
-import { ADMIN_DRAINING, ADMIN_ENABLED, CLUSTER_DEGRADED, CLUSTER_GLOBAL, H_CLUSTER_CLOCK_OFFSET, H_CLUSTER_LIVE, H_CLUSTER_MODE, U_ADMIN_STATE } from '../shared/layout'
+import { ADMIN_DRAINING, ADMIN_ENABLED, CLUSTER_DEGRADED, CLUSTER_GLOBAL, H_CLUSTER_LIVE, H_CLUSTER_MODE, U_ADMIN_STATE } from '../shared/layout'
 import { logger } from '../log'
 import { version } from '../version'
 import { RedisLink } from './redis-link'
@@ -30,6 +30,7 @@ import { LeaseManager } from './leases'
 import { LeaseSlots } from './lease-slots'
 import { LeaseBroker, type LeaseMessage } from './global-limiter'
 import { SharedHealth, type PublishedHealth } from './shared-health'
+import { RedisClock } from './clock'
 
 /** Heartbeats an instance may miss before it is dropped. */
 export const MISSED_HEARTBEATS = 3
@@ -82,6 +83,7 @@ export class ClusterNode implements ClusterHooks {
   private readonly keys: { members: string, admin: string, health: string }
   private table: () => readonly UpstreamEntry[]
   private readonly health: SharedHealth
+  private readonly clock: RedisClock
   /** Drains/enables written locally whose write to Redis has not succeeded yet. */
   private readonly pendingAdmin = new Map<string, string>()
   private degradedSince: number
@@ -99,6 +101,7 @@ export class ClusterNode implements ClusterHooks {
     this.identity = JSON.stringify({ address: listen, version, startedAt: new Date().toISOString() })
     const p = cluster.redis.keyPrefix
     this.keys = { members: `${p}{cluster}:members`, admin: `${p}{cluster}:admin`, health: `${p}{cluster}:health` }
+    this.clock = new RedisClock(state)
     this.health = new SharedHealth(this.instanceId, cluster.health.probeReplicas, state, this.log)
     this.degradedSince = Date.now()
     link.onChange = (up, reason) => { this.onRedis(up, reason) }
@@ -166,7 +169,7 @@ export class ClusterNode implements ClusterHooks {
     const rl = config.rateLimit
     if (rl === undefined || this.config.rateLimit.scope !== 'global' || this.state.rateTableSlots === 0) return
     this.leases = new LeaseManager(this.link, new LeaseSlots(rl, this.state), rl, this.config.redis.keyPrefix,
-      () => Atomics.load(this.state.i32, H_CLUSTER_LIVE), (offset) => { this.state.storeHeader(H_CLUSTER_CLOCK_OFFSET, offset) })
+      () => Atomics.load(this.state.i32, H_CLUSTER_LIVE), (sentAt, redisNow, receivedAt) => { this.clock.sample(sentAt, redisNow, receivedAt) })
   }
 
   setHealth (active: ActiveHealthConfig | null): void {
@@ -202,7 +205,7 @@ export class ClusterNode implements ClusterHooks {
       const started = Date.now()
       const reply = await this.link.script('swyHeartbeat', [this.keys.members, this.keys.admin, this.keys.health], [this.instanceId, this.identity, staleMs]) as [number, string[], string[], string[]]
       const now = Number(reply[0])
-      this.state.storeHeader(H_CLUSTER_CLOCK_OFFSET, now - Math.round((started + Date.now()) / 2))
+      this.clock.sample(started, now, Date.now())
       this.lastHeartbeatOk = Date.now()
       this.applyMembers(reply[1], now)
       this.applyAdmin(pairs(reply[2]))
@@ -210,7 +213,7 @@ export class ClusterNode implements ClusterHooks {
       for (const [address, json] of pairs(reply[3])) {
         try { published.set(address, JSON.parse(json) as PublishedHealth) } catch { /* not ours */ }
       }
-      this.health.update(this.table(), this.members.map((m) => m.id), published, now, this.state.header(H_CLUSTER_CLOCK_OFFSET))
+      this.health.update(this.table(), this.members.map((m) => m.id), published, now, this.clock.offsetMs)
     } catch {
       this.noHeartbeat()
     }
@@ -272,7 +275,7 @@ export class ClusterNode implements ClusterHooks {
 
   onProbeResult (entry: UpstreamEntry, status: number, healthy: boolean): void {
     if (!this.config.health.share || !this.link.up) return
-    const result: PublishedHealth = { h: healthy ? 1 : 0, s: status, at: Date.now() + this.state.header(H_CLUSTER_CLOCK_OFFSET), by: this.instanceId }
+    const result: PublishedHealth = { h: healthy ? 1 : 0, s: status, at: Date.now() + this.clock.offsetMs, by: this.instanceId }
     this.link.command('HSET', [this.keys.health, entry.address, JSON.stringify(result)]).catch(() => {})
   }
 

@@ -16,6 +16,12 @@ import { BREAKER_BACKOFF_MS } from '../../src/cluster/redis-link'
 
 const MIX = [0, 2, 0]
 const HEARTBEAT_MS = 200
+/**
+ * cluster.redis.timeoutMs in these tests. Not the default 20: the suite shares a
+ * loaded 2-core machine, and an answer later than this (a busy primary counts too)
+ * puts the request into the failure mode, which may admit beyond the global count.
+ */
+const TIMEOUT_MS = 150
 /** Scheduling slack on a shared, noisy machine. */
 const SLACK_MS = 400
 
@@ -29,7 +35,7 @@ async function startCluster (redis: RedisServer, upstreams: TestServer[], extra:
         upstreams: upstreams.map((u) => ({ address: u.address })),
         admin: { listen: '127.0.0.1:0' },
         ...extra,
-        cluster: { redis: { url: redis.url, keyPrefix: `t${process.pid}:`, timeoutMs: 50 }, instanceId: `inst-${i}`, heartbeatMs: HEARTBEAT_MS, ...cluster },
+        cluster: { redis: { url: redis.url, keyPrefix: `t${process.pid}:`, timeoutMs: TIMEOUT_MS }, instanceId: `inst-${i}`, heartbeatMs: HEARTBEAT_MS, ...cluster },
       }, modes[i]))
     }
     await waitFor(() => lbs.every((r) => r.lb.cluster?.status().instances.length === modes.length && r.lb.cluster.status().redisUp), 10_000, 'every instance sees the others')
@@ -145,12 +151,12 @@ describe('cluster: 3 instances (workers 0, 2, 0) over a real redis-server', () =
       assert.equal(before.ok, 6)
       await redis.kill()
       const killedAt = Date.now()
-      await waitFor(() => c.lbs.every((r) => r.lb.cluster?.status().redisUp === false), 50 + BREAKER_BACKOFF_MS + SLACK_MS, 'every instance noticed')
-      assert.ok(Date.now() - killedAt <= 50 + BREAKER_BACKOFF_MS + SLACK_MS)
+      await waitFor(() => c.lbs.every((r) => r.lb.cluster?.status().redisUp === false), TIMEOUT_MS + BREAKER_BACKOFF_MS + SLACK_MS, 'every instance noticed')
+      assert.ok(Date.now() - killedAt <= TIMEOUT_MS + BREAKER_BACKOFF_MS + SLACK_MS)
       // local-share: 30 / 3 live = 10 per instance, for a client new to the window
       const during = await burst(c.lbs, '198.51.100.6', 45)
       assert.equal(during.ok, 30, `local-share admitted ${during.ok} (3 x 10 expected)`)
-      assert.ok(during.maxMs <= 50 + ASK_MARGIN_MS + SLACK_MS, `a request took ${during.maxMs} ms while Redis was down`)
+      assert.ok(during.maxMs <= TIMEOUT_MS + ASK_MARGIN_MS + SLACK_MS, `a request took ${during.maxMs} ms while Redis was down`)
       const status = c.lbs[0].lb.cluster?.status()
       assert.equal(status?.mode, 'degraded')
       await redis.restart()
@@ -168,7 +174,7 @@ describe('cluster: 3 instances (workers 0, 2, 0) over a real redis-server', () =
     try {
       redis.pause()
       const during = await burst(c.lbs, '198.51.100.8', 45)
-      assert.ok(during.maxMs <= 50 + ASK_MARGIN_MS + SLACK_MS, `a request took ${during.maxMs} ms while Redis hung`)
+      assert.ok(during.maxMs <= TIMEOUT_MS + ASK_MARGIN_MS + SLACK_MS, `a request took ${during.maxMs} ms while Redis hung`)
       assert.equal(during.other, 0)
       await waitFor(() => c.lbs.every((r) => r.lb.cluster?.status().redisUp === false), 2000, 'the breaker opened everywhere')
       const fallback = await burst(c.lbs, '198.51.100.9', 45)
