@@ -16,6 +16,8 @@ import { ConfigError } from '../errors'
 import { logger } from '../log'
 import { TokenCheck } from './auth'
 import { CounterTotals } from './totals'
+import { createMetrics } from './prometheus'
+import { version } from '../version'
 import { handleRequest, type AdminContext } from './routes'
 import type { AdminTarget } from './target'
 
@@ -67,7 +69,12 @@ export async function startAdmin (lb: AdminTarget, options: AdminOptions = {}): 
 
   const totals = new CounterTotals(lb.state)
   totals.sample(lb.table)
-  const ctx: AdminContext = { lb, totals, token, listen }
+  const metrics = createMetrics(() => ({
+    state: lb.state, table: lb.table, totals, info: { version, mode: lb.mode, startedAtMs: lb.startedAt },
+  }))
+  // a cluster's families (switchyard_cluster_*, src/cluster/node.ts)
+  lb.cluster?.registerMetrics(metrics)
+  const ctx: AdminContext = { lb, totals, metrics, token, listen }
   const server = http.createServer((req, res) => handleRequest(ctx, req, res))
   server.headersTimeout = 5000
   server.requestTimeout = 10_000

@@ -60,11 +60,17 @@ export interface ClusterStatusJson {
   probing: string[]
 }
 
+/** The part of the /metrics registry (src/admin/prometheus.ts) the cluster uses. */
+export interface MetricsRegistry {
+  gauge (name: string, help: string, labelNames: string[], collect: (view: unknown, emit: (labels: Record<string, string>, value: number) => void) => void): void
+  counter (name: string, help: string, labelNames: string[], collect: (view: unknown, emit: (labels: Record<string, string>, value: number) => void) => void): void
+}
+
 /** What the primary's hooks need from a node (admin routes, status, metrics, the prober). */
 export interface ClusterHooks {
   publishAdminState (address: string, draining: boolean): void
   status (): ClusterStatusJson
-  metricsText (): string
+  registerMetrics (registry: MetricsRegistry): void
   shouldProbe (entry: UpstreamEntry): boolean
   onProbeResult (entry: UpstreamEntry, status: number, healthy: boolean): void
 }
@@ -301,20 +307,16 @@ export class ClusterNode implements ClusterHooks {
     }
   }
 
-  /** Prometheus text for the cluster families (appended to /metrics). */
-  metricsText (): string {
-    return '# HELP switchyard_cluster_redis_up 1 when Redis answers (global rate limits), 0 while the failure mode applies.\n' +
-      '# TYPE switchyard_cluster_redis_up gauge\n' +
-      `switchyard_cluster_redis_up ${this.link.up ? 1 : 0}\n` +
-      '# HELP switchyard_cluster_degraded_seconds_total Time spent with Redis down or not answering.\n' +
-      '# TYPE switchyard_cluster_degraded_seconds_total counter\n' +
-      `switchyard_cluster_degraded_seconds_total ${this.degradedSeconds()}\n` +
-      '# HELP switchyard_cluster_instances Live instances in the cluster as last known.\n' +
-      '# TYPE switchyard_cluster_instances gauge\n' +
-      `switchyard_cluster_instances ${this.state.header(H_CLUSTER_LIVE)}\n` +
-      '# HELP switchyard_cluster_redis_commands_total Calls sent to Redis.\n' +
-      '# TYPE switchyard_cluster_redis_commands_total counter\n' +
-      `switchyard_cluster_redis_commands_total ${this.link.commands}\n`
+  /** The cluster families of /metrics, collected at scrape time (src/admin/prometheus.ts registry). */
+  registerMetrics (registry: MetricsRegistry): void {
+    registry.gauge('switchyard_cluster_redis_up', '1 when Redis answers (global rate limits), 0 while the failure mode applies.', [],
+      (_view, emit) => { emit({}, this.link.up ? 1 : 0) })
+    registry.counter('switchyard_cluster_degraded_seconds_total', 'Time spent with Redis down or not answering.', [],
+      (_view, emit) => { emit({}, this.degradedSeconds()) })
+    registry.gauge('switchyard_cluster_instances', 'Live instances in the cluster as last known.', [],
+      (_view, emit) => { emit({}, this.state.header(H_CLUSTER_LIVE)) })
+    registry.counter('switchyard_cluster_redis_calls_total', 'Calls this instance sent to Redis (scripts, heartbeats, PINGs).', [],
+      (_view, emit) => { emit({}, this.link.commands) })
   }
 
   setTable (table: () => readonly UpstreamEntry[]): void {

@@ -57,6 +57,7 @@ export interface CacheConfig {
   maxBytes: number
   maxEntryBytes: number
   cacheAuthorized: boolean
+  targetedField: string
 }
 
 export interface FirewallRuleConfig {
