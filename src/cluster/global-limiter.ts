@@ -34,9 +34,12 @@ export interface LeaseWaiter {
 export const ASK_MARGIN_MS = 50
 
 /** Messages between workers and the primary on the cluster channel. */
+/** `policy` names the limit ('' = the top-level rateLimit; a route's limit has its scope). */
 export type LeaseMessage =
-  | { type: 'ask', clientIp: string, want: number }
-  | { type: 'answer', clientIp: string, ok: boolean }
+  | { type: 'ask', policy: string, clientIp: string, want: number }
+  | { type: 'answer', policy: string, clientIp: string, ok: boolean }
+
+export type LeaseSend = (policy: string, clientIp: string, want: number) => void
 
 /**
  * One per thread: the parked requests per client, and the asks in flight.
@@ -44,11 +47,12 @@ export type LeaseMessage =
  * through settle().
  */
 export class LeaseBroker {
+  /** Keyed by policy + ' ' + client. */
   private readonly waiting = new Map<string, LeaseWaiter[]>()
-  private readonly send: (clientIp: string, want: number) => void
+  private readonly send: LeaseSend
   private readonly giveUpMs: number
 
-  constructor (send: (clientIp: string, want: number) => void, timeoutMs: number) {
+  constructor (send: LeaseSend, timeoutMs: number) {
     this.send = send
     this.giveUpMs = timeoutMs + ASK_MARGIN_MS
   }
@@ -57,36 +61,41 @@ export class LeaseBroker {
   static overChannel (channelName: string, timeoutMs: number): LeaseBroker {
     const channel = new BroadcastChannel(channelName)
     channel.unref()
-    const broker = new LeaseBroker((clientIp, want) => {
-      channel.postMessage({ type: 'ask', clientIp, want } satisfies LeaseMessage)
+    const broker = new LeaseBroker((policy, clientIp, want) => {
+      channel.postMessage({ type: 'ask', policy, clientIp, want } satisfies LeaseMessage)
     }, timeoutMs)
     channel.onmessage = (event: unknown) => {
       const message = (event as { data: LeaseMessage }).data
-      if (message.type === 'answer') broker.settle(message.clientIp, message.ok)
+      if (message.type === 'answer') broker.settle(message.policy, message.clientIp, message.ok)
     }
     return broker
   }
 
-  wait (clientIp: string, waiter: LeaseWaiter): void {
-    const list = this.waiting.get(clientIp)
+  wait (policy: string, clientIp: string, waiter: LeaseWaiter): void {
+    const key = policy + ' ' + clientIp
+    const list = this.waiting.get(key)
     if (list !== undefined) { list.push(waiter); return } // coalesced into the ask in flight
     const fresh = [waiter]
-    this.waiting.set(clientIp, fresh)
-    this.send(clientIp, 1)
-    setTimeout(giveUp, this.giveUpMs, this, clientIp, fresh).unref()
+    this.waiting.set(key, fresh)
+    this.send(policy, clientIp, 1)
+    setTimeout(giveUp, this.giveUpMs, this, key, fresh).unref()
   }
 
-  /** The primary answered for `clientIp`: wake its parked requests (they check again). */
-  settle (clientIp: string, ok: boolean): void {
-    const list = this.waiting.get(clientIp)
+  /** The primary answered for `clientIp` under `policy`: wake its parked requests (they check again). */
+  settle (policy: string, clientIp: string, ok: boolean): void {
+    this.wake(policy + ' ' + clientIp, ok)
+  }
+
+  private wake (key: string, ok: boolean): void {
+    const list = this.waiting.get(key)
     if (list === undefined) return
-    this.waiting.delete(clientIp)
+    this.waiting.delete(key)
     for (const waiter of list) waiter.onLease(!ok)
   }
 
   /** @internal */
-  expire (clientIp: string, list: LeaseWaiter[]): void {
-    if (this.waiting.get(clientIp) === list) this.settle(clientIp, false)
+  expire (key: string, list: LeaseWaiter[]): void {
+    if (this.waiting.get(key) === list) this.wake(key, false)
   }
 
   get parked (): number {
@@ -96,12 +105,14 @@ export class LeaseBroker {
   }
 }
 
-function giveUp (broker: LeaseBroker, clientIp: string, list: LeaseWaiter[]): void {
-  broker.expire(clientIp, list)
+function giveUp (broker: LeaseBroker, key: string, list: LeaseWaiter[]): void {
+  broker.expire(key, list)
 }
 
 export class GlobalRateLimiter implements RateLimiter {
   readonly config: RateLimitConfig
+  /** Which limit this is ('' = the top-level rateLimit). */
+  readonly policy: string
   private readonly onFailure: RedisFailureMode
   private readonly state: SharedState
   private readonly leases: LeaseSlots
@@ -110,11 +121,12 @@ export class GlobalRateLimiter implements RateLimiter {
   private share: RateLimiter | null = null
   private shareLive = 0
 
-  constructor (config: RateLimitConfig, onFailure: RedisFailureMode, state: SharedState, broker: LeaseBroker) {
+  constructor (config: RateLimitConfig, onFailure: RedisFailureMode, state: SharedState, broker: LeaseBroker, policy = '') {
     this.config = config
+    this.policy = policy
     this.onFailure = onFailure
     this.state = state
-    this.leases = new LeaseSlots(config, state)
+    this.leases = new LeaseSlots(config, state, policy)
     this.broker = broker
   }
 
@@ -137,7 +149,7 @@ export class GlobalRateLimiter implements RateLimiter {
 
   /** Park a pending request until its client's lease question is answered. */
   wait (clientIp: string, waiter: LeaseWaiter): void {
-    this.broker.wait(clientIp, waiter)
+    this.broker.wait(this.policy, clientIp, waiter)
   }
 
   private degraded (clientIp: string, nowMs: number, out: RateDecision): boolean {

@@ -33,6 +33,12 @@ import { WindowTags } from '../ratelimit/window'
 /** Salt of the lease slots' key seed ("LEAS"). */
 const LEASE_SALT = 0x4c454153
 
+function policyHash (policy: string): number {
+  let h = 0
+  for (let i = 0; i < policy.length; i++) h = Math.imul(h ^ policy.charCodeAt(i), 0x01000193)
+  return h
+}
+
 export class LeaseSlots extends SlotTable {
   /** Largest lease a slot can hold in one period. */
   readonly capacity: number
@@ -45,8 +51,9 @@ export class LeaseSlots extends SlotTable {
   private stateNow = 0
   private redisNow = 0
 
-  constructor (config: RateLimitConfig, state: SharedState) {
-    super(config, state, LEASE_SALT)
+  /** `policy` names the limit ('' = the top-level one): each limit has its own lease slots. */
+  constructor (config: RateLimitConfig, state: SharedState, policy = '') {
+    super(config, state, LEASE_SALT ^ policyHash(policy))
     // a token bucket may lease its burst and the refill of one whole period
     this.capacity = config.algorithm === 'token-bucket'
       ? Math.min((1 << 24) - 1, (config.burst ?? config.maxRequests) + config.maxRequests)
@@ -167,7 +174,13 @@ export class LeaseSlots extends SlotTable {
     }
   }
 
-  /** Units `clientIp` holds unspent in `period` (no claim). */
+  /** Clear `clientIp`'s negative cache (units came back to Redis). */
+  forgetDenial (clientIp: string, nowMs: number): void {
+    const base = this.slotOf(clientIp, nowMs)
+    if (base >= 0) Atomics.store(this.table, base + S_STATE_B, 0)
+  }
+
+  /** Units `clientIp` holds unspent in `period`. */
   held (clientIp: string, nowMs: number, period: number): number {
     const base = this.slotOf(clientIp, nowMs)
     if (base < 0) return 0

@@ -50,18 +50,21 @@ export class LeaseManager {
   private readonly giveBack: ScriptName
   private readonly live: () => number
   private readonly onClock: (sentAt: number, redisNowMs: number, receivedAt: number) => void
+  /** Called after units went back to Redis in the client's current period (the node tells the other instances). */
+  onReturned: (clientIp: string) => void = () => {}
   private readonly inflight = new Map<string, Promise<boolean>>()
   private readonly clients = new Map<string, ClientLease>()
   private readonly timer: NodeJS.Timeout
   /** Units handed back to Redis (status). */
   returned = 0
 
-  constructor (link: RedisLink, slots: LeaseSlots, config: RateLimitConfig, keyPrefix: string, live: () => number, onClock: (sentAt: number, redisNowMs: number, receivedAt: number) => void) {
+  /** `policy` names the limit ('' = the top-level rateLimit; a route's has its scope): its own Redis keys. */
+  constructor (link: RedisLink, slots: LeaseSlots, config: RateLimitConfig, keyPrefix: string, live: () => number, onClock: (sentAt: number, redisNowMs: number, receivedAt: number) => void, policy = '') {
     this.link = link
     this.slots = slots
     this.config = config
     this.keyPrefix = keyPrefix
-    this.policy = `${config.algorithm}:${config.maxRequests}:${config.windowMs}:${config.burst ?? ''}`
+    this.policy = `${policy === '' ? '' : policy + ':'}${config.algorithm}:${config.maxRequests}:${config.windowMs}:${config.burst ?? ''}`
     this.lease = config.algorithm === 'token-bucket' ? 'swyTokenLease' : config.algorithm === 'sliding-window' ? 'swySlidingLease' : 'swyFixedLease'
     this.giveBack = config.algorithm === 'token-bucket' ? 'swyTokenReturn' : config.algorithm === 'sliding-window' ? 'swySlidingReturn' : 'swyFixedReturn'
     this.live = live
@@ -74,7 +77,7 @@ export class LeaseManager {
     clearInterval(this.timer)
   }
 
-  /** `<prefix>rl:{client}:<algorithm:limit:window:burst>`: a changed limit starts on a fresh key. */
+  /** `<prefix>rl:{client}:[<policy>:]<algorithm:limit:window:burst>`: a changed limit starts on a fresh key. */
   keyOf (clientIp: string): string {
     return `${this.keyPrefix}rl:{${clientIp}}:${this.policy}`
   }
@@ -140,7 +143,18 @@ export class LeaseManager {
     if (count <= 0) return
     const c = this.config
     this.returned += count
-    this.link.script(this.giveBack, [this.keyOf(clientIp)], [count, period, c.windowMs, c.maxRequests, c.burst ?? c.maxRequests]).catch(() => {})
+    this.link.script(this.giveBack, [this.keyOf(clientIp)], [count, period, c.windowMs, c.maxRequests, c.burst ?? c.maxRequests]).then((back) => {
+      if (Number(back) === 1) this.onReturned(clientIp)
+    }, () => {})
+  }
+
+  /**
+   * Another instance handed units of `clientIp` back: forget the denial, so
+   * the next request asks Redis again instead of being refused until the
+   * window's end while allowance sits unused.
+   */
+  forgetDenial (clientIp: string): void {
+    this.slots.forgetDenial(clientIp, Date.now())
   }
 
   /** Hand back leases nobody spent from since the last sweep, and those of ended periods. */

@@ -20,7 +20,7 @@
  */
 import { hostname } from 'node:os'
 import { BroadcastChannel } from 'node:worker_threads'
-import type { ActiveHealthConfig, ClusterConfig, Config } from '../config/types'
+import type { ActiveHealthConfig, ClusterConfig, Config, RateLimitConfig } from '../config/types'
 import type { SharedState, UpstreamEntry } from '../shared/state'
 import { ADMIN_DRAINING, ADMIN_ENABLED, CLUSTER_DEGRADED, CLUSTER_GLOBAL, H_CLUSTER_LIVE, H_CLUSTER_MODE, U_ADMIN_STATE } from '../shared/layout'
 import { logger } from '../log'
@@ -81,12 +81,13 @@ export class ClusterNode implements ClusterHooks {
   private readonly state: SharedState
   private readonly link: RedisLink
   private readonly log = logger.child({ component: 'cluster' })
-  private leases: LeaseManager | null = null
+  /** Lease managers by policy ('' = the top-level rateLimit). */
+  private leases = new Map<string, LeaseManager>()
   private channel: BroadcastChannel | null = null
   private heartbeat: NodeJS.Timeout | null = null
   private members: ClusterMember[] = []
   private readonly identity: string
-  private readonly keys: { members: string, admin: string, health: string }
+  private readonly keys: { members: string, admin: string, health: string, returned: string }
   private table: () => readonly UpstreamEntry[]
   private readonly health: SharedHealth
   private readonly clock: RedisClock
@@ -106,13 +107,18 @@ export class ClusterNode implements ClusterHooks {
     this.instanceId = cluster.instanceId ?? `${hostname()}:${listen.slice(listen.lastIndexOf(':') + 1)}:${process.pid}`
     this.identity = JSON.stringify({ address: listen, version, startedAt: new Date().toISOString() })
     const p = cluster.redis.keyPrefix
-    this.keys = { members: `${p}{cluster}:members`, admin: `${p}{cluster}:admin`, health: `${p}{cluster}:health` }
+    this.keys = { members: `${p}{cluster}:members`, admin: `${p}{cluster}:admin`, health: `${p}{cluster}:health`, returned: `${p}{cluster}:returned` }
     this.clock = new RedisClock(state)
     this.health = new SharedHealth(this.instanceId, cluster.health.probeReplicas, state, this.log)
     this.degradedSince = Date.now()
     link.onChange = (up, reason) => { this.onRedis(up, reason) }
     this.setRateLimit(config)
     this.setHealth(config.healthCheck.active ?? null)
+    // units handed back anywhere end every instance's denial of that client (no allowance stranded)
+    link.subscribe(this.keys.returned, (message) => {
+      const sep = message.indexOf(' ')
+      this.leases.get(message.slice(0, sep))?.forgetDenial(message.slice(sep + 1))
+    })
   }
 
   /**
@@ -145,8 +151,8 @@ export class ClusterNode implements ClusterHooks {
     channel.onmessage = (event: unknown) => {
       const message = (event as { data: LeaseMessage }).data
       if (message.type !== 'ask') return
-      void this.ask(message.clientIp, message.want).then((ok) => {
-        if (!this.stopped) channel.postMessage({ type: 'answer', clientIp: message.clientIp, ok } satisfies LeaseMessage)
+      void this.ask(message.policy, message.clientIp, message.want).then((ok) => {
+        if (!this.stopped) channel.postMessage({ type: 'answer', policy: message.policy, clientIp: message.clientIp, ok } satisfies LeaseMessage)
       })
     }
     this.channel = channel
@@ -154,28 +160,31 @@ export class ClusterNode implements ClusterHooks {
 
   /** Sequential mode: a broker for the primary's own request path. */
   static sequentialBroker (node: () => ClusterNode | null, timeoutMs: number): LeaseBroker {
-    const broker: LeaseBroker = new LeaseBroker((clientIp, want) => {
+    const broker: LeaseBroker = new LeaseBroker((policy, clientIp, want) => {
       const current = node()
-      const answer = current === null ? Promise.resolve(false) : current.ask(clientIp, want)
-      void answer.then((ok) => { broker.settle(clientIp, ok) })
+      const answer = current === null ? Promise.resolve(false) : current.ask(policy, clientIp, want)
+      void answer.then((ok) => { broker.settle(policy, clientIp, ok) })
     }, timeoutMs)
     return broker
   }
 
-  async ask (clientIp: string, want: number): Promise<boolean> {
-    const leases = this.leases
-    if (leases === null || !this.link.up) return false
+  async ask (policy: string, clientIp: string, want: number): Promise<boolean> {
+    const leases = this.leases.get(policy)
+    if (leases === undefined || !this.link.up) return false
     return await leases.ask(clientIp, want)
   }
 
-  /** config.rateLimit (re)applied: global leases for it, or none. */
+  /** The limits (re)applied: global leases for each (the top-level rateLimit is policy ''), or none. */
   setRateLimit (config: Config): void {
-    this.leases?.stop()
-    this.leases = null
-    const rl = config.rateLimit
-    if (rl === undefined || this.config.rateLimit.scope !== 'global' || this.state.rateTableSlots === 0) return
-    this.leases = new LeaseManager(this.link, new LeaseSlots(rl, this.state), rl, this.config.redis.keyPrefix,
-      () => Atomics.load(this.state.i32, H_CLUSTER_LIVE), (sentAt, redisNow, receivedAt) => { this.clock.sample(sentAt, redisNow, receivedAt) })
+    for (const manager of this.leases.values()) manager.stop()
+    this.leases.clear()
+    if (this.config.rateLimit.scope !== 'global' || this.state.rateTableSlots === 0) return
+    for (const [policy, rl] of globalLimits(config)) {
+      const manager = new LeaseManager(this.link, new LeaseSlots(rl, this.state, policy), rl, this.config.redis.keyPrefix,
+        () => Atomics.load(this.state.i32, H_CLUSTER_LIVE), (sentAt, redisNow, receivedAt) => { this.clock.sample(sentAt, redisNow, receivedAt) }, policy)
+      manager.onReturned = (clientIp) => { this.link.command('PUBLISH', [this.keys.returned, policy + ' ' + clientIp]).catch(() => {}) }
+      this.leases.set(policy, manager)
+    }
   }
 
   setHealth (active: ActiveHealthConfig | null): void {
@@ -301,7 +310,7 @@ export class ClusterNode implements ClusterHooks {
       onRedisFailure: this.config.rateLimit.onRedisFailure,
       degradedSeconds: this.degradedSeconds(),
       redisCommands: this.link.commands,
-      leasesReturned: this.leases?.returned ?? 0,
+      leasesReturned: [...this.leases.values()].reduce((sum, m) => sum + m.returned, 0),
       instances: this.members,
       probing: this.health.probedAddresses,
     }
@@ -326,12 +335,19 @@ export class ClusterNode implements ClusterHooks {
   async stop (): Promise<void> {
     this.stopped = true
     if (this.heartbeat !== null) clearInterval(this.heartbeat)
-    this.leases?.stop()
+    for (const manager of this.leases.values()) manager.stop()
     this.channel?.close()
     // leave at once rather than after 3 missed heartbeats
     if (this.link.up) await this.link.command('HDEL', [this.keys.members, this.instanceId]).catch(() => {})
     await this.link.close()
   }
+}
+
+/** Every limit that counts across the cluster, by policy: the top-level rateLimit is ''. */
+export function globalLimits (config: Config): Array<[string, RateLimitConfig]> {
+  const out: Array<[string, RateLimitConfig]> = []
+  if (config.rateLimit !== undefined) out.push(['', config.rateLimit])
+  return out
 }
 
 function pairs (flat: string[]): Array<[string, string]> {

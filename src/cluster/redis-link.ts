@@ -43,6 +43,8 @@ export type ScriptName = keyof typeof COMMANDS
 
 export class RedisLink {
   private readonly client: Redis
+  /** A second connection in subscriber mode (Redis requires it), made on the first subscribe(). */
+  private subscriber: Redis | null = null
   private readonly timeoutMs: number
   /** Breaker closed (Redis answering). Starts false: nothing has answered yet. */
   up = false
@@ -158,10 +160,28 @@ export class RedisLink {
     }
   }
 
+  /**
+   * Messages on `channel` (pub/sub: best effort, nothing waits on it). The
+   * subscriber reconnects and resubscribes by itself.
+   */
+  subscribe (channel: string, onMessage: (message: string) => void): void {
+    if (this.subscriber === null) {
+      const subscriber = this.client.duplicate({ enableOfflineQueue: true, autoResubscribe: true, commandTimeout: undefined })
+      subscriber.on('error', () => { /* the main link reports Redis's state */ })
+      subscriber.on('message', (_channel: string, message: string) => { this.onMessage.get(_channel)?.(message) })
+      this.subscriber = subscriber
+    }
+    this.onMessage.set(channel, onMessage)
+    this.subscriber.subscribe(channel).catch(() => {})
+  }
+
+  private readonly onMessage = new Map<string, (message: string) => void>()
+
   async close (): Promise<void> {
     this.closed = true
     clearInterval(this.timer)
     this.up = false
+    this.subscriber?.disconnect()
     // not QUIT: a hung Redis would never answer it
     this.client.disconnect()
   }

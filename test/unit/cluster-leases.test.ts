@@ -188,16 +188,17 @@ describe('cluster leases: failure modes', () => {
 describe('cluster leases: the broker', () => {
   it('parks requests per client, sends one ask per client, wakes them all, and gives up after timeoutMs', async () => {
     const asked: string[] = []
-    const broker = new LeaseBroker((ip) => { asked.push(ip) }, 10)
+    const broker = new LeaseBroker((_policy, ip) => { asked.push(ip) }, 10)
     const woken: Array<[string, boolean]> = []
     const waiter = (name: string): { onLease: (failed: boolean) => void } => ({ onLease: (failed) => { woken.push([name, failed]) } })
-    broker.wait('a', waiter('a1'))
-    broker.wait('a', waiter('a2'))
-    broker.wait('b', waiter('b1'))
-    assert.deepEqual(asked, ['a', 'b'])
-    broker.settle('a', true)
+    broker.wait('', 'a', waiter('a1'))
+    broker.wait('', 'a', waiter('a2'))
+    broker.wait('', 'b', waiter('b1'))
+    broker.wait('route:r', 'a', waiter('a3'))
+    assert.deepEqual(asked, ['a', 'b', 'a'], 'one ask per client per limit')
+    broker.settle('', 'a', true)
     assert.deepEqual(woken, [['a1', false], ['a2', false]])
     await new Promise((resolve) => setTimeout(resolve, 80))
-    assert.deepEqual(woken.slice(2), [['b1', true]])
+    assert.deepEqual(woken.slice(2).sort(), [['a3', true], ['b1', true]])
   })
 })
