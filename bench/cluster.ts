@@ -4,7 +4,8 @@
  * across all three at once. It reports
  *
  *   (a) a hot client over its limit (fixed window, global): requests admitted per window, summed over
- *       the instances, against maxRequests (must be <= the limit, and >= 95 % of it);
+ *       the instances, against maxRequests (must be <= the limit, and >= 95 % of it), counted by an
+ *       upstream of its own (bench/window-upstream.ts) as the admitted requests arrive;
  *   (b) CPU µs per request of the 3 balancer processes with global limits vs local limits, on a
  *       limit no request reaches (the lease fast path: Atomics in shared memory, Redis every few
  *       hundred requests), interleaved local/global for --rounds rounds, medians;
@@ -15,7 +16,10 @@
  * No pinning: on a shared 2-core machine the numbers are noisy; compare global with local from the
  * same run only.
  *
- *   npm run bench -- --cluster [--duration S] [--rounds N] [--connections N]
+ *   npm run bench -- --cluster [--duration S] [--rounds N] [--connections N] [--timeout-ms MS]
+ *
+ * --timeout-ms sets cluster.redis.timeoutMs (default 20, the config's default). On an overloaded
+ * machine a lease answer later than that applies the failure mode (local-share), which is not exact.
  */
 import * as fs from 'node:fs'
 import * as net from 'node:net'
@@ -27,21 +31,20 @@ import { ROOT, freePort, makeTempDir, sleep, spawnTracked, startNodeUpstreams, s
 // autocannon ships no types of its own
 const autocannon = require('autocannon') as (opts: Record<string, unknown>) => AutocannonInstance
 
-interface AutocannonInstance extends PromiseLike<{ requests: { total: number }, '2xx': number, non2xx: number, errors: number }> {
-  on (event: 'response', fn: (client: unknown, status: number) => void): void
-}
+type AutocannonInstance = PromiseLike<{ requests: { total: number }, '2xx': number, non2xx: number, errors: number }>
 
 const MODES = [0, 2, 0]
 const HOT_CLIENT = '198.51.100.77'
 
-interface Options { durationS: number, rounds: number, connections: number }
+interface Options { durationS: number, rounds: number, connections: number, timeoutMs: number }
 
 function parse (argv: string[]): Options {
-  const options: Options = { durationS: 6, rounds: 2, connections: 8 }
+  const options: Options = { durationS: 6, rounds: 2, connections: 8, timeoutMs: 20 }
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--duration') options.durationS = Number(argv[++i])
     else if (argv[i] === '--rounds') options.rounds = Number(argv[++i])
     else if (argv[i] === '--connections') options.connections = Number(argv[++i])
+    else if (argv[i] === '--timeout-ms') options.timeoutMs = Number(argv[++i])
   }
   return options
 }
@@ -75,7 +78,7 @@ function cpuMicros (pid: number): number {
 
 interface Fleet { ports: number[], admins: number[], processes: Managed[] }
 
-async function startFleet (redisPort: number, upstreamPort: number, rateLimit: Record<string, unknown>, scope: 'global' | 'local'): Promise<Fleet> {
+async function startFleet (redisPort: number, upstreamPort: number, rateLimit: Record<string, unknown>, scope: 'global' | 'local', timeoutMs: number): Promise<Fleet> {
   const dir = makeTempDir('swy-cluster-bench-')
   // one prefix per fleet: the instances share their keys, earlier runs' keys do not count
   const keyPrefix = `bench${Date.now()}:`
@@ -93,7 +96,7 @@ async function startFleet (redisPort: number, upstreamPort: number, rateLimit: R
       rateLimit: { ...rateLimit, trustProxy: ['127.0.0.1/32'] },
       log: { level: 'warn', access: false },
       admin: { listen: `127.0.0.1:${admin}` },
-      cluster: { redis: { url: `redis://127.0.0.1:${redisPort}/0`, keyPrefix }, instanceId: `bench-${i}`, rateLimit: { scope } },
+      cluster: { redis: { url: `redis://127.0.0.1:${redisPort}/0`, keyPrefix, timeoutMs }, instanceId: `bench-${i}`, rateLimit: { scope } },
     }
     const file = path.join(dir, `lb${i}.json`)
     fs.writeFileSync(file, JSON.stringify(config))
@@ -106,13 +109,17 @@ async function startFleet (redisPort: number, upstreamPort: number, rateLimit: R
   return { ports, admins, processes }
 }
 
-/** Calls the instances sent to Redis so far (their /api/status), heartbeats included. */
-async function callsSoFar (fleet: Fleet): Promise<number> {
-  let total = 0
+interface ClusterTotals { calls: number, returned: number, degradedSeconds: number }
+
+/** What the instances' /api/status say: calls sent to Redis (heartbeats included), units handed back, time degraded. */
+async function clusterTotals (fleet: Fleet): Promise<ClusterTotals> {
+  const total = { calls: 0, returned: 0, degradedSeconds: 0 }
   for (const port of fleet.admins) {
     const res = await fetch(`http://127.0.0.1:${port}/api/status`)
-    const body = await res.json() as { cluster: { redisCommands: number } }
-    total += body.cluster.redisCommands
+    const body = await res.json() as { cluster: { redisCommands: number, leasesReturned: number, degradedSeconds: number } }
+    total.calls += body.cluster.redisCommands
+    total.returned += body.cluster.leasesReturned
+    total.degradedSeconds += body.cluster.degradedSeconds
   }
   return total
 }
@@ -120,39 +127,42 @@ async function callsSoFar (fleet: Fleet): Promise<number> {
 interface LoadOutcome {
   requests: number
   ok: number
-  byWindow: Map<number, number>
   cpuMicros: number
   /** Calls the instances sent (EVALSHA, HSET, PING ...). */
   redisCalls: number
   /** Commands Redis executed, those inside the Lua scripts included (INFO stats). */
   redisCommands: number
+  /** Lease units handed back to Redis unspent. */
+  returned: number
+  /** Instance-seconds spent in the failure mode (breaker open). */
+  degradedSeconds: number
   seconds: number
 }
 
-/** autocannon against each instance at once, as the hot client; 2xx counted per window of `windowMs`. */
-async function drive (fleet: Fleet, redisPort: number, durationS: number, connections: number, windowMs: number): Promise<LoadOutcome> {
-  const byWindow = new Map<number, number>()
+/** autocannon against each instance at once, as the hot client. */
+async function drive (fleet: Fleet, redisPort: number, durationS: number, connections: number): Promise<LoadOutcome> {
   const cpuBefore = fleet.processes.reduce((sum, m) => sum + cpuMicros(m.pid), 0)
   const commandsBefore = await redisCommandsSoFar(redisPort)
-  const callsBefore = await callsSoFar(fleet)
+  const before = await clusterTotals(fleet)
   const started = Date.now()
-  const runs = fleet.ports.map((port) => {
-    const run = autocannon({ url: `http://127.0.0.1:${port}/`, connections, duration: durationS, headers: { 'x-forwarded-for': HOT_CLIENT } })
-    run.on('response', (_client, status) => {
-      if (status !== 200) return
-      const w = Math.floor(Date.now() / windowMs)
-      byWindow.set(w, (byWindow.get(w) ?? 0) + 1)
-    })
-    return run
-  })
+  const runs = fleet.ports.map((port) => autocannon({ url: `http://127.0.0.1:${port}/`, connections, duration: durationS, headers: { 'x-forwarded-for': HOT_CLIENT } }))
   const results = await Promise.all(runs)
   const seconds = (Date.now() - started) / 1000
   const cpu = fleet.processes.reduce((sum, m) => sum + cpuMicros(m.pid), 0) - cpuBefore
   const commands = await redisCommandsSoFar(redisPort) - commandsBefore
-  const calls = await callsSoFar(fleet) - callsBefore
+  const after = await clusterTotals(fleet)
   const requests = results.reduce((sum, r) => sum + r.requests.total, 0)
   const ok = results.reduce((sum, r) => sum + r['2xx'], 0)
-  return { requests, ok, byWindow, cpuMicros: cpu, redisCalls: calls, redisCommands: commands, seconds }
+  return {
+    requests,
+    ok,
+    cpuMicros: cpu,
+    redisCalls: after.calls - before.calls,
+    redisCommands: commands,
+    returned: after.returned - before.returned,
+    degradedSeconds: after.degradedSeconds - before.degradedSeconds,
+    seconds,
+  }
 }
 
 async function stopFleet (fleet: Fleet): Promise<void> {
@@ -175,20 +185,27 @@ export async function runClusterBench (argv: string[]): Promise<void> {
     }
     const upstreams = await startNodeUpstreams(1, null)
     const upstreamPort = upstreams.ports[0]
-    console.log(`cluster bench: redis-server :${redisPort}, 3 instances (workers ${MODES.join(', ')}), autocannon ${options.connections} connections per instance, ${options.durationS} s per run, ${os.availableParallelism()} CPUs, no pinning (noisy: compare within this run only)`)
+    console.log(`cluster bench: redis-server :${redisPort}, 3 instances (workers ${MODES.join(', ')}), autocannon ${options.connections} connections per instance, ${options.durationS} s per run, cluster.redis.timeoutMs ${options.timeoutMs}, ${os.availableParallelism()} CPUs, no pinning (noisy: compare within this run only)`)
 
-    // (a) a hot client over its limit
+    // (a) a hot client over its limit, counted per window where admitted requests arrive
     const limit = 1000
     const windowMs = 1000
-    const hot = await startFleet(redisPort, upstreamPort, { algorithm: 'fixed-window', maxRequests: limit, windowMs }, 'global')
-    const a = await drive(hot, redisPort, options.durationS, options.connections, windowMs)
+    const counterPort = await freePort()
+    const counter = spawnTracked(process.execPath, [path.join(ROOT, 'dist/bench/window-upstream.js'), '--port', String(counterPort), '--window-ms', String(windowMs)],
+      { name: 'window upstream', cpus: null, stdinPipe: true })
+    await waitForPort(counter, counterPort)
+    const hot = await startFleet(redisPort, counterPort, { algorithm: 'fixed-window', maxRequests: limit, windowMs }, 'global', options.timeoutMs)
+    const a = await drive(hot, redisPort, options.durationS, options.connections)
     await stopFleet(hot)
-    const windows = [...a.byWindow.entries()].sort((x, y) => x[0] - y[0]).slice(1, -1) // whole windows only
+    const counted = await (await fetch(`http://127.0.0.1:${counterPort}/__counts`)).json() as Record<string, number>
+    await stopProcess(counter)
+    const windows = Object.entries(counted).map(([w, n]) => [Number(w), n]).sort((x, y) => x[0] - y[0]).slice(1, -1) // whole windows only
     const admitted = windows.map(([, n]) => n)
     console.log('\n(a) hot client, fixed window, limit %d per %d ms, demand %d req/s across 3 instances', limit, windowMs, Math.round(a.requests / a.seconds))
     console.log('    admitted per whole window: %s', admitted.join(', '))
     console.log('    min %d, max %d (limit %d): %s', Math.min(...admitted), Math.max(...admitted), limit,
       Math.max(...admitted) <= limit && Math.min(...admitted) >= 0.95 * limit ? 'OK (<= limit, >= 95 %)' : 'OUT OF BOUNDS')
+    console.log('    lease units handed back unspent: %d; instance-seconds in the failure mode: %s', a.returned, a.degradedSeconds.toFixed(2))
     console.log('    Redis calls per 1,000 requests: %s sent by the instances (%s commands executed by Redis, script internals included)',
       (a.redisCalls * 1000 / a.requests).toFixed(2), (a.redisCommands * 1000 / a.requests).toFixed(2))
 
@@ -199,8 +216,8 @@ export async function runClusterBench (argv: string[]): Promise<void> {
     const rps: Record<'local' | 'global', number[]> = { local: [], global: [] }
     for (let round = 0; round < options.rounds; round++) {
       for (const scope of ['local', 'global'] as const) {
-        const fleet = await startFleet(redisPort, upstreamPort, { algorithm: 'fixed-window', maxRequests: 10_000_000, windowMs: 60_000 }, scope)
-        const r = await drive(fleet, redisPort, options.durationS, options.connections, 60_000)
+        const fleet = await startFleet(redisPort, upstreamPort, { algorithm: 'fixed-window', maxRequests: 10_000_000, windowMs: 60_000 }, scope, options.timeoutMs)
+        const r = await drive(fleet, redisPort, options.durationS, options.connections)
         await stopFleet(fleet)
         cpu[scope].push(r.cpuMicros / r.requests)
         perThousand[scope].push(r.redisCalls * 1000 / r.requests)
