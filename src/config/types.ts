@@ -58,6 +58,7 @@ export interface CacheConfig {
   maxEntryBytes: number
   cacheAuthorized: boolean
   targetedField: string
+  staleIfErrorMs: number
 }
 
 export interface FirewallRuleConfig {

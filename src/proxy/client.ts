@@ -61,6 +61,8 @@ const MAX_QUEUED_OUTPUT = 256 * 1024
 /** Requests one turn of the loop may run before it yields to the event loop (other connections). */
 const REQUESTS_PER_TURN = 64
 const kClient = Symbol('switchyard.client')
+/** revalidationUpstream's scratch pick (one thread, one call at a time): nothing tried, no hash key. */
+const revalidationPick = new PickContext()
 
 export class ClientConnection extends UpstreamSide implements Expirable, FilteredRequest, CacheUser, LeaseWaiter {
   readonly identity: ForwardIdentity
@@ -331,6 +333,13 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     return true
   }
 
+  /** Where a stale-while-revalidate background request for this request goes (CacheUser): the balancer's pick now. */
+  revalidationUpstream (): string | null {
+    revalidationPick.reset()
+    const index = pickUpstream(this.ctx, revalidationPick, -1)
+    return index < 0 ? null : this.ctx.table[index].address
+  }
+
   /** Parked for a cache fill: the thread's poll timer nudges us. */
   onCacheWaitTick (now: number): void {
     if (this.phase !== 'cacheWait' || this.cacheState === null) return
@@ -405,6 +414,14 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
 
   /** Answer with a response the proxy makes itself (policy refusal, gateway error); no response has started. */
   protected failRequest (code: ErrorCode, detail: string): void {
+    // RFC 5861 §4: an upstream failure with a stale-if-error entry at hand is answered from it
+    const cache = this.cacheState
+    if (cache !== null && !this.responseStarted && cache.serveStaleOnError(code)) {
+      this.lastFailure = detail
+      this.detachUpstream(true)
+      this.serveCached(cache.response)
+      return
+    }
     const info = describe(code)
     this.status = info.status
     this.flag = info.flag

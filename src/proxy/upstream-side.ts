@@ -12,7 +12,7 @@ import { performance } from 'node:perf_hooks'
 import type { ProxyContext } from './context'
 import type { UpstreamEntry } from '../shared/state'
 import { U_ACTIVE_REQUESTS, U_REQUESTS, U_RETRIES } from '../shared/layout'
-import { type HeadParser, BODY_LENGTH } from '../http/head-parser'
+import { type HeadParser, BODY_LENGTH, BODY_NONE } from '../http/head-parser'
 import { H_UPGRADE } from '../http/header-names'
 import { ChunkedScanner, CHUNKED_ERROR, CRLF, chunkSizeLine } from '../http/chunked'
 import { buildResponseHead } from '../http/serialize'
@@ -237,6 +237,13 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
         this.status = cached.status
         this.closeAfterResponse = !this.keepAlive || ctx.draining || !this.bodyDone
         const out = renderCachedResponse(cached, ctx.config.proxy.via, this.closeAfterResponse, this.http10)
+        if (head.bodyKind !== BODY_NONE) {
+          // a stale entry instead of an upstream error (RFC 5861 §4): that error's body is not relayed
+          this.detachUpstream(true)
+          this.writeOut(out)
+          this.finishRequest()
+          return 'abort'
+        }
         this.bytesOut += out.length
         this.heldHead = out
         return 'final'
