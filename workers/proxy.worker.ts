@@ -9,12 +9,12 @@ import { SharedState } from '../src/shared/state'
 import { createThreadProxy, attachConnection, applyConfig, startThreadStats, drainThread, setWorkerSlot } from '../src/proxy/thread'
 import type { WorkerInit, ConnectionTask, ControlMessage } from '../src/primary/workers'
 import { ADOPT_TAKING, ADOPT_WRAPPED } from '../src/primary/adoption'
-import { logger, flushLogs, setLogLevel } from '../src/log'
+import { logger, flushLogs, configureLog, reopenLogs } from '../src/log'
 import { LeaseBroker } from '../src/cluster/global-limiter'
 
 const init = workerData as WorkerInit
 const state = new SharedState(init.state)
-setLogLevel(init.config.log.level)
+applyLogConfig(init.config)
 const leases = init.clusterChannel !== null && init.config.cluster !== undefined
   ? LeaseBroker.overChannel(init.clusterChannel, init.config.cluster.redis.timeoutMs)
   : null
@@ -29,12 +29,21 @@ channel.unref()
 channel.onmessage = (event: unknown) => {
   const message = (event as { data: ControlMessage }).data
   if (message.type === 'config') {
-    setLogLevel(message.config.log.level)
+    applyLogConfig(message.config)
     applyConfig(ctx, message.config, message.table, { stickySecret: init.stickySecret, cache: init.cache, leases })
   } else if (message.type === 'drain') {
     drainThread(ctx)
     void flushLogs()
+  } else if (message.type === 'flushLogs') {
+    void flushLogs(message.timeoutMs).then(() => { channel.postMessage({ type: 'logsFlushed', threadId } satisfies ControlMessage) })
+  } else if (message.type === 'reopenLogs') {
+    reopenLogs()
   }
+}
+
+function applyLogConfig (config: WorkerInit['config']): void {
+  const failure = configureLog(config.log)
+  if (failure !== null) logger.error({ err: failure }, 'the access log stays where it was')
 }
 
 export default async function serveConnection (task: ConnectionTask): Promise<void> {

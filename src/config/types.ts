@@ -90,6 +90,18 @@ export interface ClusterConfig {
   health: { share: boolean, probeReplicas: number }
 }
 
+export interface RequestIdConfig {
+  enabled: boolean
+  /** the field that carries the ID (any case; sent as written here, capitalised) */
+  header: string
+}
+
+export interface TracingConfig {
+  otlpEndpoint: string
+  sampleRatio: number
+  serviceName: string
+}
+
 export interface HealthCheckConfig {
   /** absent = no active checks */
   active?: ActiveHealthConfig
@@ -126,7 +138,10 @@ export interface Config {
   firewall?: FirewallConfig
   cluster?: ClusterConfig
   admin?: { listen: string, token?: string }
-  log: { level: LogLevel, access: boolean }
+  log: { level: LogLevel, access: boolean, redactQuery: boolean, accessFile?: string }
+  requestId: RequestIdConfig
+  /** absent = no tracing */
+  tracing?: TracingConfig
   proxy: { via: string, allowedUpgrades: string[] }
 }
 

@@ -16,7 +16,7 @@ import { WorkerPool } from './workers'
 import { ActiveHealthChecker } from '../health/active'
 import { PassiveReviver } from '../health/passive'
 import { upstreamStatus, type UpstreamStatus } from '../health/status'
-import { logger, setLogLevel, flushLogs } from '../log'
+import { logger, configureLog, flushLogs, reopenLogs } from '../log'
 import { version } from '../version'
 import { startAdmin, type AdminServer } from '../admin/server'
 import type { AdminTarget, ReloadResult } from '../admin/target'
@@ -60,7 +60,8 @@ export class Switchyard implements AdminTarget {
 
   private constructor (config: Config) {
     this.config = config
-    setLogLevel(config.log.level)
+    const logFailure = configureLog(config.log, config.workers === 0)
+    if (logFailure !== null) throw new Error(logFailure)
     this.state = SharedState.create(config.rateLimit?.tableSize ?? 0)
     this.table = buildUpstreamTable(config, this.state, null)
     this.stickySecret = config.stickySessions !== undefined
@@ -179,7 +180,8 @@ export class Switchyard implements AdminTarget {
     const table = buildUpstreamTable(effective, this.state, this.table)
     this.config = effective
     this.table = table
-    setLogLevel(effective.log.level)
+    const logFailure = configureLog(effective.log, effective.workers === 0)
+    if (logFailure !== null) logger.error({ err: logFailure }, 'the access log stays where it was')
     if (this.sequential !== null) applyConfig(this.sequential, effective, table, { stickySecret: this.stickySecret, cache: this.cacheInit, leases: this.sequentialLeases })
     if (this.workers !== null) this.workers.broadcast({ type: 'config', config: effective, table })
     const active = effective.healthCheck.active
@@ -199,6 +201,12 @@ export class Switchyard implements AdminTarget {
     return { applied: true, restartNeeded }
   }
 
+  /** SIGUSR1 (logrotate): every thread opens `log.accessFile` again. */
+  reopenLogs (): void {
+    reopenLogs()
+    if (this.workers !== null) this.workers.broadcast({ type: 'reopenLogs' })
+  }
+
   /** Stop accepting, let in-flight requests finish (up to drainMs), then release everything. */
   async stop (drainMs = this.config.timeouts.drainMs): Promise<void> {
     if (this.stopping !== null) return await this.stopping
@@ -215,6 +223,7 @@ export class Switchyard implements AdminTarget {
         ctx.sweeper.stop()
         this.stopThreadStats()
         ctx.pool.drain()
+        if (ctx.tracing !== null) await ctx.tracing.shutdown() // export the last spans (bounded)
       }
       if (this.workers !== null) await this.workers.drainAndClose(drainMs)
       await closed

@@ -51,6 +51,11 @@ const MAX_HANDOFF_ATTEMPTS = 3
 export type ControlMessage =
   | { type: 'config', config: Config, table: readonly UpstreamEntry[] }
   | { type: 'drain' }
+  | { type: 'reopenLogs' }
+  /** Write every buffered log line, then answer logsFlushed (before the pool is destroyed). */
+  | { type: 'flushLogs', timeoutMs: number }
+  /** A worker's answer to flushLogs (workers ignore it). */
+  | { type: 'logsFlushed', threadId: number }
 
 export class WorkerPool {
   readonly pool: Piscina
@@ -82,7 +87,7 @@ export class WorkerPool {
       // workers own sockets: they must never block in Atomics.wait
       atomics: 'disabled',
       workerData: init,
-      loadBalancer: fewestConnections,
+      loadBalancer: fewestConnections(),
     })
     // A worker's threadId reads -1 once it has exited, so remember each one while it lives
     // and free its shared-state slot, and whatever it held, from its own 'exit' event.
@@ -188,6 +193,29 @@ export class WorkerPool {
     logger.warn({ threads: this.threads }, 'workers were slow to start; serving anyway')
   }
 
+  /** Ask every worker to write its buffered log lines; resolves when all have answered or after `ms`. */
+  private async flushWorkerLogs (ms: number): Promise<void> {
+    const waiting = new Set(this.pool.threads.map((w) => w.threadId).filter((id) => id >= 0))
+    if (waiting.size === 0) return
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, ms)
+      const channel = this.channel
+      function onMessage (event: unknown): void {
+        const message = (event as { data: ControlMessage }).data
+        if (message.type !== 'logsFlushed') return
+        waiting.delete(message.threadId)
+        if (waiting.size === 0) done()
+      }
+      function done (): void {
+        clearTimeout(timer)
+        channel.removeEventListener('message', onMessage)
+        resolve()
+      }
+      channel.addEventListener('message', onMessage)
+      this.broadcast({ type: 'flushLogs', timeoutMs: ms })
+    })
+  }
+
   broadcast (message: ControlMessage): void {
     this.channel.postMessage(message)
   }
@@ -201,6 +229,8 @@ export class WorkerPool {
     while (this.inFlight.size > 0 && Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, 20))
     }
+    // a worker's buffered log lines die with its thread: have every one written first
+    await this.flushWorkerLogs(Math.max(500, deadline - Date.now()))
     this.stopping = true
     await this.pool.destroy()
     this.channel.close()
@@ -212,12 +242,31 @@ function peerKey (ip: string, port: number): string {
   return `${ip}:${port}`
 }
 
-/** piscina load balancer: the worker with the fewest open connections (tasks). */
-function fewestConnections (_task: unknown, workers: Array<{ currentUsage: number, terminating: boolean, destroyed: boolean }>): any {
-  let best = null
-  for (const w of workers) {
-    if (w.terminating || w.destroyed) continue
-    if (best === null || w.currentUsage < best.currentUsage) best = w
+export interface BalancedWorker { currentUsage: number, terminating: boolean, destroyed: boolean }
+
+/**
+ * piscina load balancer: the worker with the fewest open connections (tasks),
+ * ties broken round-robin. With "first of the fewest", every connection at low
+ * traffic (each closed before the next arrives: all tied at 0) went to worker
+ * 0, and the others stayed cold and looked dead on the dashboard. A cursor
+ * per pool (one closure, built once) takes the tied workers in turn.
+ */
+export function fewestConnections (): (task: unknown, workers: BalancedWorker[]) => any {
+  let cursor = 0
+  return (_task, workers) => {
+    let fewest = Infinity
+    let tied = 0
+    for (const w of workers) {
+      if (w.terminating || w.destroyed) continue
+      if (w.currentUsage < fewest) { fewest = w.currentUsage; tied = 1 } else if (w.currentUsage === fewest) tied++
+    }
+    if (tied === 0) return null
+    let pick = cursor++ % tied
+    if (cursor >= 0x3fffffff) cursor = 0
+    for (const w of workers) {
+      if (w.terminating || w.destroyed || w.currentUsage !== fewest) continue
+      if (pick-- === 0) return w
+    }
+    return null
   }
-  return best
 }

@@ -110,9 +110,25 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     return p.targetEnd > 0 ? p.target() : ''
   }
 
-  /** Phase: log (one access-log line, when the access log is on). */
+  /** Phase: log. Count the response if the client got one (metrics), then one access-log line when the access log is on. */
   private logRequest (): void {
-    if (this.ctx.config.log.access) logAccess(this)
+    if (this.responseStarted) this.countResponse()
+    logAccess(this) // returns at once when the access log is off (log.ts: accessLog.on)
+    if (this.trace !== null) { this.trace.end(this, this.flag); this.trace = null }
+  }
+
+  /**
+   * Every response a client receives, relayed or answered locally, on this
+   * thread's worker slot: a few Atomics.add (SharedState.recordClientResponse).
+   * Request bytes are the request's head and body as read (bytesIn, the access log's).
+   */
+  private countResponse (): void {
+    const ctx = this.ctx
+    if (ctx.workerSlot === -1) return
+    // a tunnel's life is not a request duration
+    const durationMs = this.status === 101 ? -1 : performance.now() - this.startedAt
+    const entry = this.entry
+    ctx.state.recordClientResponse(ctx.workerSlot, entry === null ? -1 : entry.slot, this.status, this.localAnswer, durationMs, this.bytesIn, this.bytesOut)
   }
 
   // ---- FirewallRequest: the host the request is for (an absolute-form target's, RFC 9112 §3.2.2) stands in
@@ -258,6 +274,10 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     this.bodyLength = p.bodyKind === BODY_CHUNKED ? -1 : (p.contentLength > 0 ? p.contentLength : 0)
     this.bodyDone = p.bodyKind === BODY_NONE
     if (ctx.workerSlot !== -1) ctx.state.addWorker(ctx.workerSlot, W_REQUESTS, 1)
+    // phase: request ID (the client's when sane, else a new one), before anything can answer
+    if (ctx.requestIds !== null) ctx.requestIds.assign(p, this)
+    // phase: trace (decide; a sampled request starts its server span)
+    if (ctx.tracing !== null) ctx.tracing.begin(this, p)
 
     const maxBody = ctx.config.limits.maxBodyBytes
     if (maxBody > 0 && this.bodyLength > maxBody) {
@@ -281,6 +301,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
       this.bodyDone = e >= 0
       this.initialBody = c.encode(buf, false) // canonical chunk lines (RFC 9112 §7.1), kept trailers only
     }
+    this.bytesIn = p.headLength + (bodyEnd - bodyStart)
     if (bodyEnd < buf.length) {
       this.input = buf
       this.inputStart = bodyEnd
@@ -363,7 +384,8 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     const initial = this.initialBody
     const validators = this.cacheState !== null ? this.cacheState.conditionalFields() : ''
     const coalesce = initial !== null && initial.length <= COALESCE_BYTES
-    this.requestHead = buildRequestHead(p, this.identity, this.upgrading, coalesce ? initial : null, validators)
+    this.requestHead = buildRequestHead(p, this.identity, this.upgrading, coalesce ? initial : null,
+      validators + this.requestIdLine + (this.trace !== null ? this.trace.parentLine : ''))
     if (coalesce) { this.initialBody = null; this.headCarriesBody = true }
     this.retriesLeft = ctx.config.retries
     this.phase = 'connecting'
@@ -392,9 +414,10 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
   /** Answer from the cache (hit, 304, only-if-cached 504). */
   private serveCached (response: CachedResponse): void {
     this.status = response.status
+    this.localAnswer = true
     this.responseStarted = true
     this.closeAfterResponse = !this.keepAlive || this.ctx.draining
-    this.bytesOut += writeCachedResponse(this.socket, response, this.ctx.config.proxy.via, this.closeAfterResponse, this.http10)
+    this.bytesOut += writeCachedResponse(this.socket, response, this.ctx.config.proxy.via, this.closeAfterResponse, this.http10, this.responseIdLine())
     this.finishRequest()
   }
 
@@ -426,15 +449,16 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     this.status = info.status
     this.flag = info.flag
     this.lastFailure = detail
+    this.localAnswer = true
     this.responseStarted = true
     // the connection survives a local answer only when the whole request body is already here
     this.closeAfterResponse = !this.keepAlive || !this.bodyDone || this.ctx.draining
     this.detachUpstream(true)
     const close = this.closeAfterResponse
     const limiter = this.ctx.limiter
-    this.writeOut(code === 'SWY_ERR_RATE_LIMITED' && limiter !== null && this.rate !== null
-      ? errorReplyWith(code, close, limiter.headers(this.rate), this.isHead)
-      : errorReply(code, close, this.isHead))
+    let extra = this.responseIdLine()
+    if (code === 'SWY_ERR_RATE_LIMITED' && limiter !== null && this.rate !== null) extra += limiter.headers(this.rate)
+    this.writeOut(extra === '' ? errorReply(code, close, this.isHead) : errorReplyWith(code, close, extra, this.isHead))
     this.finishRequest()
   }
 

@@ -48,6 +48,8 @@ export interface StickyHook {
 export type ClientIpResolver = (socketIp: string, xForwardedFor: string | null) => string
 
 import type { CacheHook } from './cache-path'
+import type { RequestIds } from './request-id'
+import type { RequestTracer } from '../tracing/tracer'
 
 export class ProxyContext {
   config: Config
@@ -63,6 +65,10 @@ export class ProxyContext {
   /** The shared response cache (config.cache), null when off. */
   cache: CacheHook | null = null
   resolveClientIp: ClientIpResolver | null = null
+  /** Request IDs (config.requestId), null when off. */
+  requestIds: RequestIds | null = null
+  /** Tracing (config.tracing), null when off. */
+  tracing: RequestTracer | null = null
   /** Lower-case header name whose value is the balancing hash key, or null. */
   hashHeader: string | null = null
   /** Cookie name whose value is the balancing hash key, or null. */

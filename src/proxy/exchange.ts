@@ -5,8 +5,9 @@
  * request filter read it.
  */
 import type { UpstreamEntry } from '../shared/state'
-import { BODY_NONE, type BodyKind } from '../http/head-parser'
+import { BODY_NONE, type BodyKind, type HeadParser } from '../http/head-parser'
 import type { AccessRecord } from './access-log'
+import type { RequestTrace } from '../tracing/tracer'
 
 /** How a response body goes to the client: as framed, re-chunked, or de-chunked for HTTP/1.0. */
 export type BodyRelay = 'raw' | 'rechunk' | 'dechunk'
@@ -18,6 +19,8 @@ export abstract class Exchange implements AccessRecord {
   method = ''
   /** The request target as received, read from the parser only when something asks (the log, the firewall). */
   abstract readonly target: string
+  /** The request head's parser (the access log reads fields from its bytes). */
+  abstract readonly parser: HeadParser
   clientIp = ''
   bodyLength = -1
   isHead = false
@@ -40,8 +43,14 @@ export abstract class Exchange implements AccessRecord {
   sentAt = 0
   status = 0
   bytesOut = 0
+  /** Request bytes read from the client for this request: head and body (the access log's bytesIn). */
+  bytesIn = 0
+  /** Milliseconds from sending the request upstream to its final response head; -1 while none came. */
+  upstreamMs = -1
   flag = '-'
   responseStarted = false
+  /** The response is the proxy's own (an error answer, the cache), not relayed from an upstream. */
+  localAnswer = false
   closeAfterResponse = false
   relay: BodyRelay = 'raw'
   /** Response head not yet written: sent together with the first body bytes in one write. */
@@ -50,6 +59,12 @@ export abstract class Exchange implements AccessRecord {
   setCookie = ''
   stickyIndex = -1
   lastFailure = ''
+  /** The request's ID (config.requestId; '' while off): see request-id.ts. */
+  requestId = ''
+  /** The field line carrying a new ID upstream; '' when the client's own goes as received. */
+  requestIdLine = ''
+  /** This request's spans when it is sampled for tracing, else null. */
+  trace: RequestTrace | null = null
 
   constructor (peerIp: string) {
     this.peerIp = peerIp
@@ -78,13 +93,19 @@ export abstract class Exchange implements AccessRecord {
     this.sentAt = 0
     this.status = 0
     this.bytesOut = 0
+    this.bytesIn = 0
+    this.upstreamMs = -1
     this.flag = '-'
     this.responseStarted = false
+    this.localAnswer = false
     this.closeAfterResponse = false
     this.relay = 'raw'
     this.heldHead = null
     this.setCookie = ''
     this.stickyIndex = -1
     this.lastFailure = ''
+    this.requestId = ''
+    this.requestIdLine = ''
+    this.trace = null
   }
 }

@@ -153,6 +153,7 @@ const EVERY_SECTION = {
   cache: { maxBytes: 1 << 20 },
   firewall: { rules: [{ action: 'log', path: {}, header: { name: 'x-a' } }] },
   admin: { listen: '127.0.0.1:0' },
+  tracing: { otlpEndpoint: 'http://127.0.0.1:4318/v1/traces' },
   cluster: { redis: { tls: {} } },
 }
 
@@ -194,7 +195,9 @@ const COMPLETE: Complete<Config> = {
     health: { share: false, probeReplicas: 3 },
   },
   admin: { listen: '127.0.0.1:9', token: 'an-admin-token' },
-  log: { level: 'silent', access: false },
+  log: { level: 'silent', access: false, redactQuery: true, accessFile: '/tmp/access.log' },
+  requestId: { enabled: false, header: 'x-trace-me' },
+  tracing: { otlpEndpoint: 'http://127.0.0.1:4318/v1/traces', sampleRatio: 0.5, serviceName: 'edge' },
   proxy: { via: 'edge', allowedUpgrades: ['websocket', 'foo/1'] },
 }
 
@@ -246,7 +249,7 @@ describe('config: defaults come from the schema', () => {
 
   test('optional sections stay absent, and the loaded config is frozen', () => {
     const config = resolveConfig(MINIMAL)
-    for (const key of ['rateLimit', 'stickySessions', 'cache', 'firewall', 'admin'] as const) assert.equal(config[key], undefined, key)
+    for (const key of ['rateLimit', 'stickySessions', 'cache', 'firewall', 'admin', 'tracing'] as const) assert.equal(config[key], undefined, key)
     assert.equal(config.healthCheck.active, undefined)
     assert.ok(Object.isFrozen(config.healthCheck.passive))
   })
