@@ -17,6 +17,7 @@ import { logger } from '../log'
 import { TokenCheck } from './auth'
 import { CounterTotals } from './totals'
 import { createMetrics } from './prometheus'
+import { hasTlsStatus, registerTlsFamilies } from '../tls/status'
 import { version } from '../version'
 import { handleRequest, type AdminContext } from './routes'
 import type { AdminTarget } from './target'
@@ -72,6 +73,7 @@ export async function startAdmin (lb: AdminTarget, options: AdminOptions = {}): 
   const metrics = createMetrics(() => ({
     state: lb.state, table: lb.table, totals, info: { version, mode: lb.mode, startedAtMs: lb.startedAt },
   }))
+  if (hasTlsStatus(lb)) registerTlsFamilies(metrics, lb)
   // a cluster's families (switchyard_cluster_*, src/cluster/node.ts)
   lb.cluster?.registerMetrics(metrics)
   const ctx: AdminContext = { lb, totals, metrics, token, listen }

@@ -3,6 +3,7 @@
  * Counters are the sampler's 64-bit totals (see ./totals); gauges are read
  * live from shared memory.
  */
+import { listenerJson, certificateJson, hasTlsStatus, type ListenerJson, type CertificateJson } from '../tls/status'
 import * as L from '../shared/layout'
 import type { UpstreamStatus, ResponsesByClass } from '../health/status'
 import type { CounterTotals } from './totals'
@@ -63,6 +64,10 @@ export interface StatusJson {
   workerCount: number
   upstreams: UpstreamJson[]
   workers: WorkerJson[]
+  /** Every listener with its connection, TLS handshake and PROXY protocol counters (src/tls/status.ts). */
+  listeners: ListenerJson[]
+  /** Certificates in use (files, ACME, self-signed fallback) with their expiry. */
+  certificates: CertificateJson[]
   rateLimit: { enabled: boolean, tableSize: number, slotsUsed: number, evictions: number, tableFull: number, limited: number }
   cache: { enabled: boolean, bytes: number, entries: number, hits: number, misses: number }
   /** Redis-backed cluster (config.cluster): live instances, Redis state, failure mode; null when off. */
@@ -190,6 +195,8 @@ export function buildStatus (lb: AdminTarget, totals: CounterTotals): StatusJson
     workerCount: lb.config.workers,
     upstreams,
     workers,
+    listeners: hasTlsStatus(lb) ? listenerJson(lb) : [],
+    certificates: hasTlsStatus(lb) ? certificateJson(lb) : [],
     rateLimit: {
       enabled: lb.config.rateLimit !== undefined,
       tableSize: state.rateTableSlots,
