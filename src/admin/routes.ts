@@ -153,6 +153,8 @@ export function handleRequest (ctx: AdminContext, req: http.IncomingMessage, res
       // so this takes effect on every thread for the next request
       ctx.lb.state.storeUpstream(entry.slot, U_ADMIN_STATE, draining ? ADMIN_DRAINING : ADMIN_ENABLED)
       ctx.lb.state.healthChanged()
+      // and on every instance of a cluster, by address, within one heartbeat
+      ctx.lb.cluster?.publishAdminState(entry.address, draining)
       log.info({ upstream: entry.address, id: entry.id, draining }, draining ? 'upstream drained by operator' : 'upstream enabled by operator')
       sendJson(res, 200, { id: entry.id, address: entry.address, draining })
       return

@@ -77,6 +77,8 @@ export async function startAdmin (lb: AdminTarget, options: AdminOptions = {}): 
   }))
   registerPoolFamilies(metrics, () => configuredPools(lb.config))
   if (hasTlsStatus(lb)) registerTlsFamilies(metrics, lb)
+  // a cluster's families (switchyard_cluster_*, src/cluster/node.ts)
+  lb.cluster?.registerMetrics(metrics)
   const ctx: AdminContext = { lb, totals, metrics, token, listen }
   const server = http.createServer((req, res) => handleRequest(ctx, req, res))
   server.headersTimeout = 5000

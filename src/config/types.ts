@@ -4,7 +4,7 @@
  * (every key path both ways, which keys are always present, value types on a
  * complete sample); literal unions come from the schema's own lists.
  */
-import type { algorithms, firewallActions, hashKeySources, logLevels, rateLimitAlgorithms, retryOnValues, tlsVersions, upstreamProxyVersions } from './schema'
+import type { algorithms, clusterScopes, firewallActions, hashKeySources, logLevels, rateLimitAlgorithms, redisFailureModes, retryOnValues, tlsVersions, upstreamProxyVersions } from './schema'
 
 export type Algorithm = typeof algorithms[number]
 export type HashKeySource = typeof hashKeySources[number]
@@ -12,6 +12,8 @@ export type RateLimitAlgorithm = typeof rateLimitAlgorithms[number]
 export type FirewallAction = typeof firewallActions[number]
 export type LogLevel = typeof logLevels[number]
 export type RetryOn = typeof retryOnValues[number]
+export type ClusterScope = typeof clusterScopes[number]
+export type RedisFailureMode = typeof redisFailureModes[number]
 export type TlsVersion = typeof tlsVersions[number]
 
 export interface CertificateFileConfig {
@@ -125,6 +127,20 @@ export interface QueueConfig {
   timeoutMs: number
 }
 
+export interface ClusterConfig {
+  redis: {
+    url: string
+    keyPrefix: string
+    timeoutMs: number
+    tls?: { caFile?: string, certFile?: string, keyFile?: string, servername?: string, rejectUnauthorized: boolean }
+  }
+  /** absent = `<hostname>:<listen port>:<pid>` */
+  instanceId?: string
+  heartbeatMs: number
+  rateLimit: { scope: ClusterScope, onRedisFailure: RedisFailureMode }
+  health: { share: boolean, probeReplicas: number }
+}
+
 export interface RequestIdConfig {
   enabled: boolean
   /** the field that carries the ID (any case; sent as written here, capitalised) */
@@ -180,6 +196,7 @@ export interface Config {
   stickySessions?: StickyConfig
   cache?: CacheConfig
   firewall?: FirewallConfig
+  cluster?: ClusterConfig
   admin?: { listen: string, token?: string }
   log: { level: LogLevel, access: boolean, redactQuery: boolean, accessFile?: string }
   requestId: RequestIdConfig
