@@ -24,7 +24,8 @@ const RAMP_REDRAWS = 8
 export function pickUpstream (ctx: ProxyContext, pick: PickContext, stickyIndex: number): number {
   const table = ctx.table
   const gate = ctx.gate
-  gate.beginPick(ctx.sweeper.nowMs)
+  // the sweeper's clock is too coarse for a ramp (it ticks at a fraction of the shortest timeout): read the time only when a ramp may be on
+  gate.beginPick(gate.slowStart ? Date.now() : 0)
   if (stickyIndex >= 0 && stickyIndex < table.length && pick.tried[stickyIndex] === 0) {
     const slot = table[stickyIndex].slot
     if (gate.isAvailable(slot) && gate.acquire(ctx.workerSlot, slot)) {
