@@ -13,6 +13,8 @@
  * a family together, label values escaped (\\ \" \n), histogram buckets
  * cumulative with `le="+Inf"` equal to `_count`.
  */
+import type { RouteStatus } from '../routing/status'
+import { upstreamKey } from '../routing/pools'
 import * as L from '../shared/layout'
 import type { SharedState, UpstreamEntry } from '../shared/state'
 import type { CounterTotals } from './totals'
@@ -75,9 +77,9 @@ export interface MetricsInfo {
  * current. `table` is the live upstream table; `info` adds switchyard_info
  * and the start time when given.
  */
-export function renderMetrics (state: SharedState, table: readonly UpstreamEntry[], totals: CounterTotals, info: MetricsInfo | null = null): string {
+export function renderMetrics (state: SharedState, table: readonly UpstreamEntry[], totals: CounterTotals, info: MetricsInfo | null = null, routes: readonly RouteStatus[] = []): string {
   const w = new TextWriter()
-  const up = (entry: UpstreamEntry): Record<string, string> => ({ upstream: entry.address })
+  const up = (entry: UpstreamEntry): Record<string, string> => ({ upstream: entry.address, pool: entry.pool })
 
   if (info !== null) {
     w.family('switchyard_info', 'gauge', 'Build and mode of this switchyard (always 1).')
@@ -90,12 +92,12 @@ export function renderMetrics (state: SharedState, table: readonly UpstreamEntry
   w.family('switchyard_requests_total', 'counter', 'Responses received from each upstream, by status class.')
   for (const entry of table) {
     for (let c = 0; c < CLASSES.length; c++) {
-      w.sample('switchyard_requests_total', { upstream: entry.address, class: CLASSES[c] }, totals.upstream(entry.address, L.U_STATUS_1XX + c))
+      w.sample('switchyard_requests_total', { upstream: entry.address, pool: entry.pool, class: CLASSES[c] }, totals.upstream(upstreamKey(entry), L.U_STATUS_1XX + c))
     }
   }
   const upstreamCounter = (name: string, field: number, help: string): void => {
     w.family(name, 'counter', help)
-    for (const entry of table) w.sample(name, up(entry), totals.upstream(entry.address, field))
+    for (const entry of table) w.sample(name, up(entry), totals.upstream(upstreamKey(entry), field))
   }
   upstreamCounter('switchyard_upstream_requests_total', L.U_REQUESTS, 'Requests sent to each upstream, retries included.')
   upstreamCounter('switchyard_upstream_failures_total', L.U_FAILURES, 'Connect failures, resets and timeouts per upstream.')
@@ -105,11 +107,11 @@ export function renderMetrics (state: SharedState, table: readonly UpstreamEntry
   for (const entry of table) {
     let cumulative = 0
     for (let b = 0; b <= L.LATENCY_BOUNDS_MS.length; b++) {
-      cumulative += totals.upstream(entry.address, L.U_LATENCY_BUCKETS + b)
+      cumulative += totals.upstream(upstreamKey(entry), L.U_LATENCY_BUCKETS + b)
       const le = b < L.LATENCY_BOUNDS_MS.length ? BOUNDS_SECONDS[b] : '+Inf'
-      w.sample('switchyard_upstream_response_seconds_bucket', { upstream: entry.address, le }, cumulative)
+      w.sample('switchyard_upstream_response_seconds_bucket', { upstream: entry.address, pool: entry.pool, le }, cumulative)
     }
-    w.sample('switchyard_upstream_response_seconds_sum', up(entry), totals.upstream(entry.address, L.U_LATENCY_SUM_US) / 1e6)
+    w.sample('switchyard_upstream_response_seconds_sum', up(entry), totals.upstream(upstreamKey(entry), L.U_LATENCY_SUM_US) / 1e6)
     w.sample('switchyard_upstream_response_seconds_count', up(entry), cumulative)
   }
 
@@ -168,5 +170,10 @@ export function renderMetrics (state: SharedState, table: readonly UpstreamEntry
   w.family('switchyard_cache_entries', 'gauge', 'Entries held by the response cache.')
     .sample('switchyard_cache_entries', null, state.header(L.H_CACHE_ENTRIES) >>> 0)
 
+  // ---- routes (src/routing) ----------------------------------------------------------
+  if (routes.length > 0) {
+    w.family('switchyard_route_requests_total', 'counter', 'Requests matched by each route (uint32 counter in shared memory).')
+    for (const r of routes) w.sample('switchyard_route_requests_total', { route: r.name }, r.hits)
+  }
   return w.toString()
 }

@@ -9,6 +9,7 @@
  *   POST /api/upstreams/:id/enable  back into rotation
  *   POST /api/reload                re-read the config source and apply it
  */
+import { upstreamKey } from '../routing/pools'
 import type * as http from 'node:http'
 import type { UpstreamEntry } from '../shared/state'
 import { ADMIN_DRAINING, ADMIN_ENABLED, U_ADMIN_STATE } from '../shared/layout'
@@ -78,7 +79,8 @@ function crossSite (req: http.IncomingMessage): boolean {
 }
 
 function findUpstream (table: readonly UpstreamEntry[], key: string): UpstreamEntry | null {
-  for (const entry of table) if (entry.id === key || entry.address === key) return entry
+  // an id (u3), an address in pool "default", or pool/address in any pool
+  for (const entry of table) if (entry.id === key || upstreamKey(entry) === key || (entry.pool + '/' + entry.address) === key) return entry
   return null
 }
 
@@ -129,10 +131,10 @@ export function handleRequest (ctx: AdminContext, req: http.IncomingMessage, res
       if (method !== 'GET' && method !== 'HEAD') return methodNotAllowed(res, 'GET, HEAD')
       const lb = ctx.lb
       ctx.totals.sample(lb.table)
-      sendText(res, 200, METRICS_CONTENT_TYPE, renderMetrics(lb.state, lb.table, ctx.totals, { version, mode: lb.mode, startedAtMs: lb.startedAt }))
+      sendText(res, 200, METRICS_CONTENT_TYPE, renderMetrics(lb.state, lb.table, ctx.totals, { version, mode: lb.mode, startedAtMs: lb.startedAt }, lb.routeStatus()))
       return
     }
-    const upstreamAction = /^\/api\/upstreams\/([^/]+)\/(drain|enable)$/.exec(path)
+    const upstreamAction = /^\/api\/upstreams\/(.+)\/(drain|enable)$/.exec(path) // an id may be pool/address
     if (upstreamAction !== null) {
       if (method !== 'POST') return methodNotAllowed(res, 'POST')
       if (crossSite(req)) { sendJson(res, 403, { error: 'cross-site request refused' }); return }
@@ -145,7 +147,7 @@ export function handleRequest (ctx: AdminContext, req: http.IncomingMessage, res
       // so this takes effect on every thread for the next request
       ctx.lb.state.storeUpstream(entry.slot, U_ADMIN_STATE, draining ? ADMIN_DRAINING : ADMIN_ENABLED)
       log.info({ upstream: entry.address, id: entry.id, draining }, draining ? 'upstream drained by operator' : 'upstream enabled by operator')
-      sendJson(res, 200, { id: entry.id, address: entry.address, draining })
+      sendJson(res, 200, { id: entry.id, pool: entry.pool, address: entry.address, draining })
       return
     }
     if (path === '/api/cache/purge') {

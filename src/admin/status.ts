@@ -3,6 +3,7 @@
  * Counters are the sampler's 64-bit totals (see ./totals); gauges are read
  * live from shared memory.
  */
+import type { PoolStatus, RouteStatus } from '../routing/status'
 import * as L from '../shared/layout'
 import type { UpstreamStatus, ResponsesByClass } from '../health/status'
 import type { CounterTotals } from './totals'
@@ -43,6 +44,9 @@ export interface StatusJson {
   /** Configured worker threads (0 = sequential). */
   workerCount: number
   upstreams: UpstreamJson[]
+  /** Pools (upstreams grouped by pool) and routes with their hit counts. */
+  pools: PoolStatus[]
+  routes: RouteStatus[]
   workers: WorkerJson[]
   rateLimit: { enabled: boolean, tableSize: number, slotsUsed: number, evictions: number, tableFull: number, limited: number }
   cache: { enabled: boolean, bytes: number, entries: number, hits: number, misses: number }
@@ -71,7 +75,7 @@ function classes (read: (c: number) => number): ResponsesByClass {
 export function buildStatus (lb: AdminTarget, totals: CounterTotals): StatusJson {
   const state = lb.state
   const upstreams = lb.upstreamStatus().map((status): UpstreamJson => {
-    const t = (field: number): number => totals.upstream(status.address, field)
+    const t = (field: number): number => totals.upstream(status.key, field)
     let latencyCount = 0
     for (let b = 0; b <= L.LATENCY_BOUNDS_MS.length; b++) latencyCount += t(L.U_LATENCY_BUCKETS + b)
     return {
@@ -120,6 +124,8 @@ export function buildStatus (lb: AdminTarget, totals: CounterTotals): StatusJson
       tableFull: h(L.H_RATE_TABLE_FULL),
       limited: h(L.H_RATE_LIMITED),
     },
+    pools: lb.poolStatus(),
+    routes: lb.routeStatus(),
     cache: {
       enabled: lb.config.cache !== undefined,
       bytes: state.header(L.H_CACHE_BYTES) >>> 0,

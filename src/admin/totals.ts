@@ -20,6 +20,7 @@
  * samples is the one case this cannot see; the admin reload endpoint samples
  * right before and after applying a config to keep that window closed.
  */
+import { upstreamKey } from '../routing/pools'
 import * as L from '../shared/layout'
 import type { SharedState, UpstreamEntry } from '../shared/state'
 
@@ -85,11 +86,12 @@ export class CounterTotals {
 
     const present = new Set<string>()
     for (const entry of table) {
-      present.add(entry.address)
-      let record = this.upstreams.get(entry.address)
+      const key = upstreamKey(entry) // an address in two pools is two upstreams
+      present.add(key)
+      let record = this.upstreams.get(key)
       if (record === undefined) {
         record = new UpstreamTotals(entry.slot)
-        this.upstreams.set(entry.address, record)
+        this.upstreams.set(key, record)
       } else if (record.slot !== entry.slot) {
         // removed and re-added between samples: its new block started from zero
         record.slot = entry.slot
@@ -128,9 +130,9 @@ export class CounterTotals {
   /** Total of a header counter (H_*). */
   header (field: number): number { return this.headerTotal[field] }
 
-  /** Total of an upstream counter (U_*) for `address`; 0 before its first sample. */
-  upstream (address: string, field: number): number {
-    return this.upstreams.get(address)?.total[field] ?? 0
+  /** Total of an upstream counter (U_*) for the upstream named `key` (upstreamKey: address, or pool/address); 0 before its first sample. */
+  upstream (key: string, field: number): number {
+    return this.upstreams.get(key)?.total[field] ?? 0
   }
 
   /** Total of a worker counter (W_*) for the thread now in `slot`. */

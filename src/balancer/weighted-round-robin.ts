@@ -58,6 +58,8 @@ export function smoothWeightedSequence (weights: Int32Array): Uint8Array {
 
 export class WeightedRoundRobinBalancer implements Balancer {
   private readonly state: SharedState
+  /** The pool's shared cursor (every entry of a table belongs to one pool). */
+  private readonly poolSlot: number
   private readonly slots: Int32Array
   /** Upstream weights after gcd reduction, for the last-resort path. */
   private readonly weights: Int32Array
@@ -66,6 +68,7 @@ export class WeightedRoundRobinBalancer implements Balancer {
 
   constructor (table: readonly UpstreamEntry[], state: SharedState) {
     this.state = state
+    this.poolSlot = table.length > 0 ? table[0].poolSlot : 0
     this.slots = Int32Array.from(table, (entry) => entry.slot)
     this.weights = reducedWeights(table)
     this.sequence = smoothWeightedSequence(this.weights)
@@ -74,7 +77,7 @@ export class WeightedRoundRobinBalancer implements Balancer {
   pick (ctx: PickContext): number {
     const length = this.sequence.length
     if (length === 0) return -1
-    const cursor = this.state.nextCursor()
+    const cursor = this.state.nextCursor(this.poolSlot)
     const index = this.sequence[cursor % length]
     if (this.usable(ctx, index)) return index
     // The turn of an upstream that is down or tried goes to a position of

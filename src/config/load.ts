@@ -12,6 +12,7 @@ import type { Config } from './types'
 import { parseHostPort } from './types'
 import { ConfigError } from '../errors'
 import { firewallConfigErrors } from '../firewall/rules'
+import { routingConfigErrors, duplicateKeysIn } from '../routing/check'
 
 const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, allowUnionTypes: true })
 const validate = ajv.compile(configSchema)
@@ -46,7 +47,7 @@ function semanticErrors (config: Config): string[] {
   }
   checkPort(config.listen, '/listen')
   const seen = new Map<string, number>()
-  config.upstreams.forEach((u, i) => {
+  config.upstreams?.forEach((u, i) => {
     checkPort(u.address, `/upstreams/${i}/address`)
     if (parseHostPort(u.address).port === 0) errors.push(`/upstreams/${i}/address: upstream port must not be 0`)
     const prev = seen.get(u.address)
@@ -71,6 +72,7 @@ function semanticErrors (config: Config): string[] {
     errors.push('/rateLimit/tableSize: must be a power of two')
   }
   if (config.firewall !== undefined) errors.push(...firewallConfigErrors(config.firewall))
+  errors.push(...routingConfigErrors(config))
   return errors
 }
 
@@ -108,6 +110,9 @@ export function readConfigFile (path: string): Record<string, unknown> {
     if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
       throw new ConfigError(['/: the top level must be a JSON object'], path)
     }
+    // JSON.parse keeps the last of two equal keys: two pools of one name would silently become one
+    const duplicates = duplicateKeysIn(text, 'pools')
+    if (duplicates.length > 0) throw new ConfigError(duplicates.map((name) => `/pools/${name}: duplicate pool name "${name}"`), path)
     return parsed as Record<string, unknown>
   } catch (err) {
     if (err instanceof ConfigError) throw err

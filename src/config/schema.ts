@@ -39,48 +39,201 @@ export const rateLimitAlgorithms = ['fixed-window', 'sliding-window', 'token-buc
 export const firewallActions = ['deny', 'allow', 'log'] as const
 export const logLevels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
 
-export const configSchema = {
-  $id: 'https://switchyard.dev/lb.schema.json',
+const upstreams = {
+  type: 'array',
+  minItems: 1,
+  maxItems: 64,
+  items: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['address'],
+    properties: {
+      address: hostPort,
+      weight: { type: 'integer', minimum: 1, maximum: 1000, default: 1 },
+    },
+  },
+} as const
+
+const balancing = {
   type: 'object',
   additionalProperties: false,
-  required: ['listen', 'upstreams'],
+  default: {},
   properties: {
-    $schema: { type: 'string' },
-    listen: hostPort,
-    workers: { type: 'integer', minimum: 0, maximum: 64 },
-    upstreams: {
-      type: 'array',
-      minItems: 1,
-      maxItems: 64,
-      items: {
-        type: 'object',
-        additionalProperties: false,
-        required: ['address'],
-        properties: {
-          address: hostPort,
-          weight: { type: 'integer', minimum: 1, maximum: 1000, default: 1 },
-        },
+    algorithm: { enum: algorithms, default: 'round-robin' },
+    // what ip-hash / consistent-hash hash on
+    hashKey: {
+      type: 'object',
+      additionalProperties: false,
+      default: { source: 'ip' },
+      required: ['source'],
+      properties: {
+        source: { enum: hashKeySources },
+        name: { type: 'string', minLength: 1, maxLength: 256 },
       },
     },
-    balancing: {
+  },
+} as const
+
+const healthCheck = {
+  type: 'object',
+  additionalProperties: false,
+  // always present: passive ejection is always on, even without the section
+  // (active checks stay off until `active` is given)
+  default: {},
+  properties: {
+    active: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        path: { type: 'string', pattern: '^/[\\x21-\\x7e]*$', default: '/' },
+        intervalMs: { ...positiveMs, default: 5000 },
+        timeoutMs: { ...positiveMs, default: 2000 },
+        expectStatus: {
+          type: 'array',
+          minItems: 1,
+          default: [200],
+          items: {
+            anyOf: [
+              { type: 'integer', minimum: 100, maximum: 599 },
+              { type: 'string', pattern: '^[1-5]xx$' },
+            ],
+          },
+        },
+        healthyThreshold: { type: 'integer', minimum: 1, maximum: 100, default: 1 },
+        unhealthyThreshold: { type: 'integer', minimum: 1, maximum: 100, default: 1 },
+      },
+    },
+    passive: {
       type: 'object',
       additionalProperties: false,
       default: {},
       properties: {
-        algorithm: { enum: algorithms, default: 'round-robin' },
-        // what ip-hash / consistent-hash hash on
-        hashKey: {
-          type: 'object',
-          additionalProperties: false,
-          default: { source: 'ip' },
-          required: ['source'],
-          properties: {
-            source: { enum: hashKeySources },
-            name: { type: 'string', minLength: 1, maxLength: 256 },
+        // 5, not 1: one client's slow or broken requests must not eject a healthy
+        // upstream (HAProxy and Envoy eject after 3-5 consecutive failures)
+        maxFailures: { type: 'integer', minimum: 1, maximum: 1000, default: 5 },
+        cooldownMs: { ...positiveMs, default: 10_000 },
+      },
+    },
+  },
+} as const
+
+const token = { type: 'string', pattern: "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$" } as const
+/** A field value: visible characters, spaces and tabs (RFC 9110 §5.5), never CR or LF. */
+const fieldValue = { type: 'string', pattern: '^[\\t\\x20-\\x7e\\x80-\\uffff]*$', maxLength: 4096 } as const
+const poolName = { type: 'string', pattern: '^[a-z0-9][a-z0-9_-]{0,63}$' } as const
+
+/** set / add / remove of header fields on the way up or down (values may name variables, README routing). */
+const headerEdits = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    set: { type: 'object', propertyNames: token, additionalProperties: fieldValue },
+    add: { type: 'object', propertyNames: token, additionalProperties: fieldValue },
+    remove: { type: 'array', items: token },
+  },
+} as const
+
+/**
+ * routes[]: evaluated in order, first match wins (src/routing/). No defaults
+ * inside a route: an absent key is "off" or "as the top level says".
+ */
+const routes = {
+  type: 'array',
+  maxItems: 1024, // one shared hit counter each (layout: routes)
+  items: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['match'],
+    properties: {
+      name: { type: 'string', pattern: '^[A-Za-z0-9_.:/-]{1,64}$' },
+      match: {
+        type: 'object',
+        additionalProperties: false,
+        properties: {
+          // exact names, or one leading wildcard label (*.example.com)
+          host: { type: 'array', minItems: 1, items: { type: 'string', pattern: '^(\\*\\.)?[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*\\.?$' } },
+          pathPrefix: { type: 'string', pattern: '^/[\\x21-\\x7e]*$' },
+          path: { type: 'string', pattern: '^/[\\x21-\\x7e]*$' },
+          pathRegex: { type: 'string', minLength: 1 },
+          methods: { type: 'array', minItems: 1, items: token },
+          headers: {
+            type: 'object',
+            propertyNames: token,
+            additionalProperties: {
+              anyOf: [
+                fieldValue,
+                { type: 'object', additionalProperties: false, required: ['regex'], properties: { regex: { type: 'string' } } },
+                { type: 'object', additionalProperties: false, required: ['present'], properties: { present: { type: 'boolean' } } },
+              ],
+            },
           },
         },
       },
+      pool: poolName,
+      stripPathPrefix: { type: 'boolean' },
+      rewritePath: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['regex', 'replace'],
+        properties: { regex: { type: 'string', minLength: 1 }, replace: { type: 'string', pattern: '^[\\x21-\\x7e]*$' } },
+      },
+      setHost: { type: 'string', pattern: '^(\\[[0-9A-Fa-f:.]+\\]|[A-Za-z0-9._-]+)(:[0-9]{1,5})?$' },
+      requestHeaders: headerEdits,
+      responseHeaders: headerEdits,
+      redirect: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['location'],
+        properties: {
+          location: { type: 'string', pattern: '^[\\x21-\\x7e]+$' },
+          status: { enum: [301, 302, 307, 308] },
+        },
+      },
+      respond: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['status'],
+        properties: {
+          status: { type: 'integer', minimum: 200, maximum: 599 },
+          body: { type: 'string', maxLength: 65_536 },
+          contentType: fieldValue,
+        },
+      },
+      rateLimit: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['maxRequests'],
+        properties: {
+          algorithm: { enum: rateLimitAlgorithms },
+          maxRequests: { type: 'integer', minimum: 1, maximum: 16_777_215 },
+          windowMs: positiveMs,
+          burst: { type: 'integer', minimum: 1, maximum: 16_777_215 },
+        },
+      },
+      cache: { type: 'boolean' },
+      timeouts: {
+        type: 'object',
+        additionalProperties: false,
+        properties: { responseMs: positiveMs, upstreamIdleMs: positiveMs },
+      },
+      retries: { type: 'integer', minimum: 0, maximum: 10 },
+      maxBodyBytes: { type: 'integer', minimum: 0 },
+      firewall: { type: 'boolean' },
     },
+  },
+} as const
+export const configSchema = {
+  $id: 'https://switchyard.dev/lb.schema.json',
+  type: 'object',
+  additionalProperties: false,
+  // upstreams, or pools (checked in load.ts: a config needs at least one pool)
+  required: ['listen'],
+  properties: {
+    $schema: { type: 'string' },
+    listen: hostPort,
+    workers: { type: 'integer', minimum: 0, maximum: 64 },
+    upstreams,
+    balancing,
     retries: { type: 'integer', minimum: 0, maximum: 10, default: 1 },
     timeouts: {
       type: 'object',
@@ -115,48 +268,20 @@ export const configSchema = {
         idleTimeoutMs: { ...positiveMs, default: 30_000 },
       },
     },
-    healthCheck: {
+    healthCheck,
+    pools: {
       type: 'object',
-      additionalProperties: false,
-      // always present: passive ejection is always on, even without the section
-      // (active checks stay off until `active` is given)
-      default: {},
-      properties: {
-        active: {
-          type: 'object',
-          additionalProperties: false,
-          properties: {
-            path: { type: 'string', pattern: '^/[\\x21-\\x7e]*$', default: '/' },
-            intervalMs: { ...positiveMs, default: 5000 },
-            timeoutMs: { ...positiveMs, default: 2000 },
-            expectStatus: {
-              type: 'array',
-              minItems: 1,
-              default: [200],
-              items: {
-                anyOf: [
-                  { type: 'integer', minimum: 100, maximum: 599 },
-                  { type: 'string', pattern: '^[1-5]xx$' },
-                ],
-              },
-            },
-            healthyThreshold: { type: 'integer', minimum: 1, maximum: 100, default: 1 },
-            unhealthyThreshold: { type: 'integer', minimum: 1, maximum: 100, default: 1 },
-          },
-        },
-        passive: {
-          type: 'object',
-          additionalProperties: false,
-          default: {},
-          properties: {
-            // 5, not 1: one client's slow or broken requests must not eject a healthy
-            // upstream (HAProxy and Envoy eject after 3-5 consecutive failures)
-            maxFailures: { type: 'integer', minimum: 1, maximum: 1000, default: 5 },
-            cooldownMs: { ...positiveMs, default: 10_000 },
-          },
-        },
+      // each pool has the same keys and defaults as the top level, whose upstreams form the pool "default"
+      propertyNames: { pattern: '^[a-z0-9][a-z0-9_-]{0,63}$' },
+      maxProperties: 64,
+      additionalProperties: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['upstreams'],
+        properties: { upstreams, balancing, healthCheck },
       },
     },
+    routes,
     rateLimit: {
       type: 'object',
       additionalProperties: false,

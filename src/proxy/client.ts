@@ -3,8 +3,9 @@
  * order, through these phases (Pingora's request_filter -> upstream_peer ->
  * response_filter -> logging):
  *
- *   read head -> filter (client IP, firewall, rate limit) -> cache lookup
- *     -> pick -> connect -> send (head, body) -> relay response -> log -> next
+ *   read head -> route -> filter (client IP, firewall, rate limits)
+ *     -> [route's own answer] -> cache lookup -> pick (in the route's pool)
+ *     -> connect -> send (head, body) -> relay response -> log -> next
  *
  * `drive()` is the connection's one loop (undici's `_resume`, guarded by
  * `driving` as undici guards with kResuming): it reads the next pipelined head
@@ -27,13 +28,13 @@
 import type * as net from 'node:net'
 import { performance } from 'node:perf_hooks'
 import type { ProxyContext, RateDecisionLike } from './context'
-import { W_OPEN_CONNECTIONS, W_REQUESTS, H_PROTOCOL_ERRORS } from '../shared/layout'
+import { W_OPEN_CONNECTIONS, W_REQUESTS, H_PROTOCOL_ERRORS, P_REQUESTS, P_NO_UPSTREAM } from '../shared/layout'
 import {
   HeadParser, KIND_REQUEST, HEAD_INCOMPLETE, HEAD_ERROR, BODY_NONE, BODY_LENGTH, BODY_CHUNKED,
 } from '../http/head-parser'
 import { H_COOKIE, H_UPGRADE } from '../http/header-names'
 import { CHUNKED_ERROR } from '../http/chunked'
-import { buildRequestHead, type ForwardIdentity } from '../http/serialize'
+import { buildRequestHead, type ForwardIdentity, type RequestEdit } from '../http/serialize'
 import { errorReply, errorReplyWith } from '../http/replies'
 import { PickContext } from '../balancer/types'
 import { describe, type ErrorCode } from '../errors'
@@ -43,9 +44,13 @@ import type { Expirable } from './sweeper'
 import { CacheState, writeCachedResponse, type CacheUser, type CachedResponse, type CacheDecision } from './cache-path'
 import { filterRequest, type FilteredRequest } from './request-filter'
 import { pickUpstream } from './pick'
+import type { CompiledRoute } from '../routing/router'
+import type { LocalAnswer } from '../routing/local-answer'
 import { upgradeAllowed } from './upgrade'
 import { comparableHost } from '../http/field-syntax'
 import { UpstreamSide, COALESCE_BYTES } from './upstream-side'
+import { normalisedPath, type RouteLookup } from '../routing/router'
+import type { PoolRuntime } from '../routing/pools'
 
 /**
  * After our last response on a connection we half-close and keep reading (and
@@ -66,7 +71,12 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
   readonly identity: ForwardIdentity
   readonly parser: HeadParser
   readonly pick = new PickContext()
+  /** The route phase's answer (reused per request). */
+  readonly lookup: RouteLookup = { route: null, path: '' }
+  /** What the route changes in the forwarded head (reused per request). */
+  readonly edit: RequestEdit = { target: null, host: null, remove: null }
   rate: RateDecisionLike | null
+  routeRate: RateDecisionLike | null = null
   /** drive() is on the stack (undici's kResuming): a completion inside it must not re-enter. */
   driving = false
   /** The loop yielded to the event loop (REQUESTS_PER_TURN) and runs again from setImmediate. */
@@ -256,8 +266,10 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     this.bodyLength = p.bodyKind === BODY_CHUNKED ? -1 : (p.contentLength > 0 ? p.contentLength : 0)
     this.bodyDone = p.bodyKind === BODY_NONE
     if (ctx.workerSlot !== -1) ctx.state.addWorker(ctx.workerSlot, W_REQUESTS, 1)
+    // phase: route (decides the pool and this request's limits; any answer comes after the body is framed)
+    this.routeRequest()
 
-    const maxBody = ctx.config.limits.maxBodyBytes
+    const maxBody = this.maxBodyBytes
     if (maxBody > 0 && this.bodyLength > maxBody) {
       this.rejectRequest('SWY_ERR_BODY_TOO_LARGE', `Content-Length ${this.bodyLength} over limit ${maxBody}`)
       return
@@ -286,13 +298,19 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     // the client half-closed before this body ended: every byte it will ever send is here, so it never can
     if (this.clientEnded && !this.bodyDone) { this.dropIncomplete(); return }
 
-    // phase: request filter (client address, firewall, rate limit)
+    // phase: request filter (client address, firewall, rate limits)
     const refusal = filterRequest(ctx, this)
     if (refusal !== null) { this.failRequest(refusal, this.lastFailure); return }
 
+    // the route's own answer (redirect, respond), or no route and no pool "default"
+    const route = this.route
+    if (route !== null && route.local !== null) { this.answerForRoute(route); return }
+    if (this.pool === null) { this.failRequest('SWY_ERR_NO_ROUTE', 'no route matched and there is no pool "default"'); return }
+
     // phase: cache lookup
-    // an upgrade is never answered from the cache (nor holds a fill claim for the life of a tunnel)
-    if (ctx.cache !== null && !this.upgrading) {
+    // an upgrade is never answered from the cache (nor holds a fill claim for the life of a tunnel);
+    // a route may turn the cache off, and one that edits response fields never answers from it (the edits are the upstream's)
+    if (ctx.cache !== null && !this.upgrading && (route === null || (route.cache && route.responseEdits === null))) {
       if (this.cacheState === null || this.cacheState.hook !== ctx.cache) this.cacheState = new CacheState(ctx.cache, this)
       if (this.onCacheDecision(this.cacheState.onRequest(this.isHead, p.bodyKind === BODY_NONE))) return
     } else if (this.cacheState !== null) {
@@ -300,6 +318,41 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
       this.cacheState = null
     }
     this.forwardRequest()
+  }
+
+  /**
+   * Phase: route. The first matching route (src/routing/router.ts) gives the
+   * pool and this request's overrides; without routes, or when none matches,
+   * the pool is "default" (null when there is none: answered 404 after the
+   * body is framed). Costs one branch when the config has no routes.
+   */
+  private routeRequest (): void {
+    const ctx = this.ctx
+    const config = ctx.config
+    this.responseMs = config.timeouts.responseMs
+    this.upstreamIdleMs = config.timeouts.upstreamIdleMs
+    this.maxBodyBytes = config.limits.maxBodyBytes
+    const router = ctx.router
+    if (router === null) { this.pool = ctx.pools.fallback; return }
+    const lookup = this.lookup
+    router.match(this.parser, lookup)
+    const route = lookup.route
+    this.routePath = lookup.path
+    if (route === null) { this.pool = ctx.pools.fallback; return }
+    this.route = route
+    ctx.state.addRouteHit(route.index)
+    this.pool = route.pool ?? (route.local === null ? ctx.pools.fallback : null)
+    if (route.responseMs > 0) this.responseMs = route.responseMs
+    if (route.upstreamIdleMs > 0) this.upstreamIdleMs = route.upstreamIdleMs
+    if (route.maxBodyBytes >= 0) this.maxBodyBytes = route.maxBodyBytes
+  }
+
+  /** A route's redirect or fixed response, with its response fields. */
+  private answerForRoute (route: CompiledRoute): void {
+    const local = route.local as LocalAnswer
+    const close = this.beginLocalAnswer(local.status, '-')
+    this.writeOut(local.render(this, close, this.isHead, route.responseEdits !== null ? route.responseEdits.render(this) : ''))
+    this.finishRequest()
   }
 
   /** Act on the cache phase's decision; true when the request was answered or parked. */
@@ -320,25 +373,36 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     this.forwardRequest()
   }
 
-  /** Phase: pick an upstream and send the request (after the filter and the cache). */
+  /** Phase: pick an upstream of the request's pool and send the request (after the filter and the cache). */
   private forwardRequest (): void {
     const ctx = this.ctx
     const p = this.parser
+    const pool = this.pool as PoolRuntime
     this.pick.reset()
     this.pick.clientIp = this.clientIp
-    if (ctx.hashCookie !== null || ctx.sticky !== null) {
+    if (pool.hashCookie !== null || pool.sticky !== null) {
       const cookies = p.headerOfKind(H_COOKIE, '; ')
-      if (ctx.hashCookie !== null) this.pick.hashKey = cookies === null ? '' : (findCookie(cookies, ctx.hashCookie) ?? '')
-      if (ctx.sticky !== null) this.stickyIndex = ctx.sticky.route(cookies)
+      if (pool.hashCookie !== null) this.pick.hashKey = cookies === null ? '' : (findCookie(cookies, pool.hashCookie) ?? '')
+      if (pool.sticky !== null) this.stickyIndex = pool.sticky.route(cookies)
     }
-    if (ctx.hashHeader !== null) this.pick.hashKey = p.header(ctx.hashHeader) ?? ''
+    if (pool.hashHeader !== null) this.pick.hashKey = p.header(pool.hashHeader) ?? ''
+    ctx.state.addPool(pool.slot, P_REQUESTS, 1)
 
     const initial = this.initialBody
-    const validators = this.cacheState !== null ? this.cacheState.conditionalFields() : ''
+    let extra = this.cacheState !== null ? this.cacheState.conditionalFields() : ''
+    const route = this.route
+    let edit: RequestEdit | null = null
+    if (route !== null && route.editsRequest) {
+      edit = this.edit
+      edit.target = route.forwardTarget(this.routePath !== '' ? this.routePath : normalisedPath(p), p.target())
+      edit.host = route.setHost
+      edit.remove = route.requestEdits !== null ? route.requestEdits.remove : null
+      if (route.requestEdits !== null) extra += route.requestEdits.render(this)
+    }
     const coalesce = initial !== null && initial.length <= COALESCE_BYTES
-    this.requestHead = buildRequestHead(p, this.identity, this.upgrading, coalesce ? initial : null, validators)
+    this.requestHead = buildRequestHead(p, this.identity, this.upgrading, coalesce ? initial : null, extra, edit)
     if (coalesce) { this.initialBody = null; this.headCarriesBody = true }
-    this.retriesLeft = ctx.config.retries
+    this.retriesLeft = route !== null && route.retries >= 0 ? route.retries : ctx.config.retries
     this.phase = 'connecting'
     // hold the body back until an upstream is connected: a failed connect can then go elsewhere
     if (!this.bodyDone) this.socket.pause()
@@ -348,16 +412,18 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
   /** Choose an upstream and get a connection to it (again, after a failure that allows it). */
   protected dispatch (): void {
     const ctx = this.ctx
-    const index = pickUpstream(ctx, this.pick, this.stickyIndex)
+    const pool = this.pool as PoolRuntime
+    const index = pickUpstream(ctx, pool, this.pick, this.stickyIndex)
     if (index === -1) {
       const tried = this.pick.triedCount > 0
-      this.failRequest(tried ? 'SWY_ERR_UPSTREAM_CONNECT' : 'SWY_ERR_NO_HEALTHY_UPSTREAM', tried ? this.lastFailure : 'no upstream is available')
+      if (!tried) ctx.state.addPool(pool.slot, P_NO_UPSTREAM, 1)
+      this.failRequest(tried ? 'SWY_ERR_UPSTREAM_CONNECT' : 'SWY_ERR_NO_HEALTHY_UPSTREAM', tried ? this.lastFailure : `no upstream is available in pool ${pool.name}`)
       return
     }
     // a new cookie unless the request's own sticky cookie chose this upstream
-    this.setCookie = ctx.sticky !== null && index !== this.stickyIndex ? ctx.sticky.setCookieLine(index) : ''
+    this.setCookie = pool.sticky !== null && index !== this.stickyIndex ? pool.sticky.setCookieLine(index) : ''
     this.pick.markTried(index)
-    this.connectTo(ctx.table[index], true)
+    this.connectTo(pool.table[index], true)
   }
 
   // ---- ends of a request ----
@@ -388,19 +454,23 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
   /** Answer with a response the proxy makes itself (policy refusal, gateway error); no response has started. */
   protected failRequest (code: ErrorCode, detail: string): void {
     const info = describe(code)
-    this.status = info.status
-    this.flag = info.flag
     this.lastFailure = detail
+    const close = this.beginLocalAnswer(info.status, info.flag)
+    this.writeOut(code === 'SWY_ERR_RATE_LIMITED' && this.rateHeaders !== ''
+      ? errorReplyWith(code, close, this.rateHeaders, this.isHead)
+      : errorReply(code, close, this.isHead))
+    this.finishRequest()
+  }
+
+  /** Before a response the proxy makes itself: record it, let go of any upstream; true when the connection closes after it. */
+  private beginLocalAnswer (status: number, flag: string): boolean {
+    this.status = status
+    this.flag = flag
     this.responseStarted = true
     // the connection survives a local answer only when the whole request body is already here
     this.closeAfterResponse = !this.keepAlive || !this.bodyDone || this.ctx.draining
     this.detachUpstream(true)
-    const close = this.closeAfterResponse
-    const limiter = this.ctx.limiter
-    this.writeOut(code === 'SWY_ERR_RATE_LIMITED' && limiter !== null && this.rate !== null
-      ? errorReplyWith(code, close, limiter.headers(this.rate), this.isHead)
-      : errorReply(code, close, this.isHead))
-    this.finishRequest()
+    return this.closeAfterResponse
   }
 
   /** A request refused before it goes anywhere (parser errors, limits): count, warn, answer and close. */

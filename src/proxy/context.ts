@@ -6,7 +6,8 @@
  */
 import type { Config } from '../config/types'
 import type { SharedState, UpstreamEntry } from '../shared/state'
-import type { Balancer } from '../balancer/types'
+import type { PoolSet } from '../routing/pools'
+import type { Router } from '../routing/router'
 import { DeadlineSweeper } from './sweeper'
 import type { UpstreamPool } from './pool'
 import type { HeadLimits } from '../http/head-parser'
@@ -41,21 +42,20 @@ import type { CacheHook } from './cache-path'
 export class ProxyContext {
   config: Config
   readonly state: SharedState
+  /** Every upstream of every pool (the primary's table); a request uses its pool's slice (pools). */
   table: readonly UpstreamEntry[]
-  balancer: Balancer
+  /** The pools, each with its balancer, sticky ids and hash key (src/routing/pools.ts). */
+  pools: PoolSet
+  /** The compiled route table; null without routes (every request goes to pool "default"). */
+  router: Router | null = null
   readonly pool: UpstreamPool
   readonly sweeper: DeadlineSweeper
   headLimits: HeadLimits
   firewall: FirewallHook | null = null
   limiter: RateLimitHook | null = null
-  sticky: StickyHook | null = null
   /** The shared response cache (config.cache), null when off. */
   cache: CacheHook | null = null
   resolveClientIp: ClientIpResolver | null = null
-  /** Lower-case header name whose value is the balancing hash key, or null. */
-  hashHeader: string | null = null
-  /** Cookie name whose value is the balancing hash key, or null. */
-  hashCookie: string | null = null
   workerSlot = -1
   /** Set while shutting down: answer in-flight requests, then close. */
   draining = false
@@ -63,29 +63,21 @@ export class ProxyContext {
   readonly clients = new Set<{ closeIfIdle (): boolean, destroy (): void }>()
   onIdle: (() => void) | null = null
 
-  constructor (config: Config, state: SharedState, table: readonly UpstreamEntry[], balancer: Balancer, pool: UpstreamPool) {
+  constructor (config: Config, state: SharedState, table: readonly UpstreamEntry[], pools: PoolSet, pool: UpstreamPool) {
     this.config = config
     this.state = state
     this.table = table
-    this.balancer = balancer
+    this.pools = pools
     this.pool = pool
     this.headLimits = limitsOf(config)
     this.sweeper = new DeadlineSweeper(DeadlineSweeper.tickFor(shortestTimeout(config)))
     this.sweeper.start()
-    this.applyHashKey(config)
-  }
-
-  applyHashKey (config: Config): void {
-    const hk = config.balancing.hashKey
-    this.hashHeader = hk.source === 'header' && hk.name !== undefined ? hk.name.toLowerCase() : null
-    this.hashCookie = hk.source === 'cookie' && hk.name !== undefined ? hk.name : null
   }
 
   setConfig (config: Config): void {
     this.config = config
     this.headLimits = limitsOf(config)
     this.sweeper.setTick(DeadlineSweeper.tickFor(shortestTimeout(config)))
-    this.applyHashKey(config)
   }
 }
 

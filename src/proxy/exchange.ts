@@ -7,6 +7,8 @@
 import type { UpstreamEntry } from '../shared/state'
 import { BODY_NONE, type BodyKind } from '../http/head-parser'
 import type { AccessRecord } from './access-log'
+import type { PoolRuntime } from '../routing/pools'
+import type { CompiledRoute } from '../routing/router'
 
 /** How a response body goes to the client: as framed, re-chunked, or de-chunked for HTTP/1.0. */
 export type BodyRelay = 'raw' | 'rechunk' | 'dechunk'
@@ -50,6 +52,17 @@ export abstract class Exchange implements AccessRecord {
   setCookie = ''
   stickyIndex = -1
   lastFailure = ''
+  /** The route that matched (null: none, or no routes), and the pool the request goes to (null: none). */
+  route: CompiledRoute | null = null
+  pool: PoolRuntime | null = null
+  /** The request's normalised path as the route phase saw it ('' when no route needed it). */
+  routePath = ''
+  /** This request's limits and timeouts: the top level's, or its route's overrides. */
+  responseMs = 0
+  upstreamIdleMs = 0
+  maxBodyBytes = 0
+  /** Rate-limit fields of a 429 ('' unless the request was rate limited). */
+  rateHeaders = ''
 
   constructor (peerIp: string) {
     this.peerIp = peerIp
@@ -86,5 +99,9 @@ export abstract class Exchange implements AccessRecord {
     this.setCookie = ''
     this.stickyIndex = -1
     this.lastFailure = ''
+    this.route = null
+    this.pool = null
+    this.routePath = ''
+    this.rateHeaders = ''
   }
 }

@@ -10,7 +10,8 @@ import { monitorEventLoopDelay } from 'node:perf_hooks'
 import type { Config } from '../config/types'
 import type { SharedState, UpstreamEntry } from '../shared/state'
 import { W_LOOP_LAG_US } from '../shared/layout'
-import { createBalancer } from '../balancer/index'
+import { buildPools } from '../routing/pools'
+import { compileRouter } from '../routing/router'
 import { ProxyContext } from './context'
 import { UpstreamPool } from './pool'
 import { ClientConnection } from './client'
@@ -28,8 +29,9 @@ export interface ThreadOptions {
 
 export function createThreadProxy (config: Config, state: SharedState, table: readonly UpstreamEntry[], options: ThreadOptions): ProxyContext {
   const pool = new UpstreamPool(config.pool.maxIdlePerUpstream)
-  const ctx = new ProxyContext(config, state, table, createBalancer(config.balancing, table, state), pool)
-  installPolicies(ctx, config, table, options.stickySecret)
+  const ctx = new ProxyContext(config, state, table, buildPools(config, table, state, options.stickySecret), pool)
+  installPolicies(ctx, config)
+  ctx.router = compileRouter(config, ctx.pools, state)
   installCache(ctx, config, options.cache)
   return ctx
 }
@@ -66,14 +68,15 @@ export function setWorkerSlot (ctx: ProxyContext, slot: number): void {
   if (ctx.cache !== null) ctx.cache.store.setOwner(cacheOwner(ctx))
 }
 
-/** Hot reload: swap config, table and balancer; in-flight requests keep what they had. */
+/** Hot reload: swap config, table, pools and routes; in-flight requests keep the pool (and route) they had. */
 export function applyConfig (ctx: ProxyContext, config: Config, table: readonly UpstreamEntry[], options: ThreadOptions): void {
   const oldSlots = new Set(ctx.table.map((e) => e.slot))
   ctx.setConfig(config)
   ctx.table = table
-  ctx.balancer = createBalancer(config.balancing, table, ctx.state)
+  ctx.pools = buildPools(config, table, ctx.state, options.stickySecret)
   ctx.pool.maxIdlePerUpstream = config.pool.maxIdlePerUpstream
-  installPolicies(ctx, config, table, options.stickySecret)
+  installPolicies(ctx, config)
+  ctx.router = compileRouter(config, ctx.pools, ctx.state)
   installCache(ctx, config, options.cache)
   for (const e of table) oldSlots.delete(e.slot)
   for (const slot of oldSlots) ctx.pool.drain(slot) // idle sockets to upstreams that left

@@ -81,6 +81,8 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
   protected abstract logAndClose (code: ErrorCode | null): void
   /** Keep client bytes that belong to the next requests. */
   protected abstract appendInput (chunk: Buffer): void
+  /** The request head's parser (route templates read the request through it). */
+  abstract readonly parser: HeadParser
 
   protected setDeadline (kind: Deadline, ms: number): void {
     this.deadlineKind = kind
@@ -165,7 +167,7 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
       const c = this.chunked
       const e = c.execute(buf, start, end)
       if (e === CHUNKED_ERROR) { this.abortUpload('SWY_ERR_BAD_CHUNK', c.error); return }
-      const maxBody = this.ctx.config.limits.maxBodyBytes
+      const maxBody = this.maxBodyBytes
       if (maxBody > 0 && c.dataBytes > maxBody) { this.abortUpload('SWY_ERR_BODY_TOO_LARGE', 'chunked body over limit'); return }
       if (e >= 0) { end = e; this.bodyDone = true }
       if (c.encodedLength(false) > 0) {
@@ -244,7 +246,9 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
     }
     this.relay = plan.relay
     this.closeAfterResponse = plan.close
-    const out = buildResponseHead(head, via, plan.connection, extra, plan.codings)
+    const edits = this.route !== null ? this.route.responseEdits : null
+    if (edits !== null) extra += edits.render(this)
+    const out = buildResponseHead(head, via, plan.connection, extra, plan.codings, edits !== null ? edits.remove : null)
     this.bytesOut += out.length
     this.heldHead = out
     return 'final'
@@ -354,7 +358,8 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
 
   private noteFailure (entry: UpstreamEntry, code: UpstreamFailure): void {
     const ctx = this.ctx
-    const passive = ctx.config.healthCheck.passive
+    // the pool's passive settings (the request keeps the pool it started with across a reload)
+    const passive = this.pool !== null ? this.pool.config.healthCheck.passive : ctx.config.healthCheck.passive
     const now = ctx.state.now()
     // a refused connection says nothing of the request; anything after it was sent might (retry.ts)
     const ejected = code === 'SWY_ERR_UPSTREAM_CONNECT'

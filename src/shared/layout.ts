@@ -17,6 +17,11 @@
  *   | hits per firewall rule   |  MAX_FIREWALL_RULES ints
  *   +--------------------------+  HOLDINGS_OFFSET
  *   | holdings                 |  MAX_WORKER_SLOTS x MAX_UPSTREAMS x HOLDING_INTS, see below
+ *   +--------------------------+  POOLS_OFFSET
+ *   | pool 0 (POOL_INTS)       |  round-robin cursor, requests routed (owner: src/routing)
+ *   | ... MAX_POOLS slots      |
+ *   +--------------------------+  ROUTES_OFFSET
+ *   | hits per route           |  MAX_ROUTES ints (owner: src/routing)
  *   +--------------------------+  RATE_OFFSET
  *   | rate-limit table         |  tableSize * RATE_SLOT_INTS (0 when rate limiting is off)
  *   +--------------------------+
@@ -33,7 +38,7 @@ export const MAX_FIREWALL_RULES = 256
 
 // ---- header -----------------------------------------------------------------
 export const H_MAGIC = 0 //               written once by the primary
-export const H_RR_CURSOR = 1 //           round-robin cursor: Atomics.add by every thread
+export const H_RR_CURSOR = 1 //           unused since pools: each pool has its own cursor (P_RR_CURSOR)
 export const H_UPSTREAM_GENERATION = 2 // bumped by the primary when the upstream table is swapped
 export const H_RATE_LIMITED = 3 //        requests answered 429 (all threads)
 export const H_FIREWALL_BLOCKED = 4 //    requests answered 403 by the firewall (all threads)
@@ -115,6 +120,23 @@ export const HELD_ACTIVE_REQUESTS = 0 // this worker's part of U_ACTIVE_REQUESTS
 export const HELD_OPEN_SOCKETS = 1 //    this worker's part of U_OPEN_SOCKETS
 export const HOLDING_INTS = 2
 
+// ---- per pool (owner: src/routing/pools.ts) --------------------------------
+// A pool keeps its slot across reloads while its name stays (like an upstream
+// its slot by address). Who writes: IN_USE by the primary; the cursor and the
+// counter by whichever thread routes a request to the pool. Everyone reads.
+// Per-pool state of other features (resilience, cluster) goes in the spare words.
+export const MAX_POOLS = 64
+export const P_IN_USE = 0 //             1 while the slot belongs to a configured pool
+export const P_RR_CURSOR = 1 //          the pool's round-robin cursor: Atomics.add by every thread
+export const P_REQUESTS = 2 //           requests routed to the pool (counter)
+export const P_NO_UPSTREAM = 3 //        requests answered 502 UH: no available upstream in the pool (counter)
+export const POOL_INTS = 8 //            4..7 spare
+
+// ---- per route (owner: src/routing) -------------------------------------------
+// One hit counter per position in the route table, Atomics.add by the thread that
+// matched; zeroed by the primary for positions whose route changed on reload.
+export const MAX_ROUTES = 1024
+
 // ---- rate-limit table slot --------------------------------------------------
 export const RATE_SLOT_INTS = 4 //       layout owned by src/ratelimit
 
@@ -123,7 +145,9 @@ export const UPSTREAMS_OFFSET = HEADER_INTS
 export const WORKERS_OFFSET = UPSTREAMS_OFFSET + MAX_UPSTREAMS * UPSTREAM_INTS
 export const FIREWALL_OFFSET = WORKERS_OFFSET + MAX_WORKER_SLOTS * WORKER_INTS
 export const HOLDINGS_OFFSET = FIREWALL_OFFSET + MAX_FIREWALL_RULES
-export const RATE_OFFSET = HOLDINGS_OFFSET + MAX_WORKER_SLOTS * MAX_UPSTREAMS * HOLDING_INTS
+export const POOLS_OFFSET = HOLDINGS_OFFSET + MAX_WORKER_SLOTS * MAX_UPSTREAMS * HOLDING_INTS
+export const ROUTES_OFFSET = POOLS_OFFSET + MAX_POOLS * POOL_INTS
+export const RATE_OFFSET = ROUTES_OFFSET + MAX_ROUTES
 
 export function stateInts (rateTableSlots: number): number {
   return RATE_OFFSET + rateTableSlots * RATE_SLOT_INTS
