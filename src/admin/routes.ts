@@ -15,12 +15,12 @@ import type { UpstreamEntry } from '../shared/state'
 import { ADMIN_DRAINING, ADMIN_ENABLED, U_ADMIN_STATE } from '../shared/layout'
 import { ConfigError, errorCatalogue } from '../errors'
 import { logger } from '../log'
-import { version } from '../version'
+
 import { bearerToken, type TokenCheck } from './auth'
 import type { CounterTotals } from './totals'
 import type { AdminTarget } from './target'
 import { buildStatus } from './status'
-import { renderMetrics, CONTENT_TYPE as METRICS_CONTENT_TYPE } from './prometheus'
+import { CONTENT_TYPE as METRICS_CONTENT_TYPE, type SwitchyardMetrics } from './prometheus'
 import { dashboardHtml, dashboardCsp } from './dashboard'
 import { primaryKey } from '../cache/key'
 import { BUSY, REMOVED } from '../cache/store'
@@ -28,6 +28,8 @@ import { BUSY, REMOVED } from '../cache/store'
 export interface AdminContext {
   readonly lb: AdminTarget
   readonly totals: CounterTotals
+  /** The /metrics registry (prom-client); reads `totals` and the shared state when scraped. */
+  readonly metrics: SwitchyardMetrics
   /** The token check in force now (it can change on reload); null = open. */
   token (): TokenCheck | null
   /** The admin listen address as configured when the server started. */
@@ -129,9 +131,13 @@ export function handleRequest (ctx: AdminContext, req: http.IncomingMessage, res
     }
     if (path === '/metrics') {
       if (method !== 'GET' && method !== 'HEAD') return methodNotAllowed(res, 'GET, HEAD')
-      const lb = ctx.lb
-      ctx.totals.sample(lb.table)
-      sendText(res, 200, METRICS_CONTENT_TYPE, renderMetrics(lb.state, lb.table, ctx.totals, { version, mode: lb.mode, startedAtMs: lb.startedAt }, lb.routeStatus()))
+      ctx.totals.sample(ctx.lb.table)
+      ctx.metrics.render().then(
+        (text) => sendText(res, 200, METRICS_CONTENT_TYPE, text),
+        (err: Error) => {
+          log.error({ err: err.message, path }, 'metrics rendering failed')
+          if (!res.headersSent) sendJson(res, 500, { error: err.message })
+        })
       return
     }
     const upstreamAction = /^\/api\/upstreams\/(.+)\/(drain|enable)$/.exec(path) // an id may be pool/address

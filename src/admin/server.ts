@@ -16,6 +16,9 @@ import { ConfigError } from '../errors'
 import { logger } from '../log'
 import { TokenCheck } from './auth'
 import { CounterTotals } from './totals'
+import { createMetrics } from './prometheus'
+import { registerRoutingMetrics } from '../routing/status'
+import { version } from '../version'
 import { handleRequest, type AdminContext } from './routes'
 import type { AdminTarget } from './target'
 
@@ -67,7 +70,11 @@ export async function startAdmin (lb: AdminTarget, options: AdminOptions = {}): 
 
   const totals = new CounterTotals(lb.state)
   totals.sample(lb.table)
-  const ctx: AdminContext = { lb, totals, token, listen }
+  const metrics = createMetrics(() => ({
+    state: lb.state, table: lb.table, totals, info: { version, mode: lb.mode, startedAtMs: lb.startedAt },
+  }))
+  registerRoutingMetrics(metrics, lb)
+  const ctx: AdminContext = { lb, totals, metrics, token, listen }
   const server = http.createServer((req, res) => handleRequest(ctx, req, res))
   server.headersTimeout = 5000
   server.requestTimeout = 10_000

@@ -1,12 +1,13 @@
 /**
  * The routing part of /api/status and /metrics: pools with their upstreams
  * and counters, routes with their hit counts, read from shared memory.
- * Counters are uint32 that wrap (read with `>>> 0`).
+ * Counters are uint32 in shared memory (read with `>>> 0`; they wrap after 2^32).
  */
 import type { Config } from '../config/types'
 import type { SharedState, UpstreamEntry } from '../shared/state'
 import { P_NO_UPSTREAM, P_REQUESTS } from '../shared/layout'
 import { DEFAULT_POOL, poolSpecs, upstreamKey } from './pools'
+import type { SwitchyardMetrics } from '../admin/prometheus'
 
 export interface PoolStatus {
   name: string
@@ -48,4 +49,17 @@ export function routeStatus (config: Config, state: SharedState): RouteStatus[] 
     target: route.redirect !== undefined ? 'redirect' : route.respond !== undefined ? 'respond' : route.pool ?? DEFAULT_POOL,
     hits: state.routeHits(index),
   }))
+}
+
+/** The routing families of /metrics, read from shared memory at scrape time (src/admin/prometheus.ts). */
+export function registerRoutingMetrics (m: SwitchyardMetrics, lb: { poolStatus (): PoolStatus[], routeStatus (): RouteStatus[] }): void {
+  m.counter('switchyard_route_requests_total', 'Requests matched by each route.', ['route'], (_v, emit) => {
+    for (const r of lb.routeStatus()) emit({ route: r.name }, r.hits)
+  })
+  m.counter('switchyard_pool_requests_total', 'Requests routed to each pool.', ['pool'], (_v, emit) => {
+    for (const p of lb.poolStatus()) emit({ pool: p.name }, p.requests)
+  })
+  m.counter('switchyard_pool_no_upstream_total', 'Requests answered 502 because no upstream of the pool was available.', ['pool'], (_v, emit) => {
+    for (const p of lb.poolStatus()) emit({ pool: p.name }, p.noUpstream)
+  })
 }

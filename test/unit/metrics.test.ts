@@ -1,14 +1,17 @@
 /**
- * /metrics rendering from a SharedState filled by hand, checked with a small
- * Prometheus text-format (0.0.4) parser written here, and the 64-bit totals
+ * /metrics rendering (prom-client) from a SharedState filled by hand, checked
+ * with a small Prometheus text-format (0.0.4) parser written here and with
+ * `promtool check metrics` when promtool is installed, and the 64-bit totals
  * that survive uint32 wrap-around.
  */
 import { test } from 'node:test'
 import * as assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import * as L from '../../src/shared/layout'
 import { SharedState, type UpstreamEntry } from '../../src/shared/state'
 import { CounterTotals, delta32 } from '../../src/admin/totals'
-import { renderMetrics, escapeLabelValue } from '../../src/admin/prometheus'
+import { renderMetrics } from '../../src/admin/prometheus'
 
 // ---- a strict little parser for the text exposition format --------------------
 
@@ -92,7 +95,7 @@ function parseExposition (text: string): Map<string, Family> {
   let open: Family | null = null
   const seriesSeen = new Set<string>()
   for (const line of text.slice(0, -1).split('\n')) {
-    assert.notEqual(line, '', 'no empty lines')
+    if (line === '') continue // the format ignores empty lines (prom-client puts one between families)
     if (line.startsWith('# HELP ')) {
       const m = /^# HELP (\S+) (.*)$/.exec(line)
       assert.ok(m !== null, `bad HELP line: ${line}`)
@@ -203,18 +206,18 @@ function filledState (): { state: SharedState, table: UpstreamEntry[] } {
 
 // ---- tests --------------------------------------------------------------------
 
-test('every line of /metrics is valid text format 0.0.4 and the numbers match the state', () => {
+test('every line of /metrics is valid text format 0.0.4 and the numbers match the state', async () => {
   const { state, table } = filledState()
   const totals = new CounterTotals(state)
   totals.sample(table)
-  const text = renderMetrics(state, table, totals, { version: '1.2.3', mode: 'workers', startedAtMs: 1_700_000_000_000 })
+  const text = await renderMetrics(state, table, totals, { version: '1.2.3', mode: 'workers', startedAtMs: 1_700_000_000_000 })
   const f = parseExposition(text)
 
   const a = { upstream: '127.0.0.1:8001' }
-  assert.equal(value(f, 'switchyard_requests_total', { ...a, class: '2xx' }), 6)
-  assert.equal(value(f, 'switchyard_requests_total', { ...a, class: '4xx' }), 1)
-  assert.equal(value(f, 'switchyard_requests_total', { ...a, class: '5xx' }), 1)
-  assert.equal(value(f, 'switchyard_requests_total', { ...a, class: '1xx' }), 0)
+  assert.equal(value(f, 'switchyard_upstream_responses_total', { ...a, class: '2xx' }), 6)
+  assert.equal(value(f, 'switchyard_upstream_responses_total', { ...a, class: '4xx' }), 1)
+  assert.equal(value(f, 'switchyard_upstream_responses_total', { ...a, class: '5xx' }), 1)
+  assert.equal(value(f, 'switchyard_upstream_responses_total', { ...a, class: '1xx' }), 0)
   assert.equal(value(f, 'switchyard_upstream_requests_total', a), 9)
   assert.equal(value(f, 'switchyard_upstream_failures_total', a), 1)
   assert.equal(value(f, 'switchyard_upstream_retries_total', a), 1)
@@ -240,7 +243,8 @@ test('every line of /metrics is valid text format 0.0.4 and the numbers match th
 
   assert.equal(value(f, 'switchyard_open_connections', { worker: '0' }), 5)
   assert.equal(value(f, 'switchyard_worker_requests_total', { worker: '0' }), 8)
-  assert.equal(value(f, 'switchyard_event_loop_lag_seconds', { thread: '42' }), 0.0015)
+  // one label name for a serving thread across families: its worker slot
+  assert.equal(value(f, 'switchyard_event_loop_lag_seconds', { worker: '0' }), 0.0015)
   assert.equal(value(f, 'switchyard_rate_limited_total'), 3)
   assert.equal(value(f, 'switchyard_firewall_blocked_total'), 4)
   assert.equal(value(f, 'switchyard_protocol_errors_total'), 5)
@@ -252,20 +256,55 @@ test('every line of /metrics is valid text format 0.0.4 and the numbers match th
   assert.equal(value(f, 'switchyard_info', { version: '1.2.3', mode: 'workers' }), 1)
   assert.equal(value(f, 'switchyard_start_time_seconds'), 1_700_000_000)
 
-  for (const name of ['switchyard_requests_total', 'switchyard_upstream_response_seconds', 'switchyard_upstream_healthy', 'switchyard_event_loop_lag_seconds']) {
+  for (const name of ['switchyard_upstream_responses_total', 'switchyard_upstream_response_seconds', 'switchyard_upstream_healthy', 'switchyard_event_loop_lag_seconds']) {
     assert.ok(f.get(name)?.help !== '', `${name} has HELP`)
   }
   assert.equal(f.get('switchyard_upstream_response_seconds')?.type, 'histogram')
   assert.equal(f.get('switchyard_upstream_open_sockets')?.type, 'gauge')
 })
 
-test('an empty state renders valid output', () => {
+test('prom-client adds the process and Node.js families', async () => {
+  const { state, table } = filledState()
+  const totals = new CounterTotals(state)
+  totals.sample(table)
+  const f = parseExposition(await renderMetrics(state, table, totals))
+  for (const name of ['process_cpu_seconds_total', 'process_resident_memory_bytes', 'process_open_fds', 'nodejs_heap_size_used_bytes', 'nodejs_gc_duration_seconds']) {
+    assert.ok(f.has(name), `${name} is exported`)
+  }
+  assert.ok(value(f, 'process_resident_memory_bytes') > 0)
+  assert.ok(value(f, 'process_cpu_seconds_total') > 0)
+})
+
+test('every family uses the label `worker` for a serving thread, never `thread`', async () => {
+  const { state, table } = filledState()
+  const totals = new CounterTotals(state)
+  totals.sample(table)
+  const f = parseExposition(await renderMetrics(state, table, totals))
+  for (const family of f.values()) {
+    for (const s of family.samples) assert.ok(!('thread' in s.labels), `${s.name} uses label thread`)
+  }
+})
+
+const PROMTOOL = ['/usr/bin/promtool', '/usr/local/bin/promtool'].find((p) => existsSync(p))
+
+test('promtool check metrics finds no problem', { skip: PROMTOOL === undefined ? 'promtool is not installed' : false }, async () => {
+  const { state, table } = filledState()
+  const totals = new CounterTotals(state)
+  totals.sample(table)
+  const text = await renderMetrics(state, table, totals, { version: '1.2.3', mode: 'workers', startedAtMs: 1_700_000_000_000 })
+  const result = spawnSync(PROMTOOL as string, ['check', 'metrics'], { input: text, encoding: 'utf8' })
+  assert.equal(result.error, undefined)
+  assert.equal(result.status, 0, `promtool: ${result.stdout}${result.stderr}`)
+  assert.equal((result.stdout + result.stderr).trim(), '', 'promtool reports no lint problem')
+})
+
+test('an empty state renders valid output', async () => {
   const state = SharedState.create(0)
   const totals = new CounterTotals(state)
   totals.sample([])
-  const f = parseExposition(renderMetrics(state, [], totals))
+  const f = parseExposition(await renderMetrics(state, [], totals))
   assert.equal(value(f, 'switchyard_connections_accepted_total'), 0)
-  assert.equal(f.get('switchyard_requests_total')?.samples.length, 0)
+  assert.equal(f.get('switchyard_upstream_responses_total')?.samples.length, 0)
 })
 
 test('the parser rejects malformed lines (it would catch a rendering bug)', () => {
@@ -281,10 +320,9 @@ test('the parser rejects malformed lines (it would catch a rendering bug)', () =
   ]) {
     assert.throws(() => parseExposition(bad), assert.AssertionError, bad)
   }
-  assert.equal(escapeLabelValue('a"b\\c\nd'), 'a\\"b\\\\c\\nd')
 })
 
-test('uint32 counters that wrap become monotonic 64-bit totals', () => {
+test('uint32 counters that wrap become monotonic 64-bit totals', async () => {
   assert.equal(delta32(0x10, 0xFFFF_FFF0), 0x20)
   assert.equal(delta32(5, 5), 0)
 
@@ -315,7 +353,7 @@ test('uint32 counters that wrap become monotonic 64-bit totals', () => {
     totals.sample([a])
   }
   assert.equal(totals.upstream(a.address, L.U_REQUESTS), expected)
-  const f = parseExposition(renderMetrics(state, [a], totals))
+  const f = parseExposition(await renderMetrics(state, [a], totals))
   assert.equal(value(f, 'switchyard_upstream_requests_total', { upstream: a.address }), expected)
   assert.ok(expected > 2 ** 32 * 3)
   assert.equal(value(f, 'switchyard_connections_accepted_total'), 0xFFFF_FFFF + 3)
