@@ -25,6 +25,10 @@ export class CacheControl {
   maxAgeSec = ABSENT
   sMaxAgeSec = ABSENT
   minFreshSec = ABSENT
+  /** RFC 5861 §3: seconds a stale response may be served while it is revalidated in the background, or ABSENT. */
+  staleWhileRevalidateSec = ABSENT
+  /** RFC 5861 §4: seconds a stale response may be served when the upstream fails, or ABSENT. */
+  staleIfErrorSec = ABSENT
 
   reset (): void {
     this.noStore = false
@@ -37,6 +41,8 @@ export class CacheControl {
     this.maxAgeSec = ABSENT
     this.sMaxAgeSec = ABSENT
     this.minFreshSec = ABSENT
+    this.staleWhileRevalidateSec = ABSENT
+    this.staleIfErrorSec = ABSENT
   }
 }
 
@@ -104,12 +110,17 @@ function apply (v: string, s: number, e: number, seconds: number, out: CacheCont
       break
     case 14:
       if (nameIs(v, s, 'only-if-cached')) out.onlyIfCached = true
+      // an unreadable stale-if-error allows nothing (RFC 5861 §4)
+      else if (nameIs(v, s, 'stale-if-error')) { if (out.staleIfErrorSec === ABSENT && seconds >= 0) out.staleIfErrorSec = seconds }
       break
     case 15:
       if (nameIs(v, s, 'must-revalidate')) out.mustRevalidate = true
       break
     case 16:
       if (nameIs(v, s, 'proxy-revalidate')) out.proxyRevalidate = true
+      break
+    case 22:
+      if (nameIs(v, s, 'stale-while-revalidate')) { if (out.staleWhileRevalidateSec === ABSENT && seconds >= 0) out.staleWhileRevalidateSec = seconds }
       break
   }
 }

@@ -27,6 +27,12 @@ export interface CacheEntryInput {
   varyNames: string[] | null
   /** key.ts varyValues(varyNames, request) for the request that fetched it; null when varyNames is. */
   varyValues: string | null
+  /** stale-while-revalidate seconds (RFC 5861 §3); absent or -1 = none. */
+  staleWhileRevalidateSec?: number
+  /** stale-if-error seconds (RFC 5861 §4); absent or -1 = none (the configured default applies). */
+  staleIfErrorSec?: number
+  /** Never serve it stale: must-revalidate, proxy-revalidate, s-maxage or no-cache (policy.ts staleAllowed). */
+  neverStale?: boolean
 }
 
 export class CacheEntry {
@@ -42,6 +48,9 @@ export class CacheEntry {
   lastModified: string | null = null
   /** Set when the entry was found through a Vary marker: the names it varies on (shared between lookups: read only). */
   varyNames: string[] | null = null
+  staleWhileRevalidateSec = -1
+  staleIfErrorSec = -1
+  neverStale = false
   /** current_age at the lookup's nowMs (RFC 9111 §4.2.3), ms. */
   currentAgeMs = 0
   /** freshness_lifetime > current_age at the lookup's nowMs (RFC 9111 §4.2). */

@@ -9,6 +9,9 @@
  *
  * Returns NaN for anything else; callers decide what an invalid date means
  * (RFC 9111 §5.3: an invalid Expires, "0" especially, is a time in the past).
+ * `nowMs` is the recipient's clock, which the rfc850 two-digit year is read
+ * against: always the real time of receipt, never 0 (relative to 1970, every
+ * "…-26" date would be 1926).
  */
 
 const MONTHS = 'JanFebMarAprMayJunJulAugSepOctNovDec'
@@ -37,12 +40,19 @@ function rfc850 (v: string, at: number, end: number, nowMs: number): number {
     v.charCodeAt(at + 7) !== 0x2d || v.charCodeAt(at + 10) !== 0x20 || !isGmt(v, at + 19)) return NaN
   const yy = digits(v, at + 8, 2)
   if (yy < 0) return NaN
-  // RFC 9110 §5.6.7: a two-digit year more than 50 years in the future is the
-  // most recent past year with the same last two digits
-  const thisYear = new Date(nowMs).getUTCFullYear()
-  let year = thisYear - (thisYear % 100) + yy
-  if (year > thisYear + 50) year -= 100
-  return build(year, month(v, at + 4), digits(v, at + 1, 2), v, at + 11)
+  // RFC 9110 §5.6.7: a two-digit year is read in the current century, unless that
+  // timestamp "appears to be more than 50 years in the future": then it is the most
+  // recent past year with the same last two digits. Compared as instants, not years
+  // (in 2026, 76 is 2076 until the moment 2076-11-06 08:49:37 is over 50 years away).
+  const now = new Date(Number.isFinite(nowMs) ? nowMs : 0)
+  const thisYear = now.getUTCFullYear()
+  const century = thisYear - (thisYear % 100)
+  const mon = month(v, at + 4)
+  const day = digits(v, at + 1, 2)
+  const ms = build(century + yy, mon, day, v, at + 11)
+  if (Number.isNaN(ms)) return ms
+  now.setUTCFullYear(thisYear + 50)
+  return ms > now.getTime() ? build(century + yy - 100, mon, day, v, at + 11) : ms
 }
 
 /** "Sun Nov  6 08:49:37 1994" */

@@ -32,11 +32,13 @@
  *   48 HEAD_LEN  int32
  *   52 BODY_LEN  int32
  *   56 HEAD_AT   int32  where the head starts, from the record start
- *   60 (unused)
+ *   60 FLAGS     int32  F_NEVER_STALE: never served stale (RFC 9111 §4.2.4)
  *   64 STORED_AT float64 ms
  *   72 DATE      float64 ms (the response's Date)
  *   80 FRESH_FOR float64 ms (freshness lifetime)
- *   88 key | etag | last-modified | vary | gap 0..7 | head | body | padding to 8
+ *   88 SWR_SEC   int32  stale-while-revalidate seconds (RFC 5861 §3), -1 = none
+ *   92 SIE_SEC   int32  stale-if-error seconds (RFC 5861 §4), -1 = none
+ *   96 key | etag | last-modified | vary | gap 0..7 | head | body | padding to 8
  *
  * The gap puts the body at the same address mod 8 as the Buffer it was
  * copied from. V8 copies into and out of a SharedArrayBuffer with a relaxed
@@ -103,10 +105,16 @@ export const R_GEN = 44
 export const R_HEAD_LEN = 48
 export const R_BODY_LEN = 52
 export const R_HEAD_AT = 56
+export const R_FLAGS = 60
 export const R_STORED_AT = 64
 export const R_DATE = 72
 export const R_FRESH_FOR = 80
-export const RECORD_HEADER_BYTES = 88
+export const R_SWR_SEC = 88
+export const R_SIE_SEC = 92
+export const RECORD_HEADER_BYTES = 96
+
+/** R_FLAGS bits. */
+export const F_NEVER_STALE = 1
 
 export const KIND_ENTRY = 1
 export const KIND_MARKER = 2

@@ -9,9 +9,13 @@
  *   cacheable by default (RFC 9110 §15.1) or it is marked public, and then
  *   with lifetime 0 (every use is revalidated), which is worth storing only
  *   when it carries a validator (ETag or Last-Modified).
- * - Nothing stale is ever served (no max-stale, stale-if-error or
- *   stale-while-revalidate), so must-revalidate / proxy-revalidate change
- *   nothing at reuse time; see mustRevalidate().
+ * - Stale responses are served only as RFC 5861 allows (stale-while-revalidate,
+ *   stale-if-error, or the configured stale-if-error default), never a
+ *   request's max-stale, and never when mustRevalidate() or no-cache forbids
+ *   it (RFC 9111 §4.2.4); see staleAllowed().
+ * - As a CDN-like shared cache we obey targeted fields (RFC 9213): the
+ *   configured one (cache.targetedField), then CDN-Cache-Control; the first
+ *   valid one replaces Cache-Control and Expires (responseCacheControl).
  * - Responses with Set-Cookie are never stored (RFC 9111 §7.3 leaves it to
  *   the cache; one user's cookie must not be replayed to another).
  * - Qualified no-cache="f" / private="f" are treated as unqualified (§5.2.2.4
@@ -25,7 +29,8 @@
  * Age, ETag, Last-Modified, If-Modified-Since, Set-Cookie) the first line is
  * enough. ./head-view adapts a HeadParser.
  */
-import { CacheControl, parseCacheControl, ABSENT } from './cache-control'
+import { CacheControl, parseCacheControl, ABSENT, DELTA_SECONDS_MAX } from './cache-control'
+import { isValidDictionary } from './structured-field'
 import { parseHttpDate } from './http-date'
 
 export { CacheControl, parseCacheControl } from './cache-control'
@@ -96,14 +101,11 @@ export function requestCacheMode (req: RequestView, cacheAuthorized: boolean, cc
  * Only for responses to GET: a response to HEAD has no body to store.
  */
 export function responseFreshness (res: ResponseView, requestCacheMode: number, requestHasAuthorization: boolean,
-  cacheAuthorized: boolean, nowMs: number): number {
-  if (requestCacheMode === CACHE_BYPASS) return -1
+  cacheAuthorized: boolean, nowMs: number, cc: CacheControl = responseScratch, targetedField = ''): number {
+  if (requestCacheMode === CACHE_BYPASS) { cc.reset(); return -1 }
   const status = res.status
+  const targeted = responseCacheControl(res, cc, targetedField)
   if (status < 200 || status > 599 || status === 206 || status === 304) return -1
-  const cc = responseScratch
-  const ccValue = res.header('cache-control')
-  if (ccValue !== null) parseCacheControl(ccValue, cc)
-  else cc.reset()
   // §5.2.2.5 no-store; §5.2.2.7 a shared cache MUST NOT store a private response
   if (cc.noStore || cc.isPrivate) return -1
   if (res.header('set-cookie') !== null) return -1
@@ -119,7 +121,8 @@ export function responseFreshness (res: ResponseView, requestCacheMode: number, 
   if (cc.sMaxAgeSec !== ABSENT) lifetimeMs = cc.sMaxAgeSec * 1000
   else if (cc.maxAgeSec !== ABSENT) lifetimeMs = cc.maxAgeSec * 1000
   else {
-    const expires = res.header('expires')
+    // RFC 9213 §2.1: a targeted field in effect makes the cache ignore Expires too
+    const expires = targeted ? null : res.header('expires')
     if (expires !== null) {
       const expiresMs = parseHttpDate(expires, nowMs)
       // §5.3: an invalid Expires ("0" especially) is in the past
@@ -139,6 +142,29 @@ export function responseFreshness (res: ResponseView, requestCacheMode: number, 
     if (lifetimeMs <= ageAtReceiptMs) return -1
   }
   return lifetimeMs
+}
+
+/**
+ * The response's caching directives into `cc` (reset first). RFC 9213 §2.1: a
+ * cache with a target list (here: `targetedField` when configured, lower-case,
+ * then CDN-Cache-Control) uses the first listed field with a valid, non-empty
+ * value (a Structured Fields Dictionary, RFC 8941 §3.2) and ignores
+ * Cache-Control and Expires; an invalid one is as if absent. true when a
+ * targeted field was used. The targeted field itself is passed on unchanged.
+ */
+export function responseCacheControl (res: ResponseView, cc: CacheControl, targetedField = ''): boolean {
+  if (targetedField !== '' && useTargeted(res.header(targetedField), cc)) return true
+  if (useTargeted(res.header('cdn-cache-control'), cc)) return true
+  const value = res.header('cache-control')
+  if (value !== null) parseCacheControl(value, cc)
+  else cc.reset()
+  return false
+}
+
+function useTargeted (value: string | null, cc: CacheControl): boolean {
+  if (value === null || !isValidDictionary(value)) return false
+  parseCacheControl(value, cc)
+  return true
 }
 
 /**
@@ -185,12 +211,41 @@ export function freshEnoughForRequest (cc: CacheControl, ageMs: number, freshFor
  * must-revalidate (§5.2.2.2), proxy-revalidate (§5.2.2.8) or s-maxage, which
  * implies proxy-revalidate (§5.2.2.10): once stale, the response must not be
  * used without successful validation; if the upstream cannot be reached the
- * answer is a 504. This cache never serves stale responses, so it already
- * behaves so; a caller that ever adds stale-if-error must check this first.
+ * answer is an error, not the stale response.
  */
 export function mustRevalidate (cc: CacheControl): boolean {
   return cc.mustRevalidate || cc.proxyRevalidate || cc.sMaxAgeSec !== ABSENT
 }
+
+/**
+ * May this response ever be served stale? RFC 9111 §4.2.4: "A cache MUST NOT
+ * generate a stale response if it is prohibited by an explicit in-protocol
+ * directive (e.g., by a no-cache response directive, a must-revalidate
+ * response directive, or an applicable s-maxage or proxy-revalidate response
+ * directive)". stale-while-revalidate / stale-if-error do not lift that.
+ */
+export function staleAllowed (cc: CacheControl): boolean {
+  return !cc.noCache && !mustRevalidate(cc)
+}
+
+/**
+ * How an entry `staleMs` past its freshness may be used when stale (RFC 5861):
+ * STALE_REVALIDATE when within stale-while-revalidate (serve it now, refresh
+ * in the background), else STALE_IF_ERROR when within stale-if-error (or the
+ * configured default `defaultIfErrorMs` when the response names none: serve it
+ * only if the upstream fails), else STALE_NEVER. Never anything but
+ * STALE_NEVER when `neverStale` (staleAllowed() was false at store time).
+ */
+export function staleUse (neverStale: boolean, swrSec: number, sieSec: number, defaultIfErrorMs: number, staleMs: number): number {
+  if (neverStale || staleMs < 0) return STALE_NEVER
+  if (swrSec !== ABSENT && staleMs <= swrSec * 1000) return STALE_REVALIDATE
+  const ifErrorMs = sieSec !== ABSENT ? sieSec * 1000 : defaultIfErrorMs
+  return staleMs <= ifErrorMs ? STALE_IF_ERROR : STALE_NEVER
+}
+
+export const STALE_NEVER = 0
+export const STALE_IF_ERROR = 1
+export const STALE_REVALIDATE = 2
 
 /**
  * The field names a response varies on (RFC 9111 §4.1), lower-cased, in the
@@ -223,14 +278,15 @@ export function varyNames (res: ResponseView): string[] | null {
  * If-None-Match uses the weak comparison (§8.8.3.2, §13.1.2); "*" matches any
  * stored representation. The caller answers 304 only for a stored 200.
  */
-export function conditionalMatches (req: RequestView, etag: string | null, lastModified: string | null): boolean {
+export function conditionalMatches (req: RequestView, etag: string | null, lastModified: string | null, nowMs: number = Date.now()): boolean {
   const noneMatch = req.header('if-none-match')
   if (noneMatch !== null) return noneMatchHits(noneMatch, etag)
   if (req.method !== 'GET' && req.method !== 'HEAD') return false
   const since = req.header('if-modified-since')
   if (since === null || lastModified === null) return false
-  const sinceMs = parseHttpDate(since, 0)
-  const modifiedMs = parseHttpDate(lastModified, 0)
+  // RFC 9110 §5.6.7: a two-digit rfc850 year is read against the current time
+  const sinceMs = parseHttpDate(since, nowMs)
+  const modifiedMs = parseHttpDate(lastModified, nowMs)
   // NaN compares false: an invalid date is ignored (§13.1.3)
   return modifiedMs <= sinceMs
 }
@@ -273,21 +329,49 @@ function receivedDateMs (res: ResponseView, receivedMs: number): number {
   return Number.isNaN(ms) ? receivedMs : ms
 }
 
-/** Age (RFC 9111 §5.1) as delta-seconds; an invalid value is ignored. */
+/**
+ * The Age a response carries, in seconds: 0 when absent; when present but
+ * without any valid value, DELTA_SECONDS_MAX, so the response is stale (we
+ * cannot tell how old it is, and an unreadable age must not make it fresh).
+ */
 function ageHeaderSec (res: ResponseView): number {
   const value = res.header('age')
   if (value === null) return 0
-  let n = 0
-  let seen = false
-  for (let i = 0; i < value.length; i++) {
-    const c = value.charCodeAt(i)
-    if (isOws(c)) { if (seen) break; continue }
-    const d = c - 0x30
-    if (!(d >= 0 && d <= 9)) return 0
-    seen = true
-    n = Math.min(n * 10 + d, 2147483648)
+  const n = parseAge(value)
+  return n < 0 ? DELTA_SECONDS_MAX : n
+}
+
+/**
+ * Age (RFC 9111 §5.1: `Age = delta-seconds`, §1.2.2: 1*DIGIT, capped at
+ * 2^31) from a field value in which several lines arrive joined by ", "
+ * (RFC 9110 §5.3), or sent as a list (`Age: 7200, 0`). Age is a singleton, so
+ * the first valid member counts: 7200 in both cases, never the joined text
+ * read as 0. A member with anything but digits and surrounding whitespace is
+ * invalid (`7200;foo=bar`, `7200.0`, `-1`, `abc`). ABSENT when no member is valid.
+ */
+export function parseAge (value: string): number {
+  const n = value.length
+  let i = 0
+  while (i < n) {
+    while (i < n && isOws(value.charCodeAt(i))) i++
+    let age = 0
+    let digits = 0
+    let valid = true
+    while (i < n) {
+      const c = value.charCodeAt(i)
+      if (c === 0x2c) break
+      const d = c - 0x30
+      if (d >= 0 && d <= 9 && valid) {
+        if (digits > 0 && isOws(value.charCodeAt(i - 1))) valid = false // "72 00"
+        age = Math.min(age * 10 + d, DELTA_SECONDS_MAX)
+        digits++
+      } else if (!isOws(c)) valid = false
+      i++
+    }
+    if (valid && digits > 0) return age
+    i++ // past the comma
   }
-  return n
+  return ABSENT
 }
 
 function hasToken (list: string, lowerToken: string): boolean {

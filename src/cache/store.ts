@@ -290,6 +290,9 @@ export class SharedCacheStore {
     const storedAtMs = this.floats[f + (C.R_STORED_AT >> 3)]
     const responseDateMs = this.floats[f + (C.R_DATE >> 3)]
     const freshForMs = this.floats[f + (C.R_FRESH_FOR >> 3)]
+    const flags = words[w + (C.R_FLAGS >> 2)]
+    const swrSec = words[w + (C.R_SWR_SEC >> 2)]
+    const sieSec = words[w + (C.R_SIE_SEC >> 2)]
     // one copy out of the arena for head and body together, at the arena's
     // phase mod 8 so V8 copies words, not bytes (see ./layout)
     const total = headLength + bodyLength
@@ -307,6 +310,9 @@ export class SharedCacheStore {
     out.freshForMs = freshForMs
     out.etag = etag
     out.lastModified = lastModified
+    out.neverStale = (flags & C.F_NEVER_STALE) !== 0
+    out.staleWhileRevalidateSec = swrSec
+    out.staleIfErrorSec = sieSec
     return C.KIND_ENTRY
   }
 
@@ -471,6 +477,9 @@ export class SharedCacheStore {
     words[w + (C.R_HEAD_LEN >> 2)] = headLength
     words[w + (C.R_BODY_LEN >> 2)] = bodyLength
     words[w + (C.R_HEAD_AT >> 2)] = stringsEnd + gap
+    words[w + (C.R_FLAGS >> 2)] = entry !== null && entry.neverStale === true ? C.F_NEVER_STALE : 0
+    words[w + (C.R_SWR_SEC >> 2)] = entry === null ? -1 : entry.staleWhileRevalidateSec ?? -1
+    words[w + (C.R_SIE_SEC >> 2)] = entry === null ? -1 : entry.staleIfErrorSec ?? -1
     const f = offset >> 3
     this.floats[f + (C.R_STORED_AT >> 3)] = entry === null ? 0 : entry.storedAtMs
     this.floats[f + (C.R_DATE >> 3)] = entry === null ? 0 : entry.responseDateMs

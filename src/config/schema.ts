@@ -314,6 +314,8 @@ export const configSchema = {
         maxBytes: { type: 'integer', minimum: 1024 },
         maxEntryBytes: { type: 'integer', minimum: 1, default: 1_048_576 },
         cacheAuthorized: { type: 'boolean', default: false },
+        // RFC 9213 §2: a targeted cache-control field of our own, obeyed before CDN-Cache-Control ('' = none)
+        targetedField: { type: 'string', default: '', pattern: "^([!#$%&'*+.^_`|~0-9A-Za-z-]+)?$", maxLength: 64 },
       },
     },
     firewall: {

@@ -55,6 +55,7 @@ export interface CacheConfig {
   maxBytes: number
   maxEntryBytes: number
   cacheAuthorized: boolean
+  targetedField: string
 }
 
 export interface FirewallRuleConfig {

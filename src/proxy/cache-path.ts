@@ -12,8 +12,10 @@ import type { CacheConfig } from '../config/types'
 import { SharedCacheStore, CacheEntry, BUSY } from '../cache/store'
 import {
   requestCacheMode, responseFreshness, correctedInitialAgeSec, freshEnoughForRequest, conditionalMatches, varyNames,
-  parseHttpDate, CacheControl, CACHE_BYPASS, CACHE_LOOKUP,
+  parseHttpDate, staleAllowed, CacheControl, CACHE_BYPASS, CACHE_LOOKUP,
 } from '../cache/policy'
+import { mergeNotModified, StoredHeadView } from '../cache/stored-head'
+import { CachedResponse, renderStored, cacheStatusHit, ONLY_IF_CACHED_HEAD, ONLY_IF_CACHED_BODY } from '../cache/render'
 import { primaryKey, varyValues } from '../cache/key'
 import { HeadView } from '../cache/head-view'
 import type { HeadParser } from '../http/head-parser'
@@ -32,7 +34,9 @@ const PASS_MARKS_MAX = 10_000
 /** One per thread: the store and the requests waiting for a fill. */
 export class CacheHook {
   readonly store: SharedCacheStore
-  config: CacheConfig
+  private cacheConfig!: CacheConfig
+  /** cache.targetedField lower-cased ('' = none): the field name the policy asks the response for. */
+  targetedField = ''
   readonly waiters = new Set<CacheUser>()
   private timer: NodeJS.Timeout | null = null
   /** Responses arrive within responseMs, so a fill claim older than that is abandoned. */
@@ -44,6 +48,14 @@ export class CacheHook {
     this.store = store
     this.config = config
     this.fillTtlMs = Math.min(FILL_WAIT_MS_MAX, responseMs + 1000)
+  }
+
+  get config (): CacheConfig { return this.cacheConfig }
+
+  /** A reload swaps the policy (the memory stays). */
+  set config (config: CacheConfig) {
+    this.cacheConfig = config
+    this.targetedField = config.targetedField.toLowerCase()
   }
 
   /**
@@ -122,12 +134,7 @@ export interface CacheUser {
  */
 export type CacheDecision = 'hit' | 'wait' | 'forward'
 
-/** A response rendered from the cache: head fields without the final CRLF, and the body to send. */
-export class CachedResponse {
-  status = 0
-  head = ''
-  body: Buffer | null = null
-}
+export { CachedResponse }
 
 /** Per-connection cache state for the current request (monomorphic, reset per request). */
 export class CacheState {
@@ -136,6 +143,8 @@ export class CacheState {
   /** The upstream response's fields, re-pointed at each response's parser. */
   private readonly responseView: HeadView
   readonly requestCc = new CacheControl()
+  /** The directives of the response being captured (or of a 304's merged head). */
+  readonly responseCc = new CacheControl()
   readonly entry = new CacheEntry()
   key = ''
   /** An unsafe request's URL: a non-error response to it invalidates what is stored there. */
@@ -162,6 +171,18 @@ export class CacheState {
   varyNames: string[] | null = null
   /** X-Cache value for the relayed response, '' when the cache was not consulted. */
   xCache = ''
+  /**
+   * Cache-Status (RFC 9211) `fwd` reason of a forwarded request: 'uri-miss'
+   * (nothing stored for the URL), 'vary-miss' (stored, not for these request
+   * fields), 'stale' (stored, not fresh), 'request' (the request asked to
+   * revalidate), 'miss' (the URL is known uncacheable), 'bypass', 'method';
+   * '' when the cache was not consulted.
+   */
+  fwd = ''
+  /** Waited for another request's fill (RFC 9211 collapsed). */
+  collapsed = false
+  /** X-Cache and Cache-Status lines for a relayed response, set by onResponseHead. */
+  relayFields = ''
   readonly response = new CachedResponse()
 
   readonly user: CacheUser
@@ -185,6 +206,9 @@ export class CacheState {
     this.chunks = []
     this.capturedBytes = 0
     this.xCache = ''
+    this.fwd = ''
+    this.collapsed = false
+    this.relayFields = ''
   }
 
   /**
@@ -200,8 +224,11 @@ export class CacheState {
     if (method !== 'GET' && method !== 'HEAD' && method !== 'OPTIONS' && method !== 'TRACE') {
       // RFC 9111 §4.4: remember the target; invalidated if the response is not an error
       this.invalidateKey = primaryKey(p.host(), p.path())
+      this.fwd = 'method'
       return 'forward'
     }
+    if (method !== 'GET' && method !== 'HEAD') { this.fwd = 'method'; return 'forward' }
+    this.fwd = 'bypass'
     if (!bodyless) return 'forward'
     this.mode = requestCacheMode(this.view, this.hook.config.cacheAuthorized, this.requestCc)
     if (this.mode === CACHE_BYPASS) return 'forward'
@@ -218,14 +245,15 @@ export class CacheState {
     if (store.lookup(this.key, now, entry, this.view, false)) {
       if (entry.fresh && this.mode === CACHE_LOOKUP && freshEnoughForRequest(this.requestCc, entry.currentAgeMs, entry.freshForMs)) {
         this.hook.count(H_CACHE_HITS)
-        this.serve('HIT')
+        this.serve('HIT', cacheStatusHit(entry, this.collapsed))
         return 'hit'
       }
+      this.fwd = this.mode !== CACHE_LOOKUP ? 'request' : entry.fresh ? 'request' : 'stale'
       // stale, or the client asked for revalidation: ask the upstream with our validators,
       // unless the client brings its own (then its answer is for it, not for us)
       const clientConditional = this.view.header('if-none-match') !== null || this.view.header('if-modified-since') !== null
       if ((entry.etag !== null || entry.lastModified !== null) && !clientConditional && entry.status === 200) this.revalidating = true
-    }
+    } else this.fwd = entry.varyNames !== null ? 'vary-miss' : 'uri-miss'
     if (this.requestCc.onlyIfCached && !this.revalidating) {
       // RFC 9111 §5.2.1.7: nothing stored that we may use: 504
       this.hook.count(H_CACHE_MISSES)
@@ -238,6 +266,7 @@ export class CacheState {
     if (this.hook.isPass(this.key, now)) {
       // known uncacheable: straight upstream, in parallel with every other request for it
       this.xCache = 'MISS'
+      if (this.fwd === 'uri-miss') this.fwd = 'miss'
       this.hook.count(H_CACHE_MISSES)
       return 'forward'
     }
@@ -249,6 +278,7 @@ export class CacheState {
     }
     // another request (any thread) is fetching this key: wait for its entry
     if (this.waitingSince === 0) this.waitingSince = now
+    this.collapsed = true
     if (now - this.waitingSince > this.hook.fillTtlMs) {
       this.xCache = 'MISS'
       this.hook.count(H_CACHE_MISSES)
@@ -273,10 +303,18 @@ export class CacheState {
   }
 
   /** Answer from the stored entry: 304 when the client's own validators match, else the entry. */
-  private serve (xCache: string): void {
+  private serve (xCache: string, cacheStatus: string): void {
     const e = this.entry
     const notModified = e.status === 200 && conditionalMatches(this.view, e.etag, e.lastModified)
-    renderStored(e, xCache, notModified, this.isHead, this.response)
+    renderStored(e, xCache, cacheStatus, notModified, this.isHead, this.response)
+  }
+
+  /** X-Cache and Cache-Status (RFC 9211) of a response relayed from the upstream. */
+  private setRelayFields (status: number, stored: boolean): void {
+    if (this.fwd === '') { this.relayFields = ''; return }
+    this.relayFields = (this.xCache !== '' ? 'X-Cache: ' + this.xCache + '\r\n' : '') +
+      'Cache-Status: switchyard; fwd=' + this.fwd + '; fwd-status=' + status + (stored ? '; stored' : '') +
+      (this.collapsed ? '; collapsed' : '') + '\r\n'
   }
 
   /**
@@ -289,39 +327,16 @@ export class CacheState {
       if (res.status >= 200 && res.status < 400) this.hook.invalidate(this.invalidateKey)
       this.invalidateKey = ''
     }
-    if (this.key === '') return null
+    if (this.key === '') { this.setRelayFields(res.status, false); return null }
     const now = Date.now()
-    if (this.revalidating && res.status === 304) {
-      // RFC 9111 §4.3.4: freshen the stored response with the 304's metadata and serve it
-      const e = this.entry
-      const view = this.responseView
-      view.parser = res
-      const fresh = responseFreshness(view, this.mode, this.hasAuthorization, this.hook.config.cacheAuthorized, now)
-      const freshFor = fresh >= 0 ? fresh : e.freshForMs
-      this.hook.store.store(this.key, {
-        status: e.status,
-        head: e.head,
-        body: e.body,
-        storedAtMs: now,
-        responseDateMs: dateOf(view, now),
-        initialAgeSec: correctedInitialAgeSec(view, this.requestSentAt, now),
-        freshForMs: freshFor,
-        etag: view.header('etag') ?? e.etag,
-        lastModified: view.header('last-modified') ?? e.lastModified,
-        varyNames: e.varyNames,
-        varyValues: e.varyNames === null ? null : varyValues(e.varyNames, this.view),
-      })
-      this.release()
-      e.currentAgeMs = 0
-      const notModified = conditionalMatches(this.view, e.etag, e.lastModified)
-      return renderStored(e, 'REVALIDATED', notModified, this.isHead, this.response)
-    }
+    if (this.revalidating && res.status === 304) return this.onNotModified(res, now)
     if (this.revalidating) this.xCache = 'MISS' // the upstream sent a new response instead
     this.storedHead = null
-    if (this.isHead || res.status < 200) return null
+    if (this.isHead || res.status < 200) { this.setRelayFields(res.status, false); return null }
     const view = this.responseView
     view.parser = res
-    const freshFor = responseFreshness(view, this.mode, this.hasAuthorization, this.hook.config.cacheAuthorized, now)
+    const config = this.hook.config
+    const freshFor = responseFreshness(view, this.mode, this.hasAuthorization, config.cacheAuthorized, now, this.responseCc, this.hook.targetedField)
     const framing = res.bodyKind
     const names = freshFor < 0 ? null : varyNames(view)
     if (freshFor < 0 || !(framing === BODY_NONE || (framing === BODY_LENGTH && res.contentLength <= this.hook.store.maxEntryBytes)) ||
@@ -330,8 +345,10 @@ export class CacheState {
       // this URL stop queueing behind one another's fills, and let the waiters go now
       this.hook.markPass(this.key, now)
       this.release()
+      this.setRelayFields(res.status, false)
       return null
     }
+    this.setRelayFields(res.status, true)
     this.storedHead = buildStoredHead(res)
     this.expectedBytes = framing === BODY_LENGTH ? res.contentLength : 0
     this.freshForMs = freshFor
@@ -343,6 +360,55 @@ export class CacheState {
     this.chunks = []
     this.capturedBytes = 0
     return null
+  }
+
+  /**
+   * Our revalidation got a 304 (RFC 9111 §4.3.4): the stored head takes the
+   * 304's fields (stored-head.ts mergeNotModified), its freshness is computed
+   * from the merged head, and the result goes both to this client and into
+   * the store for the next hit. A merged head that may no longer be stored
+   * (no-store, private now) is served once and removed.
+   */
+  private onNotModified (res: HeadParser, now: number): CachedResponse {
+    const e = this.entry
+    const config = this.hook.config
+    const head = mergeNotModified(e.head, res)
+    const merged = new StoredHeadView(head, e.status)
+    const responseView = this.responseView
+    responseView.parser = res
+    const cc = this.responseCc
+    const freshFor = responseFreshness(merged, this.mode, this.hasAuthorization, config.cacheAuthorized, now, cc, this.hook.targetedField)
+    e.head = head
+    e.etag = merged.header('etag')
+    e.lastModified = merged.header('last-modified')
+    e.storedAtMs = now
+    e.responseDateMs = dateOf(responseView, now)
+    e.initialAgeSec = correctedInitialAgeSec(responseView, this.requestSentAt, now)
+    e.currentAgeMs = e.initialAgeSec * 1000
+    e.freshForMs = Math.max(0, freshFor)
+    if (freshFor >= 0) {
+      this.hook.store.store(this.key, {
+        status: e.status,
+        head,
+        body: e.body,
+        storedAtMs: now,
+        responseDateMs: e.responseDateMs,
+        initialAgeSec: e.initialAgeSec,
+        freshForMs: freshFor,
+        etag: e.etag,
+        lastModified: e.lastModified,
+        varyNames: e.varyNames,
+        varyValues: e.varyNames === null ? null : varyValues(e.varyNames, this.view),
+        staleWhileRevalidateSec: cc.staleWhileRevalidateSec,
+        staleIfErrorSec: cc.staleIfErrorSec,
+        neverStale: !staleAllowed(cc),
+      })
+    } else this.hook.invalidate(this.key)
+    this.release()
+    const notModified = conditionalMatches(this.view, e.etag, e.lastModified, now)
+    const ttl = Math.floor((e.freshForMs - e.currentAgeMs) / 1000)
+    return renderStored(e, 'REVALIDATED', 'switchyard; fwd=stale; fwd-status=304; ttl=' + ttl + (freshFor >= 0 ? '; stored' : ''),
+      notModified, this.isHead, this.response)
   }
 
   /** Called before the bytes go to the client, so the entry is stored before the client has the whole response. */
@@ -374,6 +440,9 @@ export class CacheState {
       lastModified: this.lastModified,
       varyNames: this.varyNames,
       varyValues: this.varyNames === null ? null : varyValues(this.varyNames, this.view),
+      staleWhileRevalidateSec: this.responseCc.staleWhileRevalidateSec,
+      staleIfErrorSec: this.responseCc.staleIfErrorSec,
+      neverStale: !staleAllowed(this.responseCc),
     })
     this.storedHead = null
     this.chunks = []
@@ -390,34 +459,10 @@ export class CacheState {
   }
 }
 
-const ONLY_IF_CACHED_BODY = Buffer.from('504 Gateway Timeout: not in the cache\n', 'latin1')
-const ONLY_IF_CACHED_HEAD = 'HTTP/1.1 504 Gateway Timeout\r\nContent-Type: text/plain; charset=utf-8\r\n' +
-  `Content-Length: ${ONLY_IF_CACHED_BODY.length}\r\nCache-Control: no-store\r\n`
-
 function dateOf (view: HeadView, now: number): number {
   const date = view.header('date')
   const ms = date === null ? -1 : parseHttpDate(date, now)
   return ms >= 0 ? ms : now
-}
-
-// fields a 304 carries from the stored 200 (RFC 9110 §15.4.5)
-const NOT_MODIFIED_FIELDS = /^(cache-control|content-location|date|etag|expires|vary|last-modified):/i
-
-/** The stored response as it goes to the client, with Age and X-Cache (RFC 9111 §5.1). */
-function renderStored (e: CacheEntry, xCache: string, notModified: boolean, head: boolean, out: CachedResponse): CachedResponse {
-  const ageSec = Math.floor(e.currentAgeMs / 1000)
-  const stored = e.head.latin1Slice(0, e.head.length - 2) // without the final CRLF
-  if (notModified) {
-    const lines = stored.split('\r\n')
-    out.head = 'HTTP/1.1 304 Not Modified\r\n' + lines.slice(1).filter((l) => NOT_MODIFIED_FIELDS.test(l)).map((l) => l + '\r\n').join('')
-    out.status = 304
-  } else {
-    out.head = stored
-    out.status = e.status
-  }
-  out.head += `Age: ${ageSec}\r\nX-Cache: ${xCache}\r\n`
-  out.body = notModified || head || e.body.length === 0 ? null : e.body
-  return out
 }
 
 /** A cached response's bytes as they go to the client: its head, our Via and Connection, the body. */

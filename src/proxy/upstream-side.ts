@@ -231,7 +231,7 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
     this.responseStarted = true
     let extra = this.setCookie
     const cache = this.cacheState
-    if (cache !== null && (cache.key !== '' || cache.invalidateKey !== '')) {
+    if (cache !== null) {
       const cached = cache.onResponseHead(head)
       if (cached !== null) {
         // revalidated: the stored response goes out instead of the upstream's 304
@@ -242,7 +242,7 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
         this.heldHead = out
         return 'final'
       }
-      if (cache.xCache !== '') extra += 'X-Cache: ' + cache.xCache + '\r\n'
+      extra += cache.relayFields // X-Cache, Cache-Status
     }
     this.relay = plan.relay
     this.closeAfterResponse = plan.close

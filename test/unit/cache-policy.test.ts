@@ -199,8 +199,10 @@ describe('age and freshness (RFC 9111 §4.2.3)', () => {
     // Date 30 s behind the receipt, no Age: apparent age wins; the Date names a whole second,
     // taken at its latest instant, so 29.0xx s -> 29 (a response is never made older by rounding)
     assert.equal(correctedInitialAgeSec(res(200, { date: new Date(NOW - 30_000).toUTCString() }), NOW, NOW), 29)
-    // a Date in the future counts as 0, an invalid Age is ignored
-    assert.equal(correctedInitialAgeSec(res(200, { date: new Date(NOW + 30_000).toUTCString(), age: 'x' }), NOW, NOW), 0)
+    // a Date in the future counts as 0
+    assert.equal(correctedInitialAgeSec(res(200, { date: new Date(NOW + 30_000).toUTCString() }), NOW, NOW), 0)
+    // an Age present but unreadable must not make the response fresh (RFC 9111 §5.1): the largest age
+    assert.equal(correctedInitialAgeSec(res(200, { date: new Date(NOW + 30_000).toUTCString(), age: 'x' }), NOW, NOW), 2147483647)
   })
 
   it('remaining freshness counts the resident time and the initial age', () => {

@@ -180,7 +180,7 @@ const COMPLETE: Complete<Config> = {
   },
   rateLimit: { algorithm: 'token-bucket', maxRequests: 5, windowMs: 11, burst: 6, tableSize: 64, trustProxy: ['10.0.0.0/8'] },
   stickySessions: { cookie: 'swy', secret: '0123456789abcdef', maxAgeSeconds: 60 },
-  cache: { maxBytes: 4096, maxEntryBytes: 1024, cacheAuthorized: true },
+  cache: { maxBytes: 4096, maxEntryBytes: 1024, cacheAuthorized: true, targetedField: 'Switchyard-Cache-Control' },
   firewall: {
     builtin: true,
     rules: [{

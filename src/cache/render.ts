@@ -1,0 +1,49 @@
+/**
+ * A stored entry as it goes to the client: the stored head with Age
+ * (RFC 9111 §5.1), X-Cache and Cache-Status (RFC 9211), as a 304 when the
+ * client's own validators match, or as a 206 / 416 for a Range request
+ * (RFC 9110 §14). Hits replay the stored head as one latin1 slice; only the
+ * 304 and range answers rewrite its lines.
+ */
+import type { CacheEntry } from './entry'
+import { storedLines, lineName } from './stored-head'
+
+/** A response rendered from the cache: head fields without the final CRLF, and the body to send. */
+export class CachedResponse {
+  status = 0
+  head = ''
+  body: Buffer | null = null
+}
+
+export const ONLY_IF_CACHED_BODY = Buffer.from('504 Gateway Timeout: not in the cache\n', 'latin1')
+export const ONLY_IF_CACHED_HEAD = 'HTTP/1.1 504 Gateway Timeout\r\nContent-Type: text/plain; charset=utf-8\r\n' +
+  `Content-Length: ${ONLY_IF_CACHED_BODY.length}\r\nCache-Control: no-store\r\n` +
+  'Cache-Status: switchyard; fwd=miss; detail=only-if-cached\r\n'
+
+/** Fields a 304 carries from the stored 200 (RFC 9110 §15.4.5). */
+const NOT_MODIFIED_FIELDS = new Set(['cache-control', 'content-location', 'date', 'etag', 'expires', 'vary', 'last-modified'])
+
+/** Cache-Status of a fresh hit (RFC 9211 §2.1 hit, §2.4 ttl: remaining freshness in seconds). */
+export function cacheStatusHit (e: CacheEntry, collapsed: boolean): string {
+  const ttl = Math.floor((e.freshForMs - e.currentAgeMs) / 1000)
+  return collapsed ? 'switchyard; hit; ttl=' + ttl + '; collapsed' : 'switchyard; hit; ttl=' + ttl
+}
+
+/** The stored response as it goes to the client, with Age, X-Cache and Cache-Status (RFC 9111 §5.1, RFC 9211). */
+export function renderStored (e: CacheEntry, xCache: string, cacheStatus: string, notModified: boolean, head: boolean,
+  out: CachedResponse): CachedResponse {
+  const ageSec = Math.floor(e.currentAgeMs / 1000)
+  if (notModified) {
+    const lines = storedLines(e.head)
+    let text = 'HTTP/1.1 304 Not Modified\r\n'
+    for (let i = 1; i < lines.length; i++) if (NOT_MODIFIED_FIELDS.has(lineName(lines[i]))) text += lines[i] + '\r\n'
+    out.head = text
+    out.status = 304
+  } else {
+    out.head = e.head.latin1Slice(0, e.head.length - 2) // without the final CRLF
+    out.status = e.status
+  }
+  out.head += 'Age: ' + ageSec + '\r\nX-Cache: ' + xCache + '\r\nCache-Status: ' + cacheStatus + '\r\n'
+  out.body = notModified || head || e.body.length === 0 ? null : e.body
+  return out
+}
