@@ -4,7 +4,9 @@
  * difference between two snapshots: requests/s from the request totals,
  * mean latency from latency sum / count. Nothing is kept on the server.
  *
- * Tests find upstream rows by `data-upstream="<address>"` and read
+ * Upstreams are grouped by pool (the status lists them pool by pool); routes are
+ * listed with their hit counts and hits/s. Tests find upstream rows by
+ * `data-upstream="<address>"` (`pool/address` outside the pool default) and read
  * `data-health="up|down|draining"`; worker rows carry `data-worker="<slot>"`.
  *
  * The token, when one is configured, comes from `?token=` and is sent in an
@@ -82,21 +84,22 @@ const script = `
   }
 
   function upstreamRow (u) {
-    var row = rows.get(u.address);
+    var row = rows.get(u.key);
     if (!row) {
-      var tr = el('tr'); tr.setAttribute('data-upstream', u.address);
+      var tr = el('tr'); tr.setAttribute('data-upstream', u.key); tr.setAttribute('data-pool', u.pool);
       var cells = {};
-      ['health', 'address', 'rps', 'active', 'sockets', 'latency', 'errors', 'check', 'action'].forEach(function (k) {
+      ['health', 'pool', 'address', 'rps', 'active', 'sockets', 'latency', 'errors', 'check', 'action'].forEach(function (k) {
         cells[k] = el('td', ['rps', 'active', 'sockets', 'latency', 'errors'].indexOf(k) >= 0 ? 'num' : '');
         tr.appendChild(cells[k]);
       });
       var badge = el('span', 'badge'); cells.health.appendChild(badge);
-      var sw = el('span', 'swatch'); sw.style.background = color(u.address);
+      var sw = el('span', 'swatch'); sw.style.background = color(u.key);
+      cells.pool.textContent = u.pool;
       cells.address.appendChild(sw); cells.address.appendChild(document.createTextNode(u.address + ' (' + u.id + ')'));
       var button = el('button'); cells.action.appendChild(button);
       button.addEventListener('click', function () { act(row.id, row.health === 'draining' ? 'enable' : 'drain'); });
       row = { tr: tr, cells: cells, badge: badge, button: button, id: u.id, health: '' };
-      rows.set(u.address, row);
+      rows.set(u.key, row);
     }
     return row;
   }
@@ -104,7 +107,8 @@ const script = `
   function render (s) {
     var prev = previous; previous = s;
     var dt = prev ? (s.uptimeMs - prev.uptimeMs) / 1000 : 0;
-    var prevBy = new Map(prev ? prev.upstreams.map(function (u) { return [u.address, u]; }) : []);
+    var prevBy = new Map(prev ? prev.upstreams.map(function (u) { return [u.key, u]; }) : []);
+    var prevRoutes = new Map(prev ? prev.routes.map(function (r) { return [r.index + ':' + r.name, r]; }) : []);
     var prevWorkers = new Map(prev ? prev.workers.map(function (w) { return [w.slot + ':' + w.threadId, w]; }) : []);
 
     $('version').textContent = 'v' + s.version;
@@ -125,15 +129,15 @@ const script = `
 
     var body = $('upstreams'); var seen = new Set(); var point = { rps: new Map(), total: totalRps || 0 };
     s.upstreams.forEach(function (u) {
-      seen.add(u.address);
-      var row = upstreamRow(u); var p = prevBy.get(u.address);
+      seen.add(u.key);
+      var row = upstreamRow(u); var p = prevBy.get(u.key);
       row.id = u.id; row.health = u.health;
       row.tr.setAttribute('data-health', u.health);
       row.badge.className = 'badge ' + u.health; row.badge.textContent = u.health;
       var rps = p && dt > 0 ? (u.totals.requests - p.totals.requests) / dt : null;
       var dCount = p ? u.totals.latencyCount - p.totals.latencyCount : 0;
       var latency = dCount > 0 ? (u.totals.latencySumMs - p.totals.latencySumMs) / dCount : null;
-      point.rps.set(u.address, rps || 0);
+      point.rps.set(u.key, rps || 0);
       row.cells.rps.textContent = fmt(rps);
       row.cells.active.textContent = int(u.activeRequests);
       row.cells.sockets.textContent = int(u.openSockets);
@@ -143,7 +147,17 @@ const script = `
       row.button.textContent = u.health === 'draining' ? 'enable' : 'drain';
       body.appendChild(row.tr);
     });
-    rows.forEach(function (row, address) { if (!seen.has(address)) { row.tr.remove(); rows.delete(address); } });
+    rows.forEach(function (row, key) { if (!seen.has(key)) { row.tr.remove(); rows.delete(key); } });
+
+    var rbody = $('routes'); rbody.replaceChildren();
+    s.routes.forEach(function (r) {
+      var p = prevRoutes.get(r.index + ':' + r.name);
+      var tr = el('tr'); tr.setAttribute('data-route', r.name);
+      [String(r.index), r.name, r.target, int(r.hits), fmt(p && dt > 0 ? (r.hits - p.hits) / dt : null)]
+        .forEach(function (text, i) { tr.appendChild(el('td', i >= 3 ? 'num' : '', text)); });
+      rbody.appendChild(tr);
+    });
+    if (s.routes.length === 0) { var none = el('tr'); none.appendChild(el('td', 'muted', 'no routes: every request goes to the pool default')); rbody.appendChild(none); }
 
     var wbody = $('workers'); wbody.replaceChildren();
     s.workers.forEach(function (w) {
@@ -156,7 +170,7 @@ const script = `
     });
 
     if (dt > 0) { history.push(point); if (history.length > WINDOW_S) history.shift(); }
-    chart(s.upstreams.map(function (u) { return u.address; }));
+    chart(s.upstreams.map(function (u) { return u.key; }));
   }
 
   function chart (addresses) {
@@ -226,8 +240,13 @@ export const dashboardHtml = `<!doctype html>
 <div id="cards" class="cards"></div>
 <h2>Upstreams</h2>
 <table>
-<thead><tr><th>health</th><th>upstream</th><th class="num">req/s</th><th class="num">in flight</th><th class="num">sockets</th><th class="num">mean latency</th><th class="num">failures / 5xx</th><th>last check</th><th></th></tr></thead>
+<thead><tr><th>health</th><th>pool</th><th>upstream</th><th class="num">req/s</th><th class="num">in flight</th><th class="num">sockets</th><th class="num">mean latency</th><th class="num">failures / 5xx</th><th>last check</th><th></th></tr></thead>
 <tbody id="upstreams"></tbody>
+</table>
+<h2>Routes (first match wins)</h2>
+<table>
+<thead><tr><th>#</th><th>route</th><th>to</th><th class="num">hits</th><th class="num">hits/s</th></tr></thead>
+<tbody id="routes"></tbody>
 </table>
 <h2>Requests per second (up to the last 5 minutes)</h2>
 <svg id="chart" viewBox="0 0 600 160" preserveAspectRatio="none" role="img" aria-label="requests per second"></svg>

@@ -22,6 +22,9 @@ export interface AccessRecord {
   readonly startedAt: number
   /** Envoy-style response flag from the error catalogue, '-' for none. */
   readonly flag: string
+  /** The route that matched and the pool the request went to (null: none; src/routing). */
+  readonly route: { readonly name: string } | null
+  readonly pool: { readonly name: string } | null
 }
 
 export function logAccess (r: AccessRecord): void {
@@ -32,7 +35,9 @@ export function logAccess (r: AccessRecord): void {
     '"client":"' + r.clientIp + '","method":"' + r.method + '","path":' + JSON.stringify(r.target) +
     ',"status":' + r.status + ',"upstream":' + (r.entry !== null ? '"' + r.entry.address + '"' : 'null') +
     ',"bytes":' + r.bytesOut + ',"durationMs":' + Math.round((performance.now() - r.startedAt) * 1000) / 1000 +
-    ',"flag":"' + r.flag + '"')
+    ',"flag":"' + r.flag + '"' +
+    // route and pool names are tokens (config schema): nothing to escape
+    (r.route !== null ? ',"route":"' + r.route.name + '"' : '') + (r.pool !== null ? ',"pool":"' + r.pool.name + '"' : ''))
 }
 
 export function logRejected (r: AccessRecord, code: ErrorCode, detail: string): void {

@@ -278,6 +278,17 @@ const decoder = new TargetDecoder()
 
 /** The request's path as the firewall sees it (decoded, dot segments removed, no parameters), without the query. */
 export function normalisedPath (p: HeadParser): string {
+  if (!p.absoluteForm) {
+    // origin-form (nearly every request): slice only the path out of the head's bytes, not the whole target
+    const buf = p.buf
+    const start = p.base + p.targetStart
+    const end = p.base + p.targetEnd
+    let q = buf.indexOf(0x3f, start)
+    if (q === -1 || q > end) q = end
+    if (q === start) return '/'
+    const raw = buf.latin1Slice(start, q)
+    return (scanPath(raw, 0, raw.length) & (P_DECODE | P_NORMALISE)) !== 0 ? decoder.decodePath(raw, 0, raw.length) : raw
+  }
   const target = p.target()
   const start = pathStartOf(target)
   let end = target.indexOf('?', start)

@@ -12,6 +12,7 @@ import assert from 'node:assert/strict'
 import { MODES, startLb, type RunningLb } from './harness'
 import { startEchoUpstream, httpRequest, rawExchange, waitFor, type TestServer } from '../helpers'
 import { resolveConfig } from '../../src/config/load'
+import { startAdmin } from '../../src/admin/server'
 
 type Upstream = TestServer & { server: import('node:http').Server }
 
@@ -20,6 +21,7 @@ interface Echo { name: string, method: string, url: string, headers: Record<stri
 /** Upstreams that mark /cached and /nocache responses cacheable. */
 async function upstream (name: string): Promise<Upstream> {
   return await startEchoUpstream(name, (req, res) => {
+    if (req.url === '/slow') { setTimeout(() => res.end('late'), 1500); return true }
     if (req.url !== '/cached' && req.url !== '/nocache') return false
     res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'max-age=60', 'x-upstream': name, 'content-length': Buffer.byteLength(name) })
     res.end(name)
@@ -53,6 +55,9 @@ function routes (): unknown[] {
     { name: 'login', match: { path: '/login', methods: ['GET'] }, pool: 'web', rateLimit: { maxRequests: 2, windowMs: 60_000 } },
     { name: 'nocache', match: { path: '/nocache' }, pool: 'web', cache: false },
     { name: 'cached', match: { path: '/cached' }, pool: 'web' },
+    { name: 'slow', match: { path: '/slow' }, pool: 'web', timeouts: { responseMs: 300 }, retries: 0 },
+    { name: 'upload', match: { path: '/upload' }, pool: 'web', maxBodyBytes: 10 },
+    { name: 'fw-open', match: { pathPrefix: '/fw/open' }, pool: 'web', firewall: false },
   ]
 }
 
@@ -73,6 +78,7 @@ for (const mode of MODES) {
         routes: routes(),
         rateLimit: { maxRequests: 10_000 },
         cache: { maxBytes: 1 << 20 },
+        firewall: { rules: [{ action: 'deny', path: { prefix: '/fw' } }] },
       }
       running = await startLb(config, mode.workers)
     })
@@ -179,12 +185,57 @@ for (const mode of MODES) {
       assert.equal(web(), mark + 2)
     })
 
+    test('per-route timeouts, maxBodyBytes and firewall: false', async () => {
+      const started = Date.now()
+      const slow = await get(running.port, '/slow')
+      assert.equal(slow.status, 504)
+      assert.ok(Date.now() - started < 1200, `the route's 300 ms, not the global 5 s (${Date.now() - started} ms)`)
+      const big = await httpRequest(running.port, { path: '/upload', method: 'POST', body: 'x'.repeat(20) })
+      assert.equal(big.status, 413)
+      const small = await httpRequest(running.port, { path: '/upload', method: 'POST', body: 'x'.repeat(10) })
+      assert.equal(small.status, 200)
+      assert.equal((await get(running.port, '/fw/closed')).status, 403)
+      assert.equal((await get(running.port, '/fw/open/x')).status, 200)
+    })
+
     test('status lists pools and route hits', async () => {
       const status = running.lb.routeStatus()
       const names = status.map((r) => r.name)
       assert.deepEqual(names.slice(0, 3), ['api-host', 'wild', 'api-prefix'])
       assert.ok((status.find((r) => r.name === 'old')?.hits ?? 0) >= 2)
       assert.deepEqual(running.lb.upstreamStatus().map((u) => u.pool).sort(), ['api', 'api', 'default', 'web', 'web'])
+    })
+
+    test('admin: status groups upstreams by pool and lists routes; /metrics; drain by pool/address', async () => {
+      const admin = await startAdmin(running.lb, { listen: '127.0.0.1:0' })
+      try {
+        const status = JSON.parse((await httpRequest(admin.address.port, { path: '/api/status' })).body) as {
+          pools: Array<{ name: string, upstreams: string[], requests: number }>
+          routes: Array<{ name: string, target: string, hits: number }>
+        }
+        assert.deepEqual(status.pools.map((p) => p.name), ['default', 'web', 'api'])
+        assert.deepEqual(status.pools[1].upstreams, [`web/${a1.address}`, `web/${a2.address}`])
+        assert.ok(status.pools[2].requests > 0)
+        assert.equal(status.routes[5].name, 'old')
+        assert.equal(status.routes[5].target, 'redirect')
+        assert.ok(status.routes[0].hits >= 6, 'api-host hits')
+        const metrics = (await httpRequest(admin.address.port, { path: '/metrics' })).body
+        assert.match(metrics, /^switchyard_route_requests_total\{route="api-host"\} \d+$/m)
+        assert.match(metrics, /^switchyard_pool_requests_total\{pool="web"\} [1-9]\d*$/m)
+        assert.match(metrics, new RegExp(`^switchyard_upstream_requests_total\\{upstream="${b1.address}",pool="api"\\} [1-9]`, 'm'))
+
+        // drain a1 by pool/address: the web pool then sends everything to a2
+        const drained = await httpRequest(admin.address.port, { path: `/api/upstreams/web/${a1.address}/drain`, method: 'POST' })
+        assert.equal(drained.status, 200, drained.body)
+        const body = JSON.parse(drained.body) as { pool: string, address: string, draining: boolean }
+        assert.deepEqual({ pool: body.pool, address: body.address, draining: body.draining }, { pool: 'web', address: a1.address, draining: true })
+        for (let i = 0; i < 4; i++) assert.equal((await get(running.port, '/keep/d')).echo?.name, 'a2')
+        const enabled = await httpRequest(admin.address.port, { path: `/api/upstreams/${encodeURIComponent(`web/${a1.address}`)}/enable`, method: 'POST' })
+        assert.equal(enabled.status, 200, enabled.body)
+        assert.equal((await httpRequest(admin.address.port, { path: '/api/upstreams/nopool/1.2.3.4:5/drain', method: 'POST' })).status, 404)
+      } finally {
+        await admin.close()
+      }
     })
 
     test('hot reload moves a route to another pool under load, no failed request', async () => {

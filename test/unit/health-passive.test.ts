@@ -202,6 +202,8 @@ describe('upstreamStatus', () => {
     const [ejected, draining] = upstreamStatus(state, table)
     assert.deepEqual(ejected, {
       id: 'u0',
+      pool: 'default',
+      key: table[0].address,
       address: table[0].address,
       weight: 1,
       healthy: false,
