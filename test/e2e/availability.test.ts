@@ -300,8 +300,9 @@ for (const mode of MODES) {
       // requests the round-robin sent to the hung one before its ejection may time out too
       assert.ok(others.every((o) => o.startsWith('504')), `only 504s besides 200s: ${others.join(', ')}`)
       assert.ok(goodLatencies.length >= 30)
-      // generous: a loopback round trip is ~1 ms; this only catches head-of-line blocking behind the hung upstream
-      assert.ok(p99 < 250, `p99 ${p99} ms`)
+      // head-of-line blocking behind the hung upstream would cost responseMs (500 ms) or more; a loopback round
+      // trip is ~1 ms, but a 2-core machine running other suites stretches it, so the bound sits just under responseMs
+      assert.ok(p99 < 450, `p99 ${p99} ms`)
       await quiescent(run)
     } finally {
       stop = true

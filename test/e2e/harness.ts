@@ -42,7 +42,7 @@ export interface SpawnedLb {
 export const CLI = join(__dirname, '..', '..', 'src', 'cli.js')
 
 /** Run the CLI; resolves once it logs "listening" (port parsed from the log line). */
-export async function spawnLb (args: string[], timeoutMs = 10_000): Promise<SpawnedLb> {
+export async function spawnLb (args: string[], timeoutMs = 30_000): Promise<SpawnedLb> {
   const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''
   child.stdout?.on('data', (c: Buffer) => { out += c.toString() })
