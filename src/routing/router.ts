@@ -101,7 +101,10 @@ export class CompiledRoute {
       ? LocalAnswer.redirect(route.redirect.status ?? 302, new Template(route.redirect.location))
       : route.respond !== undefined ? LocalAnswer.fixed(route.respond.status, route.respond.body ?? '', route.respond.contentType ?? 'text/plain; charset=utf-8') : null
     this.limiter = route.rateLimit !== undefined && state.rateTableSlots > 0 ? createRateLimiter(routeLimit(route, this.name, state, globalRateLimit), state) : null
-    this.cache = route.cache !== false
+    // The cache keys a response by its URL, not by the route that fetched it: a route chosen by a
+    // header (a canary cookie, a beta flag) must not be answered with what another route's pool
+    // stored for the same URL, nor store its own for the others, so such a route skips the cache.
+    this.cache = route.cache !== false && m.headers === undefined
     this.firewall = route.firewall !== false
     this.responseMs = route.timeouts?.responseMs ?? -1
     this.upstreamIdleMs = route.timeouts?.upstreamIdleMs ?? -1

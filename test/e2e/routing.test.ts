@@ -52,8 +52,10 @@ function routes (): unknown[] {
     { name: 'rewrite', match: { pathRegex: '^/v1/' }, pool: 'web', rewritePath: { regex: '^/v1/(.*)$', replace: '/v2/$1' }, setHost: 'internal.test' },
     { name: 'old', match: { path: '/old' }, redirect: { location: 'https://new.test{path}{query}', status: 301 } },
     { name: 'admin', match: { pathPrefix: '/admin' }, respond: { status: 403, body: 'denied\n' } },
-    { name: 'login', match: { path: '/login', methods: ['GET'] }, pool: 'web', rateLimit: { maxRequests: 2, windowMs: 60_000 } },
+    // a day: fixed windows are aligned to the clock, and a minute window could roll over mid-test
+    { name: 'login', match: { path: '/login', methods: ['GET'] }, pool: 'web', rateLimit: { maxRequests: 2, windowMs: 86_400_000 } },
     { name: 'nocache', match: { path: '/nocache' }, pool: 'web', cache: false },
+    { name: 'canary', match: { path: '/cached', headers: { 'x-canary': '1' } }, pool: 'api' },
     { name: 'cached', match: { path: '/cached' }, pool: 'web' },
     { name: 'slow', match: { path: '/slow' }, pool: 'web', timeouts: { responseMs: 300 }, retries: 0 },
     { name: 'upload', match: { path: '/upload' }, pool: 'web', maxBodyBytes: 10 },
@@ -178,6 +180,10 @@ for (const mode of MODES) {
       const hit = await get(running.port, '/cached')
       assert.equal(hit.headers['x-cache'], 'HIT')
       assert.equal(web(), mark + 1)
+      // the same URL on a route chosen by a header is never answered from the other pool's entry
+      const canary = await get(running.port, '/cached', { 'x-canary': '1' })
+      assert.match(canary.body, /^b[12]$/)
+      assert.notEqual(canary.headers['x-cache'], 'HIT')
       mark = web()
       await get(running.port, '/nocache')
       const second = await get(running.port, '/nocache')
