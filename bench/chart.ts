@@ -21,13 +21,28 @@ export interface ChartReference {
   cpuUsPerRequest: number
 }
 
+/** Another line over the same x axis as the points (--scaling: nginx at N workers, the ideal line). */
+export interface ChartSeries {
+  label: string
+  /** SVG stroke-dasharray: '6 4' dashed, '2 4' dotted */
+  dash: string
+  /** One value per point (NaN: none); null leaves the series out of that panel. */
+  requestsPerSec: number[] | null
+  cpuUsPerRequest: number[] | null
+}
+
 export interface ChartInput {
   title: string
   /** One line under the title: machine, load generator, pinning. */
   subtitle: string
   points: ChartPoint[]
   references: ChartReference[]
+  series?: ChartSeries[]
+  /** x axis title (default: worker threads) */
+  xLabel?: string
 }
+
+const SERIES_COLORS = ['#495057', '#d9480f', '#2b8a3e', '#862e9c']
 
 const WIDTH = 1000
 const PANEL_WIDTH = 430
@@ -39,7 +54,8 @@ const REFERENCE_COLORS = ['#d9480f', '#2b8a3e', '#862e9c', '#c92a2a', '#5c940d',
 const FONT = 'font-family="Helvetica, Arial, sans-serif"'
 
 export function renderChart (input: ChartInput): string {
-  const legendRows = 1 + input.references.length
+  const series = input.series ?? []
+  const legendRows = 1 + input.references.length + series.length
   const height = PANEL_TOP + PANEL_HEIGHT + 60 + legendRows * 20 + 20
   const parts: string[] = []
   parts.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${WIDTH}" height="${height}" ` +
@@ -51,9 +67,9 @@ export function renderChart (input: ChartInput): string {
     `${escapeXml(input.subtitle)}</text>`)
 
   parts.push(panel(input, 0, 'requests/s (higher is better)',
-    (p) => [p.requestsPerSec, p.requestsPerSecMin, p.requestsPerSecMax], (r) => r.requestsPerSec))
+    (p) => [p.requestsPerSec, p.requestsPerSecMin, p.requestsPerSecMax], (r) => r.requestsPerSec, (l) => l.requestsPerSec))
   parts.push(panel(input, 1, 'balancer CPU µs per request (lower is better)',
-    (p) => [p.cpuUsPerRequest, p.cpuUsPerRequestMin, p.cpuUsPerRequestMax], (r) => r.cpuUsPerRequest))
+    (p) => [p.cpuUsPerRequest, p.cpuUsPerRequestMin, p.cpuUsPerRequestMax], (r) => r.cpuUsPerRequest, (l) => l.cpuUsPerRequest))
 
   // Legend
   let y = PANEL_TOP + PANEL_HEIGHT + 62
@@ -69,12 +85,20 @@ export function renderChart (input: ChartInput): string {
     parts.push(`<text x="130" y="${y}" font-size="13">${escapeXml(reference.label)}: ` +
       `${formatCount(reference.requestsPerSec)} req/s, ${reference.cpuUsPerRequest.toFixed(1)} µs/req</text>`)
   })
+  series.forEach((line, i) => {
+    y += 20
+    const color = SERIES_COLORS[i % SERIES_COLORS.length]
+    parts.push(`<line x1="90" y1="${y - 4}" x2="120" y2="${y - 4}" stroke="${color}" stroke-width="2" ` +
+      `stroke-dasharray="${line.dash}"/>`)
+    parts.push(`<text x="130" y="${y}" font-size="13">${escapeXml(line.label)}</text>`)
+  })
   parts.push('</svg>')
   return parts.join('\n') + '\n'
 }
 
 function panel (input: ChartInput, index: number, yLabel: string,
-  pointValues: (p: ChartPoint) => [number, number, number], referenceValue: (r: ChartReference) => number): string {
+  pointValues: (p: ChartPoint) => [number, number, number], referenceValue: (r: ChartReference) => number,
+  seriesValues: (s: ChartSeries) => number[] | null): string {
   const left = PANEL_LEFT[index]
   const top = PANEL_TOP
   const bottom = top + PANEL_HEIGHT
@@ -84,6 +108,7 @@ function panel (input: ChartInput, index: number, yLabel: string,
   const values: number[] = []
   for (const p of input.points) values.push(...pointValues(p).filter(Number.isFinite))
   for (const r of input.references) if (Number.isFinite(referenceValue(r))) values.push(referenceValue(r))
+  for (const line of input.series ?? []) values.push(...(seriesValues(line) ?? []).filter(Number.isFinite))
   const { max, step } = niceScale(values.length === 0 ? 1 : Math.max(...values))
   const yOf = (v: number): number => bottom - (v / max) * (bottom - top)
   const count = input.points.length
@@ -110,7 +135,22 @@ function panel (input: ChartInput, index: number, yLabel: string,
       `${p.workers === 0 ? 'seq' : p.workers}</text>`)
   })
   parts.push(`<text x="${(left + right) / 2}" y="${bottom + 36}" font-size="12" text-anchor="middle">` +
-    'worker threads</text>')
+    `${escapeXml(input.xLabel ?? 'worker threads')}</text>`)
+
+  // other series over the same x axis (nginx at N workers, ideal scaling)
+  ;(input.series ?? []).forEach((line, i) => {
+    const values = seriesValues(line)
+    if (values === null) return
+    const color = SERIES_COLORS[i % SERIES_COLORS.length]
+    const d: string[] = []
+    values.forEach((v, j) => {
+      if (!Number.isFinite(v) || j >= count) return
+      d.push(`${d.length === 0 ? 'M' : 'L'}${xOf(j).toFixed(1)},${yOf(v).toFixed(1)}`)
+    })
+    if (d.length === 0) return
+    parts.push(`<path d="${d.join(' ')}" fill="none" stroke="${color}" stroke-width="2" stroke-dasharray="${line.dash}">` +
+      `<title>${escapeXml(line.label)}</title></path>`)
+  })
 
   // Peers: dashed reference lines, names at the right end pushed apart so they do not overlap
   const labels: { y: number; text: string; color: string }[] = []

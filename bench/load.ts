@@ -51,6 +51,12 @@ interface Options {
   loadgen: 'wrk' | 'autocannon' | null
   balancerScript: string
   peerThreads: number | null
+  /** --scaling: sweep --workers 1, 2, 4 … over the balancer's cores, with nginx at the same N */
+  scaling: boolean
+  /** --connection-close: every request on a new connection (wrk -H 'Connection: close') */
+  connectionClose: boolean
+  /** --access-log: each switchyard configuration also runs with the default access log on */
+  accessLog: boolean
   /** Everything after `--`, appended to the switchyard command line. */
   balancerArgs: string[]
 }
@@ -63,7 +69,15 @@ const HELP = `npm run bench -- [options] [-- extra switchyard flags]
   --rounds N            interleaved rounds; the table shows medians (default 3)
   --connections N       concurrent connections of the load generator (default 64)
   --workers-list 0,1,2  switchyard configurations (default 0..os.availableParallelism())
-  --peers               also measure nginx, HAProxy (when installed) and the node:http proxy
+  --peers               also measure nginx, HAProxy (when installed), the node:http proxy and a
+                        relay that does no HTTP at all (the floor: Node's own socket I/O)
+  --scaling             sweep --workers 1, 2, 4 … up to the CPUs given to the balancer (the load
+                        generator and upstreams keep their own CPUs), with nginx worker_processes N
+                        at each N when installed: requests/s, speedup, efficiency, ideal line
+  --connection-close    every request on a new connection (Connection: close): req/s = new
+                        connections/s, including the hand-off of each one to a worker
+  --access-log          each switchyard configuration twice: access log off, and on (the default
+                        JSON lines to stdout, read by the bench), to measure the logging tax
   --peer-threads N      nginx worker_processes / haproxy nbthread (default: CPUs given to the balancer)
   --upstreams N         upstream processes (default 2)
   --nginx-upstreams     nginx 'return 200' servers as upstreams (when nginx is installed)
@@ -93,6 +107,9 @@ function parseArgs (argv: string[]): Options {
     loadgen: null,
     balancerScript: path.join(ROOT, 'dist/src/cli.js'),
     peerThreads: null,
+    scaling: false,
+    connectionClose: false,
+    accessLog: false,
     balancerArgs: [],
   }
   let duration: number | null = null
@@ -118,6 +135,9 @@ function parseArgs (argv: string[]): Options {
       case '--connections': options.connections = Math.floor(positive(1)); break
       case '--json': options.json = true; break
       case '--peers': options.peers = true; break
+      case '--scaling': options.scaling = true; break
+      case '--connection-close': options.connectionClose = true; break
+      case '--access-log': options.accessLog = true; break
       case '--peer-threads': options.peerThreads = Math.floor(positive(1)); break
       case '--workers-list': options.workersList = parseWorkersList(value()); break
       case '--no-pin': options.pin = false; break
@@ -252,8 +272,10 @@ interface Configuration {
   id: string
   label: string
   kind: 'switchyard' | 'peer'
-  /** switchyard worker threads (0 = sequential); null for peers */
+  /** switchyard worker threads (0 = sequential); nginx worker processes under --scaling; else null */
   workers: number | null
+  /** switchyard with the access log on (--access-log) */
+  accessLog: boolean
   start(port: number): Promise<Managed>
 }
 
@@ -278,6 +300,7 @@ interface Summary {
   label: string
   kind: 'switchyard' | 'peer'
   workers: number | null
+  accessLog: boolean
   runs: number
   failedRuns: number
   requestsPerSec: number
@@ -296,16 +319,18 @@ interface Summary {
   badExits: (number | string)[]
 }
 
-function switchyardConfig (workers: number, options: Options, upstreams: Upstreams, pinning: Pinning): Configuration {
+function switchyardConfig (workers: number, options: Options, upstreams: Upstreams, pinning: Pinning, accessLog = false): Configuration {
   return {
-    id: workers === 0 ? 'switchyard-seq' : `switchyard-w${workers}`,
-    label: workers === 0 ? 'switchyard seq' : `switchyard ×${workers}`,
+    id: (workers === 0 ? 'switchyard-seq' : `switchyard-w${workers}`) + (accessLog ? '-log' : ''),
+    label: (workers === 0 ? 'switchyard seq' : `switchyard ×${workers}`) + (accessLog ? ' + access log' : ''),
     kind: 'switchyard',
     workers,
+    accessLog,
     async start (port) {
       const args = [options.balancerScript, '--bind', `127.0.0.1:${port}`]
       for (const p of upstreams.ports) args.push('--upstream', `127.0.0.1:${p}`)
-      args.push('--workers', String(workers), '--log-level', 'warn', '--no-access-log', ...options.balancerArgs)
+      // with the access log: the default (info level, JSON lines on stdout, which the bench reads)
+      args.push('--workers', String(workers), ...(accessLog ? [] : ['--log-level', 'warn', '--no-access-log']), ...options.balancerArgs)
       const managed = spawnTracked(process.execPath, args, { name: 'switchyard', cpus: pinning.balancerCpus })
       await waitForPort(managed, port, 20_000)
       return managed
@@ -329,6 +354,7 @@ function summarize (config: Configuration, runs: RunRecord[]): Summary {
     label: config.label,
     kind: config.kind,
     workers: config.workers,
+    accessLog: config.accessLog,
     runs: runs.length,
     failedRuns: runs.length - ok.length,
     requestsPerSec: median(rps),
@@ -423,7 +449,13 @@ async function runOnce (config: Configuration, round: number, options: Options, 
     progress.phase(runIndex, config.label, round, options.rounds, 'starting', 0, 0)
     const port = await freePort()
     managed = await config.start(port)
-    const load = { url: `http://127.0.0.1:${port}/`, connections: options.connections, threads, cpus: pinning.loadCpus }
+    const load = {
+      url: `http://127.0.0.1:${port}/`,
+      connections: options.connections,
+      threads,
+      cpus: pinning.loadCpus,
+      headers: options.connectionClose ? ['Connection: close'] : [],
+    }
     if (options.warmupS > 0) {
       progress.phase(runIndex, config.label, round, options.rounds, 'warm-up', options.warmupS, 0)
       record.warmup = await loadgen.run({ ...load, durationS: options.warmupS })
@@ -499,6 +531,13 @@ async function main (): Promise<void> {
   const cpuCount = os.availableParallelism()
   const threads = pinning.loadCpus?.length ?? Math.max(1, Math.floor(cpuCount / 2))
   const peerThreads = options.peerThreads ?? pinning.balancerCpus?.length ?? cpuCount
+  const balancerCores = pinning.balancerCpus?.length ?? cpuCount
+  const scaling = options.scaling ? planScaling(balancerCores, cpuCount, pinning) : null
+  if (scaling !== null) {
+    options.workersList = scaling.steps
+    // enough upstream processes that they are not what limits the higher steps
+    options.upstreams = Math.max(options.upstreams, pinning.loadCpus?.length ?? 1)
+  }
 
   // What to measure
   const notes: string[] = []
@@ -528,21 +567,45 @@ async function main (): Promise<void> {
     : await startNodeUpstreams(options.upstreams, pinning.loadCpus)
 
   const configs: Configuration[] = []
-  if (haveBalancer) for (const workers of options.workersList) configs.push(switchyardConfig(workers, options, upstreams, pinning))
+  if (haveBalancer) {
+    for (const workers of options.workersList) {
+      configs.push(switchyardConfig(workers, options, upstreams, pinning))
+      if (options.accessLog) configs.push(switchyardConfig(workers, options, upstreams, pinning, true))
+    }
+  }
   for (const peer of peers) {
     if (peer.binary === null) continue
     const label = peer.id === 'nginx'
       ? `nginx ${peer.version} (${peerThreads} worker${peerThreads > 1 ? 's' : ''})`
       : peer.id === 'haproxy'
         ? `haproxy ${peer.version} (${peerThreads} thread${peerThreads > 1 ? 's' : ''})`
-        : 'node:http proxy (1 thread)'
+        : peer.id === 'node-relay' ? 'node relay, no HTTP (1 thread)' : 'node:http proxy (1 thread)'
     configs.push({
       id: peer.id,
       label,
       kind: 'peer',
       workers: null,
+      accessLog: false,
       start: (port) => peer.start(port, upstreams.ports, peerThreads, pinning.balancerCpus),
     })
+  }
+  // --scaling: nginx with worker_processes N at each step N
+  const nginxPeer = peerDefinitions().find((p) => p.id === 'nginx')
+  if (scaling !== null) {
+    if (nginxPeer?.binary == null) {
+      notes.push(`--scaling: nginx is not installed (${INSTALL_HINT}); no nginx column.`)
+    } else {
+      for (const n of scaling.steps) {
+        configs.push({
+          id: `nginx-scaling-${n}`,
+          label: `nginx ${nginxPeer.version} (worker_processes ${n})`,
+          kind: 'peer',
+          workers: n,
+          accessLog: false,
+          start: (port) => nginxPeer.start(port, upstreams.ports, n, pinning.balancerCpus),
+        })
+      }
+    }
   }
   if (configs.length === 0) throw new Error('nothing to measure')
 
@@ -553,6 +616,11 @@ async function main (): Promise<void> {
       `; ${cpuCount} CPUs (${os.cpus()[0]?.model ?? 'unknown'}), node ${process.version}`,
     `pinning: ${pinning.description}`,
   ]
+  if (options.connectionClose) {
+    header.push('connection per request (Connection: close): req/s = new connections/s, each one accepted, handed ' +
+      'to a worker and closed')
+  }
+  if (scaling !== null) header.push(scaling.description)
   if (!options.json) process.stdout.write(`${header.join('\n')}\n`)
 
   // A B C A B C …
@@ -571,6 +639,13 @@ async function main (): Promise<void> {
   const sequential = summaries.find((s) => s.id === 'switchyard-seq')
   for (const s of summaries) {
     s.speedup = sequential !== undefined && sequential.requestsPerSec > 0 ? s.requestsPerSec / sequential.requestsPerSec : null
+  }
+  const logTax = accessLogTax(summaries)
+  if (logTax !== '') notes.push(logTax)
+  const relay = summaries.find((s) => s.id === 'node-relay')
+  if (relay !== undefined && Number.isFinite(relay.cpuMicrosPerRequest)) {
+    notes.push(`the relay row does no HTTP at all: ${relay.cpuMicrosPerRequest.toFixed(1)} CPU µs/req is the floor of Node's socket I/O; ` +
+      'switchyard\'s distance from it is its own HTTP work, pooling and bookkeeping.')
   }
   for (const s of summaries) {
     const failed = runs.find((r) => r.config === s.id && r.error !== null)
@@ -608,16 +683,20 @@ async function main (): Promise<void> {
     peerThreads,
     notes,
     summaries,
+    scaling: scaling === null ? null : { ...scaling, rows: scalingRows(summaries, scaling.steps) },
     runs,
   }
   fs.writeFileSync(jsonPath, `${JSON.stringify(report, null, 2)}\n`)
-  fs.writeFileSync(svgPath, renderChart(chartInput(summaries, loadgen, options, pinning)))
+  fs.writeFileSync(svgPath, renderChart(scaling !== null
+    ? scalingChartInput(summaries, scaling, loadgen, options, pinning)
+    : chartInput(summaries, loadgen, options, pinning)))
 
   if (options.json) {
     process.stdout.write(`${JSON.stringify(report, null, 2)}\n`)
     for (const note of notes) process.stderr.write(`[bench] ${note}\n`)
   } else {
     process.stdout.write(renderTable(summaries, [], notes))
+    if (scaling !== null) process.stdout.write(`\n${renderScaling(scalingRows(summaries, scaling.steps), scaling)}`)
     process.stdout.write(`\nresults: ${path.relative(process.cwd(), jsonPath)}\n` +
       `chart:   ${path.relative(process.cwd(), svgPath)}\n`)
   }
@@ -629,7 +708,7 @@ function chartInput (summaries: Summary[], loadgen: LoadGenerator, options: Opti
     title: 'switchyard: sequential vs worker threads',
     subtitle: `${loadgen.name}, ${options.connections} connections, ${options.durationS} s × ${options.rounds} rounds; ` +
       `${os.availableParallelism()} CPUs; ${pinning.enabled ? pinning.description : 'not pinned'}`,
-    points: summaries.filter((s) => s.kind === 'switchyard').map((s) => ({
+    points: summaries.filter((s) => s.kind === 'switchyard' && !s.accessLog).map((s) => ({
       workers: s.workers as number,
       requestsPerSec: s.requestsPerSec,
       requestsPerSecMin: s.requestsPerSecMin,
@@ -638,10 +717,129 @@ function chartInput (summaries: Summary[], loadgen: LoadGenerator, options: Opti
       cpuUsPerRequestMin: s.cpuMicrosPerRequestMin,
       cpuUsPerRequestMax: s.cpuMicrosPerRequestMax,
     })),
-    references: summaries.filter((s) => s.kind === 'peer').map((s) => ({
+    references: summaries.filter((s) => s.kind === 'peer' || s.accessLog).map((s) => ({
       label: s.label, requestsPerSec: s.requestsPerSec, cpuUsPerRequest: s.cpuMicrosPerRequest,
     })),
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// --access-log: the logging tax; --scaling: speedup and efficiency per worker count
+// ---------------------------------------------------------------------------------------------
+
+/** "access log: +x µs/req at ×1 …" from the pairs of configurations with and without it. */
+function accessLogTax (summaries: Summary[]): string {
+  const parts: string[] = []
+  for (const on of summaries.filter((s) => s.accessLog)) {
+    const off = summaries.find((s) => s.kind === 'switchyard' && !s.accessLog && s.workers === on.workers)
+    if (off === undefined) continue
+    const delta = on.cpuMicrosPerRequest - off.cpuMicrosPerRequest
+    parts.push(`${off.label}: ${delta >= 0 ? '+' : ''}${formatNumber(delta, 1)} µs/req`)
+  }
+  return parts.length === 0 ? '' : `access log (default, JSON lines to stdout) costs, in CPU µs per request: ${parts.join('; ')}`
+}
+
+interface ScalingPlan {
+  steps: number[]
+  balancerCores: number
+  /** fewer than 4 CPUs: the sweep runs, but scaling cannot be judged */
+  judgeable: boolean
+  description: string
+}
+
+/** Worker counts 1, 2, 4 … up to the balancer's cores (and that count itself). Nothing here assumes a core count. */
+function planScaling (balancerCores: number, cpuCount: number, pinning: Pinning): ScalingPlan {
+  const steps: number[] = []
+  for (let n = 1; n <= balancerCores; n *= 2) steps.push(n)
+  if (steps[steps.length - 1] !== balancerCores) steps.push(balancerCores)
+  // one balancer core: 2 workers still show what sharing one core costs
+  if (steps.length === 1) steps.push(2)
+  const judgeable = cpuCount >= 4 && balancerCores >= 2
+  const where = pinning.enabled
+    ? `balancer on CPU ${formatCpuList(pinning.balancerCpus ?? [])}, load generator and upstreams reserved CPU ${formatCpuList(pinning.loadCpus ?? [])}`
+    : 'not pinned: the load generator competes with the balancer for the same CPUs'
+  return {
+    steps,
+    balancerCores,
+    judgeable,
+    description: `scaling: --workers ${steps.join(', ')}; ${where}` +
+      (judgeable
+        ? ''
+        : `\nscaling: this machine has ${cpuCount} CPUs (${balancerCores} for the balancer): CPU scaling ` +
+        'CANNOT be judged here; the sweep only shows that it runs. Run it on a machine with 4 or more CPUs (8+ to see a curve).'),
+  }
+}
+
+interface ScalingRow {
+  workers: number
+  requestsPerSec: number
+  speedup: number
+  efficiency: number
+  cpuMicrosPerRequest: number
+  p99Ms: number
+  nginxRequestsPerSec: number
+  nginxSpeedup: number
+  nginxEfficiency: number
+}
+
+function scalingRows (summaries: Summary[], steps: number[]): ScalingRow[] {
+  const ours = (n: number): Summary | undefined => summaries.find((s) => s.kind === 'switchyard' && !s.accessLog && s.workers === n)
+  const nginx = (n: number): Summary | undefined => summaries.find((s) => s.id === `nginx-scaling-${n}`)
+  const base = ours(1)?.requestsPerSec ?? Number.NaN
+  const nginxBase = nginx(1)?.requestsPerSec ?? Number.NaN
+  return steps.map((n) => {
+    const rps = ours(n)?.requestsPerSec ?? Number.NaN
+    const nginxRps = nginx(n)?.requestsPerSec ?? Number.NaN
+    return {
+      workers: n,
+      requestsPerSec: rps,
+      speedup: rps / base,
+      efficiency: rps / base / n,
+      cpuMicrosPerRequest: ours(n)?.cpuMicrosPerRequest ?? Number.NaN,
+      p99Ms: ours(n)?.p99Ms ?? Number.NaN,
+      nginxRequestsPerSec: nginxRps,
+      nginxSpeedup: nginxRps / nginxBase,
+      nginxEfficiency: nginxRps / nginxBase / n,
+    }
+  })
+}
+
+function renderScaling (rows: ScalingRow[], plan: ScalingPlan): string {
+  const columns = ['workers', 'req/s', 'speedup', 'efficiency', 'CPU µs/req', 'p99 ms', 'nginx req/s', 'nginx speedup', 'nginx eff.']
+  const cells = rows.map((r) => [
+    String(r.workers), formatNumber(r.requestsPerSec, 0), `${formatNumber(r.speedup, 2)}×`, `${formatNumber(100 * r.efficiency, 0)}%`,
+    formatNumber(r.cpuMicrosPerRequest, 1), formatNumber(r.p99Ms, 2), formatNumber(r.nginxRequestsPerSec, 0),
+    `${formatNumber(r.nginxSpeedup, 2)}×`, `${formatNumber(100 * r.nginxEfficiency, 0)}%`,
+  ])
+  const widths = columns.map((c, i) => Math.max(c.length, ...cells.map((r) => r[i].length)))
+  const line = (row: string[]): string => row.map((c, i) => c.padStart(widths[i])).join('  ')
+  return [
+    'CPU scaling (speedup = req/s over 1 worker; efficiency = speedup / workers; ideal = 100%)',
+    line(columns), line(widths.map((w) => '-'.repeat(w))), ...cells.map(line), '',
+    ...plan.description.split('\n'),
+  ].join('\n') + '\n'
+}
+
+function scalingChartInput (summaries: Summary[], plan: ScalingPlan, loadgen: LoadGenerator, options: Options,
+  pinning: Pinning): ChartInput {
+  const base = chartInput(summaries, loadgen, options, pinning)
+  const rows = scalingRows(summaries, plan.steps)
+  const first = rows[0]
+  return {
+    ...base,
+    title: `switchyard: CPU scaling${plan.judgeable ? '' : ` (${os.availableParallelism()} CPUs: cannot be judged here)`}`,
+    points: base.points.filter((p) => plan.steps.includes(p.workers)),
+    references: base.references.filter((r) => !r.label.includes('worker_processes')),
+    series: [
+      { label: 'ideal: 1 worker\'s req/s × workers, same CPU per request', dash: '2 4', requestsPerSec: rows.map((r) => first.requestsPerSec * r.workers), cpuUsPerRequest: rows.map(() => first.cpuMicrosPerRequest) },
+      { label: 'nginx, worker_processes = N', dash: '6 4', requestsPerSec: rows.map((r) => r.nginxRequestsPerSec), cpuUsPerRequest: summariesCpu(summaries, plan.steps) },
+    ],
+    xLabel: 'worker threads (nginx: worker processes)',
+  }
+}
+
+function summariesCpu (summaries: Summary[], steps: number[]): number[] {
+  return steps.map((n) => summaries.find((s) => s.id === `nginx-scaling-${n}`)?.cpuMicrosPerRequest ?? Number.NaN)
 }
 
 function gitDescribe (): string | null {

@@ -30,6 +30,8 @@ export interface LoadOptions {
   /** wrk threads (ignored by autocannon, which is single-threaded here). */
   threads: number
   cpus: number[] | null
+  /** Extra request header lines (`Connection: close`); wrk only. */
+  headers?: string[]
 }
 
 export interface LoadGenerator {
@@ -58,6 +60,7 @@ function wrkGenerator (binary: string): LoadGenerator {
         '-t', String(Math.max(1, Math.min(options.threads, options.connections))),
         '-c', String(options.connections),
         '-d', `${Math.max(1, Math.round(options.durationS))}s`,
+        ...(options.headers ?? []).flatMap((h) => ['-H', h]),
         '--latency', options.url,
       ]
       const output = await runToEnd(binary, args, options.cpus, 'wrk')
@@ -111,6 +114,7 @@ function autocannonGenerator (): LoadGenerator {
     name: 'autocannon',
     version,
     async run (options) {
+      if ((options.headers ?? []).length > 0) throw new Error('extra request headers (--connection-close) need wrk')
       const args = [script, '--json', '-n',
         '-c', String(options.connections), '-d', String(options.durationS), options.url]
       const output = await runToEnd(process.execPath, args, options.cpus, 'autocannon')

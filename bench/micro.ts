@@ -18,6 +18,8 @@ import type { MicroCase, MicroSuite } from './micro/types'
 interface Options {
   timeMs: number
   json: boolean
+  /** ns/op from the process's CPU time, cases interleaved (a shared, loaded machine) instead of wall time */
+  cpu: boolean
   filters: string[]
 }
 
@@ -44,14 +46,16 @@ const BASELINE_NAME = /naive|baseline|legacy/i
 const BASELINE_WORD = /\b(naive|baseline|legacy)\b/i
 
 function parseArgs (argv: string[]): Options {
-  const options: Options = { timeMs: 300, json: false, filters: [] }
+  const options: Options = { timeMs: 300, json: false, cpu: false, filters: [] }
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]
     if (arg === '--quick') options.timeMs = 100
     else if (arg === '--json') options.json = true
+    else if (arg === '--cpu') options.cpu = true
     else if (arg === '--time') options.timeMs = Number(argv[++i])
     else if (arg === '--help' || arg === '-h') {
-      process.stdout.write('npm run bench:micro -- [--quick] [--time MS per case] [--json] [FILTER...]\n')
+      process.stdout.write('npm run bench:micro -- [--quick] [--time MS per case] [--cpu] [--json] [FILTER...]\n' +
+        '  --cpu  ns/op from CPU time (process.cpuUsage), cases interleaved, median of 7 rounds: for a loaded machine\n')
       process.exit(0)
     } else if (arg.startsWith('--')) throw new Error(`unknown option ${arg}`)
     else options.filters.push(arg.toLowerCase())
@@ -119,7 +123,64 @@ function batched (fn: () => void, batch: number): () => void {
     fn, batch) as () => void
 }
 
+const CPU_ROUNDS = 7
+
+/** CPU microseconds (user + system) this process has used. */
+function cpuMicros (): number {
+  const u = process.cpuUsage()
+  return u.user + u.system
+}
+
+/**
+ * --cpu: on a machine shared with other work, wall time per call grows with the
+ * load while CPU time does not. Each round runs every case for about
+ * timeMs / CPU_ROUNDS of CPU, cases interleaved (A B C A B C ...); ns/op is the
+ * median over rounds, ± half the range of rounds relative to it.
+ */
+function runSuiteCpu (file: string, suite: MicroSuite, options: Options): SuiteResult {
+  const entries = suite.cases.map((c) => {
+    try {
+      const batch = calibrateBatch(c.fn)
+      return { c, run: batched(c.fn, batch), batch, perRound: 0, samples: [] as number[], error: null as string | null }
+    } catch (err) {
+      return { c, run: () => {}, batch: 0, perRound: 0, samples: [] as number[], error: (err as Error).message }
+    }
+  })
+  const roundMicros = (options.timeMs * 1000) / CPU_ROUNDS
+  for (const e of entries) {
+    if (e.error !== null) continue
+    const start = cpuMicros()
+    let batches = 0
+    while (cpuMicros() - start < roundMicros / 10) { e.run(); batches++ }
+    e.perRound = Math.max(1, batches * 10)
+  }
+  for (let round = 0; round < CPU_ROUNDS; round++) {
+    for (const e of entries) {
+      if (e.error !== null) continue
+      const start = cpuMicros()
+      for (let i = 0; i < e.perRound; i++) e.run()
+      e.samples.push(((cpuMicros() - start) * 1000) / (e.perRound * e.batch))
+    }
+  }
+  const cases = entries.map((e): CaseResult => {
+    if (e.error !== null) return { name: e.c.name, opsPerSec: Number.NaN, nsPerOp: Number.NaN, rme: Number.NaN, samples: 0, batch: 0, error: e.error }
+    const sorted = [...e.samples].sort((a, b) => a - b)
+    const nsPerOp = sorted[sorted.length >> 1]
+    return {
+      name: e.c.name,
+      nsPerOp,
+      opsPerSec: 1e9 / nsPerOp,
+      rme: (50 * (sorted[sorted.length - 1] - sorted[0])) / nsPerOp,
+      samples: sorted.length,
+      batch: e.batch,
+      error: null,
+    }
+  })
+  return { file, suite: suite.name, cases }
+}
+
 async function runSuite (file: string, suite: MicroSuite, options: Options): Promise<SuiteResult> {
+  if (options.cpu) return runSuiteCpu(file, suite, options)
   const { Bench } = await import('tinybench')
   const bench = new Bench({ name: suite.name, time: options.timeMs, warmupTime: Math.max(20, options.timeMs / 4) })
   const batches = new Map<string, number>()
@@ -227,8 +288,11 @@ async function main (): Promise<void> {
     return
   }
   if (!options.json) {
-    process.stdout.write(`switchyard micro-benchmarks: tinybench, ${options.timeMs} ms per case, node ${process.version}\n` +
-      `(each sample runs a case in a batch of ~${SAMPLE_TARGET_NS / 1000} µs; ± = relative margin of error)\n\n`)
+    process.stdout.write(options.cpu
+      ? `switchyard micro-benchmarks: CPU time (process.cpuUsage), ${options.timeMs} ms per case in ${CPU_ROUNDS} interleaved rounds, node ${process.version}\n` +
+        '(ns/op = median over rounds; ± = half the range of the rounds)\n\n'
+      : `switchyard micro-benchmarks: tinybench, ${options.timeMs} ms per case, node ${process.version}\n` +
+        `(each sample runs a case in a batch of ~${SAMPLE_TARGET_NS / 1000} µs; ± = relative margin of error)\n\n`)
   }
   const results: SuiteResult[] = []
   for (const [i, { file, suite }] of suites.entries()) {

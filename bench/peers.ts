@@ -11,6 +11,8 @@
  *              (without these nginx opens a new upstream connection per request).
  *   haproxy    `balance roundrobin`, `http-reuse always`, nbthread = CPUs given to the balancer.
  *   node-proxy bench/node-proxy.ts: node:http server + keep-alive http.Agent, one thread.
+ *   node-relay bench/relay.ts: no HTTP at all, a TCP relay with one upstream connection per client
+ *              connection: the floor of what Node's socket I/O costs (a reference, not a balancer).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import * as fs from 'node:fs'
@@ -329,7 +331,7 @@ ${servers}
 // ---------------------------------------------------------------------------------------------
 
 export interface PeerDefinition {
-  id: 'nginx' | 'haproxy' | 'node-proxy'
+  id: 'nginx' | 'haproxy' | 'node-proxy' | 'node-relay'
   /** Path of the binary, or null when missing. */
   binary: string | null
   version: string
@@ -365,6 +367,14 @@ export function peerDefinitions (): PeerDefinition[] {
       version: `node ${process.version}`,
       installHint: '',
       start: (port, upstreamPorts, _threads, cpus) => startNodeProxyPeer(port, upstreamPorts, cpus),
+    },
+    {
+      // the floor: Node's own socket I/O with no HTTP at all (bench/relay.ts)
+      id: 'node-relay',
+      binary: process.execPath,
+      version: `node ${process.version}`,
+      installHint: '',
+      start: (port, upstreamPorts, _threads, cpus) => startNodeScriptPeer('relay', port, upstreamPorts, cpus),
     },
   ]
 }
@@ -453,9 +463,14 @@ ${servers}
 }
 
 async function startNodeProxyPeer (port: number, upstreamPorts: number[], cpus: number[] | null): Promise<Managed> {
-  const args = [path.join(ROOT, 'dist/bench/node-proxy.js'), '--bind', `127.0.0.1:${port}`]
+  return await startNodeScriptPeer('node-proxy', port, upstreamPorts, cpus)
+}
+
+/** dist/bench/NAME.js with switchyard-style --bind/--upstream flags. */
+async function startNodeScriptPeer (name: string, port: number, upstreamPorts: number[], cpus: number[] | null): Promise<Managed> {
+  const args = [path.join(ROOT, `dist/bench/${name}.js`), '--bind', `127.0.0.1:${port}`]
   for (const p of upstreamPorts) args.push('--upstream', `127.0.0.1:${p}`)
-  const managed = spawnTracked(process.execPath, args, { name: 'node-proxy', cpus, stdinPipe: true })
+  const managed = spawnTracked(process.execPath, args, { name, cpus, stdinPipe: true })
   await waitForPort(managed, port)
   return managed
 }

@@ -63,6 +63,8 @@ async function main (): Promise<void> {
   }
   process.on('SIGTERM', () => shutdown('SIGTERM'))
   process.on('SIGINT', () => shutdown('SIGINT'))
+  // logrotate's postrotate: open log.accessFile again (every thread)
+  process.on('SIGUSR1', () => { lb.reopenLogs() })
   process.on('SIGHUP', () => {
     try {
       const next = (lb.configSource as () => Config)()

@@ -1,56 +1,97 @@
 /**
- * One pino logger per thread, created at module scope. Writes are asynchronous
- * (sonic-boom with sync: false) so logging never blocks the data path. Buffered
- * lines are flushed asynchronously with a deadline before the process exits
- * (`flushLogs`): a synchronous flush would block for ever if stdout is a pipe
- * nobody reads (a stalled log shipper), and shutdown must not hang on that.
+ * One pino logger per thread, created at module scope, and the access log's
+ * settings. Every line goes into a per-thread LogSink (src/log-sink.ts): bytes
+ * in a preallocated buffer written asynchronously in batches, so logging never
+ * blocks the data path and costs no system call per line. Buffered lines are
+ * flushed asynchronously with a deadline before the process exits or a worker
+ * is stopped (`flushLogs`): a synchronous flush would block for ever if stdout
+ * is a pipe nobody reads (a stalled log shipper), and shutdown must not hang
+ * on that.
+ *
+ * Every line names its level ("level":"info"), pino's lines and the access
+ * log's alike.
  */
 import pino from 'pino'
 import { isMainThread, threadId } from 'node:worker_threads'
+import { LogSink } from './log-sink'
 
-// Writes go out in batches of at least 4 KiB (and at least every 250 ms): one write per
-// access-log line would cost a system call per request on a busy proxy.
-const destination = pino.destination({ dest: 1, sync: false, minLength: 4096, periodicFlush: 250 })
-// stdout closed under us (EPIPE): lose the lines, keep serving
-destination.on('error', () => {})
+/** This thread's stdout: pino's lines, and the access log unless `log.accessFile` is set. */
+const stdoutSink = new LogSink(1)
+
+const threadName = isMainThread ? 'primary' : `worker-${threadId}`
 
 export const logger = pino({
   level: process.env.SWITCHYARD_LOG_LEVEL ?? 'info',
-  base: { pid: process.pid, thread: isMainThread ? 'primary' : `worker-${threadId}` },
+  base: { pid: process.pid, thread: threadName },
   timestamp: pino.stdTimeFunctions.isoTime,
-}, destination)
+  formatters: { level: (label) => ({ level: label }) },
+}, stdoutSink)
 
-/** The access log: one line per request, `log.access` turns it off. */
-export const accessLogger = logger.child({ type: 'access' })
-
-const accessPrefix = '{"level":30,"time":"'
-const accessBindings = `","pid":${process.pid},"thread":"${isMainThread ? 'primary' : `worker-${threadId}`}","type":"access",`
-
-/**
- * Write one access-log line: the same JSON pino would write for
- * `accessLogger.info(fields)`, built with one template instead of pino's
- * generic serializer (a third of a proxied request's CPU time on this path).
- * `fieldsJson` is the already-serialised fields without braces.
- */
-export function writeAccessLine (fieldsJson: string): void {
-  destination.write(accessPrefix + new Date().toISOString() + accessBindings + fieldsJson + '}\n')
+/** The access log's settings on this thread, read once per request by src/proxy/access-log.ts. */
+export const accessLog = {
+  /** `log.access` and a level that shows info lines. */
+  on: logger.isLevelEnabled('info'),
+  /** `log.redactQuery`: the path is logged without its query string. */
+  redactQuery: false,
+  /** Where access lines go: stdout, or the `log.accessFile` sink. */
+  sink: stdoutSink,
+  /** Everything of a line before the time, and between the time and the fields (bindings serialised once). */
+  prefix: Buffer.from('{"level":"info","time":"', 'latin1'),
+  bindings: Buffer.from(`","pid":${process.pid},"thread":"${threadName}","type":"access",`, 'latin1'),
 }
 
+let accessEnabled = true
+let fileSink: LogSink | null = null
+
+export interface LogSettings {
+  level: string
+  access: boolean
+  redactQuery?: boolean
+  accessFile?: string
+}
+
+/**
+ * Apply `log` from the config on this thread (start and reload). Returns why
+ * `log.accessFile` could not be opened (the access log then stays where it
+ * was, or on stdout), or null.
+ */
+export function configureLog (settings: LogSettings): string | null {
+  let failure: string | null = null
+  logger.level = settings.level
+  accessEnabled = settings.access
+  accessLog.redactQuery = settings.redactQuery === true
+  const path = settings.access ? settings.accessFile : undefined
+  if ((fileSink?.path ?? undefined) !== path) {
+    const old = fileSink
+    try {
+      fileSink = path === undefined ? null : new LogSink(path)
+      if (old !== null) void old.close(1000)
+    } catch (err) {
+      failure = `log.accessFile: cannot open ${path ?? ''}: ${(err as Error).message}`
+    }
+  }
+  accessLog.sink = fileSink ?? stdoutSink
+  accessLog.on = accessEnabled && logger.isLevelEnabled('info')
+  return failure
+}
+
+/** The level alone (--log-level, workers before their first config). */
 export function setLogLevel (level: string): void {
   logger.level = level
-  accessLogger.level = level
+  accessLog.on = accessEnabled && logger.isLevelEnabled('info')
+}
+
+/** SIGUSR1 (logrotate): open `log.accessFile` again. */
+export function reopenLogs (): void {
+  if (fileSink !== null) fileSink.reopen()
+}
+
+/** Lines this thread dropped because an output did not keep up or failed. */
+export function droppedLogLines (): number {
+  return stdoutSink.dropped + (fileSink?.dropped ?? 0)
 }
 
 /** Flush buffered log lines; resolves when written or after `timeoutMs`, whichever is first. */
 export async function flushLogs (timeoutMs = 1000): Promise<void> {
-  await new Promise<void>((resolve) => {
-    const timer = setTimeout(resolve, timeoutMs)
-    timer.unref()
-    try {
-      destination.flush(() => { clearTimeout(timer); resolve() })
-    } catch {
-      clearTimeout(timer)
-      resolve()
-    }
-  })
+  await Promise.all([stdoutSink.drain(timeoutMs), fileSink !== null ? fileSink.drain(timeoutMs) : undefined])
 }

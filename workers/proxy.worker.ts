@@ -9,11 +9,11 @@ import { SharedState } from '../src/shared/state'
 import { createThreadProxy, attachConnection, applyConfig, startThreadStats, drainThread, setWorkerSlot } from '../src/proxy/thread'
 import type { WorkerInit, ConnectionTask, ControlMessage } from '../src/primary/workers'
 import { ADOPT_TAKING, ADOPT_WRAPPED } from '../src/primary/adoption'
-import { logger, flushLogs, setLogLevel } from '../src/log'
+import { logger, flushLogs, configureLog, reopenLogs } from '../src/log'
 
 const init = workerData as WorkerInit
 const state = new SharedState(init.state)
-setLogLevel(init.config.log.level)
+applyLogConfig(init.config)
 const ctx = createThreadProxy(init.config, state, init.table, { stickySecret: init.stickySecret, cache: init.cache })
 // after the context exists; also makes this thread's cache claims carry the slot (freed by the primary if we die)
 setWorkerSlot(ctx, state.claimWorkerSlot(threadId))
@@ -25,12 +25,21 @@ channel.unref()
 channel.onmessage = (event: unknown) => {
   const message = (event as { data: ControlMessage }).data
   if (message.type === 'config') {
-    setLogLevel(message.config.log.level)
+    applyLogConfig(message.config)
     applyConfig(ctx, message.config, message.table, { stickySecret: init.stickySecret, cache: init.cache })
   } else if (message.type === 'drain') {
     drainThread(ctx)
     void flushLogs()
+  } else if (message.type === 'flushLogs') {
+    void flushLogs(message.timeoutMs).then(() => { channel.postMessage({ type: 'logsFlushed', threadId } satisfies ControlMessage) })
+  } else if (message.type === 'reopenLogs') {
+    reopenLogs()
   }
+}
+
+function applyLogConfig (config: WorkerInit['config']): void {
+  const failure = configureLog(config.log)
+  if (failure !== null) logger.error({ err: failure }, 'the access log stays where it was')
 }
 
 export default async function serveConnection (task: ConnectionTask): Promise<void> {

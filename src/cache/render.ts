@@ -7,6 +7,7 @@
  */
 import type { CacheEntry } from './entry'
 import { storedLines, lineName } from './stored-head'
+import type { ByteRange } from './range'
 
 /** A response rendered from the cache: head fields without the final CRLF, and the body to send. */
 export class CachedResponse {
@@ -45,5 +46,33 @@ export function renderStored (e: CacheEntry, xCache: string, cacheStatus: string
   }
   out.head += 'Age: ' + ageSec + '\r\nX-Cache: ' + xCache + '\r\nCache-Status: ' + cacheStatus + '\r\n'
   out.body = notModified || head || e.body.length === 0 ? null : e.body
+  return out
+}
+
+/**
+ * A Range answer from a complete stored 200 (RFC 9110 §14): `range` given, a
+ * 206 with Content-Range and that part of the body (§15.3.7: the stored
+ * fields, Content-Length of the part); null, a 416 whose Content-Range gives
+ * "*" for the range and the stored length (§15.5.17), and no body.
+ */
+export function renderPartial (e: CacheEntry, range: ByteRange | null, xCache: string, cacheStatus: string, out: CachedResponse): CachedResponse {
+  const length = e.body.length
+  const tail = 'Age: ' + Math.floor(e.currentAgeMs / 1000) + '\r\nX-Cache: ' + xCache + '\r\nCache-Status: ' + cacheStatus + '\r\n'
+  if (range === null) {
+    out.status = 416
+    out.head = 'HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */' + length + '\r\nContent-Length: 0\r\n' + tail
+    out.body = null
+    return out
+  }
+  const lines = storedLines(e.head)
+  let text = 'HTTP/1.1 206 Partial Content\r\n'
+  for (let i = 1; i < lines.length; i++) {
+    const name = lineName(lines[i])
+    if (name !== 'content-length' && name !== 'content-range') text += lines[i] + '\r\n'
+  }
+  const size = range.last - range.first + 1
+  out.status = 206
+  out.head = text + 'Content-Range: bytes ' + range.first + '-' + range.last + '/' + length + '\r\nContent-Length: ' + size + '\r\n' + tail
+  out.body = size === 0 ? null : e.body.subarray(range.first, range.last + 1)
   return out
 }

@@ -16,9 +16,11 @@
  * purged stay in the ring as dead bytes until the tail reaches them.
  *
  * ---- Concurrency -----------------------------------------------------------
- * Writers (store, remove, and the eviction they do) take one try-lock word
- * with compareExchange; a thread that finds it held skips its write (caching
- * is best effort; skipped stores are counted) and never waits. Readers take
+ * Writers (store, remove, and the eviction they do) take one lock word
+ * with compareExchange (./write-lock); a thread that finds it held spins for
+ * at most the time its caller allows (the request path: half a millisecond,
+ * then it retries on a later turn of its loop, src/proxy/cache-path.ts
+ * commit), never Atomics.wait. Readers take
  * no lock: a record's first word is its id, a seqlock. A reader checks the id
  * (the index slot's copy) before reading, copies everything out, fences and
  * checks again; any change means a miss. A writer clears the id of a record
@@ -61,6 +63,7 @@ import { hashKey, isLatin1, variantKey, varyValues, type HeaderSource } from './
 import { clearSlot, emptySlotFor, fillSlot, repointSlot, slotOfRecord } from './index-table'
 import { claimFill, claimTag, releaseFill, releaseFillsOf, MAX_CLAIM_OWNER } from './fill-claims'
 import { currentAgeMs } from './policy'
+import { WriteLock, LOCK_BUSY, LOCK_TAKEN_OVER } from './write-lock'
 
 export { CacheEntry }
 export type { CacheEntryInput }
@@ -69,7 +72,11 @@ export type { CacheEntryInput }
 /** tryRemove() results. */
 export const REMOVED = 1
 export const ABSENT = 0
+/** tryRemove() / tryStore(): the write lock stayed taken; try again later. */
 export const BUSY = -1
+/** tryStore() results (and BUSY). */
+export const STORED = 1
+export const REFUSED = 0
 
 export interface SharedCacheInit {
   buffer: SharedArrayBuffer
@@ -123,9 +130,7 @@ export class SharedCacheStore {
   private readonly hash = new Int32Array(2)
   /** This instance's own word for fence(): never contended. */
   private readonly fenceWord = new Int32Array(new SharedArrayBuffer(4))
-  private lockToken = 0
-  /** C_LOCK_OWNER's value while this instance holds the lock. */
-  private lockOwner = 0
+  private readonly writeLock: WriteLock
   /** Who this instance claims fills and takes the lock as (see Ownership above). */
   private ownerId = 0
   // the last marker read (find -> KIND_MARKER): its generation and names, kept by id
@@ -165,6 +170,7 @@ export class SharedCacheStore {
     this.seed = this.ctl[C.C_SEED]
     this.hashBits = this.ctl[C.C_HASH_BITS]
     this.leaseMs = this.ctl[C.C_LOCK_LEASE_MS]
+    this.writeLock = new WriteLock(this.ctl, this.leaseMs)
     this.fills = new BigInt64Array(buffer, C.FILL_OFFSET, C.FILL_SLOTS)
     this.index = new Int32Array(buffer, layout.indexOffset, layout.indexSlots * C.INDEX_INTS)
     this.refs = new Uint8Array(buffer, layout.refOffset, layout.indexSlots)
@@ -322,31 +328,40 @@ export class SharedCacheStore {
    * Store `entry` under `key` (a primary key, key.ts). With varyNames, a
    * marker naming them goes under `key` (kept if it already names the same
    * fields, so sibling variants survive) and the entry under the variant key
-   * of entry.varyValues. false when another thread holds the write lock
-   * (counted, never waited for) or the entry is refused: head + body over
-   * maxEntryBytes, Vary: *, a key over MAX_KEY_BYTES or not latin1, or no
-   * index slot left on its probe run.
+   * of entry.varyValues. false when the write lock stayed taken for
+   * `spinMs` (0: one attempt; counted as a skipped store) or the entry is
+   * refused: head + body over maxEntryBytes, Vary: *, a key over
+   * MAX_KEY_BYTES or not latin1, or no index slot left on its probe run.
    */
-  store (key: string, entry: CacheEntryInput): boolean {
+  store (key: string, entry: CacheEntryInput, spinMs = 0): boolean {
+    const result = this.tryStore(key, entry, spinMs)
+    if (result === BUSY) this.countSkippedStore()
+    return result === STORED
+  }
+
+  /** store() telling apart STORED, REFUSED and BUSY (the caller decides whether to retry; nothing is counted for BUSY). */
+  tryStore (key: string, entry: CacheEntryInput, spinMs: number): number {
     const names = entry.varyNames !== null && entry.varyNames.length > 0 ? entry.varyNames : null
     if (entry.head.length + entry.body.length > this.maxEntryBytes ||
-      (names !== null && (names.includes('*') || entry.varyValues === null))) return this.refuse()
-    if (!this.lock()) {
-      Atomics.add(this.ctl, C.C_SKIPPED_STORES, 1)
-      return false
-    }
+      (names !== null && (names.includes('*') || entry.varyValues === null))) { this.refuse(); return REFUSED }
+    if (!this.lock(spinMs)) return BUSY
     try {
-      if (names === null) return this.put(key, C.KIND_ENTRY, entry, '', 0)
+      if (names === null) return this.put(key, C.KIND_ENTRY, entry, '', 0) ? STORED : REFUSED
       const varyText = names.join(',')
       let generation = this.liveMarkerGeneration(key, varyText)
       if (generation === 0) {
         generation = this.nextGeneration()
-        if (!this.put(key, C.KIND_MARKER, null, varyText, generation)) return false
+        if (!this.put(key, C.KIND_MARKER, null, varyText, generation)) return REFUSED
       }
-      return this.put(variantKey(key, generation, entry.varyValues as string), C.KIND_ENTRY, entry, '', 0)
+      return this.put(variantKey(key, generation, entry.varyValues as string), C.KIND_ENTRY, entry, '', 0) ? STORED : REFUSED
     } finally {
       this.unlock()
     }
+  }
+
+  /** A store given up because the write lock stayed taken (stats().skippedStores). */
+  countSkippedStore (): void {
+    Atomics.add(this.ctl, C.C_SKIPPED_STORES, 1)
   }
 
   /** Count a request's outcome (H_CACHE_HITS / H_CACHE_MISSES) in shared state. */
@@ -364,9 +379,9 @@ export class SharedCacheStore {
     return this.tryRemove(key) === REMOVED
   }
 
-  /** Like remove(), telling apart REMOVED, ABSENT (nothing stored) and BUSY (try again). */
-  tryRemove (key: string): number {
-    if (!this.lock()) return BUSY
+  /** Like remove(), telling apart REMOVED, ABSENT (nothing stored) and BUSY (the lock stayed taken for `spinMs`: try again). */
+  tryRemove (key: string, spinMs = 0): number {
+    if (!this.lock(spinMs)) return BUSY
     try {
       if (key.length > C.MAX_KEY_BYTES) return ABSENT
       hashKey(key, this.seed, this.hashBits, this.hash)
@@ -414,9 +429,8 @@ export class SharedCacheStore {
    * takeover would, only without waiting for the lease. true when it did.
    */
   recoverLockOf (owner: number): boolean {
-    const held = Atomics.load(this.ctl, C.C_LOCK)
-    if (held === 0 || Atomics.load(this.ctl, C.C_LOCK_OWNER) !== C.lockOwnerWord(held, owner)) return false
-    if (!this.takeOver(held, C.lockToken(Date.now()))) return false
+    if (!this.writeLock.takeOverFrom(owner, this.ownerId)) return false
+    this.reset()
     this.unlock()
     return true
   }
@@ -691,37 +705,15 @@ export class SharedCacheStore {
     Atomics.load(this.fenceWord, 0)
   }
 
-  private lock (): boolean {
-    const now = Date.now()
-    const token = C.lockToken(now)
-    const held = Atomics.compareExchange(this.ctl, C.C_LOCK, 0, token)
-    if (held === 0) { this.holding(token); return true }
-    if (C.lockHeldMs(held, now) <= this.leaseMs) return false
-    // the holder died inside the lock and nobody freed it for it (recoverLockOf)
-    return this.takeOver(held, token)
-  }
-
-  /** Take the lock from a dead holder (its token `held`), and trust nothing it left. */
-  private takeOver (held: number, token: number): boolean {
-    if (Atomics.compareExchange(this.ctl, C.C_LOCK, held, token) !== held) return false
-    this.holding(token)
-    Atomics.add(this.ctl, C.C_LOCK_TAKEOVERS, 1)
-    this.reset()
-    return true
-  }
-
-  /** Just took the lock: say who holds it (see lockOwnerWord). */
-  private holding (token: number): void {
-    this.lockToken = token
-    this.lockOwner = C.lockOwnerWord(token, this.ownerId)
-    Atomics.store(this.ctl, C.C_LOCK_OWNER, this.lockOwner)
+  /** Take the write lock, spinning up to `spinMs`; a lock taken over from a dead holder resets the cache first. */
+  private lock (spinMs = 0): boolean {
+    const result = this.writeLock.acquireWithin(this.ownerId, spinMs)
+    if (result === LOCK_TAKEN_OVER) this.reset()
+    return result !== LOCK_BUSY
   }
 
   private unlock (): void {
-    // owner word first: once C_LOCK is free the next holder may write its own.
-    // compareExchange, not store: a holder whose lease was taken over must not free the new holder's lock
-    Atomics.compareExchange(this.ctl, C.C_LOCK_OWNER, this.lockOwner, 0)
-    Atomics.compareExchange(this.ctl, C.C_LOCK, this.lockToken, 0)
+    this.writeLock.release()
   }
 
   /** Empty the cache (under the lock). Zeroing the whole arena clears every id a reader might hold. */

@@ -316,6 +316,8 @@ export const configSchema = {
         cacheAuthorized: { type: 'boolean', default: false },
         // RFC 9213 §2: a targeted cache-control field of our own, obeyed before CDN-Cache-Control ('' = none)
         targetedField: { type: 'string', default: '', pattern: "^([!#$%&'*+.^_`|~0-9A-Za-z-]+)?$", maxLength: 64 },
+        // RFC 5861 §4: how long past its freshness a response may be served when the upstream fails, unless it says
+        staleIfErrorMs: { type: 'integer', minimum: 0, maximum: 2_147_483_647, default: 0 },
       },
     },
     firewall: {
@@ -378,6 +380,10 @@ export const configSchema = {
       properties: {
         level: { enum: logLevels, default: 'info' },
         access: { type: 'boolean', default: true },
+        // the path without its query string (tokens, e-mail addresses) in the access log and warnings
+        redactQuery: { type: 'boolean', default: false },
+        // access-log lines to this file (appended; reopened on SIGUSR1 for logrotate) instead of stdout
+        accessFile: { type: 'string', minLength: 1 },
       },
     },
     proxy: {

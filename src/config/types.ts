@@ -56,6 +56,7 @@ export interface CacheConfig {
   maxEntryBytes: number
   cacheAuthorized: boolean
   targetedField: string
+  staleIfErrorMs: number
 }
 
 export interface FirewallRuleConfig {
@@ -155,7 +156,7 @@ export interface Config {
   cache?: CacheConfig
   firewall?: FirewallConfig
   admin?: { listen: string, token?: string }
-  log: { level: LogLevel, access: boolean }
+  log: { level: LogLevel, access: boolean, redactQuery: boolean, accessFile?: string }
   proxy: { via: string, allowedUpgrades: string[] }
 }
 

@@ -18,7 +18,7 @@ import { PoolHealth } from '../routing/pool-health'
 import { shadowedRoutes } from '../routing/check'
 import { rateTableSlots } from '../routing/rate-table'
 import { upstreamStatus, type UpstreamStatus } from '../health/status'
-import { logger, setLogLevel, flushLogs } from '../log'
+import { logger, configureLog, flushLogs, reopenLogs } from '../log'
 import { version } from '../version'
 import { startAdmin, type AdminServer } from '../admin/server'
 import type { AdminTarget, ReloadResult } from '../admin/target'
@@ -56,7 +56,8 @@ export class Switchyard implements AdminTarget {
 
   private constructor (config: Config) {
     this.config = config
-    setLogLevel(config.log.level)
+    const logFailure = configureLog(config.log)
+    if (logFailure !== null) throw new Error(logFailure)
     this.state = SharedState.create(rateTableSlots(config))
     this.table = buildUpstreamTable(config, this.state, null)
     warnShadowedRoutes(config)
@@ -171,12 +172,19 @@ export class Switchyard implements AdminTarget {
     warnShadowedRoutes(effective)
     this.config = effective
     this.table = table
-    setLogLevel(effective.log.level)
+    const logFailure = configureLog(effective.log)
+    if (logFailure !== null) logger.error({ err: logFailure }, 'the access log stays where it was')
     if (this.sequential !== null) applyConfig(this.sequential, effective, table, { stickySecret: this.stickySecret, cache: this.cacheInit })
     if (this.workers !== null) this.workers.broadcast({ type: 'config', config: effective, table })
     this.health.apply(effective, table)
     logger.info({ upstreams: table.map((u) => u.pool === 'default' ? u.address : `${u.pool}/${u.address}`), routes: effective.routes?.length ?? 0, restartNeeded }, 'configuration reloaded')
     return { applied: true, restartNeeded }
+  }
+
+  /** SIGUSR1 (logrotate): every thread opens `log.accessFile` again. */
+  reopenLogs (): void {
+    reopenLogs()
+    if (this.workers !== null) this.workers.broadcast({ type: 'reopenLogs' })
   }
 
   /** Stop accepting, let in-flight requests finish (up to drainMs), then release everything. */

@@ -49,6 +49,11 @@ const MAX_HANDOFF_ATTEMPTS = 3
 export type ControlMessage =
   | { type: 'config', config: Config, table: readonly UpstreamEntry[] }
   | { type: 'drain' }
+  | { type: 'reopenLogs' }
+  /** Write every buffered log line, then answer logsFlushed (before the pool is destroyed). */
+  | { type: 'flushLogs', timeoutMs: number }
+  /** A worker's answer to flushLogs (workers ignore it). */
+  | { type: 'logsFlushed', threadId: number }
 
 export class WorkerPool {
   readonly pool: Piscina
@@ -186,6 +191,29 @@ export class WorkerPool {
     logger.warn({ threads: this.threads }, 'workers were slow to start; serving anyway')
   }
 
+  /** Ask every worker to write its buffered log lines; resolves when all have answered or after `ms`. */
+  private async flushWorkerLogs (ms: number): Promise<void> {
+    const waiting = new Set(this.pool.threads.map((w) => w.threadId).filter((id) => id >= 0))
+    if (waiting.size === 0) return
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, ms)
+      const channel = this.channel
+      function onMessage (event: unknown): void {
+        const message = (event as { data: ControlMessage }).data
+        if (message.type !== 'logsFlushed') return
+        waiting.delete(message.threadId)
+        if (waiting.size === 0) done()
+      }
+      function done (): void {
+        clearTimeout(timer)
+        channel.removeEventListener('message', onMessage)
+        resolve()
+      }
+      channel.addEventListener('message', onMessage)
+      this.broadcast({ type: 'flushLogs', timeoutMs: ms })
+    })
+  }
+
   broadcast (message: ControlMessage): void {
     this.channel.postMessage(message)
   }
@@ -199,6 +227,8 @@ export class WorkerPool {
     while (this.inFlight.size > 0 && Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, 20))
     }
+    // a worker's buffered log lines die with its thread: have every one written first
+    await this.flushWorkerLogs(Math.max(500, deadline - Date.now()))
     this.stopping = true
     await this.pool.destroy()
     this.channel.close()

@@ -3,11 +3,20 @@
  * rejected requests and upstream trouble. Fields are flat and named the same
  * on every line so the log can be queried. It reads an AccessRecord, which the
  * client connection fills in: the log knows nothing of connections.
+ *
+ * A line is built as bytes straight into the thread's log buffer
+ * (src/log-sink.ts): request fields are copied from the parser's buffer with
+ * JSON escaping byte by byte, numbers written as digits, the time formatted
+ * once per millisecond. No string is built for a line, nothing is
+ * serialised generically (JSON.stringify, pino's serializer): the line must
+ * cost well under 2 µs (bench/micro/access-log.ts measures it).
  */
 import { performance } from 'node:perf_hooks'
-import { accessLogger, logger, writeAccessLine } from '../log'
+import { accessLog, logger } from '../log'
 import type { UpstreamEntry } from '../shared/state'
 import type { ErrorCode } from '../errors'
+import { H_HOST } from '../http/header-names'
+import type { HeadParser } from '../http/head-parser'
 
 /** What one access-log line says about a request. */
 export interface AccessRecord {
@@ -15,29 +24,283 @@ export interface AccessRecord {
   readonly method: string
   /** The request target as received ('' when the request line never completed). */
   readonly target: string
+  /** The request's head as parsed (target, Host, User-Agent, Referer, version are read from its bytes). */
+  readonly parser: HeadParser
   readonly status: number
   readonly entry: UpstreamEntry | null
   readonly bytesOut: number
+  /** Request bytes read from the client: head and body. */
+  readonly bytesIn: number
   /** performance.now() when the request's first byte was read. */
   readonly startedAt: number
+  /** Milliseconds from sending the request upstream to its response head; -1 when none came. */
+  readonly upstreamMs: number
+  /** The request's ID (request IDs, when on); '' for none. */
+  readonly requestId?: string
+  /** Times the request was tried again (resilience); absent: not counted. */
+  readonly retries?: number
+  /** The route that matched and the pool the request went to (routing); null or absent: none. */
+  readonly route?: { readonly name: string } | null
+  readonly pool?: { readonly name: string } | null
+  /** The client's scheme ('https' on a TLS listener); absent: plain HTTP only. */
+  readonly proto?: string
   /** Envoy-style response flag from the error catalogue, '-' for none. */
   readonly flag: string
-  /** The route that matched and the pool the request went to (null: none; src/routing). */
-  readonly route: { readonly name: string } | null
-  readonly pool: { readonly name: string } | null
 }
 
+// ---- the time, formatted once per millisecond ----
+let timeMs = -1
+const timeBytes = Buffer.alloc(24)
+
+function putTime (out: Buffer, pos: number, nowMs: number): number {
+  if (nowMs !== timeMs) {
+    timeMs = nowMs
+    timeBytes.latin1Write(new Date(nowMs).toISOString(), 0)
+  }
+  for (let i = 0; i < 24; i++) out[pos + i] = timeBytes[i]
+  return pos + 24
+}
+
+// ---- JSON pieces written as bytes ----
+
+/** Bytes that must be escaped in a JSON string: controls, '"', '\', and non-ASCII (written as \u00XX, their latin1 reading). */
+const ESCAPE = ((): Uint8Array => {
+  const t = new Uint8Array(256)
+  for (let b = 0; b < 256; b++) t[b] = b < 0x20 || b === 0x22 || b === 0x5c || b >= 0x7f ? 1 : 0
+  return t
+})()
+const HEX = '0123456789abcdef'
+
+function putEscapedByte (out: Buffer, pos: number, b: number): number {
+  out[pos] = 0x5c
+  if (b === 0x22 || b === 0x5c) { out[pos + 1] = b; return pos + 2 }
+  out[pos + 1] = 0x75 // \u00XX
+  out[pos + 2] = 0x30
+  out[pos + 3] = 0x30
+  out[pos + 4] = HEX.charCodeAt(b >> 4)
+  out[pos + 5] = HEX.charCodeAt(b & 15)
+  return pos + 6
+}
+
+/**
+ * The line's own JSON text (keys, punctuation) as bytes made once: copied by
+ * a loop when short, by TypedArray.set when longer (a builtin call costs about
+ * what a 12-byte loop does; see bench/micro/access-log.ts).
+ */
+function putRaw (out: Buffer, pos: number, json: Uint8Array): number {
+  const n = json.length
+  if (n > 12) { out.set(json, pos); return pos + n }
+  for (let i = 0; i < n; i++) out[pos + i] = json[i]
+  return pos + n
+}
+
+function ascii (text: string): Uint8Array {
+  return Uint8Array.from(text, (c) => c.charCodeAt(0))
+}
+
+const K_NULL = ascii('null')
+const K_CLIENT = ascii('"client":"')
+const K_METHOD = ascii('","method":"')
+const K_PATH = ascii('","path":"')
+const K_STATUS = ascii('","status":')
+const K_UPSTREAM = ascii(',"upstream":"')
+const K_UPSTREAM_NULL = ascii(',"upstream":null')
+const K_BYTES = ascii(',"bytes":')
+const K_BYTESIN = ascii(',"bytesIn":')
+const K_DURATIONMS = ascii(',"durationMs":')
+const K_UPSTREAMMS = ascii(',"upstreamMs":')
+const K_FLAG = ascii(',"flag":"')
+const K_HOST = ascii(',"host":')
+const K_HTTPVERSION = ascii(',"httpVersion":"1.')
+const K_HTTPVERSION_NULL = ascii(',"httpVersion":null')
+const K_REQUESTID = ascii(',"requestId":"')
+const K_USERAGENT = ascii(',"userAgent":')
+const K_REFERER = ascii(',"referer":')
+const K_RETRIES = ascii(',"retries":')
+const K_ROUTE = ascii(',"route":"')
+const K_POOL = ascii(',"pool":"')
+const K_TLS_TRUE = ascii(',"tls":true')
+const K_TLS_FALSE = ascii(',"tls":false')
+
+/** A string's characters (latin1 and ASCII only, as every field here is) inside a JSON string. */
+function putText (out: Buffer, pos: number, text: string): number {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i) & 0xff
+    if (ESCAPE[c] === 0) out[pos++] = c
+    else pos = putEscapedByte(out, pos, c)
+  }
+  return pos
+}
+
+/** src[start, end) inside a JSON string. */
+function putBytes (out: Buffer, pos: number, src: Buffer, start: number, end: number): number {
+  for (let i = start; i < end; i++) {
+    const b = src[i]
+    if (ESCAPE[b] === 0) out[pos++] = b
+    else pos = putEscapedByte(out, pos, b)
+  }
+  return pos
+}
+
+/** A non-negative integer's digits. */
+function putInt (out: Buffer, pos: number, n: number): number {
+  if (n < 10) { out[pos] = 0x30 + n; return pos + 1 }
+  let digits = 1
+  for (let m = n; m >= 10; m = Math.floor(m / 10)) digits++
+  let p = pos + digits
+  for (let m = n; p > pos; m = Math.floor(m / 10)) out[--p] = 0x30 + (m % 10)
+  return pos + digits
+}
+
+/** Milliseconds with three decimals (microseconds). */
+function putMillis (out: Buffer, pos: number, ms: number): number {
+  const us = Math.round(ms * 1000)
+  pos = putInt(out, pos, Math.floor(us / 1000))
+  const frac = us % 1000
+  out[pos] = 0x2e
+  out[pos + 1] = 0x30 + Math.floor(frac / 100)
+  out[pos + 2] = 0x30 + Math.floor(frac / 10) % 10
+  out[pos + 3] = 0x30 + frac % 10
+  return pos + 4
+}
+
+/** Index of the first field named `name` (lower case, not a classified name), -1 when absent. */
+function findField (p: HeadParser, name: string): number {
+  const buf = p.buf
+  const n = name.length
+  outer:
+  for (let i = 0; i < p.headerCount; i++) {
+    const s = p.nameStart(i)
+    if (p.nameEnd(i) - s !== n) continue
+    for (let j = 0; j < n; j++) if ((buf[s + j] | 0x20) !== name.charCodeAt(j)) continue outer
+    return i
+  }
+  return -1
+}
+
+function findKind (p: HeadParser, kind: number): number {
+  for (let i = 0; i < p.headerCount; i++) if (p.fieldKinds[i] === kind) return i
+  return -1
+}
+
+/** "key": then the field's value as a JSON string, or null when absent. */
+function putField (out: Buffer, pos: number, key: Uint8Array, p: HeadParser, i: number): number {
+  pos = putRaw(out, pos, key)
+  if (i === -1) return putRaw(out, pos, K_NULL)
+  out[pos++] = 0x22
+  pos = putBytes(out, pos, p.buf, p.valueStart(i), p.valueEnd(i))
+  out[pos++] = 0x22
+  return pos
+}
+
+/** Space a line can need at most: fixed text, and every variable byte escaped (6 bytes). */
+const FIXED_BYTES = 512
+
+/**
+ * One access-log line into the thread's log buffer: the same JSON pino would
+ * write for `accessLogger.info(fields)` (level name, ISO time, pid, thread,
+ * type), then the request's fields.
+ */
 export function logAccess (r: AccessRecord): void {
-  if (!accessLogger.isLevelEnabled('info')) return
-  // client, method and upstream are tokens and addresses (nothing to escape);
-  // the target may hold '"' or '\\', so it goes through JSON.stringify
-  writeAccessLine(
-    '"client":"' + r.clientIp + '","method":"' + r.method + '","path":' + JSON.stringify(r.target) +
-    ',"status":' + r.status + ',"upstream":' + (r.entry !== null ? '"' + r.entry.address + '"' : 'null') +
-    ',"bytes":' + r.bytesOut + ',"durationMs":' + Math.round((performance.now() - r.startedAt) * 1000) / 1000 +
-    ',"flag":"' + r.flag + '"' +
-    // route and pool names are tokens (config schema): nothing to escape
-    (r.route !== null ? ',"route":"' + r.route.name + '"' : '') + (r.pool !== null ? ',"pool":"' + r.pool.name + '"' : ''))
+  if (!accessLog.on) return
+  const p = r.parser
+  const complete = p.headLength > 0 // header fields are only read from a complete head
+  const hostIndex = complete && p.authorityStart === -1 ? findKind(p, H_HOST) : -1
+  const uaIndex = complete ? findField(p, 'user-agent') : -1
+  const refererIndex = complete ? findField(p, 'referer') : -1
+  const requestId = r.requestId ?? ''
+  const route = r.route?.name ?? ''
+  const pool = r.pool?.name ?? ''
+  const address = r.entry !== null ? r.entry.address : ''
+  const targetBytes = p.targetEnd - p.targetStart
+  const variable = targetBytes + r.method.length + r.clientIp.length + address.length + requestId.length + r.flag.length +
+    route.length + pool.length +
+    (hostIndex !== -1 ? p.valueEnd(hostIndex) - p.valueStart(hostIndex) : p.authorityEnd - p.authorityStart) +
+    (uaIndex !== -1 ? p.valueEnd(uaIndex) - p.valueStart(uaIndex) : 0) +
+    (refererIndex !== -1 ? p.valueEnd(refererIndex) - p.valueStart(refererIndex) : 0)
+  const sink = accessLog.sink
+  if (!sink.reserve(FIXED_BYTES + 6 * variable)) return
+  const out = sink.buf
+  const now = performance.now()
+  let pos = putRaw(out, sink.len, accessLog.prefix)
+  pos = putTime(out, pos, Math.floor(performance.timeOrigin + now))
+  pos = putRaw(out, pos, accessLog.bindings)
+
+  pos = putRaw(out, pos, K_CLIENT)
+  pos = putText(out, pos, r.clientIp)
+  pos = putRaw(out, pos, K_METHOD)
+  pos = putText(out, pos, r.method)
+  pos = putRaw(out, pos, K_PATH)
+  if (p.targetEnd > 0) {
+    const start = p.base + p.targetStart
+    let end = p.base + p.targetEnd
+    if (accessLog.redactQuery) {
+      const q = p.buf.indexOf(0x3f, start)
+      if (q !== -1 && q < end) end = q
+    }
+    pos = putBytes(out, pos, p.buf, start, end)
+  }
+  pos = putRaw(out, pos, K_STATUS)
+  pos = putInt(out, pos, r.status)
+  if (r.entry !== null) {
+    pos = putRaw(out, pos, K_UPSTREAM)
+    pos = putText(out, pos, address)
+    out[pos++] = 0x22
+  } else {
+    pos = putRaw(out, pos, K_UPSTREAM_NULL)
+  }
+  pos = putRaw(out, pos, K_BYTES)
+  pos = putInt(out, pos, r.bytesOut)
+  pos = putRaw(out, pos, K_BYTESIN)
+  pos = putInt(out, pos, r.bytesIn)
+  pos = putRaw(out, pos, K_DURATIONMS)
+  pos = putMillis(out, pos, now - r.startedAt)
+  pos = putRaw(out, pos, K_UPSTREAMMS)
+  pos = r.upstreamMs >= 0 ? putMillis(out, pos, r.upstreamMs) : putRaw(out, pos, K_NULL)
+  pos = putRaw(out, pos, K_FLAG)
+  pos = putText(out, pos, r.flag)
+  out[pos++] = 0x22
+  // an absolute-form target's authority is the request's host (RFC 9112 §3.2.2)
+  if (p.authorityStart !== -1 && complete) {
+    pos = putRaw(out, pos, K_HOST)
+    out[pos++] = 0x22
+    pos = putBytes(out, pos, p.buf, p.base + p.authorityStart, p.base + p.authorityEnd)
+    out[pos++] = 0x22
+  } else {
+    pos = putField(out, pos, K_HOST, p, hostIndex)
+  }
+  pos = putField(out, pos, K_USERAGENT, p, uaIndex)
+  pos = putField(out, pos, K_REFERER, p, refererIndex)
+  if (p.targetEnd > 0) {
+    pos = putRaw(out, pos, K_HTTPVERSION)
+    pos = putInt(out, pos, p.versionMinor)
+    out[pos++] = 0x22
+  } else {
+    pos = putRaw(out, pos, K_HTTPVERSION_NULL)
+  }
+  if (requestId !== '') {
+    pos = putRaw(out, pos, K_REQUESTID)
+    pos = putText(out, pos, requestId)
+    out[pos++] = 0x22
+  }
+  if (r.retries !== undefined) {
+    pos = putRaw(out, pos, K_RETRIES)
+    pos = putInt(out, pos, r.retries)
+  }
+  if (route !== '') {
+    pos = putRaw(out, pos, K_ROUTE)
+    pos = putText(out, pos, route)
+    out[pos++] = 0x22
+  }
+  if (pool !== '') {
+    pos = putRaw(out, pos, K_POOL)
+    pos = putText(out, pos, pool)
+    out[pos++] = 0x22
+  }
+  if (r.proto !== undefined) pos = putRaw(out, pos, r.proto === 'https' ? K_TLS_TRUE : K_TLS_FALSE)
+  out[pos++] = 0x7d // }
+  out[pos++] = 0x0a
+  sink.commit(pos)
 }
 
 export function logRejected (r: AccessRecord, code: ErrorCode, detail: string): void {

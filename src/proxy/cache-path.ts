@@ -6,16 +6,29 @@
  * key collapsed so one request goes upstream while the others wait for the
  * entry. Only responses with a Content-Length body (or none) are stored; a
  * chunked response passes through uncached.
+ *
+ * Stale entries (RFC 5861): within stale-while-revalidate one is answered at
+ * once and refreshed in the background by whichever request wins its fill
+ * claim (./cache-revalidate.ts); within stale-if-error (or
+ * cache.staleIfErrorMs) it is kept at hand while the request goes upstream
+ * and answered instead of the error when the upstream is unreachable, times
+ * out, closes, or answers 500/502/503/504. A Range GET for a complete stored
+ * 200 is answered 206 (or 416) from it (RFC 9110 §14).
+ *
+ * Every response the cache saw carries X-Cache and Cache-Status (RFC 9211).
  */
 import type { Writable } from 'node:stream'
-import type { CacheConfig } from '../config/types'
-import { SharedCacheStore, CacheEntry, BUSY } from '../cache/store'
+import { SharedCacheStore, CacheEntry } from '../cache/store'
+import { CacheHook, type CacheUser } from './cache-hook'
 import {
   requestCacheMode, responseFreshness, correctedInitialAgeSec, freshEnoughForRequest, conditionalMatches, varyNames,
-  parseHttpDate, staleAllowed, CacheControl, CACHE_BYPASS, CACHE_LOOKUP,
+  parseHttpDate, staleAllowed, staleUse, currentAgeMs, CacheControl, CACHE_BYPASS, CACHE_LOOKUP, STALE_NEVER, STALE_REVALIDATE,
 } from '../cache/policy'
-import { mergeNotModified, StoredHeadView } from '../cache/stored-head'
-import { CachedResponse, renderStored, cacheStatusHit, ONLY_IF_CACHED_HEAD, ONLY_IF_CACHED_BODY } from '../cache/render'
+import { mergeNotModified, fieldsOfParser, FieldsView } from '../cache/stored-head'
+import { CachedResponse, renderStored, renderPartial, cacheStatusHit, ONLY_IF_CACHED_HEAD, ONLY_IF_CACHED_BODY } from '../cache/render'
+import { ByteRange, parseRange, ifRangeAllows, RANGE_SATISFIABLE, RANGE_UNSATISFIABLE } from '../cache/range'
+import { Revalidation, revalidateInBackground } from './cache-revalidate'
+import type { ErrorCode } from '../errors'
 import { primaryKey, varyValues } from '../cache/key'
 import { HeadView } from '../cache/head-view'
 import type { HeadParser } from '../http/head-parser'
@@ -24,107 +37,11 @@ import { H_AUTHORIZATION } from '../http/header-names'
 import { buildStoredHead } from '../http/serialize'
 import { H_CACHE_HITS, H_CACHE_MISSES } from '../shared/layout'
 
-/** How long a request waits for another thread's fill of the same key before going upstream itself. */
-const FILL_WAIT_MS_MAX = 10_000
-const WAITER_POLL_MS = 5
-/** How long a URL whose response could not be stored skips coalescing. */
-const PASS_MS = 10_000
-const PASS_MARKS_MAX = 10_000
-
-/** One per thread: the store and the requests waiting for a fill. */
-export class CacheHook {
-  readonly store: SharedCacheStore
-  private cacheConfig!: CacheConfig
-  /** cache.targetedField lower-cased ('' = none): the field name the policy asks the response for. */
-  targetedField = ''
-  readonly waiters = new Set<CacheUser>()
-  private timer: NodeJS.Timeout | null = null
-  /** Responses arrive within responseMs, so a fill claim older than that is abandoned. */
-  fillTtlMs: number
-  /** URLs whose last response could not be stored, until when (ms): no coalescing for them. */
-  private readonly passUntil = new Map<string, number>()
-
-  constructor (store: SharedCacheStore, config: CacheConfig, responseMs: number) {
-    this.store = store
-    this.config = config
-    this.fillTtlMs = Math.min(FILL_WAIT_MS_MAX, responseMs + 1000)
-  }
-
-  get config (): CacheConfig { return this.cacheConfig }
-
-  /** A reload swaps the policy (the memory stays). */
-  set config (config: CacheConfig) {
-    this.cacheConfig = config
-    this.targetedField = config.targetedField.toLowerCase()
-  }
-
-  /**
-   * Remove `key` (RFC 9111 §4.4 invalidation). remove() is also false when
-   * another thread holds the write lock, so try a few times, a few ms apart.
-   */
-  invalidate (key: string, attempt = 0): void {
-    // the write lock is held for a copy at most: a short bounded spin nearly always gets it,
-    // so the entry is gone before the response that caused it is relayed
-    for (let spin = 0; spin < (attempt === 0 ? 64 : 1); spin++) {
-      if (this.store.tryRemove(key) !== BUSY) return
-    }
-    if (attempt >= 10) return
-    setTimeout(invalidateLater, 5, this, key, attempt + 1).unref()
-  }
-
-  markPass (key: string, now: number): void {
-    // bounded: a flood of distinct uncacheable URLs only forgets the marks early
-    if (this.passUntil.size >= PASS_MARKS_MAX) this.passUntil.clear()
-    this.passUntil.set(key, now + PASS_MS)
-  }
-
-  isPass (key: string, now: number): boolean {
-    const until = this.passUntil.get(key)
-    if (until === undefined) return false
-    if (until > now) return true
-    this.passUntil.delete(key)
-    return false
-  }
-
-  count (field: number): void {
-    this.store.countRequest(field)
-  }
-
-  park (user: CacheUser): void {
-    this.waiters.add(user)
-    if (this.timer === null) {
-      this.timer = setInterval(pollWaiters, WAITER_POLL_MS, this)
-      this.timer.unref()
-    }
-  }
-
-  unpark (user: CacheUser): void {
-    this.waiters.delete(user)
-    if (this.waiters.size === 0 && this.timer !== null) {
-      clearInterval(this.timer)
-      this.timer = null
-    }
-  }
-}
-
-function invalidateLater (hook: CacheHook, key: string, attempt: number): void {
-  hook.invalidate(key, attempt)
-}
-
-function pollWaiters (hook: CacheHook): void {
-  const now = Date.now()
-  // a snapshot: retry() takes a waiter out and may put it back, which a live Set
-  // iteration would visit again, forever
-  const waiting = Array.from(hook.waiters)
-  for (const user of waiting) user.onCacheWaitTick(now)
-}
-
-/** What the cache needs of a client connection: its parser, and a nudge while it waits for a fill. */
-export interface CacheUser {
-  readonly parser: HeadParser
-  /** Parked for a fill: look again (CacheState.lookupAgain) and act on the decision. */
-  onCacheWaitTick (now: number): void
-}
+/** Upstream failures after which a stale-if-error entry is answered instead (RFC 5861 §4: "would result in a 500, 502, 503, or 504"). */
+const STALE_IF_ERROR_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  'SWY_ERR_NO_HEALTHY_UPSTREAM', 'SWY_ERR_UPSTREAM_CONNECT', 'SWY_ERR_UPSTREAM_RESET', 'SWY_ERR_UPSTREAM_PROTOCOL',
+  'SWY_ERR_UPSTREAM_TIMEOUT', 'SWY_ERR_UPSTREAM_IDLE',
+])
 
 /**
  * The cache phase's decision: `hit` (answer with CacheState.response, which
@@ -181,6 +98,9 @@ export class CacheState {
   fwd = ''
   /** Waited for another request's fill (RFC 9211 collapsed). */
   collapsed = false
+  /** `entry` is stale but may be answered if the upstream fails (RFC 5861 §4). */
+  staleOnError = false
+  readonly range = new ByteRange()
   /** X-Cache and Cache-Status lines for a relayed response, set by onResponseHead. */
   relayFields = ''
   readonly response = new CachedResponse()
@@ -208,6 +128,7 @@ export class CacheState {
     this.xCache = ''
     this.fwd = ''
     this.collapsed = false
+    this.staleOnError = false
     this.relayFields = ''
   }
 
@@ -249,6 +170,24 @@ export class CacheState {
         return 'hit'
       }
       this.fwd = this.mode !== CACHE_LOOKUP ? 'request' : entry.fresh ? 'request' : 'stale'
+      this.staleOnError = false
+      if (!entry.fresh && this.mode === CACHE_LOOKUP) {
+        const use = staleUse(entry.neverStale, entry.staleWhileRevalidateSec, entry.staleIfErrorSec, this.hook.config.staleIfErrorMs,
+          entry.currentAgeMs - entry.freshForMs)
+        if (use === STALE_REVALIDATE) {
+          // RFC 5861 §3: answer at once; one background revalidation per entry across all
+          // threads (the fill claim), the others (and later requests) keep getting this entry
+          if (store.tryClaimFill(this.key, now, this.hook.fillTtlMs)) {
+            const upstream = this.user.revalidationUpstream()
+            if (upstream !== null) revalidateInBackground(this.hook, new Revalidation(this.key, upstream, this.user.parser, entry))
+            else store.releaseFill(this.key)
+          }
+          this.hook.count(H_CACHE_HITS)
+          this.serve('STALE', this.staleStatus('', 'stale-while-revalidate'))
+          return 'hit'
+        }
+        this.staleOnError = use !== STALE_NEVER
+      }
       // stale, or the client asked for revalidation: ask the upstream with our validators,
       // unless the client brings its own (then its answer is for it, not for us)
       const clientConditional = this.view.header('if-none-match') !== null || this.view.header('if-modified-since') !== null
@@ -302,11 +241,53 @@ export class CacheState {
       (e.lastModified !== null ? `If-Modified-Since: ${e.lastModified}\r\n` : '')
   }
 
-  /** Answer from the stored entry: 304 when the client's own validators match, else the entry. */
+  /**
+   * Answer from the stored entry: 304 when the client's own validators
+   * match, a 206 / 416 for a single Range of a stored 200 (RFC 9110 §14.2:
+   * GET only), else the entry.
+   */
   private serve (xCache: string, cacheStatus: string): void {
     const e = this.entry
     const notModified = e.status === 200 && conditionalMatches(this.view, e.etag, e.lastModified)
+    if (!notModified && !this.isHead && e.status === 200) {
+      const range = this.view.header('range')
+      if (range !== null && ifRangeAllows(this.view.header('if-range'), e.etag, e.lastModified)) {
+        const r = parseRange(range, e.body.length, this.range)
+        if (r === RANGE_SATISFIABLE) { renderPartial(e, this.range, xCache, cacheStatus, this.response); return }
+        if (r === RANGE_UNSATISFIABLE) { renderPartial(e, null, xCache, cacheStatus, this.response); return }
+      }
+    }
     renderStored(e, xCache, cacheStatus, notModified, this.isHead, this.response)
+  }
+
+  /** Cache-Status of a stale answer: a hit with a negative ttl, or a forward whose failure it covers (RFC 9211 §2). */
+  private staleStatus (fwdStatus: string, detail: string): string {
+    const e = this.entry
+    const ttl = Math.floor((e.freshForMs - e.currentAgeMs) / 1000)
+    return detail === 'stale-while-revalidate'
+      ? 'switchyard; hit; ttl=' + ttl + '; detail=' + detail
+      : 'switchyard; fwd=stale' + (fwdStatus !== '' ? '; fwd-status=' + fwdStatus : '') + '; ttl=' + ttl + '; detail=' + detail
+  }
+
+  /**
+   * The upstream failed before any response (unreachable, refused, reset,
+   * closed on purpose, timed out): answer with the stale entry when
+   * stale-if-error allows it (RFC 5861 §4). true when this.response holds it.
+   */
+  serveStaleOnError (code: ErrorCode): boolean {
+    if (!this.staleOnError || !STALE_IF_ERROR_CODES.has(code)) return false
+    this.answerStale('')
+    return true
+  }
+
+  private answerStale (fwdStatus: string): CachedResponse {
+    this.staleOnError = false
+    this.storedHead = null
+    this.release()
+    const e = this.entry
+    e.currentAgeMs = currentAgeMs(e.initialAgeSec, e.storedAtMs, Date.now())
+    this.serve('STALE', this.staleStatus(fwdStatus, 'stale-if-error'))
+    return this.response
   }
 
   /** X-Cache and Cache-Status (RFC 9211) of a response relayed from the upstream. */
@@ -329,6 +310,9 @@ export class CacheState {
     }
     if (this.key === '') { this.setRelayFields(res.status, false); return null }
     const now = Date.now()
+    const status = res.status
+    // RFC 5861 §4: an error answer with a stale-if-error entry at hand: the entry instead
+    if (this.staleOnError && (status === 500 || status === 502 || status === 503 || status === 504)) return this.answerStale(String(status))
     if (this.revalidating && res.status === 304) return this.onNotModified(res, now)
     if (this.revalidating) this.xCache = 'MISS' // the upstream sent a new response instead
     this.storedHead = null
@@ -342,8 +326,9 @@ export class CacheState {
     if (freshFor < 0 || !(framing === BODY_NONE || (framing === BODY_LENGTH && res.contentLength <= this.hook.store.maxEntryBytes)) ||
         (names !== null && names.includes('*'))) {
       // not storable: remember it for a while (Varnish's hit-for-pass) so that requests for
-      // this URL stop queueing behind one another's fills, and let the waiters go now
-      this.hook.markPass(this.key, now)
+      // this URL stop queueing behind one another's fills, and let the waiters go now.
+      // A 206 says nothing of the URL (it answered a Range), so it marks nothing.
+      if (status !== 206) this.hook.markPass(this.key, now)
       this.release()
       this.setRelayFields(res.status, false)
       return null
@@ -372,8 +357,8 @@ export class CacheState {
   private onNotModified (res: HeadParser, now: number): CachedResponse {
     const e = this.entry
     const config = this.hook.config
-    const head = mergeNotModified(e.head, res)
-    const merged = new StoredHeadView(head, e.status)
+    const head = mergeNotModified(e.head, fieldsOfParser(res))
+    const merged = FieldsView.ofStored(head, e.status)
     const responseView = this.responseView
     responseView.parser = res
     const cc = this.responseCc
@@ -387,7 +372,7 @@ export class CacheState {
     e.currentAgeMs = e.initialAgeSec * 1000
     e.freshForMs = Math.max(0, freshFor)
     if (freshFor >= 0) {
-      this.hook.store.store(this.key, {
+      this.hook.commit(this.key, {
         status: e.status,
         head,
         body: e.body,
@@ -402,7 +387,8 @@ export class CacheState {
         staleWhileRevalidateSec: cc.staleWhileRevalidateSec,
         staleIfErrorSec: cc.staleIfErrorSec,
         neverStale: !staleAllowed(cc),
-      })
+      }, this.filling)
+      this.filling = false // the claim went with the entry
     } else this.hook.invalidate(this.key)
     this.release()
     const notModified = conditionalMatches(this.view, e.etag, e.lastModified, now)
@@ -428,7 +414,7 @@ export class CacheState {
   }
 
   private commit (status: number): void {
-    this.hook.store.store(this.key, {
+    this.hook.commit(this.key, {
       status,
       head: this.storedHead as Buffer,
       body: this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks, this.capturedBytes),
@@ -443,7 +429,8 @@ export class CacheState {
       staleWhileRevalidateSec: this.responseCc.staleWhileRevalidateSec,
       staleIfErrorSec: this.responseCc.staleIfErrorSec,
       neverStale: !staleAllowed(this.responseCc),
-    })
+    }, this.filling)
+    this.filling = false // the claim went with the entry (released once it is stored)
     this.storedHead = null
     this.chunks = []
     // waiters may take it from here; the fill is done
@@ -504,4 +491,4 @@ function cachedHead (response: CachedResponse, via: string, closing: boolean, ht
   return response.head + 'Via: 1.1 ' + via + '\r\n' + connection + '\r\n'
 }
 
-export { SharedCacheStore }
+export { SharedCacheStore, CacheHook, type CacheUser }

@@ -66,6 +66,8 @@ const MAX_QUEUED_OUTPUT = 256 * 1024
 /** Requests one turn of the loop may run before it yields to the event loop (other connections). */
 const REQUESTS_PER_TURN = 64
 const kClient = Symbol('switchyard.client')
+/** revalidationUpstream's scratch pick (one thread, one call at a time): nothing tried, no hash key. */
+const revalidationPick = new PickContext()
 
 export class ClientConnection extends UpstreamSide implements Expirable, FilteredRequest, CacheUser {
   readonly identity: ForwardIdentity
@@ -120,7 +122,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
 
   /** Phase: log (one access-log line, when the access log is on). */
   private logRequest (): void {
-    if (this.ctx.config.log.access) logAccess(this)
+    logAccess(this) // returns at once when the access log is off (log.ts: accessLog.on)
   }
 
   // ---- FirewallRequest: the host the request is for (an absolute-form target's, RFC 9112 §3.2.2) stands in
@@ -291,6 +293,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
       this.bodyDone = e >= 0
       this.initialBody = c.encode(buf, false) // canonical chunk lines (RFC 9112 §7.1), kept trailers only
     }
+    this.bytesIn = p.headLength + (bodyEnd - bodyStart)
     if (bodyEnd < buf.length) {
       this.input = buf
       this.inputStart = bodyEnd
@@ -364,6 +367,18 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     }
     this.serveCached((this.cacheState as CacheState).response)
     return true
+  }
+
+  /** Where a stale-while-revalidate background request for this request goes (CacheUser): the balancer's pick now. */
+  revalidationUpstream (): string | null {
+    // the request's own pool (its route's, or default); a background revalidation sends the request
+    // as received, so a route that rewrites it gets none (the entry is refreshed by a foreground miss)
+    const route = this.route
+    const pool = this.pool ?? this.ctx.pools.fallback
+    if (pool === null || (route !== null && route.editsRequest)) return null
+    revalidationPick.reset()
+    const index = pickUpstream(this.ctx, pool, revalidationPick, -1)
+    return index < 0 ? null : pool.table[index].address
   }
 
   /** Parked for a cache fill: the thread's poll timer nudges us. */
@@ -453,6 +468,14 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
 
   /** Answer with a response the proxy makes itself (policy refusal, gateway error); no response has started. */
   protected failRequest (code: ErrorCode, detail: string): void {
+    // RFC 5861 §4: an upstream failure with a stale-if-error entry at hand is answered from it
+    const cache = this.cacheState
+    if (cache !== null && !this.responseStarted && cache.serveStaleOnError(code)) {
+      this.lastFailure = detail
+      this.detachUpstream(true)
+      this.serveCached(cache.response)
+      return
+    }
     const info = describe(code)
     this.lastFailure = detail
     const close = this.beginLocalAnswer(info.status, info.flag)

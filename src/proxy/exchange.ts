@@ -5,7 +5,7 @@
  * request filter read it.
  */
 import type { UpstreamEntry } from '../shared/state'
-import { BODY_NONE, type BodyKind } from '../http/head-parser'
+import { BODY_NONE, type BodyKind, type HeadParser } from '../http/head-parser'
 import type { AccessRecord } from './access-log'
 import type { PoolRuntime } from '../routing/pools'
 import type { CompiledRoute } from '../routing/router'
@@ -20,6 +20,8 @@ export abstract class Exchange implements AccessRecord {
   method = ''
   /** The request target as received, read from the parser only when something asks (the log, the firewall). */
   abstract readonly target: string
+  /** The request head's parser (the access log reads fields from its bytes). */
+  abstract readonly parser: HeadParser
   clientIp = ''
   bodyLength = -1
   isHead = false
@@ -42,6 +44,12 @@ export abstract class Exchange implements AccessRecord {
   sentAt = 0
   status = 0
   bytesOut = 0
+  /** Request bytes read from the client for this request: head and body (the access log's bytesIn). */
+  bytesIn = 0
+  /** Milliseconds from sending the request upstream to its final response head; -1 while none came. */
+  upstreamMs = -1
+  /** The request's ID when request IDs are on; '' for none. */
+  requestId = ''
   flag = '-'
   responseStarted = false
   closeAfterResponse = false
@@ -91,6 +99,9 @@ export abstract class Exchange implements AccessRecord {
     this.sentAt = 0
     this.status = 0
     this.bytesOut = 0
+    this.bytesIn = 0
+    this.upstreamMs = -1
+    this.requestId = ''
     this.flag = '-'
     this.responseStarted = false
     this.closeAfterResponse = false

@@ -12,7 +12,7 @@ import { performance } from 'node:perf_hooks'
 import type { ProxyContext } from './context'
 import type { UpstreamEntry } from '../shared/state'
 import { U_ACTIVE_REQUESTS, U_REQUESTS, U_RETRIES } from '../shared/layout'
-import { type HeadParser, BODY_LENGTH } from '../http/head-parser'
+import { type HeadParser, BODY_LENGTH, BODY_NONE } from '../http/head-parser'
 import { H_UPGRADE } from '../http/header-names'
 import { ChunkedScanner, CHUNKED_ERROR, CRLF, chunkSizeLine } from '../http/chunked'
 import { buildResponseHead } from '../http/serialize'
@@ -81,8 +81,6 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
   protected abstract logAndClose (code: ErrorCode | null): void
   /** Keep client bytes that belong to the next requests. */
   protected abstract appendInput (chunk: Buffer): void
-  /** The request head's parser (route templates read the request through it). */
-  abstract readonly parser: HeadParser
 
   protected setDeadline (kind: Deadline, ms: number): void {
     this.deadlineKind = kind
@@ -176,6 +174,7 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
         up.uploadActivity()
       }
     }
+    this.bytesIn += end - start
     if (this.bodyDone) {
       if (end < buf.length) this.appendInput(buf.subarray(end))
       this.phase = 'response'
@@ -208,7 +207,8 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
     const slot = (this.entry as UpstreamEntry).slot
     // the sweeper's clock (a tick late at most) is enough for passive health (recordRequestFailure)
     recordUpstreamSuccess(ctx.state, slot, (ctx.sweeper.nowMs - ctx.state.epochMs) | 0)
-    ctx.state.recordResponse(slot, status, performance.now() - this.sentAt)
+    this.upstreamMs = performance.now() - this.sentAt
+    ctx.state.recordResponse(slot, status, this.upstreamMs)
     if (plan.kind === 'unexpectedUpgrade') {
       // not an upgrade we asked for, to a protocol we allow: the upstream is not speaking HTTP any more
       this.onUpstreamFailure(up, 'SWY_ERR_UPSTREAM_PROTOCOL', this.upgrading ? 'upgrade to a protocol not asked for' : 'unsolicited 101 response')
@@ -238,6 +238,13 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
         this.status = cached.status
         this.closeAfterResponse = !this.keepAlive || ctx.draining || !this.bodyDone
         const out = renderCachedResponse(cached, ctx.config.proxy.via, this.closeAfterResponse, this.http10)
+        if (head.bodyKind !== BODY_NONE) {
+          // a stale entry instead of an upstream error (RFC 5861 §4): that error's body is not relayed
+          this.detachUpstream(true)
+          this.writeOut(out)
+          this.finishRequest()
+          return 'abort'
+        }
         this.bytesOut += out.length
         this.heldHead = out
         return 'final'

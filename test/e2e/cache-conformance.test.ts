@@ -162,9 +162,9 @@ for (const mode of MODES) {
         assert.equal(miss.headers['cache-status'], 'switchyard; fwd=uri-miss; fwd-status=200; stored')
         assert.equal(miss.headers['x-cache'], 'MISS')
         const hit = await get(path)
-        assert.match(String(hit.headers['cache-status']), /^switchyard; hit; ttl=(599|600)$/)
+        assert.match(String(hit.headers['cache-status']), /^switchyard; hit; ttl=\d+$/)
         const revalidated = await get(path, { 'cache-control': 'no-cache' })
-        assert.match(String(revalidated.headers['cache-status']), /^switchyard; fwd=stale; fwd-status=304; ttl=(599|600); stored$/)
+        assert.match(String(revalidated.headers['cache-status']), /^switchyard; fwd=stale; fwd-status=304; ttl=\d+; stored$/)
       })
 
       const cases: Array<{ name: string, path: string, method?: string, request?: http.OutgoingHttpHeaders, response: http.OutgoingHttpHeaders, want: string }> = [

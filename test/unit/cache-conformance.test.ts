@@ -12,7 +12,13 @@ import {
   parseCacheControl, CacheControl, CACHE_LOOKUP, STALE_NEVER, STALE_IF_ERROR, STALE_REVALIDATE, type ResponseView, type RequestView,
 } from '../../src/cache/policy'
 import { isValidDictionary } from '../../src/cache/structured-field'
-import { mergeNotModified, StoredHeadView } from '../../src/cache/stored-head'
+import { mergeNotModified, fieldsOfParser, FieldsView } from '../../src/cache/stored-head'
+import { ByteRange, parseRange, ifRangeAllows, RANGE_IGNORE, RANGE_SATISFIABLE, RANGE_UNSATISFIABLE } from '../../src/cache/range'
+import { renderPartial, CachedResponse } from '../../src/cache/render'
+import { CacheEntry } from '../../src/cache/entry'
+import { WriteLock, LOCK_ACQUIRED, LOCK_BUSY, LOCK_TAKEN_OVER } from '../../src/cache/write-lock'
+import { CTL_INTS, C_LOCK, lockToken } from '../../src/cache/layout'
+import { performance } from 'node:perf_hooks'
 import { HeadParser, KIND_RESPONSE } from '../../src/http/head-parser'
 
 const NOW = Date.UTC(2026, 11, 1, 12, 0, 0)
@@ -135,7 +141,7 @@ describe('targeted cache-control fields (RFC 9213)', () => {
 describe('a 304 updates the stored response (RFC 9111 §4.3.4, §3.2)', () => {
   const stored = Buffer.from('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nCache-Control: max-age=3600\r\nETag: "v1"\r\n' +
     'X-Custom: old\r\nX-Custom: older\r\nContent-Length: 5\r\n\r\n', 'latin1')
-  const merged = (text: string): StoredHeadView => new StoredHeadView(mergeNotModified(stored, parse304(text)), 200)
+  const merged = (text: string): FieldsView => FieldsView.ofStored(mergeNotModified(stored, fieldsOfParser(parse304(text))), 200)
 
   const cases: Array<[string, string, string, string | null]> = [
     ['§4.3.4 Cache-Control is replaced', 'cache-control: max-age=1', 'cache-control', 'max-age=1'],
@@ -159,7 +165,7 @@ describe('a 304 updates the stored response (RFC 9111 §4.3.4, §3.2)', () => {
   })
 
   it('§4.3.4 a 304 with nothing to update keeps the stored bytes', () => {
-    assert.equal(mergeNotModified(stored, parse304('HTTP/1.1 304 Not Modified\r\nContent-Length: 0\r\n\r\n')), stored)
+    assert.equal(mergeNotModified(stored, fieldsOfParser(parse304('HTTP/1.1 304 Not Modified\r\nContent-Length: 0\r\n\r\n'))), stored)
   })
 })
 
@@ -195,4 +201,84 @@ describe('serving stale (RFC 9111 §4.2.4, RFC 5861)', () => {
     ['RFC 9111 §4.2 a fresh entry is not stale', false, 30, 60, 0, -1, STALE_NEVER],
   ]
   for (const [name, never, swr, sie, def, staleMs, want] of uses) it(name, () => assert.equal(staleUse(never, swr, sie, def, staleMs), want))
+})
+
+describe('Range from a stored 200 (RFC 9110 §14)', () => {
+  const r = new ByteRange()
+  const cases: Array<[string, string, number, number, number?, number?]> = [
+    // name, Range, length, want, first, last
+    ['§14.1.2 int-range', 'bytes=2-4', 10, RANGE_SATISFIABLE, 2, 4],
+    ['§14.1.2 open int-range', 'bytes=7-', 10, RANGE_SATISFIABLE, 7, 9],
+    ['§14.1.2 suffix-range', 'bytes=-3', 10, RANGE_SATISFIABLE, 7, 9],
+    ['§14.1.2 a suffix longer than the representation is all of it', 'bytes=-30', 10, RANGE_SATISFIABLE, 0, 9],
+    ['§14.1.2 last-pos past the end is the end', 'bytes=8-100', 10, RANGE_SATISFIABLE, 8, 9],
+    ['§14.1 the unit is case-insensitive, OWS allowed', ' Bytes= 1 - 2 ', 10, RANGE_SATISFIABLE, 1, 2],
+    ['§14.1.2 first-pos at the end: unsatisfiable', 'bytes=10-', 10, RANGE_UNSATISFIABLE],
+    ['§14.1.2 suffix-length 0: unsatisfiable', 'bytes=-0', 10, RANGE_UNSATISFIABLE],
+    ['§14.1.2 any range of an empty body: unsatisfiable', 'bytes=0-', 0, RANGE_UNSATISFIABLE],
+    ['§14.2 several ranges: ignored (the whole 200)', 'bytes=0-1,3-4', 10, RANGE_IGNORE],
+    ['§14.2 another unit: ignored', 'items=0-1', 10, RANGE_IGNORE],
+    ['§14.1.1 first > last: invalid, ignored', 'bytes=5-2', 10, RANGE_IGNORE],
+    ['§14.1.1 not digits: invalid, ignored', 'bytes=a-b', 10, RANGE_IGNORE],
+    ['§14.1.1 no dash: invalid, ignored', 'bytes=5', 10, RANGE_IGNORE],
+    ['§14.1.1 a lone dash: invalid, ignored', 'bytes=-', 10, RANGE_IGNORE],
+  ]
+  for (const [name, value, length, want, first, last] of cases) {
+    it(`${name}: ${JSON.stringify(value)}`, () => {
+      assert.equal(parseRange(value, length, r), want)
+      if (want === RANGE_SATISFIABLE) assert.deepEqual([r.first, r.last], [first, last])
+    })
+  }
+
+  const ifRange: Array<[string, string | null, string | null, string | null, boolean]> = [
+    ['§13.1.5 no If-Range: the range applies', null, '"a"', null, true],
+    ['§13.1.5 the stored strong ETag', '"a"', '"a"', null, true],
+    ['§13.1.5 another ETag', '"b"', '"a"', null, false],
+    ['§13.1.5 a weak ETag never matches (strong comparison)', 'W/"a"', 'W/"a"', null, false],
+    ['§13.1.5 the exact Last-Modified', 'Tue, 01 Dec 2026 08:00:00 GMT', null, 'Tue, 01 Dec 2026 08:00:00 GMT', true],
+    ['§13.1.5 another date', 'Tue, 01 Dec 2026 09:00:00 GMT', null, 'Tue, 01 Dec 2026 08:00:00 GMT', false],
+  ]
+  for (const [name, value, etag, lastModified, want] of ifRange) it(name, () => assert.equal(ifRangeAllows(value, etag, lastModified), want))
+
+  it('§15.3.7 a 206 keeps the stored fields, with Content-Range and the part\'s length; §15.5.17 a 416 names the length', () => {
+    const e = new CacheEntry()
+    e.status = 200
+    e.head = Buffer.from('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 10\r\nETag: "a"\r\n\r\n', 'latin1')
+    e.body = Buffer.from('abcdefghij')
+    e.freshForMs = 60_000
+    e.currentAgeMs = 5_000
+    assert.equal(parseRange('bytes=2-4', 10, r), RANGE_SATISFIABLE)
+    const partial = renderPartial(e, r, 'HIT', 'switchyard; hit; ttl=55', new CachedResponse())
+    assert.equal(partial.status, 206)
+    assert.equal(partial.head, 'HTTP/1.1 206 Partial Content\r\nContent-Type: text/plain\r\nETag: "a"\r\n' +
+      'Content-Range: bytes 2-4/10\r\nContent-Length: 3\r\nAge: 5\r\nX-Cache: HIT\r\nCache-Status: switchyard; hit; ttl=55\r\n')
+    assert.equal(partial.body?.toString(), 'cde')
+    const unsatisfiable = renderPartial(e, null, 'HIT', 'switchyard; hit; ttl=55', new CachedResponse())
+    assert.equal(unsatisfiable.status, 416)
+    assert.match(unsatisfiable.head, /^HTTP\/1\.1 416 Range Not Satisfiable\r\nContent-Range: bytes \*\/10\r\nContent-Length: 0\r\n/)
+    assert.equal(unsatisfiable.body, null)
+  })
+})
+
+describe('the write lock (issue #16: a store waits for it briefly instead of being skipped)', () => {
+  it('a lock released by another holder during the spin is acquired; one held past the spin is BUSY', () => {
+    const ctl = new Int32Array(new SharedArrayBuffer(CTL_INTS * 4))
+    const holder = new WriteLock(ctl, 5000)
+    const waiter = new WriteLock(ctl, 5000)
+    assert.equal(holder.tryAcquire(1), LOCK_ACQUIRED)
+    assert.equal(waiter.tryAcquire(2), LOCK_BUSY)
+    const started = performance.now()
+    assert.equal(waiter.acquireWithin(2, 2), LOCK_BUSY)
+    assert.ok(performance.now() - started >= 2, 'it spun for its budget')
+    holder.release()
+    assert.equal(waiter.acquireWithin(2, 2), LOCK_ACQUIRED)
+    waiter.release()
+    assert.equal(Atomics.load(ctl, C_LOCK), 0)
+  })
+
+  it('a lock held past its lease is taken over (the caller resets what it guards)', () => {
+    const ctl = new Int32Array(new SharedArrayBuffer(CTL_INTS * 4))
+    Atomics.store(ctl, C_LOCK, lockToken(Date.now() - 60_000))
+    assert.equal(new WriteLock(ctl, 1000).acquireWithin(1, 1), LOCK_TAKEN_OVER)
+  })
 })

@@ -180,7 +180,7 @@ const COMPLETE: Complete<Config> = {
   },
   rateLimit: { algorithm: 'token-bucket', maxRequests: 5, windowMs: 11, burst: 6, tableSize: 64, trustProxy: ['10.0.0.0/8'] },
   stickySessions: { cookie: 'swy', secret: '0123456789abcdef', maxAgeSeconds: 60 },
-  cache: { maxBytes: 4096, maxEntryBytes: 1024, cacheAuthorized: true, targetedField: 'Switchyard-Cache-Control' },
+  cache: { maxBytes: 4096, maxEntryBytes: 1024, cacheAuthorized: true, targetedField: 'Switchyard-Cache-Control', staleIfErrorMs: 12 },
   firewall: {
     builtin: true,
     rules: [{
@@ -194,7 +194,7 @@ const COMPLETE: Complete<Config> = {
     }],
   },
   admin: { listen: '127.0.0.1:9', token: 'an-admin-token' },
-  log: { level: 'silent', access: false },
+  log: { level: 'silent', access: false, redactQuery: true, accessFile: '/tmp/access.log' },
   proxy: { via: 'edge', allowedUpgrades: ['websocket', 'foo/1'] },
   pools: {
     api: {
