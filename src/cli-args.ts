@@ -3,8 +3,10 @@
  * balancebeam command line runs unchanged.
  */
 import { existsSync } from 'node:fs'
-import { schemaDefault } from './config/defaults'
+import Ajv, { type ValidateFunction } from 'ajv'
+import { schemaDefault, schemaNode } from './config/defaults'
 import { algorithms, logLevels } from './config/schema'
+import { parseHostPort } from './config/types'
 
 /** balancebeam's listen address when no lb.json is used (a flag default, not an lb.json one). */
 export const BIND_WITHOUT_FILE = '0.0.0.0:1100'
@@ -16,6 +18,8 @@ export interface CliOptions {
   overrides: Record<string, unknown>
   help: boolean
   version: boolean
+  /** --check: validate the configuration, bind nothing, exit 0 or 1. */
+  check: boolean
 }
 
 export class CliError extends Error {
@@ -59,6 +63,8 @@ Options:
       --admin HOST:PORT                   admin API and dashboard listener
       --log-level LEVEL                   ${valueList('', logLevels)}
       --no-access-log                     turn the per-request access log off
+      --check                             validate the configuration (and the files it names), print
+                                          "configuration OK" or every error, exit 0 or 1; binds nothing
   -h, --help                              show this help
   -v, --version                           print the version
 
@@ -82,8 +88,35 @@ function integer (flag: string, value: string, min: number): number {
   return n
 }
 
+// a flag's value is checked against the schema node of the key it sets, so a
+// bad value is reported as the flag (exit 2), not as a JSON path of a file
+const flagAjv = new Ajv({ strict: false })
+const flagValidators = new Map<string, ValidateFunction>()
+
+function flagValue<T> (flag: string, value: T, key: string): T {
+  let validate = flagValidators.get(key)
+  if (validate === undefined) {
+    validate = flagAjv.compile(schemaNode(key))
+    flagValidators.set(key, validate)
+  }
+  const node = schemaNode(key) as { enum?: readonly string[], pattern?: string }
+  let problem = ''
+  if (!validate(value)) {
+    const err = (validate.errors ?? [])[0]
+    if (err?.keyword === 'enum' && node.enum !== undefined) problem = `must be one of ${node.enum.join(', ')}`
+    else if (err?.keyword === 'pattern') problem = /listen$|address$/.test(key) ? 'expected HOST:PORT, e.g. 127.0.0.1:8080 or [::1]:8080' : 'expected an absolute path starting with /'
+    else problem = err?.message ?? 'invalid value'
+  } else if (/listen$|address$/.test(key)) {
+    const { port } = parseHostPort(value as string)
+    if (port > 65535) problem = `port ${port} is out of range 0-65535`
+    else if (port === 0 && key.endsWith('address')) problem = 'an upstream port must not be 0'
+  }
+  if (problem !== '') throw new CliError(`${flag} ${JSON.stringify(value)}: ${problem}`)
+  return value
+}
+
 export function parseArgs (argv: readonly string[], cwd = process.cwd()): CliOptions {
-  const out: CliOptions = { configPath: null, overrides: {}, help: false, version: false }
+  const out: CliOptions = { configPath: null, overrides: {}, help: false, version: false, check: false }
   const upstreams: string[] = []
   const o = out.overrides
   for (let i = 0; i < argv.length; i++) {
@@ -100,20 +133,22 @@ export function parseArgs (argv: readonly string[], cwd = process.cwd()): CliOpt
     switch (arg) {
       case '-h': case '--help': out.help = true; break
       case '-v': case '--version': out.version = true; break
+      case '--check': out.check = true; break
       case '-c': case '--config': out.configPath = value(); break
-      case '-b': case '--bind': o.listen = value(); break
-      case '-u': case '--upstream': upstreams.push(value()); break
-      case '-w': case '--workers': o.workers = integer(arg, value(), 0); break
-      case '--active-health-check-interval': setPath(o, ['healthCheck', 'active', 'intervalMs'], integer(arg, value(), 1) * 1000); break
-      case '--active-health-check-path': setPath(o, ['healthCheck', 'active', 'path'], value()); break
+      case '-b': case '--bind': o.listen = flagValue(arg, value(), 'listen'); break
+      case '-u': case '--upstream': upstreams.push(flagValue(arg, value(), 'upstreams[].address')); break
+      case '-w': case '--workers': o.workers = flagValue(arg, integer(arg, value(), 0), 'workers'); break
+      case '--active-health-check-interval': setPath(o, ['healthCheck', 'active', 'intervalMs'], flagValue(arg, integer(arg, value(), 1) * 1000, 'healthCheck.active.intervalMs')); break
+      case '--active-health-check-path': setPath(o, ['healthCheck', 'active', 'path'], flagValue(arg, value(), 'healthCheck.active.path')); break
       case '--max-requests-per-minute': {
         const n = integer(arg, value(), 0)
+        if (n > 0) flagValue(arg, n, 'rateLimit.maxRequests')
         o.rateLimit = n === 0 ? null : { algorithm: 'fixed-window', maxRequests: n, windowMs: MINUTE_MS }
         break
       }
-      case '--algorithm': setPath(o, ['balancing', 'algorithm'], value()); break
-      case '--admin': setPath(o, ['admin', 'listen'], value()); break
-      case '--log-level': setPath(o, ['log', 'level'], value()); break
+      case '--algorithm': setPath(o, ['balancing', 'algorithm'], flagValue(arg, value(), 'balancing.algorithm')); break
+      case '--admin': setPath(o, ['admin', 'listen'], flagValue(arg, value(), 'admin.listen')); break
+      case '--log-level': setPath(o, ['log', 'level'], flagValue(arg, value(), 'log.level')); break
       case '--no-access-log': setPath(o, ['log', 'access'], false); break
       default: throw new CliError(`unknown option ${arg} (see --help)`)
     }

@@ -3,8 +3,8 @@
  * The switchyard command: parse flags, load and validate the config (exit 1
  * with every error before binding anything), start, and handle signals.
  */
-import { parseArgs, mergeOverrides, baseWithoutFile, usage } from './cli-args'
-import { readConfigFile, resolveConfig } from './config/load'
+import { parseArgs, mergeOverrides, baseWithoutFile, usage, type CliOptions } from './cli-args'
+import { readConfigFile, resolveConfig, fileErrors } from './config/load'
 import { ConfigError } from './errors'
 import type { Config } from './config/types'
 import { Switchyard } from './primary/server'
@@ -16,8 +16,17 @@ function loadRaw (configPath: string | null, overrides: Record<string, unknown>)
   return mergeOverrides(base, overrides)
 }
 
+/** Load and validate everything `--check` and start-up check; throws one ConfigError with every problem. */
+function loadConfig (options: CliOptions, warnings: string[]): Config {
+  const source = options.configPath ?? 'command line'
+  const config = resolveConfig(loadRaw(options.configPath, options.overrides), source, warnings)
+  const missing = fileErrors(config)
+  if (missing.length > 0) throw new ConfigError(missing, source)
+  return config
+}
+
 async function main (): Promise<void> {
-  let options
+  let options: CliOptions
   try {
     options = parseArgs(process.argv.slice(2))
   } catch (err) {
@@ -26,10 +35,16 @@ async function main (): Promise<void> {
   }
   if (options.help) { process.stdout.write(usage); return }
   if (options.version) { process.stdout.write(`switchyard ${version}\n`); return }
-  const source = options.configPath ?? 'command line'
+  if (options.configPath === null && options.overrides.upstreams === undefined) {
+    // without this, the flags-only path would report a missing "upstreams" key of a file nobody wrote
+    process.stderr.write(`switchyard: no configuration: there is no ./lb.json in ${process.cwd()} and no --upstream flag; ` +
+      'give --config PATH or --upstream HOST:PORT (see --help)\n')
+    process.exit(1)
+  }
+  const warnings: string[] = []
   let config: Config
   try {
-    config = resolveConfig(loadRaw(options.configPath, options.overrides), source)
+    config = loadConfig(options, warnings)
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`switchyard: ${err.message}\n`)
@@ -37,6 +52,12 @@ async function main (): Promise<void> {
     }
     throw err
   }
+  if (options.check) {
+    for (const w of warnings) process.stdout.write(`warning: ${w}\n`)
+    process.stdout.write('configuration OK\n')
+    return
+  }
+  for (const w of warnings) logger.warn({ source: options.configPath ?? 'command line' }, w)
   let lb: Switchyard
   try {
     lb = await Switchyard.start(config)
@@ -46,7 +67,7 @@ async function main (): Promise<void> {
     process.exit(1)
   }
 
-  lb.configSource = () => resolveConfig(loadRaw(options.configPath, options.overrides), source)
+  lb.configSource = () => loadConfig(options, [])
 
   let signals = 0
   const shutdown = (signal: string): void => {

@@ -1,6 +1,7 @@
 /** Programmatic API: start a switchyard from a config object. */
 import { resolveConfig } from './config/load'
 import { Switchyard } from './primary/server'
+import { logger } from './log'
 
 export { Switchyard } from './primary/server'
 export { resolveConfig, loadConfigFile } from './config/load'
@@ -9,5 +10,8 @@ export { ConfigError, SwitchyardError, errorCatalogue } from './errors'
 
 /** Validate `raw` (defaults applied) and start listening. */
 export async function start (raw: Record<string, unknown>): Promise<Switchyard> {
-  return await Switchyard.start(resolveConfig(raw))
+  const warnings: string[] = []
+  const config = resolveConfig(raw, 'configuration', warnings)
+  for (const w of warnings) logger.warn(w)
+  return await Switchyard.start(config)
 }

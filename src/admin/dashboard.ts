@@ -1,13 +1,21 @@
 /**
  * The dashboard: one self-contained page (inline CSS and JS, no CDN, works
  * offline) that polls /api/status every second and derives rates from the
- * difference between two snapshots: requests/s from the request totals,
- * mean latency from latency sum / count. Nothing is kept on the server.
+ * difference between two snapshots (requests/s, 5xx/s) and latency
+ * percentiles from histogram deltas over the last minute of snapshots
+ * (p50/p95/p99, interpolated as Prometheus' histogram_quantile). Nothing is
+ * kept on the server. HAProxy's stats page is the bar: per upstream its state
+ * and time in it, open connections (a gauge, not a cumulative count), 4xx/5xx
+ * including switchyard's own answers, percentiles, bytes, retries; the chart
+ * has a legend, clock-time labels, a 5xx line, and is drawn in CSS pixels so
+ * text is never stretched.
  *
- * Upstreams are grouped by pool (the status lists them pool by pool); routes are
- * listed with their hit counts and hits/s. Tests find upstream rows by
- * `data-upstream="<address>"` (`pool/address` outside the pool default) and read
- * `data-health="up|down|draining"`; worker rows carry `data-worker="<slot>"`.
+ * Upstreams come pool by pool, with a pool column; routes are listed with
+ * their hits and hits/s. Tests find upstream rows by `data-upstream="<address>"`
+ * (`pool/address` outside the pool default) and read
+ * `data-health="up|down|draining"`, cells by `data-col`; cards carry
+ * `data-card`, worker rows `data-worker="<slot>"`, chart lines and legend
+ * entries `data-series`.
  *
  * The token, when one is configured, comes from `?token=` and is sent in an
  * Authorization header on every fetch. The script and style are covered by
@@ -24,23 +32,29 @@ header { display: flex; align-items: baseline; gap: 16px; padding: 12px 20px; bo
 header h1 { font-size: 18px; margin: 0; }
 #conn { margin-left: auto; font-size: 12px; color: var(--muted); }
 #conn.bad { color: var(--down); font-weight: 600; }
-main { padding: 12px 20px 24px; max-width: 1200px; }
+main { padding: 12px 20px 24px; max-width: 1400px; }
 h2 { font-size: 15px; margin: 20px 0 8px; }
 .cards { display: flex; flex-wrap: wrap; gap: 10px; }
-.card { border: 1px solid var(--line); border-radius: 6px; padding: 8px 12px; min-width: 120px; }
+.card { border: 1px solid var(--line); border-radius: 6px; padding: 8px 12px; min-width: 110px; }
 .card .label { font-size: 11px; color: var(--muted); text-transform: uppercase; letter-spacing: .04em; }
 .card .value { font-size: 18px; font-variant-numeric: tabular-nums; }
-table { border-collapse: collapse; width: 100%; font-variant-numeric: tabular-nums; }
-th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid var(--line); white-space: nowrap; }
-th { font-size: 12px; color: var(--muted); font-weight: 600; }
+.card .sub { font-size: 11px; color: var(--muted); }
+.card.alert .value { color: var(--down); }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; width: 100%; font-variant-numeric: tabular-nums; font-size: 12.5px; }
+th, td { text-align: left; padding: 4px 6px; border-bottom: 1px solid var(--line); white-space: nowrap; }
+th { font-size: 11px; color: var(--muted); font-weight: 600; }
 td.num, th.num { text-align: right; }
+td.bad { color: var(--down); font-weight: 600; }
 .badge { display: inline-block; min-width: 70px; text-align: center; padding: 1px 8px; border-radius: 10px; color: #fff; font-size: 12px; font-weight: 600; }
 .badge.up { background: var(--up); } .badge.down { background: var(--down); } .badge.draining { background: var(--draining); }
 .swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 6px; vertical-align: middle; }
+.swatch.dashed { height: 0; border-top: 2px dashed var(--down); border-radius: 0; width: 14px; }
 button { font: inherit; font-size: 12px; padding: 1px 8px; cursor: pointer; }
-#chart { width: 100%; height: 160px; border: 1px solid var(--line); border-radius: 6px; background: #fff; display: block; }
+#chart { width: 100%; height: 180px; border: 1px solid var(--line); border-radius: 6px; background: #fff; display: block; }
 #chart .grid { stroke: var(--line); stroke-width: 1; }
-#chart text { font-size: 10px; fill: var(--muted); }
+#chart text { font-size: 11px; fill: var(--muted); }
+#legend { display: flex; flex-wrap: wrap; gap: 14px; margin-top: 6px; font-size: 12px; }
 .muted { color: var(--muted); }
 `
 
@@ -50,9 +64,13 @@ const script = `
   var token = new URLSearchParams(location.search).get('token');
   var headers = token ? { authorization: 'Bearer ' + token } : {};
   var WINDOW_S = 300;
-  var COLORS = ['#0969da', '#bf3989', '#1a7f37', '#9a6700', '#8250df', '#cf222e', '#1b7c83', '#57606a'];
+  // latency percentiles cover the last minute of snapshots (histogram deltas)
+  var QUANTILE_WINDOW_MS = 60000;
+  var COLORS = ['#0969da', '#bf3989', '#1a7f37', '#9a6700', '#8250df', '#1b7c83', '#57606a', '#953800'];
+  var TOTAL_COLOR = '#1f2328', ERROR_COLOR = '#cf222e';
   var previous = null;
   var history = [];
+  var snaps = [];
   var rows = new Map();
   var colorOf = new Map();
   var $ = function (id) { return document.getElementById(id); };
@@ -63,19 +81,51 @@ const script = `
     if (text !== undefined) e.textContent = text;
     return e;
   }
-  function fmt (n, digits) { return n === null || !isFinite(n) ? '\\u2013' : n.toFixed(digits === undefined ? 1 : digits); }
+  function fmt (n, digits) { return n === null || n === undefined || !isFinite(n) ? '\\u2013' : n.toFixed(digits === undefined ? 1 : digits); }
   function int (n) { return Math.round(n).toLocaleString('en-US'); }
+  function ms (n) { return n === null ? '\\u2013' : n < 10 ? n.toFixed(2) : n < 100 ? n.toFixed(1) : Math.round(n).toString(); }
+  function bytes (n) {
+    var units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'], i = 0;
+    while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+    return (i === 0 ? String(Math.round(n)) : n.toFixed(1)) + ' ' + units[i];
+  }
   function duration (ms) {
     var s = Math.floor(ms / 1000), d = Math.floor(s / 86400), h = Math.floor(s % 86400 / 3600), m = Math.floor(s % 3600 / 60);
     return (d ? d + 'd ' : '') + (d || h ? h + 'h ' : '') + m + 'm ' + (s % 60) + 's';
   }
+  function clock (t) { return new Date(t).toLocaleTimeString('en-GB', { hour12: false }); }
   function color (address) {
     if (!colorOf.has(address)) colorOf.set(address, COLORS[colorOf.size % COLORS.length]);
     return colorOf.get(address);
   }
+  function sum (a) { var t = 0; for (var i = 0; i < a.length; i++) t += a[i]; return t; }
 
-  function card (label, value) {
-    var c = el('div', 'card'); c.appendChild(el('div', 'label', label)); c.appendChild(el('div', 'value', value)); return c;
+  // the q-quantile of non-cumulative buckets over bounds (+Inf last), linear within a bucket (histogram_quantile)
+  function quantile (buckets, bounds, q) {
+    var total = sum(buckets);
+    if (total === 0) return null;
+    var rank = q * total, cum = 0;
+    for (var i = 0; i < buckets.length; i++) {
+      var c = buckets[i];
+      if (c > 0 && cum + c >= rank) {
+        if (i >= bounds.length) return bounds[bounds.length - 1];
+        var lower = i === 0 ? 0 : bounds[i - 1];
+        return lower + (bounds[i] - lower) * ((rank - cum) / c);
+      }
+      cum += c;
+    }
+    return bounds[bounds.length - 1];
+  }
+  function diff (now, then) { return then ? now.map(function (v, i) { return v - (then[i] || 0); }) : now; }
+  function pcts (buckets, bounds) {
+    return [0.5, 0.95, 0.99].map(function (q) { return quantile(buckets, bounds, q); });
+  }
+
+  function card (key, label, value, sub, alert) {
+    var c = el('div', 'card' + (alert ? ' alert' : '')); c.setAttribute('data-card', key);
+    c.appendChild(el('div', 'label', label)); c.appendChild(el('div', 'value', value));
+    if (sub) c.appendChild(el('div', 'sub', sub));
+    return c;
   }
 
   function act (id, action) {
@@ -83,13 +133,16 @@ const script = `
       .then(function () { return poll(true); });
   }
 
+  var COLUMNS = ['health', 'pool', 'address', 'inState', 'rps', 'open', 'active', 'latency', '4xx', '5xx', 'failures', 'retries', 'bytes', 'check', 'action'];
+  var NUMERIC = ['inState', 'rps', 'open', 'active', 'latency', '4xx', '5xx', 'failures', 'retries', 'bytes'];
   function upstreamRow (u) {
     var row = rows.get(u.key);
     if (!row) {
       var tr = el('tr'); tr.setAttribute('data-upstream', u.key); tr.setAttribute('data-pool', u.pool);
       var cells = {};
-      ['health', 'pool', 'address', 'rps', 'active', 'sockets', 'latency', 'errors', 'check', 'action'].forEach(function (k) {
-        cells[k] = el('td', ['rps', 'active', 'sockets', 'latency', 'errors'].indexOf(k) >= 0 ? 'num' : '');
+      COLUMNS.forEach(function (k) {
+        cells[k] = el('td', NUMERIC.indexOf(k) >= 0 ? 'num' : '');
+        cells[k].setAttribute('data-col', k);
         tr.appendChild(cells[k]);
       });
       var badge = el('span', 'badge'); cells.health.appendChild(badge);
@@ -106,44 +159,66 @@ const script = `
 
   function render (s) {
     var prev = previous; previous = s;
+    var now = Date.now();
     var dt = prev ? (s.uptimeMs - prev.uptimeMs) / 1000 : 0;
     var prevBy = new Map(prev ? prev.upstreams.map(function (u) { return [u.key, u]; }) : []);
     var prevRoutes = new Map(prev ? prev.routes.map(function (r) { return [r.index + ':' + r.name, r]; }) : []);
     var prevWorkers = new Map(prev ? prev.workers.map(function (w) { return [w.slot + ':' + w.threadId, w]; }) : []);
+    var bounds = s.latencyBoundsMs;
+
+    // snapshots for windowed percentiles
+    snaps.push({ t: s.uptimeMs, dur: s.totals.durationBuckets, up: new Map(s.upstreams.map(function (u) { return [u.key, u.totals.latencyBuckets]; })) });
+    while (snaps.length > 2 && s.uptimeMs - snaps[1].t >= QUANTILE_WINDOW_MS) snaps.shift();
+    var oldest = snaps.length > 1 ? snaps[0] : null;
 
     $('version').textContent = 'v' + s.version;
     $('mode').textContent = s.mode === 'sequential' ? 'sequential (1 thread)' : s.workerCount + ' worker threads';
-    var totalRps = dt > 0 ? (s.totals.requests - prev.totals.requests) / dt : null;
-    var cards = $('cards'); cards.replaceChildren(
-      card('uptime', duration(s.uptimeMs)),
-      card('requests/s', fmt(totalRps)),
-      card('requests', int(s.totals.requests)),
-      card('connections', int(s.totals.connectionsAccepted)),
-      card('5xx', int(s.totals.responses['5xx'])),
-      card('rate limited', int(s.totals.rateLimited)),
-      card('firewall blocked', int(s.totals.firewallBlocked)),
-      card('protocol errors', int(s.totals.protocolErrors)),
-      card('worker restarts', int(s.totals.workerRestarts)),
-      card('rate table', s.rateLimit.enabled ? int(s.rateLimit.slotsUsed) + ' / ' + int(s.rateLimit.tableSize) : 'off'),
-      card('cache', s.cache.enabled ? int(s.cache.entries) + ' entries, ' + int(s.cache.hits) + ' hits' : 'off'));
+    var t = s.totals;
+    var totalRps = dt > 0 ? (t.requests - prev.totals.requests) / dt : null;
+    var errorRps = dt > 0 ? (t.responses['5xx'] - prev.totals.responses['5xx']) / dt : null;
+    var openConns = sum(s.workers.map(function (w) { return w.openConnections; }));
+    var d = pcts(diff(t.durationBuckets, oldest && oldest.dur), bounds);
+    $('cards').replaceChildren(
+      card('uptime', 'uptime', duration(s.uptimeMs)),
+      card('rps', 'requests/s', fmt(totalRps)),
+      card('requests', 'requests', int(t.requests)),
+      card('open', 'open connections', int(openConns), int(t.connectionsAccepted) + ' accepted'),
+      card('duration', 'p50 / p95 / p99', ms(d[0]) + ' / ' + ms(d[1]) + ' / ' + ms(d[2]) + ' ms', 'request head to last byte, last minute'),
+      card('4xx', '4xx', int(t.responses['4xx']), int(t.responsesBySource.local['4xx']) + ' local'),
+      card('5xx', '5xx', int(t.responses['5xx']), int(t.responsesBySource.local['5xx']) + ' local, ' + int(t.responsesBySource.upstream['5xx']) + ' from upstreams', t.responses['5xx'] > 0),
+      card('bytes', 'bytes in / out', bytes(t.requestBytes) + ' / ' + bytes(t.responseBytes)),
+      card('rateLimited', 'rate limited', int(t.rateLimited)),
+      card('firewall', 'firewall blocked', int(t.firewallBlocked)),
+      card('protocol', 'protocol errors', int(t.protocolErrors)),
+      card('restarts', 'worker restarts', int(t.workerRestarts)),
+      card('rateTable', 'rate table', s.rateLimit.enabled ? int(s.rateLimit.slotsUsed) + ' / ' + int(s.rateLimit.tableSize) : 'off'),
+      card('cache', 'cache', s.cache.enabled ? int(s.cache.entries) + ' entries, ' + int(s.cache.hits) + ' hits' : 'off'));
 
-    var body = $('upstreams'); var seen = new Set(); var point = { rps: new Map(), total: totalRps || 0 };
+    var body = $('upstreams'); var seen = new Set(); var point = { t: now, rps: new Map(), total: totalRps || 0, errors: errorRps || 0 };
     s.upstreams.forEach(function (u) {
       seen.add(u.key);
-      var row = upstreamRow(u); var p = prevBy.get(u.key);
+      var row = upstreamRow(u); var p = prevBy.get(u.key); var ut = u.totals;
       row.id = u.id; row.health = u.health;
       row.tr.setAttribute('data-health', u.health);
       row.badge.className = 'badge ' + u.health; row.badge.textContent = u.health;
-      var rps = p && dt > 0 ? (u.totals.requests - p.totals.requests) / dt : null;
-      var dCount = p ? u.totals.latencyCount - p.totals.latencyCount : 0;
-      var latency = dCount > 0 ? (u.totals.latencySumMs - p.totals.latencySumMs) / dCount : null;
+      var rps = p && dt > 0 ? (ut.requests - p.totals.requests) / dt : null;
       point.rps.set(u.key, rps || 0);
-      row.cells.rps.textContent = fmt(rps);
-      row.cells.active.textContent = int(u.activeRequests);
-      row.cells.sockets.textContent = int(u.openSockets);
-      row.cells.latency.textContent = latency === null ? '\\u2013' : fmt(latency, 1) + ' ms';
-      row.cells.errors.textContent = int(u.totals.failures) + ' / ' + int(u.totals.responses['5xx']);
-      row.cells.check.textContent = u.lastCheck ? u.lastCheck.reason + ', ' + fmt(u.lastCheck.ageMs / 1000, 0) + ' s ago' : 'no active check';
+      var q = pcts(diff(ut.latencyBuckets, oldest && oldest.up.get(u.key)), bounds);
+      var c4 = ut.responses['4xx'] + ut.localResponses['4xx'], c5 = ut.responses['5xx'] + ut.localResponses['5xx'];
+      var cells = row.cells;
+      cells.inState.textContent = duration(u.inStateMs);
+      cells.rps.textContent = fmt(rps);
+      cells.open.textContent = int(u.openSockets);
+      cells.active.textContent = int(u.activeRequests);
+      cells.latency.textContent = ms(q[0]) + ' / ' + ms(q[1]) + ' / ' + ms(q[2]);
+      cells['4xx'].textContent = int(c4);
+      cells['5xx'].textContent = int(c5);
+      cells['5xx'].title = int(ut.responses['5xx']) + ' from the upstream, ' + int(ut.localResponses['5xx']) + ' answered locally (502, 504)';
+      cells['5xx'].className = 'num' + (c5 > 0 ? ' bad' : '');
+      cells.failures.textContent = int(ut.failures);
+      cells.retries.textContent = int(ut.retries);
+      cells.bytes.textContent = bytes(ut.requestBytes) + ' / ' + bytes(ut.responseBytes);
+      cells.check.textContent = u.lastCheck ? u.lastCheck.reason + ', ' + fmt(u.lastCheck.ageMs / 1000, 0) + ' s ago' : 'no active check';
       row.button.textContent = u.health === 'draining' ? 'enable' : 'drain';
       body.appendChild(row.tr);
     });
@@ -163,9 +238,9 @@ const script = `
     s.workers.forEach(function (w) {
       var p = prevWorkers.get(w.slot + ':' + w.threadId);
       var tr = el('tr'); tr.setAttribute('data-worker', String(w.slot));
-      [String(w.slot), s.mode === 'sequential' ? 'primary' : String(w.threadId), int(w.openConnections),
-        fmt(p && dt > 0 ? (w.requests - p.requests) / dt : null), int(w.requests), fmt(w.loopLagMs, 2) + ' ms']
-        .forEach(function (text, i) { tr.appendChild(el('td', i >= 2 ? 'num' : '', text)); });
+      [['slot', String(w.slot)], ['thread', s.mode === 'sequential' ? 'primary' : String(w.threadId)], ['open', int(w.openConnections)],
+        ['rps', fmt(p && dt > 0 ? (w.requests - p.requests) / dt : null)], ['requests', int(w.requests)], ['lag', fmt(w.loopLagMs, 2) + ' ms'], ['heap', bytes(w.heapUsedBytes)]]
+        .forEach(function (c, i) { var td = el('td', i >= 2 ? 'num' : '', c[1]); td.setAttribute('data-col', c[0]); tr.appendChild(td); });
       wbody.appendChild(tr);
     });
 
@@ -173,34 +248,58 @@ const script = `
     chart(s.upstreams.map(function (u) { return u.key; }));
   }
 
+  var ns = 'http://www.w3.org/2000/svg';
+  function svgEl (tag, attrs, text) {
+    var e = document.createElementNS(ns, tag);
+    for (var k in attrs) e.setAttribute(k, String(attrs[k]));
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+
   function chart (addresses) {
-    var svg = $('chart'), W = 600, H = 160, top = 10, bottom = 150;
-    // the first minute fills the width; after that the axis grows to WINDOW_S
+    var svg = $('chart');
+    // the drawing is in CSS pixels (viewBox = the element's own size), so text is never stretched
+    var W = Math.max(200, svg.clientWidth), H = Math.max(100, svg.clientHeight);
+    var left = 64, right = W - 8, top = 8, bottom = H - 20;
+    svg.setAttribute('viewBox', '0 0 ' + W + ' ' + H);
     var span = Math.min(WINDOW_S, Math.max(60, history.length));
     var max = 1;
-    history.forEach(function (p) { max = Math.max(max, p.total); });
-    var ns = 'http://www.w3.org/2000/svg';
+    history.forEach(function (p) { max = Math.max(max, p.total, p.errors); });
     svg.replaceChildren();
     [0, 0.5, 1].forEach(function (f) {
       var y = bottom - f * (bottom - top);
-      var line = document.createElementNS(ns, 'line');
-      line.setAttribute('class', 'grid'); line.setAttribute('x1', '0'); line.setAttribute('x2', String(W));
-      line.setAttribute('y1', String(y)); line.setAttribute('y2', String(y)); svg.appendChild(line);
-      var label = document.createElementNS(ns, 'text'); label.setAttribute('x', '4'); label.setAttribute('y', String(y - 2));
-      label.textContent = fmt(max * f, 0) + ' req/s'; svg.appendChild(label);
+      svg.appendChild(svgEl('line', { class: 'grid', x1: left, x2: right, y1: y, y2: y }));
+      svg.appendChild(svgEl('text', { x: left - 6, y: y + 4, 'text-anchor': 'end' }, fmt(max * f, max < 10 ? 1 : 0) + '/s'));
     });
-    var series = [{ key: null, color: '#1f2328' }].concat(addresses.map(function (a) { return { key: a, color: color(a) }; }));
-    series.forEach(function (line) {
-      var pts = history.map(function (p, i) {
-        var v = line.key === null ? p.total : (p.rps.get(line.key) || 0);
-        var x = W - (history.length - 1 - i) * (W / (span - 1));
-        return x.toFixed(1) + ',' + (bottom - (v / max) * (bottom - top)).toFixed(1);
+    var step = (right - left) / (span - 1);
+    var xOf = function (i) { return right - (history.length - 1 - i) * step; };
+    if (history.length > 0) {
+      // clock-time labels at the start, middle and end of the axis (one point a second, the newest at the right)
+      var newest = history[history.length - 1].t;
+      [0, 0.5, 1].forEach(function (f) {
+        var x = left + f * (right - left);
+        svg.appendChild(svgEl('line', { class: 'grid', x1: x, x2: x, y1: bottom, y2: bottom + 4 }));
+        var anchor = f === 0 ? 'start' : f === 1 ? 'end' : 'middle';
+        svg.appendChild(svgEl('text', { class: 'time', x: x, y: H - 5, 'text-anchor': anchor }, clock(newest - (1 - f) * (span - 1) * 1000)));
       });
-      if (pts.length < 2) return;
-      var poly = document.createElementNS(ns, 'polyline');
-      poly.setAttribute('points', pts.join(' ')); poly.setAttribute('fill', 'none');
-      poly.setAttribute('stroke', line.color); poly.setAttribute('stroke-width', line.key === null ? '2' : '1.25');
-      svg.appendChild(poly);
+    }
+    var series = [{ key: 'total', name: 'all requests/s', color: TOTAL_COLOR, width: 2, read: function (p) { return p.total; } }]
+      .concat(addresses.map(function (a) { return { key: a, name: a, color: color(a), width: 1.25, read: function (p) { return p.rps.get(a) || 0; } }; }))
+      .concat([{ key: '5xx', name: '5xx/s', color: ERROR_COLOR, width: 1.5, dashed: true, read: function (p) { return p.errors; } }]);
+    series.forEach(function (line) {
+      if (history.length < 2) return;
+      var pts = history.map(function (p, i) { return xOf(i).toFixed(1) + ',' + (bottom - (line.read(p) / max) * (bottom - top)).toFixed(1); });
+      var attrs = { points: pts.join(' '), fill: 'none', stroke: line.color, 'stroke-width': line.width, 'data-series': line.key };
+      if (line.dashed) attrs['stroke-dasharray'] = '5 3';
+      svg.appendChild(svgEl('polyline', attrs));
+    });
+    var legend = $('legend'); legend.replaceChildren();
+    series.forEach(function (line) {
+      var item = el('span'); item.setAttribute('data-series', line.key);
+      var sw = el('span', 'swatch' + (line.dashed ? ' dashed' : ''));
+      if (!line.dashed) sw.style.background = line.color;
+      item.appendChild(sw); item.appendChild(document.createTextNode(line.name));
+      legend.appendChild(item);
     });
   }
 
@@ -239,20 +338,23 @@ export const dashboardHtml = `<!doctype html>
 <main>
 <div id="cards" class="cards"></div>
 <h2>Upstreams</h2>
+<div class="scroll">
 <table>
-<thead><tr><th>health</th><th>pool</th><th>upstream</th><th class="num">req/s</th><th class="num">in flight</th><th class="num">sockets</th><th class="num">mean latency</th><th class="num">failures / 5xx</th><th>last check</th><th></th></tr></thead>
+<thead><tr><th>health</th><th>pool</th><th>upstream</th><th class="num">in state</th><th class="num">req/s</th><th class="num">open conns</th><th class="num">in flight</th><th class="num">p50 / p95 / p99 ms</th><th class="num">4xx</th><th class="num">5xx</th><th class="num">failures</th><th class="num">retries</th><th class="num">bytes in / out</th><th>last check</th><th></th></tr></thead>
 <tbody id="upstreams"></tbody>
 </table>
+</div>
 <h2>Routes (first match wins)</h2>
 <table>
 <thead><tr><th>#</th><th>route</th><th>to</th><th class="num">hits</th><th class="num">hits/s</th></tr></thead>
 <tbody id="routes"></tbody>
 </table>
 <h2>Requests per second (up to the last 5 minutes)</h2>
-<svg id="chart" viewBox="0 0 600 160" preserveAspectRatio="none" role="img" aria-label="requests per second"></svg>
+<svg id="chart" role="img" aria-label="requests per second, per upstream, and 5xx responses per second"></svg>
+<div id="legend"></div>
 <h2>Workers</h2>
 <table>
-<thead><tr><th>slot</th><th>thread</th><th class="num">connections</th><th class="num">req/s</th><th class="num">requests</th><th class="num">loop lag p99</th></tr></thead>
+<thead><tr><th>slot</th><th>thread</th><th class="num">open connections</th><th class="num">req/s</th><th class="num">requests</th><th class="num">loop lag p99</th><th class="num">heap</th></tr></thead>
 <tbody id="workers"></tbody>
 </table>
 </main>

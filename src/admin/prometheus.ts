@@ -175,6 +175,7 @@ export class SwitchyardMetrics {
 }
 
 const CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const
+const SOURCES = [[L.SOURCE_UPSTREAM, 'upstream'], [L.SOURCE_LOCAL, 'local']] as const
 export const LATENCY_BOUNDS_SECONDS = L.LATENCY_BOUNDS_MS.map((ms) => ms / 1000)
 
 /** Worker slots that a thread holds now. */
@@ -194,6 +195,25 @@ export function registerCoreFamilies (m: SwitchyardMetrics): void {
   m.gauge('switchyard_start_time_seconds', 'Start time of this switchyard since the Unix epoch in seconds.', [], (v, emit) => {
     if (v.info !== null) emit({}, v.info.startedAtMs / 1000)
   })
+
+  // ---- every response a client received (counted by the thread that wrote it) --
+  m.counter('switchyard_requests_total', 'Responses clients received, by status class and by who made the status code: ' +
+    'source="upstream" relayed from an upstream, source="local" answered by switchyard itself (errors such as 502/503/504/429/403, the cache).',
+  ['class', 'source'], (v, emit) => {
+    for (const [source, name] of SOURCES) {
+      for (let c = 0; c < CLASSES.length; c++) emit({ class: CLASSES[c], source: name }, v.totals.allWorkersTotal(L.W_RESPONSES + source * 5 + c))
+    }
+  })
+  m.histogram('switchyard_request_duration_seconds', 'Time from receiving a request head to writing the last byte of its response, as the client sees it.',
+    [], LATENCY_BOUNDS_SECONDS, (v, emit) => {
+      const buckets = new Float64Array(L.LATENCY_BOUNDS_MS.length + 1)
+      for (let b = 0; b < buckets.length; b++) buckets[b] = v.totals.allWorkersTotal(L.W_DURATION_BUCKETS + b)
+      emit({}, buckets, v.totals.allWorkersTotal(L.W_DURATION_SUM_US) / 1e6)
+    })
+  m.counter('switchyard_request_bytes_total', 'Request bytes read from clients, head and body, of requests that got a response.', [],
+    (v, emit) => emit({}, v.totals.allWorkersBytes(L.W_REQUEST_BYTES)))
+  m.counter('switchyard_response_bytes_total', 'Bytes of responses written to clients (tunnels after a 101 excluded).', [],
+    (v, emit) => emit({}, v.totals.allWorkersBytes(L.W_RESPONSE_BYTES)))
 
   // ---- per upstream (an address in two pools is two upstreams: label pool, totals by upstreamKey) ----
   m.counter('switchyard_upstream_responses_total', 'Responses received from each upstream, by status class.', ['upstream', 'pool', 'class'], (v, emit) => {
@@ -217,6 +237,20 @@ export function registerCoreFamilies (m: SwitchyardMetrics): void {
         emit({ upstream: entry.address, pool: entry.pool }, buckets, v.totals.upstream(upstreamKey(entry), L.U_LATENCY_SUM_US) / 1e6)
       }
     })
+  m.counter('switchyard_upstream_local_responses_total', 'Answers switchyard made itself for requests sent toward each upstream (502 connect failure, 504 timeout, ...).',
+    ['upstream', 'pool', 'class'], (v, emit) => {
+      for (const entry of v.table) {
+        emit({ upstream: entry.address, pool: entry.pool, class: '4xx' }, v.totals.upstream(upstreamKey(entry), L.U_LOCAL_4XX))
+        emit({ upstream: entry.address, pool: entry.pool, class: '5xx' }, v.totals.upstream(upstreamKey(entry), L.U_LOCAL_5XX))
+      }
+    })
+  const upstreamBytes = (name: string, field: number, help: string): void => {
+    m.counter(name, help, ['upstream', 'pool'], (v, emit) => {
+      for (const entry of v.table) emit({ upstream: entry.address, pool: entry.pool }, v.totals.upstreamBytes(upstreamKey(entry), field))
+    })
+  }
+  upstreamBytes('switchyard_upstream_request_bytes_total', L.U_REQUEST_BYTES, 'Client request bytes of the requests each upstream served.')
+  upstreamBytes('switchyard_upstream_response_bytes_total', L.U_RESPONSE_BYTES, 'Response bytes relayed from each upstream to clients.')
   upstreamCounter('switchyard_health_transitions_total', L.U_HEALTH_TRANSITIONS, 'Changes between healthy and unhealthy per upstream.')
 
   const upstreamGauge = (name: string, help: string, read: (state: SharedState, slot: number) => number): void => {
@@ -240,6 +274,9 @@ export function registerCoreFamilies (m: SwitchyardMetrics): void {
   })
   m.counter('switchyard_worker_requests_total', 'Client requests received by the thread now in each worker slot.', ['worker'], (v, emit) => {
     for (const slot of liveWorkerSlots(v.state)) emit({ worker: String(slot) }, v.totals.worker(slot, L.W_REQUESTS))
+  })
+  m.gauge('switchyard_worker_heap_used_bytes', 'V8 heap in use by each serving thread (its own isolate; nodejs_heap_* is the primary\'s).', ['worker'], (v, emit) => {
+    for (const slot of liveWorkerSlots(v.state)) emit({ worker: String(slot) }, (v.state.worker(slot, L.W_HEAP_USED_KB) >>> 0) * 1024)
   })
   m.gauge('switchyard_event_loop_lag_seconds', 'p99 event-loop delay of each serving thread over the last second.', ['worker'], (v, emit) => {
     for (const slot of liveWorkerSlots(v.state)) emit({ worker: String(slot) }, (v.state.worker(slot, L.W_LOOP_LAG_US) >>> 0) / 1e6)
@@ -266,6 +303,10 @@ export function registerCoreFamilies (m: SwitchyardMetrics): void {
   headerCounter('switchyard_cache_misses_total', L.H_CACHE_MISSES, 'Cacheable requests not found in the cache.')
   headerGauge('switchyard_cache_bytes', 'Bytes held by the response cache.', (v) => v.state.header(L.H_CACHE_BYTES) >>> 0)
   headerGauge('switchyard_cache_entries', 'Entries held by the response cache.', (v) => v.state.header(L.H_CACHE_ENTRIES) >>> 0)
+  m.counter('switchyard_tracing_spans_total', 'Spans of sampled requests: exported to the collector, or dropped (export failed, or too many waiting).', ['outcome'], (v, emit) => {
+    emit({ outcome: 'exported' }, v.state.tracing(L.T_SPANS_EXPORTED))
+    emit({ outcome: 'dropped' }, v.state.tracing(L.T_SPANS_DROPPED))
+  })
 }
 
 /** A registry with every core family, reading `view` at each scrape. */

@@ -82,9 +82,11 @@ export async function startAdmin (lb: AdminTarget, options: AdminOptions = {}): 
   server.on('clientError', (_err, socket) => { socket.destroy() })
 
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
+    // say which listener: "EADDRINUSE 127.0.0.1:9090" alone reads like the proxy's own port
+    const fail = (err: Error): void => reject(new Error(`admin listener (admin.listen ${listen}): ${err.message}`, { cause: err }))
+    server.once('error', fail)
     server.listen({ host, port }, () => {
-      server.off('error', reject)
+      server.off('error', fail)
       resolve()
     })
   })

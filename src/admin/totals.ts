@@ -19,6 +19,11 @@
  * wrap. An address removed and re-added into the same slot between two
  * samples is the one case this cannot see; the admin reload endpoint samples
  * right before and after applying a config to keep that window closed.
+ *
+ * Process-wide totals are monotonic: an upstream removed by a reload takes its
+ * per-address series with it, but what it counted moves to `retired` and stays
+ * in every sum (upstreamAll); worker counters are summed over every thread
+ * that ever held a slot (allWorkersTotal).
  */
 import { upstreamKey } from '../routing/pools'
 import * as L from '../shared/layout'
@@ -37,16 +42,35 @@ export const UPSTREAM_COUNTERS: readonly number[] = [
   L.U_STATUS_1XX, L.U_STATUS_1XX + 1, L.U_STATUS_1XX + 2, L.U_STATUS_1XX + 3, L.U_STATUS_1XX + 4,
   L.U_LATENCY_SUM_US,
   ...Array.from({ length: L.LATENCY_BOUNDS_MS.length + 1 }, (_, i) => L.U_LATENCY_BUCKETS + i),
+  L.U_LOCAL_4XX, L.U_LOCAL_5XX,
+  L.U_REQUEST_BYTES, L.U_REQUEST_BYTES_HI, L.U_RESPONSE_BYTES, L.U_RESPONSE_BYTES_HI,
 ]
 
 /** Per-worker cells that are counters. */
-export const WORKER_COUNTERS: readonly number[] = [L.W_REQUESTS]
+export const WORKER_COUNTERS: readonly number[] = [
+  L.W_REQUESTS,
+  ...Array.from({ length: 10 }, (_, i) => L.W_RESPONSES + i),
+  L.W_REQUEST_BYTES, L.W_REQUEST_BYTES_HI, L.W_RESPONSE_BYTES, L.W_RESPONSE_BYTES_HI,
+  L.W_DURATION_SUM_US,
+  ...Array.from({ length: L.LATENCY_BOUNDS_MS.length + 1 }, (_, i) => L.W_DURATION_BUCKETS + i),
+]
+
+const TWO_32 = 4294967296
+
+/** A health or admin state as the sampler tracks it for "time in current state". */
+function stateKey (state: SharedState, slot: number): number {
+  return state.upstream(slot, L.U_HEALTHY) * 2 + (state.upstream(slot, L.U_ADMIN_STATE) === L.ADMIN_DRAINING ? 1 : 0)
+}
 
 class UpstreamTotals {
   slot: number
   /** Indexed by U_* field; only UPSTREAM_COUNTERS cells are used. */
   readonly last = new Uint32Array(L.UPSTREAM_INTS)
   readonly total = new Float64Array(L.UPSTREAM_INTS)
+  /** stateKey at the last sample, and Date.now() when it last changed (or first seen). */
+  stateKey = -1
+  stateSinceMs = 0
+  transitionsSeen = 0
   constructor (slot: number) { this.slot = slot }
 }
 
@@ -66,6 +90,8 @@ export class CounterTotals {
   private readonly headerLast = new Uint32Array(L.HEADER_INTS)
   private readonly headerTotal = new Float64Array(L.HEADER_INTS)
   private readonly upstreams = new Map<string, UpstreamTotals>()
+  /** What upstreams removed by a reload had counted (U_* fields), kept in process-wide sums. */
+  private readonly retired = new Float64Array(L.UPSTREAM_INTS)
   private readonly workers: WorkerTotals[] = Array.from({ length: L.MAX_WORKER_SLOTS }, () => new WorkerTotals())
   /** W_* counters summed over every thread that ever held a slot (survives worker restarts). */
   private readonly allWorkers = new Float64Array(L.WORKER_INTS)
@@ -102,9 +128,19 @@ export class CounterTotals {
         record.total[field] += delta32(current, record.last[field])
         record.last[field] = current
       }
+      // a change of health or draining, or transitions that flipped back within one interval
+      const health = stateKey(state, entry.slot)
+      const flipped = record.total[L.U_HEALTH_TRANSITIONS] !== record.transitionsSeen
+      if (health !== record.stateKey || flipped) {
+        record.stateKey = health
+        record.stateSinceMs = Date.now()
+        record.transitionsSeen = record.total[L.U_HEALTH_TRANSITIONS]
+      }
     }
-    for (const address of this.upstreams.keys()) {
-      if (!present.has(address)) this.upstreams.delete(address)
+    for (const [address, record] of this.upstreams) {
+      if (present.has(address)) continue
+      for (const field of UPSTREAM_COUNTERS) this.retired[field] += record.total[field]
+      this.upstreams.delete(address)
     }
 
     for (let slot = 0; slot < L.MAX_WORKER_SLOTS; slot++) {
@@ -133,6 +169,31 @@ export class CounterTotals {
   /** Total of an upstream counter (U_*) for the upstream named `key` (upstreamKey: address, or pool/address); 0 before its first sample. */
   upstream (key: string, field: number): number {
     return this.upstreams.get(key)?.total[field] ?? 0
+  }
+
+  /**
+   * An upstream counter summed over every upstream ever configured, those
+   * removed by a reload included: monotonic.
+   */
+  upstreamAll (field: number): number {
+    let sum = this.retired[field]
+    for (const record of this.upstreams.values()) sum += record.total[field]
+    return sum
+  }
+
+  /** A byte counter kept as a low cell and a _HI cell (`field` is the low one), for one upstream. */
+  upstreamBytes (address: string, field: number): number {
+    return this.upstream(address, field) + this.upstream(address, field + 1) * TWO_32
+  }
+
+  /** Date.now() since which `address` has been in its current health/draining state (first sample if never changed). */
+  upstreamStateSince (address: string): number {
+    return this.upstreams.get(address)?.stateSinceMs ?? Date.now()
+  }
+
+  /** A worker byte counter (low cell + _HI cell, `field` the low one) summed over every thread. */
+  allWorkersBytes (field: number): number {
+    return this.allWorkers[field] + this.allWorkers[field + 1] * TWO_32
   }
 
   /** Total of a worker counter (W_*) for the thread now in `slot`. */

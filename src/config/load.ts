@@ -4,7 +4,7 @@
  * Defaults come from the schema alone (ajv `useDefaults`); none is written here
  * except `workers`, which depends on the machine.
  */
-import { readFileSync } from 'node:fs'
+import { accessSync, constants, readFileSync, statSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import Ajv, { type ErrorObject } from 'ajv'
 import { configSchema } from './schema'
@@ -13,6 +13,10 @@ import { parseHostPort } from './types'
 import { ConfigError } from '../errors'
 import { firewallConfigErrors } from '../firewall/rules'
 import { routingConfigErrors, duplicateKeysIn } from '../routing/check'
+import type { FirewallConfig } from './types'
+import { MAX_ARENA_BYTES } from '../cache/layout'
+import { findJsonSyntaxError } from './json-syntax'
+import { classifyName, H_OTHER } from '../http/header-names'
 
 const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, allowUnionTypes: true })
 const validate = ajv.compile(configSchema)
@@ -38,41 +42,137 @@ function describePattern (path: string): string {
   return 'see README lb.json reference'
 }
 
-/** Checks JSON Schema cannot express. */
-function semanticErrors (config: Config): string[] {
+function isObject (v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v)
+}
+
+/** A string at `obj[key]`, or undefined when the schema pass already reported it as something else. */
+function str (obj: unknown, key: string): string | undefined {
+  const v = isObject(obj) ? obj[key] : undefined
+  return typeof v === 'string' ? v : undefined
+}
+
+function num (obj: unknown, key: string): number | undefined {
+  const v = isObject(obj) ? obj[key] : undefined
+  return typeof v === 'number' ? v : undefined
+}
+
+/** The largest cache entry the shared store can hold: half its arena (src/cache/store.ts rounds the arena to 8 bytes). */
+export function cacheEntryLimit (maxBytes: number): number {
+  return (Math.floor(Math.min(maxBytes, MAX_ARENA_BYTES) / 8) * 8) >> 1
+}
+
+/**
+ * Checks JSON Schema cannot express. They run on the defaulted copy even when
+ * the schema pass found errors (one pass reports everything), so each reads
+ * its values defensively: a value of the wrong shape was reported already.
+ */
+function semanticErrors (config: unknown, raw: unknown, warnings: string[]): string[] {
   const errors: string[] = []
-  const checkPort = (value: string, path: string): void => {
+  if (!isObject(config)) return errors
+  const checkPort = (value: string | undefined, path: string): void => {
+    if (value === undefined) return
     const { port } = parseHostPort(value)
-    if (!(port >= 0 && port <= 65535)) errors.push(`${path}: port ${port} is out of range 0-65535`)
+    if (Number.isInteger(port) && !(port >= 0 && port <= 65535)) errors.push(`${path}: port ${port} is out of range 0-65535`)
   }
-  checkPort(config.listen, '/listen')
+  const listen = str(config, 'listen')
+  checkPort(listen, '/listen')
   const seen = new Map<string, number>()
-  config.upstreams?.forEach((u, i) => {
-    checkPort(u.address, `/upstreams/${i}/address`)
-    if (parseHostPort(u.address).port === 0) errors.push(`/upstreams/${i}/address: upstream port must not be 0`)
-    const prev = seen.get(u.address)
+  const upstreams = Array.isArray(config.upstreams) ? config.upstreams as unknown[] : []
+  upstreams.forEach((u, i) => {
+    const address = str(u, 'address')
+    if (address === undefined) return
+    checkPort(address, `/upstreams/${i}/address`)
+    if (parseHostPort(address).port === 0) errors.push(`/upstreams/${i}/address: upstream port must not be 0`)
+    const prev = seen.get(address)
     if (prev !== undefined) errors.push(`/upstreams/${i}/address: duplicate of /upstreams/${prev}/address`)
-    seen.set(u.address, i)
+    seen.set(address, i)
   })
-  if (config.admin !== undefined) {
-    checkPort(config.admin.listen, '/admin/listen')
-    const { host } = parseHostPort(config.admin.listen)
+  const admin = config.admin
+  const adminListen = str(admin, 'listen')
+  if (adminListen !== undefined) {
+    checkPort(adminListen, '/admin/listen')
+    const { host } = parseHostPort(adminListen)
     const loopback = host === 'localhost' || host.startsWith('127.') || host === '::1'
-    if (!loopback && config.admin.token === undefined) {
+    if (!loopback && str(admin, 'token') === undefined) {
       errors.push('/admin/listen: a non-loopback admin listener needs /admin/token')
     }
-    if (config.admin.listen === config.listen && parseHostPort(config.listen).port !== 0) errors.push('/admin/listen: must differ from /listen')
+    if (listen !== undefined && adminListen === listen && parseHostPort(listen).port !== 0) errors.push('/admin/listen: must differ from /listen')
   }
-  const hk = config.balancing.hashKey
-  if (hk.source !== 'ip' && hk.name === undefined) {
-    errors.push(`/balancing/hashKey/name: required when source is "${hk.source}"`)
+  const hk = isObject(config.balancing) ? config.balancing.hashKey : undefined
+  const hkSource = str(hk, 'source')
+  if (hkSource !== undefined && hkSource !== 'ip' && str(hk, 'name') === undefined) {
+    errors.push(`/balancing/hashKey/name: required when source is "${hkSource}"`)
   }
-  const rl = config.rateLimit
-  if (rl !== undefined && (rl.tableSize & (rl.tableSize - 1)) !== 0) {
+  const tableSize = num(config.rateLimit, 'tableSize')
+  if (tableSize !== undefined && Number.isInteger(tableSize) && (tableSize & (tableSize - 1)) !== 0) {
     errors.push('/rateLimit/tableSize: must be a power of two')
   }
-  if (config.firewall !== undefined) errors.push(...firewallConfigErrors(config.firewall))
-  errors.push(...routingConfigErrors(config))
+  try {
+    errors.push(...routingConfigErrors(config as unknown as Config))
+  } catch {
+    // pools or routes of the wrong shape: the schema pass reported them
+  }
+  const maxBytes = num(config.cache, 'maxBytes')
+  const maxEntryBytes = num(config.cache, 'maxEntryBytes')
+  if (maxBytes !== undefined && maxEntryBytes !== undefined && maxEntryBytes > cacheEntryLimit(maxBytes)) {
+    const limit = cacheEntryLimit(maxBytes)
+    // set by hand: an error; left to its default: the store uses the limit, and says so
+    if (isObject(raw) && isObject(raw.cache) && raw.cache.maxEntryBytes !== undefined) {
+      errors.push(`/cache/maxEntryBytes: ${maxEntryBytes} is over half of /cache/maxBytes (at most ${limit})`)
+    } else {
+      warnings.push(`/cache/maxEntryBytes: the default ${maxEntryBytes} is over half of /cache/maxBytes; responses over ${limit} bytes are not cached (set maxEntryBytes to say so)`)
+    }
+  }
+  // the ID's field is added to requests and responses: never one the proxy frames, routes or rewrites itself
+  const idHeader = str(config.requestId, 'header')
+  if (idHeader !== undefined) {
+    const lower = idHeader.toLowerCase()
+    if (classifyName(lower) !== H_OTHER || lower === 'traceparent' || lower === 'tracestate') {
+      errors.push(`/requestId/header: ${idHeader} is a field the proxy reads or writes itself; choose another (e.g. x-request-id)`)
+    }
+  }
+  const firewall = config.firewall
+  if (isObject(firewall) && Array.isArray(firewall.rules)) {
+    try {
+      errors.push(...firewallConfigErrors(firewall as unknown as FirewallConfig))
+    } catch {
+      // a rule of the wrong shape: the schema pass reported it
+    }
+  }
+  return errors
+}
+
+/** Keys whose value is a file switchyard reads at start (certificates, keys, CA bundles). */
+const READ_FILE_KEY = /^(cert|key|ca|crl|dhparam|pfx)File$/
+
+/**
+ * Files the configuration names that must be readable before anything binds
+ * (`--check` and start-up report them with the rest, each with its JSON
+ * path): every `certFile`, `keyFile`, `caFile`... wherever a section (TLS
+ * listeners, upstream TLS) puts them, so a new section needs no change here.
+ */
+export function fileErrors (config: Config): string[] {
+  const errors: string[] = []
+  const walk = (node: unknown, path: string): void => {
+    if (Array.isArray(node)) { node.forEach((item, i) => walk(item, `${path}/${i}`)); return }
+    if (!isObject(node)) return
+    for (const [key, value] of Object.entries(node)) {
+      const at = `${path}/${key}`
+      if (typeof value === 'string' && READ_FILE_KEY.test(key)) {
+        try {
+          accessSync(value, constants.R_OK)
+          if (!statSync(value).isFile()) errors.push(`${at}: ${value} is not a file`)
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code
+          errors.push(`${at}: cannot read ${value}${code === 'ENOENT' ? ': no such file' : code === 'EACCES' ? ': permission denied' : `: ${(err as Error).message}`}`)
+        }
+      } else {
+        walk(value, at)
+      }
+    }
+  }
+  walk(config, '')
   return errors
 }
 
@@ -84,18 +184,39 @@ function deepFreeze<T> (value: T): T {
   return value
 }
 
-/** Validate a plain object (already merged with CLI overrides). Throws ConfigError. */
-export function resolveConfig (raw: unknown, source = 'configuration'): Config {
+/**
+ * Validate a plain object (already merged with CLI overrides). Throws one
+ * ConfigError with every problem: schema and semantic errors together.
+ * Warnings (a default that does not fit and was adjusted) go into `warnings`.
+ */
+export function resolveConfig (raw: unknown, source = 'configuration', warnings: string[] = []): Config {
   const copy = structuredClone(raw) as Record<string, unknown>
-  if (!validate(copy)) {
-    throw new ConfigError((validate.errors ?? []).map(formatAjvError), source)
-  }
-  const config = copy as unknown as Config
+  const errors = validate(copy) ? [] : (validate.errors ?? []).map(formatAjvError)
   // the one default JSON Schema cannot hold: it depends on the machine
-  if (config.workers === undefined) config.workers = availableParallelism()
-  const errors = semanticErrors(config)
+  if (isObject(copy) && copy.workers === undefined) copy.workers = availableParallelism()
+  // a semantic error at a path the schema already faulted says the same thing twice
+  const faulted = errors.map((e) => e.slice(0, e.indexOf(': ')))
+  for (const e of semanticErrors(copy, raw, warnings)) {
+    const path = e.slice(0, e.indexOf(': '))
+    if (!faulted.some((f) => f === path || (f !== '/' && path.startsWith(f + '/')))) errors.push(e)
+  }
   if (errors.length > 0) throw new ConfigError(errors, source)
-  return deepFreeze(config)
+  return deepFreeze(copy as unknown as Config)
+}
+
+/** `line:column` (1-based) of a character offset in `text`. */
+function lineColumn (text: string, offset: number): string {
+  let line = 1
+  let lineStart = 0
+  for (let i = text.indexOf('\n'); i !== -1 && i < offset; i = text.indexOf('\n', i + 1)) { line++; lineStart = i + 1 }
+  return `${line}:${offset - lineStart + 1}`
+}
+
+/** A JSON syntax error as `PATH:LINE:COLUMN: not valid JSON: ...` (where our scan of the text finds it). */
+function syntaxError (path: string, text: string, err: Error): string {
+  const found = findJsonSyntaxError(text)
+  if (found === null) return `${path}: not valid JSON: ${err.message}`
+  return `${path}:${lineColumn(text, found.offset)}: not valid JSON: ${found.message}`
 }
 
 export function readConfigFile (path: string): Record<string, unknown> {
@@ -103,21 +224,22 @@ export function readConfigFile (path: string): Record<string, unknown> {
   try {
     text = readFileSync(path, 'utf8')
   } catch (err) {
-    throw new ConfigError([`cannot read ${path}: ${(err as Error).message}`], path)
+    const e = err as NodeJS.ErrnoException
+    throw new ConfigError([e.code === 'ENOENT' ? `${path}: no such file` : `cannot read ${path}: ${e.message}`], path)
   }
+  let parsed: unknown
   try {
-    const parsed: unknown = JSON.parse(text)
-    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
-      throw new ConfigError(['/: the top level must be a JSON object'], path)
-    }
-    // JSON.parse keeps the last of two equal keys: two pools of one name would silently become one
-    const duplicates = duplicateKeysIn(text, 'pools')
-    if (duplicates.length > 0) throw new ConfigError(duplicates.map((name) => `/pools/${name}: duplicate pool name "${name}"`), path)
-    return parsed as Record<string, unknown>
+    parsed = JSON.parse(text)
   } catch (err) {
-    if (err instanceof ConfigError) throw err
-    throw new ConfigError([`/: not valid JSON: ${(err as Error).message}`], path)
+    throw new ConfigError([syntaxError(path, text, err as Error)], path)
   }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw new ConfigError(['/: the top level must be a JSON object'], path)
+  }
+  // JSON.parse keeps the last of two equal keys: two pools of one name would silently become one
+  const duplicates = duplicateKeysIn(text, 'pools')
+  if (duplicates.length > 0) throw new ConfigError(duplicates.map((name) => `/pools/${name}: duplicate pool name "${name}"`), path)
+  return parsed as Record<string, unknown>
 }
 
 export function loadConfigFile (path: string): Config {

@@ -386,6 +386,27 @@ export const configSchema = {
         accessFile: { type: 'string', minLength: 1 },
       },
     },
+    requestId: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        // on unless turned off: an ID in every request's logs, upstream and in its response
+        enabled: { type: 'boolean', default: true },
+        header: { type: 'string', pattern: "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", default: 'x-request-id' },
+      },
+    },
+    tracing: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['otlpEndpoint'],
+      properties: {
+        // OTLP/HTTP (JSON) traces endpoint of a collector
+        otlpEndpoint: { type: 'string', pattern: '^https?://[^\\s/]+(/\\S*)?$' },
+        sampleRatio: { type: 'number', minimum: 0, maximum: 1, default: 0.01 },
+        serviceName: { type: 'string', minLength: 1, maxLength: 256, default: 'switchyard' },
+      },
+    },
     proxy: {
       type: 'object',
       additionalProperties: false,

@@ -74,6 +74,18 @@ export interface FirewallConfig {
   rules: FirewallRuleConfig[]
 }
 
+export interface RequestIdConfig {
+  enabled: boolean
+  /** the field that carries the ID (any case; sent as written here, capitalised) */
+  header: string
+}
+
+export interface TracingConfig {
+  otlpEndpoint: string
+  sampleRatio: number
+  serviceName: string
+}
+
 export interface HealthCheckConfig {
   /** absent = no active checks */
   active?: ActiveHealthConfig
@@ -157,6 +169,9 @@ export interface Config {
   firewall?: FirewallConfig
   admin?: { listen: string, token?: string }
   log: { level: LogLevel, access: boolean, redactQuery: boolean, accessFile?: string }
+  requestId: RequestIdConfig
+  /** absent = no tracing */
+  tracing?: TracingConfig
   proxy: { via: string, allowedUpgrades: string[] }
 }
 

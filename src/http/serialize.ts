@@ -226,14 +226,16 @@ export function buildRequestHead (p: HeadParser, id: ForwardIdentity, upgrading:
   const versionStart = base + p.targetEnd
   const lineBytes = absolute ? (methodEnd - lineStart) + path.length + (lineEnd - versionStart) : lineEnd - lineStart
   // an HTTP/1.0 absolute-form request may come without Host: the authority goes in as one
+  // (and a route's setHost on a request without one)
   const addHost = authority !== '' && p.hostCount === 0 ? 'Host: ' + authority + '\r\n' : ''
+  // `extra` (validators, a request ID, a route's fields) goes before the added fields, so the common tail stays a copy
   let added: string | Buffer
-  if (!http10 && !upgrading && extra === '' && !hasKind(p, H_X_FORWARDED_FOR, H_FORWARDED, H_VIA)) {
+  if (!http10 && !upgrading && !hasKind(p, H_X_FORWARDED_FOR, H_FORWARDED, H_VIA)) {
     added = id.plainTail ?? (id.plainTail = Buffer.from(addedFields(id, '', '', '', false, false), 'latin1'))
   } else {
-    added = extra + addedFields(id, p.headerOfKind(H_X_FORWARDED_FOR) ?? '', p.headerOfKind(H_FORWARDED) ?? '', p.headerOfKind(H_VIA) ?? '', http10, upgrading)
+    added = addedFields(id, p.headerOfKind(H_X_FORWARDED_FOR) ?? '', p.headerOfKind(H_FORWARDED) ?? '', p.headerOfKind(H_VIA) ?? '', http10, upgrading)
   }
-  const size = lineBytes + addHost.length + writeFields(p, null, 0) + added.length
+  const size = lineBytes + addHost.length + writeFields(p, null, 0) + extra.length + added.length
   const out = Buffer.allocUnsafe(size + (body === null ? 0 : body.length))
   let o: number
   if (absolute) {
@@ -245,6 +247,7 @@ export function buildRequestHead (p: HeadParser, id: ForwardIdentity, upgrading:
   }
   if (addHost !== '') o += out.latin1Write(addHost, o)
   o = writeFields(p, out, o)
+  if (extra !== '') o += out.latin1Write(extra, o)
   o += typeof added === 'string' ? out.latin1Write(added, o) : added.copy(out, o)
   if (body !== null) body.copy(out, o)
   return out
@@ -286,10 +289,10 @@ export function buildResponseHead (p: HeadParser, via: string, connection: Conne
   const buf = p.buf
   const base = p.base
   const priorVia = p.headerOfKind(H_VIA)
-  const tail = priorVia === null && extra === ''
+  // `extra` (a sticky Set-Cookie, X-Cache, a request ID) goes before Via, so the common tail stays cached
+  const tail = priorVia === null
     ? plainResponseTail(via, p.versionMinor, connection)
-    : 'Via: ' + (priorVia === null ? '' : priorVia + ', ') + (p.versionMinor === 0 ? '1.0 ' : '1.1 ') + via + '\r\n' +
-      CONNECTION_LINES[connection] + extra + '\r\n'
+    : 'Via: ' + priorVia + ', ' + (p.versionMinor === 0 ? '1.0 ' : '1.1 ') + via + '\r\n' + CONNECTION_LINES[connection] + '\r\n'
   const status = p.status
   plan.drop = DROP_RESPONSE
   plan.keepUpgrade = connection === 'upgrade'
@@ -299,11 +302,12 @@ export function buildResponseHead (p: HeadParser, via: string, connection: Conne
   plan.host = ''
   plan.remove = remove
   const lineBytes = p.fieldsStart
-  const size = lineBytes + writeFields(p, null, 0) + tail.length
+  const size = lineBytes + writeFields(p, null, 0) + extra.length + tail.length
   const out = Buffer.allocUnsafe(size)
   STATUS_PREFIX.copy(out, 0)
   let o = 8 + buf.copy(out, 8, base + 8, base + lineBytes)
   o = writeFields(p, out, o)
+  if (extra !== '') o += out.latin1Write(extra, o)
   out.latin1Write(tail, o)
   return out
 }

@@ -202,6 +202,7 @@ export class Switchyard implements AdminTarget {
         ctx.sweeper.stop()
         this.stopThreadStats()
         ctx.pool.drain()
+        if (ctx.tracing !== null) await ctx.tracing.shutdown() // export the last spans (bounded)
       }
       if (this.workers !== null) await this.workers.drainAndClose(drainMs)
       await closed

@@ -85,7 +85,7 @@ export class WorkerPool {
       // workers own sockets: they must never block in Atomics.wait
       atomics: 'disabled',
       workerData: init,
-      loadBalancer: fewestConnections,
+      loadBalancer: fewestConnections(),
     })
     // A worker's threadId reads -1 once it has exited, so remember each one while it lives
     // and free its shared-state slot, and whatever it held, from its own 'exit' event.
@@ -240,12 +240,31 @@ function peerKey (ip: string, port: number): string {
   return `${ip}:${port}`
 }
 
-/** piscina load balancer: the worker with the fewest open connections (tasks). */
-function fewestConnections (_task: unknown, workers: Array<{ currentUsage: number, terminating: boolean, destroyed: boolean }>): any {
-  let best = null
-  for (const w of workers) {
-    if (w.terminating || w.destroyed) continue
-    if (best === null || w.currentUsage < best.currentUsage) best = w
+export interface BalancedWorker { currentUsage: number, terminating: boolean, destroyed: boolean }
+
+/**
+ * piscina load balancer: the worker with the fewest open connections (tasks),
+ * ties broken round-robin. With "first of the fewest", every connection at low
+ * traffic (each closed before the next arrives: all tied at 0) went to worker
+ * 0, and the others stayed cold and looked dead on the dashboard. A cursor
+ * per pool (one closure, built once) takes the tied workers in turn.
+ */
+export function fewestConnections (): (task: unknown, workers: BalancedWorker[]) => any {
+  let cursor = 0
+  return (_task, workers) => {
+    let fewest = Infinity
+    let tied = 0
+    for (const w of workers) {
+      if (w.terminating || w.destroyed) continue
+      if (w.currentUsage < fewest) { fewest = w.currentUsage; tied = 1 } else if (w.currentUsage === fewest) tied++
+    }
+    if (tied === 0) return null
+    let pick = cursor++ % tied
+    if (cursor >= 0x3fffffff) cursor = 0
+    for (const w of workers) {
+      if (w.terminating || w.destroyed || w.currentUsage !== fewest) continue
+      if (pick-- === 0) return w
+    }
+    return null
   }
-  return best
 }

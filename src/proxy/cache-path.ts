@@ -453,8 +453,8 @@ function dateOf (view: HeadView, now: number): number {
 }
 
 /** A cached response's bytes as they go to the client: its head, our Via and Connection, the body. */
-export function renderCachedResponse (response: CachedResponse, via: string, closing: boolean, http10: boolean): Buffer {
-  const head = cachedHead(response, via, closing, http10)
+export function renderCachedResponse (response: CachedResponse, via: string, closing: boolean, http10: boolean, extra = ''): Buffer {
+  const head = cachedHead(response, via, closing, http10, extra)
   const body = response.body
   const out = Buffer.allocUnsafe(head.length + (body === null ? 0 : body.length))
   const o = out.latin1Write(head, 0)
@@ -471,14 +471,14 @@ const COPY_BODY_BYTES = 16 * 1024
  * no second copy: a client that does not read holds one copy of it, not two).
  * Returns the bytes written.
  */
-export function writeCachedResponse (socket: Writable, response: CachedResponse, via: string, closing: boolean, http10: boolean): number {
+export function writeCachedResponse (socket: Writable, response: CachedResponse, via: string, closing: boolean, http10: boolean, extra = ''): number {
   const body = response.body
   if (body === null || body.length <= COPY_BODY_BYTES) {
-    const out = renderCachedResponse(response, via, closing, http10)
+    const out = renderCachedResponse(response, via, closing, http10, extra)
     socket.write(out)
     return out.length
   }
-  const head = Buffer.from(cachedHead(response, via, closing, http10), 'latin1')
+  const head = Buffer.from(cachedHead(response, via, closing, http10, extra), 'latin1')
   socket.cork()
   socket.write(head)
   socket.write(body)
@@ -486,9 +486,10 @@ export function writeCachedResponse (socket: Writable, response: CachedResponse,
   return head.length + body.length
 }
 
-function cachedHead (response: CachedResponse, via: string, closing: boolean, http10: boolean): string {
+/** `extra`: field lines of this answer only (a request ID), never stored. */
+function cachedHead (response: CachedResponse, via: string, closing: boolean, http10: boolean, extra: string): string {
   const connection = closing ? 'Connection: close\r\n' : (http10 ? 'Connection: keep-alive\r\n' : '')
-  return response.head + 'Via: 1.1 ' + via + '\r\n' + connection + '\r\n'
+  return response.head + extra + 'Via: 1.1 ' + via + '\r\n' + connection + '\r\n'
 }
 
 export { SharedCacheStore, CacheHook, type CacheUser }

@@ -120,9 +120,25 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     return p.targetEnd > 0 ? p.target() : ''
   }
 
-  /** Phase: log (one access-log line, when the access log is on). */
+  /** Phase: log. Count the response if the client got one (metrics), then one access-log line when the access log is on. */
   private logRequest (): void {
+    if (this.responseStarted) this.countResponse()
     logAccess(this) // returns at once when the access log is off (log.ts: accessLog.on)
+    if (this.trace !== null) { this.trace.end(this, this.flag); this.trace = null }
+  }
+
+  /**
+   * Every response a client receives, relayed or answered locally, on this
+   * thread's worker slot: a few Atomics.add (SharedState.recordClientResponse).
+   * Request bytes are the request's head and body as read (bytesIn, the access log's).
+   */
+  private countResponse (): void {
+    const ctx = this.ctx
+    if (ctx.workerSlot === -1) return
+    // a tunnel's life is not a request duration
+    const durationMs = this.status === 101 ? -1 : performance.now() - this.startedAt
+    const entry = this.entry
+    ctx.state.recordClientResponse(ctx.workerSlot, entry === null ? -1 : entry.slot, this.status, this.localAnswer, durationMs, this.bytesIn, this.bytesOut)
   }
 
   // ---- FirewallRequest: the host the request is for (an absolute-form target's, RFC 9112 §3.2.2) stands in
@@ -268,6 +284,10 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     this.bodyLength = p.bodyKind === BODY_CHUNKED ? -1 : (p.contentLength > 0 ? p.contentLength : 0)
     this.bodyDone = p.bodyKind === BODY_NONE
     if (ctx.workerSlot !== -1) ctx.state.addWorker(ctx.workerSlot, W_REQUESTS, 1)
+    // phase: request ID (the client's when sane, else a new one), before anything can answer
+    if (ctx.requestIds !== null) ctx.requestIds.assign(p, this)
+    // phase: trace (decide; a sampled request starts its server span)
+    if (ctx.tracing !== null) ctx.tracing.begin(this, p)
     // phase: route (decides the pool and this request's limits; any answer comes after the body is framed)
     this.routeRequest()
 
@@ -354,7 +374,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
   private answerForRoute (route: CompiledRoute): void {
     const local = route.local as LocalAnswer
     const close = this.beginLocalAnswer(local.status, '-')
-    this.writeOut(local.render(this, close, this.isHead, route.responseEdits !== null ? route.responseEdits.render(this) : ''))
+    this.writeOut(local.render(this, close, this.isHead, this.responseIdLine() + (route.responseEdits !== null ? route.responseEdits.render(this) : '')))
     this.finishRequest()
   }
 
@@ -415,6 +435,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
       if (route.requestEdits !== null) extra += route.requestEdits.render(this)
     }
     const coalesce = initial !== null && initial.length <= COALESCE_BYTES
+    extra += this.requestIdLine + (this.trace !== null ? this.trace.parentLine : '')
     this.requestHead = buildRequestHead(p, this.identity, this.upgrading, coalesce ? initial : null, extra, edit)
     if (coalesce) { this.initialBody = null; this.headCarriesBody = true }
     this.retriesLeft = route !== null && route.retries >= 0 ? route.retries : ctx.config.retries
@@ -446,9 +467,10 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
   /** Answer from the cache (hit, 304, only-if-cached 504). */
   private serveCached (response: CachedResponse): void {
     this.status = response.status
+    this.localAnswer = true
     this.responseStarted = true
     this.closeAfterResponse = !this.keepAlive || this.ctx.draining
-    this.bytesOut += writeCachedResponse(this.socket, response, this.ctx.config.proxy.via, this.closeAfterResponse, this.http10)
+    this.bytesOut += writeCachedResponse(this.socket, response, this.ctx.config.proxy.via, this.closeAfterResponse, this.http10, this.responseIdLine())
     this.finishRequest()
   }
 
@@ -479,9 +501,9 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     const info = describe(code)
     this.lastFailure = detail
     const close = this.beginLocalAnswer(info.status, info.flag)
-    this.writeOut(code === 'SWY_ERR_RATE_LIMITED' && this.rateHeaders !== ''
-      ? errorReplyWith(code, close, this.rateHeaders, this.isHead)
-      : errorReply(code, close, this.isHead))
+    let extra = this.responseIdLine()
+    if (code === 'SWY_ERR_RATE_LIMITED') extra += this.rateHeaders // the limit that refused: the global one or the route's
+    this.writeOut(extra === '' ? errorReply(code, close, this.isHead) : errorReplyWith(code, close, extra, this.isHead))
     this.finishRequest()
   }
 
@@ -489,6 +511,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
   private beginLocalAnswer (status: number, flag: string): boolean {
     this.status = status
     this.flag = flag
+    this.localAnswer = true
     this.responseStarted = true
     // the connection survives a local answer only when the whole request body is already here
     this.closeAfterResponse = !this.keepAlive || !this.bodyDone || this.ctx.draining

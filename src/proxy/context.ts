@@ -38,6 +38,8 @@ export interface StickyHook {
 export type ClientIpResolver = (socketIp: string, xForwardedFor: string | null) => string
 
 import type { CacheHook } from './cache-path'
+import type { RequestIds } from './request-id'
+import type { RequestTracer } from '../tracing/tracer'
 
 export class ProxyContext {
   config: Config
@@ -56,6 +58,10 @@ export class ProxyContext {
   /** The shared response cache (config.cache), null when off. */
   cache: CacheHook | null = null
   resolveClientIp: ClientIpResolver | null = null
+  /** Request IDs (config.requestId), null when off. */
+  requestIds: RequestIds | null = null
+  /** Tracing (config.tracing), null when off. */
+  tracing: RequestTracer | null = null
   workerSlot = -1
   /** Set while shutting down: answer in-flight requests, then close. */
   draining = false

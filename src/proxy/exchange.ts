@@ -9,6 +9,7 @@ import { BODY_NONE, type BodyKind, type HeadParser } from '../http/head-parser'
 import type { AccessRecord } from './access-log'
 import type { PoolRuntime } from '../routing/pools'
 import type { CompiledRoute } from '../routing/router'
+import type { RequestTrace } from '../tracing/tracer'
 
 /** How a response body goes to the client: as framed, re-chunked, or de-chunked for HTTP/1.0. */
 export type BodyRelay = 'raw' | 'rechunk' | 'dechunk'
@@ -48,10 +49,10 @@ export abstract class Exchange implements AccessRecord {
   bytesIn = 0
   /** Milliseconds from sending the request upstream to its final response head; -1 while none came. */
   upstreamMs = -1
-  /** The request's ID when request IDs are on; '' for none. */
-  requestId = ''
   flag = '-'
   responseStarted = false
+  /** The response is the proxy's own (an error answer, the cache), not relayed from an upstream. */
+  localAnswer = false
   closeAfterResponse = false
   relay: BodyRelay = 'raw'
   /** Response head not yet written: sent together with the first body bytes in one write. */
@@ -71,6 +72,12 @@ export abstract class Exchange implements AccessRecord {
   maxBodyBytes = 0
   /** Rate-limit fields of a 429 ('' unless the request was rate limited). */
   rateHeaders = ''
+  /** The request's ID (config.requestId; '' while off): see request-id.ts. */
+  requestId = ''
+  /** The field line carrying a new ID upstream; '' when the client's own goes as received. */
+  requestIdLine = ''
+  /** This request's spans when it is sampled for tracing, else null. */
+  trace: RequestTrace | null = null
 
   constructor (peerIp: string) {
     this.peerIp = peerIp
@@ -101,9 +108,9 @@ export abstract class Exchange implements AccessRecord {
     this.bytesOut = 0
     this.bytesIn = 0
     this.upstreamMs = -1
-    this.requestId = ''
     this.flag = '-'
     this.responseStarted = false
+    this.localAnswer = false
     this.closeAfterResponse = false
     this.relay = 'raw'
     this.heldHead = null
@@ -114,5 +121,8 @@ export abstract class Exchange implements AccessRecord {
     this.pool = null
     this.routePath = ''
     this.rateHeaders = ''
+    this.requestId = ''
+    this.requestIdLine = ''
+    this.trace = null
   }
 }

@@ -9,7 +9,8 @@ import { isMainThread } from 'node:worker_threads'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import type { Config } from '../config/types'
 import type { SharedState, UpstreamEntry } from '../shared/state'
-import { W_LOOP_LAG_US } from '../shared/layout'
+import { getHeapStatistics } from 'node:v8'
+import { W_LOOP_LAG_US, W_HEAP_USED_KB } from '../shared/layout'
 import { buildPools } from '../routing/pools'
 import { compileRouter } from '../routing/router'
 import { ProxyContext } from './context'
@@ -19,6 +20,8 @@ import { installPolicies } from './policies'
 import { CacheHook } from './cache-path'
 import { SharedCacheStore, type SharedCacheInit } from '../cache/store'
 import { ownerOfWorkerSlot } from '../cache/fill-claims'
+import { requestIdsFor } from './request-id'
+import { tracingFor } from '../tracing/index'
 
 export interface ThreadOptions {
   /** Shared secret for sticky cookies, generated once by the primary. */
@@ -33,6 +36,8 @@ export function createThreadProxy (config: Config, state: SharedState, table: re
   installPolicies(ctx, config)
   ctx.router = compileRouter(config, ctx.pools, state)
   installCache(ctx, config, options.cache)
+  ctx.requestIds = requestIdsFor(config.requestId, null)
+  ctx.tracing = tracingFor(config.tracing, null, state)
   return ctx
 }
 
@@ -78,6 +83,8 @@ export function applyConfig (ctx: ProxyContext, config: Config, table: readonly 
   installPolicies(ctx, config)
   ctx.router = compileRouter(config, ctx.pools, ctx.state)
   installCache(ctx, config, options.cache)
+  ctx.requestIds = requestIdsFor(config.requestId, ctx.requestIds)
+  ctx.tracing = tracingFor(config.tracing, ctx.tracing, ctx.state)
   for (const e of table) oldSlots.delete(e.slot)
   for (const slot of oldSlots) ctx.pool.drain(slot) // idle sockets to upstreams that left
 }
@@ -86,13 +93,29 @@ export function attachConnection (ctx: ProxyContext, socket: net.Socket, peerIp:
   return new ClientConnection(ctx, socket, peerIp)
 }
 
+/** Sampling interval of the loop-delay monitor. */
+const LOOP_LAG_RESOLUTION_MS = 20
+
+/**
+ * The true lag from a monitorEventLoopDelay percentile (ns): the monitor's
+ * timer fires every `resolution` ms and records the whole time between two
+ * firings, so an idle loop reads the interval itself (20 ms), not 0.
+ * Subtract it; clamp at 0. Result in µs.
+ */
+export function trueLoopLagUs (percentileNs: number, resolutionMs: number): number {
+  const us = Math.round(percentileNs / 1000) - resolutionMs * 1000
+  return Math.min(2 ** 31 - 1, Math.max(0, us))
+}
+
 /** Start accounting loop lag for this thread's worker slot (unref'd). */
 export function startThreadStats (ctx: ProxyContext): () => void {
   if (ctx.workerSlot === -1) return () => {}
-  const histogram = monitorEventLoopDelay({ resolution: 20 })
+  const histogram = monitorEventLoopDelay({ resolution: LOOP_LAG_RESOLUTION_MS })
   histogram.enable()
   const timer = setInterval(() => {
-    ctx.state.storeWorker(ctx.workerSlot, W_LOOP_LAG_US, Math.min(2 ** 31 - 1, Math.round(histogram.percentile(99) / 1000)))
+    ctx.state.storeWorker(ctx.workerSlot, W_LOOP_LAG_US, trueLoopLagUs(histogram.percentile(99), LOOP_LAG_RESOLUTION_MS))
+    // prom-client's nodejs_heap_* describe the primary only: each thread's own isolate is here
+    ctx.state.storeWorker(ctx.workerSlot, W_HEAP_USED_KB, Math.min(2 ** 31 - 1, Math.round(getHeapStatistics().used_heap_size / 1024)))
     histogram.reset()
   }, 1000)
   timer.unref()
@@ -104,4 +127,5 @@ export function drainThread (ctx: ProxyContext): void {
   ctx.draining = true
   for (const client of ctx.clients) client.closeIfIdle()
   ctx.pool.drain()
+  if (ctx.tracing !== null) void ctx.tracing.flush()
 }

@@ -101,6 +101,8 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
     this.activeSlot = entry.slot
     const idle = pooled ? ctx.pool.acquire(entry.slot) as UpstreamConnection | null : null
     const up = idle ?? new UpstreamConnection(ctx, entry)
+    // step: a sampled request's client span for this attempt (its ID goes upstream in traceparent)
+    if (this.trace !== null && ctx.tracing !== null) this.trace.startAttempt(ctx.tracing, this, entry, this.requestHead)
     this.upstream = up
     up.assign(this, this.isHead)
     if (idle !== null) this.onUpstreamConnected(idle)
@@ -230,6 +232,9 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
     this.status = status
     this.responseStarted = true
     let extra = this.setCookie
+    // the request's ID back to the client, unless the upstream answered with its own line
+    const ids = ctx.requestIds
+    if (this.requestId !== '' && ids !== null && head.header(ids.header) === null) extra += ids.responseLine(this.requestId)
     const cache = this.cacheState
     if (cache !== null) {
       const cached = cache.onResponseHead(head)
@@ -237,7 +242,7 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
         // revalidated: the stored response goes out instead of the upstream's 304
         this.status = cached.status
         this.closeAfterResponse = !this.keepAlive || ctx.draining || !this.bodyDone
-        const out = renderCachedResponse(cached, ctx.config.proxy.via, this.closeAfterResponse, this.http10)
+        const out = renderCachedResponse(cached, ctx.config.proxy.via, this.closeAfterResponse, this.http10, this.responseIdLine())
         if (head.bodyKind !== BODY_NONE) {
           // a stale entry instead of an upstream error (RFC 5861 §4): that error's body is not relayed
           this.detachUpstream(true)
@@ -259,6 +264,12 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
     this.bytesOut += out.length
     this.heldHead = out
     return 'final'
+  }
+
+  /** The request-ID field line for a response to the client ('' while request IDs are off). */
+  protected responseIdLine (): string {
+    const ids = this.ctx.requestIds
+    return this.requestId === '' || ids === null ? '' : ids.responseLine(this.requestId)
   }
 
   protected writeOut (data: Buffer): void {
@@ -326,6 +337,7 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
     this.releaseActive()
     const entry = this.entry as UpstreamEntry
     this.lastFailure = entry.address + ': ' + detail
+    if (this.trace !== null) this.trace.attemptFailed(code)
     if (code === 'SWY_ERR_CLIENT_TIMEOUT') {
       // the client's fault: no passive failure for the upstream, a 408 for the client
       logRejected(this, code, detail)

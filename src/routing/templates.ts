@@ -3,7 +3,7 @@
  * `requestHeaders` / `responseHeaders` and a redirect's `location`.
  *
  *   {client_ip}   the client address (after rateLimit.trustProxy)
- *   {request_id}  the request's X-Request-Id field ('' when it has none)
+ *   {request_id}  the request's ID (config.requestId), else its X-Request-Id field, else ''
  *   {host}        the host the request is for, without port, lower case
  *   {scheme}      http
  *   {path}        the request path as received, without the query
@@ -22,6 +22,8 @@ export type Variable = typeof VARIABLES[number]
 export interface TemplateSource {
   readonly clientIp: string
   readonly parser: HeadParser
+  /** The request's ID when request IDs are on ('' when off). */
+  readonly requestId: string
 }
 
 const VAR_PATTERN = /\{([a-z_]+)\}/g
@@ -64,7 +66,7 @@ function variable (name: Variable, src: TemplateSource): string {
   const p = src.parser
   switch (name) {
     case 'client_ip': return src.clientIp
-    case 'request_id': return p.header('x-request-id') ?? ''
+    case 'request_id': return src.requestId !== '' ? src.requestId : (p.header('x-request-id') ?? '')
     case 'host': { const h = p.hostName(); return h === '' ? '' : comparableHost(h) }
     case 'scheme': return 'http'
     case 'path': { const t = p.path(); const q = t.indexOf('?'); return q === -1 ? t : t.slice(0, q) }

@@ -11,12 +11,15 @@
  *   | upstream 1               |
  *   | ... MAX_UPSTREAMS slots  |
  *   +--------------------------+  WORKERS_OFFSET
- *   | worker slot 0 (WORKER_INTS)| thread id, connections, requests, loop lag
+ *   | worker slot 0 (WORKER_INTS)| thread id, connections, requests, loop lag,
+ *   |                          |  client responses by source x class, bytes, duration histogram
  *   | ... MAX_WORKER_SLOTS     |
  *   +--------------------------+  FIREWALL_OFFSET
  *   | hits per firewall rule   |  MAX_FIREWALL_RULES ints
  *   +--------------------------+  HOLDINGS_OFFSET
  *   | holdings                 |  MAX_WORKER_SLOTS x MAX_UPSTREAMS x HOLDING_INTS, see below
+ *   +--------------------------+  TRACING_OFFSET
+ *   | tracing span counters    |  TRACING_INTS ints
  *   +--------------------------+  POOLS_OFFSET
  *   | pool 0 (POOL_INTS)       |  round-robin cursor, requests routed (owner: src/routing)
  *   | ... MAX_POOLS slots      |
@@ -81,7 +84,15 @@ export const U_RETRIES = U_LATENCY_BUCKETS + LATENCY_BOUNDS_MS.length + 1 // 32
 export const U_IN_USE = U_RETRIES + 1 //  1 while the slot belongs to a configured upstream
 export const U_LAST_RESPONSE_AT = U_IN_USE + 1 // ms since epoch of the latest response head (passive health: a timeout on a live upstream is the request's, not the upstream's)
 export const U_LAST_FAILED_CLIENT = U_LAST_RESPONSE_AT + 1 // hash of the client whose failed request was last counted (one client's requests count once in a row)
-export const UPSTREAM_INTS = 40
+// 36..39 resilience, 40..43 routing, 44..47 cluster (COORDINATION.md); 48..55 metrics:
+// written by the thread that answers the client (SharedState.recordClientResponse)
+export const U_LOCAL_4XX = 48 //         local answers (not relayed) to requests sent toward this upstream, 4xx
+export const U_LOCAL_5XX = 49 //         ... 5xx (502 connect failure, 504 timeout)
+export const U_REQUEST_BYTES = 50 //     client request bytes of the requests it served (low 32 bits; wraps)
+export const U_REQUEST_BYTES_HI = 51 //  whole 2^32s of single requests of 4 GiB or more
+export const U_RESPONSE_BYTES = 52 //    response bytes relayed from it to clients (low 32 bits; wraps)
+export const U_RESPONSE_BYTES_HI = 53
+export const UPSTREAM_INTS = 56
 
 export const ADMIN_ENABLED = 0
 export const ADMIN_DRAINING = 1 //       no new requests; in-flight ones finish
@@ -97,8 +108,22 @@ export const CHECK_BAD_RESPONSE = -4
 export const W_THREAD_ID = 0 //          0 = free
 export const W_OPEN_CONNECTIONS = 1
 export const W_REQUESTS = 2 //           counter
-export const W_LOOP_LAG_US = 3 //        event-loop delay p99 over the last second
-export const WORKER_INTS = 8
+export const W_LOOP_LAG_US = 3 //        event-loop delay p99 over the last second, sampling interval subtracted
+export const W_HEAP_USED_KB = 4 //       this thread's V8 heap in use, KiB (once a second)
+// 5..7 free. Every response a client receives, counted by the thread that
+// wrote it (SharedState.recordClientResponse), so that no two threads bump
+// the same cells:
+//   W_RESPONSES + source * 5 + (class - 1)   source 0 = relayed from an upstream, 1 = answered locally
+export const W_RESPONSES = 8 //          10 counters: SOURCE_UPSTREAM 1xx..5xx, SOURCE_LOCAL 1xx..5xx
+export const SOURCE_UPSTREAM = 0
+export const SOURCE_LOCAL = 1
+export const W_REQUEST_BYTES = 18 //     bytes received from clients (low 32 bits; wraps, the sampler accumulates)
+export const W_REQUEST_BYTES_HI = 19 //  whole 2^32s of single requests of 4 GiB or more
+export const W_RESPONSE_BYTES = 20 //    bytes written to clients
+export const W_RESPONSE_BYTES_HI = 21
+export const W_DURATION_SUM_US = 22 //   request head received -> last response byte written, µs (counter)
+export const W_DURATION_BUCKETS = 23 //  LATENCY_BOUNDS_MS.length + 1 counters (last one is +Inf), through 36
+export const WORKER_INTS = 40
 
 // ---- holdings: what each worker added to an upstream's gauges -----------------
 // A worker that dies cannot take back its +1s on U_ACTIVE_REQUESTS and
@@ -119,6 +144,12 @@ export const WORKER_INTS = 8
 export const HELD_ACTIVE_REQUESTS = 0 // this worker's part of U_ACTIVE_REQUESTS
 export const HELD_OPEN_SOCKETS = 1 //    this worker's part of U_OPEN_SOCKETS
 export const HOLDING_INTS = 2
+
+// ---- tracing (src/tracing): spans of every thread, by outcome ------------------
+// Written by each thread's span exporter (Atomics.add); read by the admin API.
+export const T_SPANS_EXPORTED = 0 //     spans the collector accepted
+export const T_SPANS_DROPPED = 1 //      spans lost: export failed (collector down) or too many waiting
+export const TRACING_INTS = 2
 
 // ---- per pool (owner: src/routing/pools.ts) --------------------------------
 // A pool keeps its slot across reloads while its name stays (like an upstream
@@ -145,7 +176,8 @@ export const UPSTREAMS_OFFSET = HEADER_INTS
 export const WORKERS_OFFSET = UPSTREAMS_OFFSET + MAX_UPSTREAMS * UPSTREAM_INTS
 export const FIREWALL_OFFSET = WORKERS_OFFSET + MAX_WORKER_SLOTS * WORKER_INTS
 export const HOLDINGS_OFFSET = FIREWALL_OFFSET + MAX_FIREWALL_RULES
-export const POOLS_OFFSET = HOLDINGS_OFFSET + MAX_WORKER_SLOTS * MAX_UPSTREAMS * HOLDING_INTS
+export const TRACING_OFFSET = HOLDINGS_OFFSET + MAX_WORKER_SLOTS * MAX_UPSTREAMS * HOLDING_INTS
+export const POOLS_OFFSET = TRACING_OFFSET + TRACING_INTS
 export const ROUTES_OFFSET = POOLS_OFFSET + MAX_POOLS * POOL_INTS
 export const RATE_OFFSET = ROUTES_OFFSET + MAX_ROUTES
 

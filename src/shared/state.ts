@@ -33,6 +33,23 @@ export interface UpstreamEntry {
   readonly id: string
 }
 
+/** Index of the LATENCY_BOUNDS_MS bucket for `ms` (the last index is +Inf). */
+export function latencyBucket (ms: number): number {
+  const bounds = L.LATENCY_BOUNDS_MS
+  let b = 0
+  while (b < bounds.length && ms > bounds[b]) b++
+  return b
+}
+
+const TWO_32 = 4294967296
+
+/** Add a byte count to a wrapping low cell and, for counts of 2^32 or more, its high cell. */
+function addBytes (i32: Int32Array, lo: number, hi: number, bytes: number): void {
+  if (bytes <= 0) return
+  Atomics.add(i32, lo, bytes | 0) // ToInt32: the low 32 bits; the sampler reads deltas mod 2^32
+  if (bytes >= TWO_32) Atomics.add(i32, hi, (bytes / TWO_32) | 0)
+}
+
 export class SharedState {
   readonly buffer: SharedArrayBuffer
   readonly i32: Int32Array
@@ -73,6 +90,10 @@ export class SharedState {
   // ---- header ---------------------------------------------------------------
   header (field: number): number { return Atomics.load(this.i32, field) }
   addHeader (field: number, delta: number): number { return Atomics.add(this.i32, field, delta) }
+
+  /** Tracing span counters (T_* in layout.ts), all threads together; uint32, wrapping. */
+  tracing (field: number): number { return Atomics.load(this.i32, L.TRACING_OFFSET + field) >>> 0 }
+  addTracing (field: number, delta: number): void { Atomics.add(this.i32, L.TRACING_OFFSET + field, delta) }
   storeHeader (field: number, value: number): void { Atomics.store(this.i32, field, value) }
 
   /** A pool's round-robin cursor, shared by every thread (Pingora's fetch_add). */
@@ -186,10 +207,38 @@ export class SharedState {
     const cls = (status / 100) | 0
     if (cls >= 1 && cls <= 5) Atomics.add(this.i32, base + L.U_STATUS_1XX + cls - 1, 1)
     Atomics.add(this.i32, base + L.U_LATENCY_SUM_US, (latencyMs * 1000) | 0)
-    const bounds = L.LATENCY_BOUNDS_MS
-    let b = 0
-    while (b < bounds.length && latencyMs > bounds[b]) b++
-    Atomics.add(this.i32, base + L.U_LATENCY_BUCKETS + b, 1)
+    Atomics.add(this.i32, base + L.U_LATENCY_BUCKETS + latencyBucket(latencyMs), 1)
+  }
+
+  /**
+   * Count one response a client received, relayed or answered locally, on the
+   * answering thread's worker slot (no other thread writes those cells), and
+   * on the upstream the request went toward (`upstreamSlot`, -1 for none).
+   * `durationMs` < 0 leaves the duration histogram alone (a tunnel's 101).
+   * Byte counts may exceed 2^32: the low 32 bits go to the wrapping counter,
+   * whole 2^32s to its _HI cell. A handful of Atomics.add, no allocation.
+   */
+  recordClientResponse (workerSlot: number, upstreamSlot: number, status: number, local: boolean,
+    durationMs: number, requestBytes: number, responseBytes: number): void {
+    const cls = (status / 100) | 0
+    if (cls < 1 || cls > 5) return
+    const i32 = this.i32
+    const w = L.WORKERS_OFFSET + workerSlot * L.WORKER_INTS
+    Atomics.add(i32, w + L.W_RESPONSES + (local ? L.SOURCE_LOCAL : L.SOURCE_UPSTREAM) * 5 + cls - 1, 1)
+    addBytes(i32, w + L.W_REQUEST_BYTES, w + L.W_REQUEST_BYTES_HI, requestBytes)
+    addBytes(i32, w + L.W_RESPONSE_BYTES, w + L.W_RESPONSE_BYTES_HI, responseBytes)
+    if (durationMs >= 0) {
+      Atomics.add(i32, w + L.W_DURATION_SUM_US, (durationMs * 1000) | 0)
+      Atomics.add(i32, w + L.W_DURATION_BUCKETS + latencyBucket(durationMs), 1)
+    }
+    if (upstreamSlot === -1) return
+    const u = L.UPSTREAMS_OFFSET + upstreamSlot * L.UPSTREAM_INTS
+    if (local) {
+      if (cls === 4) Atomics.add(i32, u + L.U_LOCAL_4XX, 1)
+      else if (cls === 5) Atomics.add(i32, u + L.U_LOCAL_5XX, 1)
+    }
+    addBytes(i32, u + L.U_REQUEST_BYTES, u + L.U_REQUEST_BYTES_HI, requestBytes)
+    addBytes(i32, u + L.U_RESPONSE_BYTES, u + L.U_RESPONSE_BYTES_HI, responseBytes)
   }
 
   // ---- per worker slot ------------------------------------------------------

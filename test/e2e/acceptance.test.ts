@@ -39,7 +39,7 @@ async function startCli (t: { after: (fn: () => Promise<void>) => void }, args: 
 }
 
 /** Run the CLI to completion (for flags that make it exit). Killed by PID after `timeoutMs`. */
-async function runCli (args: string[], timeoutMs = 10_000): Promise<{ code: number | null, signal: NodeJS.Signals | null, stdout: string, stderr: string }> {
+async function runCli (args: string[], timeoutMs = 30_000): Promise<{ code: number | null, signal: NodeJS.Signals | null, stdout: string, stderr: string }> {
   const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
   let stdout = ''
   let stderr = ''

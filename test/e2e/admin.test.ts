@@ -128,9 +128,13 @@ for (const mode of MODES) {
       // prom-client's process families cover the whole process (all worker threads' CPU)
       assert.match(reply.body, /^process_cpu_seconds_total \d/m)
       assert.match(reply.body, /^process_resident_memory_bytes \d/m)
-      const { body } = await json(admin, '/api/status')
+      // client-facing counts land right after a worker's last write: a moment after the client has its answer
+      let body: any
+      await waitFor(async () => (body = (await json(admin, '/api/status')).body).totals.responses['2xx'] === N, 3000, 'every response counted')
       assert.equal(body.totals.requests, N)
-      assert.equal(body.totals.responses['2xx'], N)
+      assert.equal(body.totals.responsesBySource.upstream['2xx'], N)
+      assert.equal(body.totals.upstreamResponses['2xx'], N)
+      assert.match((await adminCall(admin, '/metrics')).body, new RegExp(`switchyard_requests_total\\{class="2xx",source="upstream"\\} ${N}\\n`))
     })
 
     test('drain takes an upstream out of rotation, in-flight requests finish; enable brings it back', async () => {

@@ -1,8 +1,11 @@
 /**
  * The dashboard in a real browser (Debian's chromium driven by playwright-core):
- * it shows an upstream healthy, then unhealthy within 3 s of that upstream
- * dying (active checks every 500 ms, the page polls every second), and leaves
- * a screenshot in test/artifacts/dashboard.png.
+ * it counts switchyard's own 502s in its 5xx figures (the card and the
+ * upstream rows), shows percentiles, bytes, open connections, time in state
+ * and true loop lag, draws a chart with a legend, time labels, a 5xx line and
+ * unstretched text; it shows an upstream healthy, then unhealthy within 3 s
+ * of that upstream dying (active checks every 500 ms, the page polls every
+ * second), and leaves a screenshot in test/artifacts/dashboard.png.
  */
 import { test } from 'node:test'
 import * as assert from 'node:assert/strict'
@@ -23,8 +26,14 @@ test('dashboard shows upstream health and notices an upstream going down within 
     return
   }
   const token = 'dashboard-test-token'
-  const a = await startEchoUpstream('a')
-  const b = await startEchoUpstream('b')
+  // GET /boom: the upstream drops the connection, and switchyard answers 502 itself
+  const boom = (req: { url?: string, socket: { destroy: () => void } }): boolean => {
+    if (req.url !== '/boom') return false
+    req.socket.destroy()
+    return true
+  }
+  const a = await startEchoUpstream('a', boom)
+  const b = await startEchoUpstream('b', boom)
   let running: RunningLb | null = null
   let admin: AdminServer | null = null
   let context: BrowserContext | null = null
@@ -35,9 +44,11 @@ test('dashboard shows upstream health and notices an upstream going down within 
     running = await startLb({
       upstreams: [{ address: a.address }, { address: b.address }],
       healthCheck: { active: { path: '/', intervalMs: 500, timeoutMs: 400 } },
+      retries: 0,
     }, 0)
     admin = await startAdmin(running.lb, { listen: '127.0.0.1:0', token })
     const port = running.port
+    for (let i = 0; i < 5; i++) assert.equal((await httpRequest(port, { path: '/boom' })).status, 502)
     // a light, steady load so the chart and rates have something to show
     traffic = (async () => {
       while (trafficOn) {
@@ -63,7 +74,42 @@ test('dashboard shows upstream health and notices an upstream going down within 
     await page.waitForSelector(`[data-upstream="${b.address}"][data-health="up"]`, { timeout: 5000 })
     assert.equal(await page.textContent(`[data-upstream="${b.address}"] .badge`), 'up')
     // rates need two polls: wait until requests/s shows a number
-    await waitFor(async () => /\d/.test(await page.textContent(`[data-upstream="${a.address}"] td:nth-child(3)`) ?? ''), 5000, 'a requests/s figure')
+    await waitFor(async () => /\d/.test(await page.textContent(`[data-upstream="${a.address}"] [data-col="rps"]`) ?? ''), 5000, 'a requests/s figure')
+
+    // the five local 502s are in the 5xx card and in the upstreams' 5xx figures
+    const text = async (selector: string): Promise<string> => ((await page.textContent(selector)) ?? '').trim()
+    const count = (t: string): number => Number(t.replace(/,/g, ''))
+    assert.equal(await text('[data-card="5xx"] .value'), '5')
+    assert.match(await text('[data-card="5xx"] .sub'), /^5 local, 0 from upstreams$/)
+    const rowFives = [count(await text(`[data-upstream="${a.address}"] [data-col="5xx"]`)), count(await text(`[data-upstream="${b.address}"] [data-col="5xx"]`))]
+    assert.equal(rowFives[0] + rowFives[1], 5, `per-upstream 5xx: ${rowFives.join(' + ')}`)
+    const status = JSON.parse((await httpRequest(admin.address.port, { path: '/api/status', headers: { authorization: `Bearer ${token}` } })).body)
+    assert.equal(status.totals.responses['5xx'], 5)
+    for (const address of [a.address, b.address]) {
+      const row = `[data-upstream="${address}"]`
+      assert.match(await text(`${row} [data-col="latency"]`), /^[\d.]+ \/ [\d.]+ \/ [\d.]+$/, 'p50 / p95 / p99')
+      assert.match(await text(`${row} [data-col="open"]`), /^\d+$/, 'open connections now')
+      assert.match(await text(`${row} [data-col="bytes"]`), /^[\d.]+ (B|KiB|MiB) \/ [\d.]+ (B|KiB|MiB)$/)
+      assert.match(await text(`${row} [data-col="inState"]`), /^\d+m \d+s$/)
+      assert.match(await text(`${row} [data-col="retries"]`), /^\d+$/)
+    }
+    assert.match(await text('[data-card="duration"] .value'), /^[\d.]+ \/ [\d.]+ \/ [\d.]+ ms$/)
+    assert.match(await text('[data-card="open"] .value'), /^\d+$/)
+    const lag = await text('[data-worker="0"] [data-col="lag"]')
+    assert.match(lag, /^[\d.]+ ms$/)
+    assert.ok(Number(lag.split(' ')[0]) < 1000, `loop lag ${lag}`)
+    assert.match(await text('[data-worker="0"] [data-col="open"]'), /^\d+$/)
+
+    // the chart: a legend naming every line, clock-time labels, a 5xx line, drawn at its own pixel size
+    await waitFor(async () => await page.$('#chart polyline[data-series="5xx"]') !== null, 5000, 'a 5xx line')
+    assert.deepEqual(await page.$$eval('#legend [data-series]', (items) => items.map((i) => i.getAttribute('data-series'))),
+      ['total', a.address, b.address, '5xx'])
+    assert.ok(await page.$(`#chart polyline[data-series="${a.address}"]`) !== null)
+    const times = await page.$$eval('#chart text.time', (items) => items.map((i) => i.textContent ?? ''))
+    assert.ok(times.length === 3 && times.every((t) => /^\d\d:\d\d:\d\d$/.test(t)), `time labels: ${times.join(', ')}`)
+    const geometry = await page.$eval('#chart', (svg) => ({ viewBox: svg.getAttribute('viewBox'), width: svg.clientWidth, height: svg.clientHeight, aspect: svg.getAttribute('preserveAspectRatio') }))
+    assert.equal(geometry.viewBox, `0 0 ${geometry.width} ${geometry.height}`, 'one unit per CSS pixel: text is not stretched')
+    assert.equal(geometry.aspect, null)
 
     await b.close()
     const killedAt = Date.now()

@@ -373,16 +373,20 @@ for (const mode of MODES) {
         assert.ok(got.startsWith(kept), `upstream got:\n${got}\nexpected it to start with:\n${kept}`)
         assert.ok(got.endsWith('\r\n\r\n'), 'no body after a GET head')
         const added = fieldLines(got.slice(0, -4)).slice(fieldLines(kept.slice(0, -2)).length)
+        const addedFields = Object.fromEntries(added.map(([n, v]) => [n.toLowerCase(), v]))
+        // requestId is on by default: a new X-Request-Id (thread prefix + counter) goes up too
+        assert.match(addedFields['x-request-id'], /^[A-Za-z0-9_-]{8}-[0-9a-z]+$/)
         assert.deepEqual(
-          Object.fromEntries(added.map(([n, v]) => [n.toLowerCase(), v])),
+          addedFields,
           {
+            'x-request-id': addedFields['x-request-id'],
             'x-forwarded-for': '127.0.0.1',
             'x-forwarded-proto': 'http',
             forwarded: 'for=127.0.0.1;proto=http',
             via: '1.1 switchyard',
           },
           `fields appended after the client's: ${JSON.stringify(added)}`)
-        assert.equal(added.length, 4)
+        assert.equal(added.length, 5)
       })
 
       test('Node upstream sees the fields in order and case (rawHeaders); X-Forwarded-For, Forwarded and Via append to incoming ones', async (t) => {
@@ -407,7 +411,8 @@ for (const mode of MODES) {
         const seen = JSON.parse(payload(res)) as { method: string, url: string, headers: Record<string, string>, rawHeaders: string[] }
         assert.equal(seen.method, 'GET')
         assert.equal(seen.url, '/echo?q=1')
-        const forwarding = new Set(['x-forwarded-for', 'x-forwarded-proto', 'forwarded', 'via'])
+        // the fields the proxy adds: forwarding ones and the request ID (requestId, on by default)
+        const forwarding = new Set(['x-forwarded-for', 'x-forwarded-proto', 'forwarded', 'via', 'x-request-id'])
         const pairs: Array<[string, string]> = []
         for (let i = 0; i < seen.rawHeaders.length; i += 2) pairs.push([seen.rawHeaders[i], seen.rawHeaders[i + 1]])
         assert.deepEqual(pairs.filter(([n]) => !forwarding.has(n.toLowerCase())), [
@@ -419,6 +424,7 @@ for (const mode of MODES) {
         assert.equal(seen.headers['x-forwarded-for'], '1.2.3.4, 127.0.0.1')
         assert.equal(seen.headers.forwarded, 'for=1.2.3.4, for=127.0.0.1;proto=http')
         assert.equal(seen.headers.via, '1.0 edge, 1.1 switchyard')
+        assert.match(seen.headers['x-request-id'], /^[A-Za-z0-9_-]{8}-[0-9a-z]+$/)
         // this hop speaks plain http: a client-supplied X-Forwarded-Proto must not survive
         assert.equal(seen.headers['x-forwarded-proto'], 'http')
         assert.equal(res.headers.via, '1.1 switchyard')

@@ -161,6 +161,7 @@ const EVERY_SECTION = {
   cache: { maxBytes: 1 << 20 },
   firewall: { rules: [{ action: 'log', path: {}, header: { name: 'x-a' } }] },
   admin: { listen: '127.0.0.1:0' },
+  tracing: { otlpEndpoint: 'http://127.0.0.1:4318/v1/traces' },
 }
 
 /** Every key set (none to a default), so its paths are all of Config's. */
@@ -195,6 +196,8 @@ const COMPLETE: Complete<Config> = {
   },
   admin: { listen: '127.0.0.1:9', token: 'an-admin-token' },
   log: { level: 'silent', access: false, redactQuery: true, accessFile: '/tmp/access.log' },
+  requestId: { enabled: false, header: 'x-trace-me' },
+  tracing: { otlpEndpoint: 'http://127.0.0.1:4318/v1/traces', sampleRatio: 0.5, serviceName: 'edge' },
   proxy: { via: 'edge', allowedUpgrades: ['websocket', 'foo/1'] },
   pools: {
     api: {
@@ -284,7 +287,7 @@ describe('config: defaults come from the schema', () => {
 
   test('optional sections stay absent, and the loaded config is frozen', () => {
     const config = resolveConfig(MINIMAL)
-    for (const key of ['rateLimit', 'stickySessions', 'cache', 'firewall', 'admin'] as const) assert.equal(config[key], undefined, key)
+    for (const key of ['rateLimit', 'stickySessions', 'cache', 'firewall', 'admin', 'tracing'] as const) assert.equal(config[key], undefined, key)
     assert.equal(config.healthCheck.active, undefined)
     assert.ok(Object.isFrozen(config.healthCheck.passive))
   })

@@ -256,14 +256,17 @@ describe('holdings: a worker\'s share of the upstreams\' in-flight gauges', () =
     assert.equal(state.upstream(0, L.U_ACTIVE_REQUESTS), 1)
   })
 
-  it('the holdings region sits between the firewall counters and the pool region, and overlaps neither', () => {
+  it('the holdings region sits between the firewall counters and the rate-limit table, and overlaps neither', () => {
     assert.equal(L.HOLDINGS_OFFSET, L.FIREWALL_OFFSET + L.MAX_FIREWALL_RULES)
-    assert.equal(L.POOLS_OFFSET, L.HOLDINGS_OFFSET + L.MAX_WORKER_SLOTS * L.MAX_UPSTREAMS * L.HOLDING_INTS)
+    const holdingsEnd = L.HOLDINGS_OFFSET + L.MAX_WORKER_SLOTS * L.MAX_UPSTREAMS * L.HOLDING_INTS
+    // regions added later (tracing, ...) sit between the holdings and the rate-limit table
+    assert.ok(L.RATE_OFFSET >= holdingsEnd)
     const state = SharedState.create(16)
     state.addHeld(L.MAX_WORKER_SLOTS - 1, L.MAX_UPSTREAMS - 1, L.U_OPEN_SOCKETS, 1)
     state.addFirewallHit(L.MAX_FIREWALL_RULES - 1)
-    assert.equal(state.pool(0, 0), 0, 'the last holding cell is not the pool region\'s first word')
-    assert.equal(state.i32[L.POOLS_OFFSET - 1], 1)
+    assert.equal(state.rateTable[0], 0, 'the last holding cell is not the rate table\'s first word')
+    assert.equal(state.i32[holdingsEnd - 1], 1)
+    assert.equal(state.i32[holdingsEnd], 0, 'the last holding cell is the last word of its region')
     assert.equal(state.i32[L.HOLDINGS_OFFSET], 0, 'the last firewall counter is not the first holding cell')
   })
 

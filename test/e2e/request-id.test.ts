@@ -1,0 +1,112 @@
+/**
+ * Request IDs end to end, through the real CLI: an ID on every request (the
+ * client's when sane, else a new one from the thread's prefix and counter),
+ * sent upstream, returned to the client (also on local answers), and in the
+ * access-log line. Sequential and worker mode.
+ */
+import { describe, test } from 'node:test'
+import assert from 'node:assert/strict'
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { MODES, spawnLb, type SpawnedLb } from './harness'
+import { startEchoUpstream, httpRequest, rawExchange, waitFor, freePort } from '../helpers'
+import { RequestIds, saneRequestId } from '../../src/proxy/request-id'
+
+interface Echo { headers: Record<string, string> }
+
+const GENERATED = /^[A-Za-z0-9_-]{8}-[0-9a-z]+$/
+
+async function startCli (t: { after: (fn: () => Promise<void>) => void }, config: Record<string, unknown>): Promise<SpawnedLb> {
+  const dir = mkdtempSync(join(tmpdir(), 'swy-reqid-'))
+  const file = join(dir, 'lb.json')
+  writeFileSync(file, JSON.stringify({ listen: '127.0.0.1:0', ...config }))
+  const lb = await spawnLb(['--config', file], 30_000)
+  t.after(async () => {
+    const timer = setTimeout(() => { if (lb.child.exitCode === null) lb.child.kill('SIGKILL') }, 10_000)
+    await lb.stop()
+    clearTimeout(timer)
+    rmSync(dir, { recursive: true, force: true })
+  })
+  return lb
+}
+
+/** The access-log lines written so far, parsed. */
+function accessLines (lb: SpawnedLb): Array<Record<string, unknown>> {
+  return lb.output().split('\n').filter((l) => l.includes('"type":"access"')).map((l) => JSON.parse(l) as Record<string, unknown>)
+}
+
+describe('request IDs: unit', () => {
+  test('what a kept ID may hold', () => {
+    for (const id of ['abc', 'f81d4fae-7dec-11d0-a765-00a0c91e6bf6', 'a.b:c+d/e=f@g_h', 'x'.repeat(128)]) assert.ok(saneRequestId(id), id)
+    for (const id of ['', 'x'.repeat(129), 'a b', 'a"b', 'a\\b', 'a,b', 'é', 'a\tb', '<script>']) assert.ok(!saneRequestId(id), id)
+  })
+
+  test('new IDs: the thread prefix and a base-36 counter; a reload keeps counting', () => {
+    const ids = new RequestIds({ enabled: true, header: 'x-request-id' }, 'PFX')
+    assert.deepEqual([ids.next(), ids.next()], ['PFX-1', 'PFX-2'])
+    ids.configure({ enabled: true, header: 'X-Correlation-ID' })
+    assert.equal(ids.header, 'x-correlation-id')
+    assert.equal(ids.responseLine('z'), 'X-Correlation-ID: z\r\n')
+    assert.equal(ids.next(), 'PFX-3')
+  })
+})
+
+for (const mode of MODES) {
+  describe(`request IDs (${mode.name})`, () => {
+    test('a new ID goes upstream, back to the client and into the access log; each request its own', async (t) => {
+      const up = await startEchoUpstream('ids')
+      t.after(async () => await up.close())
+      const lb = await startCli(t, { workers: mode.workers, upstreams: [{ address: up.address }] })
+      const seen = new Set<string>()
+      for (let i = 0; i < 4; i++) {
+        const res = await httpRequest(lb.port, { path: `/r${i}` })
+        assert.equal(res.status, 200)
+        const sent = (JSON.parse(res.body) as Echo).headers['x-request-id']
+        assert.match(sent, GENERATED)
+        assert.equal(res.headers['x-request-id'], sent, 'the client gets the ID the upstream got')
+        seen.add(sent)
+      }
+      assert.equal(seen.size, 4)
+      await waitFor(() => accessLines(lb).length >= 4, 5000, 'four access-log lines')
+      assert.deepEqual(new Set(accessLines(lb).map((l) => l.requestId)), seen)
+    })
+
+    test('a sane incoming ID is kept; an insane one (or two lines) is replaced, never forwarded', async (t) => {
+      const up = await startEchoUpstream('keep')
+      t.after(async () => await up.close())
+      const lb = await startCli(t, { workers: mode.workers, upstreams: [{ address: up.address }] })
+      const kept = await httpRequest(lb.port, { path: '/k', headers: { 'X-Request-ID': 'client-id.42' } })
+      assert.equal((JSON.parse(kept.body) as Echo).headers['x-request-id'], 'client-id.42')
+      assert.equal(kept.headers['x-request-id'], 'client-id.42')
+      for (const bad of ['has space', 'q"uote', 'x'.repeat(200)]) {
+        const res = await httpRequest(lb.port, { path: '/b', headers: { 'x-request-id': bad } })
+        const sent = (JSON.parse(res.body) as Echo).headers['x-request-id']
+        assert.match(sent, GENERATED, `replaced ${bad}`)
+        assert.equal(res.headers['x-request-id'], sent)
+      }
+      const two = await rawExchange(lb.port, 'GET /two HTTP/1.1\r\nHost: x\r\nX-Request-Id: a\r\nX-Request-Id: b\r\nConnection: close\r\n\r\n', { timeoutMs: 3000 })
+      const body = two.text.slice(two.text.indexOf('\r\n\r\n') + 4)
+      assert.match((JSON.parse(body) as Echo).headers['x-request-id'], GENERATED, 'two lines are one insane ID')
+    })
+
+    test('a local answer (502, no upstream) carries the ID too; the header name is configurable; off means none', async (t) => {
+      const dead = await freePort()
+      const lb = await startCli(t, { workers: mode.workers, upstreams: [{ address: `127.0.0.1:${dead}` }], requestId: { header: 'x-correlation-id' } })
+      const res = await httpRequest(lb.port, { path: '/down', headers: { 'x-correlation-id': 'corr-7' } })
+      assert.equal(res.status, 502)
+      assert.equal(res.headers['x-correlation-id'], 'corr-7')
+      assert.equal(res.headers['x-request-id'], undefined)
+      const fresh = await httpRequest(lb.port, { path: '/down' })
+      assert.match(String(fresh.headers['x-correlation-id']), GENERATED)
+      await waitFor(() => accessLines(lb).some((l) => l.requestId === 'corr-7' && l.status === 502), 5000, 'the 502 logged with its ID')
+
+      const up = await startEchoUpstream('off')
+      t.after(async () => await up.close())
+      const off = await startCli(t, { workers: mode.workers, upstreams: [{ address: up.address }], requestId: { enabled: false } })
+      const plain = await httpRequest(off.port, { path: '/off' })
+      assert.equal(plain.headers['x-request-id'], undefined)
+      assert.equal((JSON.parse(plain.body) as Echo).headers['x-request-id'], undefined)
+    })
+  })
+}
