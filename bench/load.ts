@@ -23,6 +23,7 @@ import * as os from 'node:os'
 import * as path from 'node:path'
 import { execFileSync } from 'node:child_process'
 import { renderChart, type ChartInput } from './chart'
+import { runTlsBench } from './tls'
 import { pickLoadGenerator, type LoadGenerator, type LoadResult } from './loadgen'
 import {
   ROOT, allowedCpus, formatCpuList, freePort, indentTail, killAllSync, parseCpuList, peerDefinitions,
@@ -521,6 +522,8 @@ function renderTable (summaries: Summary[], header: string[], notes: string[]): 
 }
 
 async function main (): Promise<void> {
+  // HTTPS at the edge: its own comparison (bench/tls.ts)
+  if (process.argv.includes('--tls')) { await runTlsBench(process.argv.slice(2)); return }
   const options = parseArgs(process.argv.slice(2))
 
   if (!fs.existsSync(path.join(ROOT, 'dist/bench/upstream.js'))) {

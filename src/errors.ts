@@ -51,6 +51,10 @@ export const errorCatalogue = {
   SWY_ERR_FD_HANDOFF: { status: 500, flag: '-', message: 'Descriptor hand-off to a worker failed' },
   SWY_ERR_WORKER_CRASHED: { status: 502, flag: 'WC', message: 'Worker thread crashed' },
   SWY_ERR_ADMIN_UNAUTHORIZED: { status: 401, flag: '-', message: 'Unauthorized' },
+  // TLS and PROXY protocol at the listeners (the connection closes: no HTTP answer is possible).
+  SWY_ERR_TLS_HANDSHAKE: { status: 400, flag: 'TLS', message: 'TLS handshake failed' },
+  SWY_ERR_PROXY_PROTOCOL: { status: 400, flag: 'PPE', message: 'Missing, malformed or untrusted PROXY protocol header' },
+  SWY_ERR_TLS_CERTIFICATE: { status: 500, flag: '-', message: 'Certificate or key cannot be used' },
 } as const satisfies Record<string, ErrorInfo>
 
 export type ErrorCode = keyof typeof errorCatalogue

@@ -51,12 +51,14 @@ export interface LogSettings {
 }
 
 /**
- * Apply `log` from the config on this thread (start and reload). Returns why
+ * Apply `log` from the config on this thread (start and reload); `exclusive`:
+ * no other thread writes logs (sequential mode). Returns why
  * `log.accessFile` could not be opened (the access log then stays where it
  * was, or on stdout), or null.
  */
-export function configureLog (settings: LogSettings): string | null {
+export function configureLog (settings: LogSettings, exclusive = false): string | null {
   let failure: string | null = null
+  stdoutSink.setExclusive(exclusive)
   logger.level = settings.level
   accessEnabled = settings.access
   accessLog.redactQuery = settings.redactQuery === true

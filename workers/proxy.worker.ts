@@ -6,7 +6,8 @@
 import * as net from 'node:net'
 import { workerData, threadId, BroadcastChannel } from 'node:worker_threads'
 import { SharedState } from '../src/shared/state'
-import { createThreadProxy, attachConnection, applyConfig, startThreadStats, drainThread, setWorkerSlot } from '../src/proxy/thread'
+import { createThreadProxy, applyConfig, startThreadStats, drainThread, setWorkerSlot } from '../src/proxy/thread'
+import { acceptConnection, applyTlsMaterial } from '../src/net/accept'
 import type { WorkerInit, ConnectionTask, ControlMessage } from '../src/primary/workers'
 import { ADOPT_TAKING, ADOPT_WRAPPED } from '../src/primary/adoption'
 import { logger, flushLogs, configureLog, reopenLogs } from '../src/log'
@@ -14,9 +15,10 @@ import { logger, flushLogs, configureLog, reopenLogs } from '../src/log'
 const init = workerData as WorkerInit
 const state = new SharedState(init.state)
 applyLogConfig(init.config)
-const ctx = createThreadProxy(init.config, state, init.table, { stickySecret: init.stickySecret, cache: init.cache })
+const ctx = createThreadProxy(init.config, state, init.table, { stickySecret: init.stickySecret, cache: init.cache, tls: init.tls, tlsPort: init.tlsPort })
 // after the context exists; also makes this thread's cache claims carry the slot (freed by the primary if we die)
 setWorkerSlot(ctx, state.claimWorkerSlot(threadId))
+if (init.challenges.length > 0) ctx.acmeChallenges = new Map(init.challenges)
 if (ctx.workerSlot === -1) logger.warn('no free worker slot in shared state; per-worker stats are off for this thread')
 startThreadStats(ctx)
 
@@ -26,7 +28,12 @@ channel.onmessage = (event: unknown) => {
   const message = (event as { data: ControlMessage }).data
   if (message.type === 'config') {
     applyLogConfig(message.config)
-    applyConfig(ctx, message.config, message.table, { stickySecret: init.stickySecret, cache: init.cache })
+    applyConfig(ctx, message.config, message.table, { stickySecret: init.stickySecret, cache: init.cache, tls: null, tlsPort: init.tlsPort })
+  } else if (message.type === 'acme') {
+    ctx.acmeChallenges = new Map(message.challenges)
+    channel.postMessage({ type: 'acme-ack', generation: message.generation } satisfies ControlMessage)
+  } else if (message.type === 'tls') {
+    applyTlsMaterial(ctx, message.material)
   } else if (message.type === 'drain') {
     drainThread(ctx)
     void flushLogs()
@@ -50,7 +57,7 @@ export default async function serveConnection (task: ConnectionTask): Promise<vo
   Atomics.store(task.adopted, 0, ADOPT_WRAPPED)
   return await new Promise<void>((resolve) => {
     socket.once('close', () => resolve())
-    attachConnection(ctx, socket, task.peerIp)
+    acceptConnection(ctx, task.listener, socket, task.peerIp)
     if (ctx.draining) ctx.clients.forEach((c) => c.closeIfIdle())
   })
 }

@@ -48,6 +48,7 @@ td.num, th.num { text-align: right; }
 td.bad { color: var(--down); font-weight: 600; }
 .badge { display: inline-block; min-width: 70px; text-align: center; padding: 1px 8px; border-radius: 10px; color: #fff; font-size: 12px; font-weight: 600; }
 .badge.up { background: var(--up); } .badge.down { background: var(--down); } .badge.draining { background: var(--draining); }
+tr.expiring td { background: #fff1c2; color: #7a4b00; font-weight: 600; }
 .swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 6px; vertical-align: middle; }
 .swatch.dashed { height: 0; border-top: 2px dashed var(--down); border-radius: 0; width: 14px; }
 button { font: inherit; font-size: 12px; padding: 1px 8px; cursor: pointer; }
@@ -244,6 +245,16 @@ const script = `
       wbody.appendChild(tr);
     });
 
+    // certificates: expiring within 14 days (or expired) are shown in the warning colour
+    var cbody = $('certificates'); cbody.replaceChildren();
+    (s.certificates || []).forEach(function (c) {
+      var tr = el('tr'); tr.setAttribute('data-expiring', c.daysLeft < 14 ? 'true' : 'false');
+      if (c.daysLeft < 14) tr.className = 'expiring';
+      [c.names.join(', '), c.listener, c.issuer, c.source, c.notAfter, String(c.daysLeft)]
+        .forEach(function (text, i) { tr.appendChild(el('td', i === 5 ? 'num' : '', text)); });
+      cbody.appendChild(tr);
+    });
+
     if (dt > 0) { history.push(point); if (history.length > WINDOW_S) history.shift(); }
     chart(s.upstreams.map(function (u) { return u.key; }));
   }
@@ -352,6 +363,11 @@ export const dashboardHtml = `<!doctype html>
 <h2>Requests per second (up to the last 5 minutes)</h2>
 <svg id="chart" role="img" aria-label="requests per second, per upstream, and 5xx responses per second"></svg>
 <div id="legend"></div>
+<h2>Certificates</h2>
+<table>
+<thead><tr><th>names</th><th>listener</th><th>issuer</th><th>source</th><th>expires</th><th class="num">days left</th></tr></thead>
+<tbody id="certificates"></tbody>
+</table>
 <h2>Workers</h2>
 <table>
 <thead><tr><th>slot</th><th>thread</th><th class="num">open connections</th><th class="num">req/s</th><th class="num">requests</th><th class="num">loop lag p99</th><th class="num">heap</th></tr></thead>

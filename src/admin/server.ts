@@ -18,6 +18,7 @@ import { TokenCheck } from './auth'
 import { CounterTotals } from './totals'
 import { createMetrics } from './prometheus'
 import { registerRoutingMetrics } from '../routing/status'
+import { hasTlsStatus, registerTlsFamilies } from '../tls/status'
 import { version } from '../version'
 import { handleRequest, type AdminContext } from './routes'
 import type { AdminTarget } from './target'
@@ -74,6 +75,7 @@ export async function startAdmin (lb: AdminTarget, options: AdminOptions = {}): 
     state: lb.state, table: lb.table, totals, info: { version, mode: lb.mode, startedAtMs: lb.startedAt },
   }))
   registerRoutingMetrics(metrics, lb)
+  if (hasTlsStatus(lb)) registerTlsFamilies(metrics, lb)
   const ctx: AdminContext = { lb, totals, metrics, token, listen }
   const server = http.createServer((req, res) => handleRequest(ctx, req, res))
   server.headersTimeout = 5000

@@ -4,6 +4,7 @@
  * live from shared memory.
  */
 import type { PoolStatus, RouteStatus } from '../routing/status'
+import { listenerJson, certificateJson, hasTlsStatus, type ListenerJson, type CertificateJson } from '../tls/status'
 import * as L from '../shared/layout'
 import type { UpstreamStatus, ResponsesByClass } from '../health/status'
 import type { CounterTotals } from './totals'
@@ -66,6 +67,10 @@ export interface StatusJson {
   pools: PoolStatus[]
   routes: RouteStatus[]
   workers: WorkerJson[]
+  /** Every listener with its connection, TLS handshake and PROXY protocol counters (src/tls/status.ts). */
+  listeners: ListenerJson[]
+  /** Certificates in use (files, ACME, self-signed fallback) with their expiry. */
+  certificates: CertificateJson[]
   rateLimit: { enabled: boolean, tableSize: number, slotsUsed: number, evictions: number, tableFull: number, limited: number }
   cache: { enabled: boolean, bytes: number, entries: number, hits: number, misses: number }
   totals: {
@@ -191,6 +196,8 @@ export function buildStatus (lb: AdminTarget, totals: CounterTotals): StatusJson
     workerCount: lb.config.workers,
     upstreams,
     workers,
+    listeners: hasTlsStatus(lb) ? listenerJson(lb) : [],
+    certificates: hasTlsStatus(lb) ? certificateJson(lb) : [],
     rateLimit: {
       enabled: lb.config.rateLimit !== undefined,
       tableSize: state.rateTableSlots,

@@ -18,6 +18,8 @@ export interface ReloadResult {
   applied: boolean
   /** Settings that changed but only take effect after a restart. */
   restartNeeded: string[]
+  /** Parts that were not applied and why (e.g. a certificate file that failed: the old one is kept). */
+  warnings?: string[]
 }
 
 export interface AdminTarget {

@@ -13,7 +13,7 @@ import { parseHostPort } from './types'
 import { ConfigError } from '../errors'
 import { firewallConfigErrors } from '../firewall/rules'
 import { routingConfigErrors, duplicateKeysIn } from '../routing/check'
-import type { FirewallConfig } from './types'
+import type { FirewallConfig, ListenerConfig } from './types'
 import { MAX_ARENA_BYTES } from '../cache/layout'
 import { findJsonSyntaxError } from './json-syntax'
 import { classifyName, H_OTHER } from '../http/header-names'
@@ -75,8 +75,26 @@ function semanticErrors (config: unknown, raw: unknown, warnings: string[]): str
     const { port } = parseHostPort(value)
     if (Number.isInteger(port) && !(port >= 0 && port <= 65535)) errors.push(`${path}: port ${port} is out of range 0-65535`)
   }
-  const listen = str(config, 'listen')
-  checkPort(listen, '/listen')
+  // `listen` as a string is one plain listener; as an array, each entry (the schema pass reported bad shapes)
+  const listeners = (typeof config.listen === 'string'
+    ? [{ address: config.listen, httpsRedirect: false }]
+    : (Array.isArray(config.listen) ? (config.listen as unknown[]).filter(isObject) : [])) as unknown as ListenerConfig[]
+  const listenPath = (i: number): string => typeof config.listen === 'string' ? '/listen' : `/listen/${i}/address`
+  const bound = new Map<string, number>()
+  listeners.forEach((l, i) => {
+    const address = str(l, 'address')
+    if (address === undefined) return
+    checkPort(address, listenPath(i))
+    const prev = bound.get(address)
+    if (prev !== undefined && parseHostPort(address).port !== 0) errors.push(`${listenPath(i)}: duplicate of ${listenPath(prev)}`)
+    bound.set(address, i)
+    const tls = isObject(l.tls) ? l.tls : undefined
+    if (tls !== undefined && (!Array.isArray(tls.certificates) || tls.certificates.length === 0) && tls.acme === undefined) {
+      errors.push(`/listen/${i}/tls: needs certificates (at least one certFile + keyFile) or acme`)
+    }
+    if (l.httpsRedirect === true && tls !== undefined) errors.push(`/listen/${i}/httpsRedirect: only on a plain listener (this one has tls)`)
+    if (l.httpsRedirect === true && !listeners.some((o) => isObject(o.tls))) errors.push(`/listen/${i}/httpsRedirect: needs a TLS listener to redirect to`)
+  })
   const seen = new Map<string, number>()
   const upstreams = Array.isArray(config.upstreams) ? config.upstreams as unknown[] : []
   upstreams.forEach((u, i) => {
@@ -97,7 +115,7 @@ function semanticErrors (config: unknown, raw: unknown, warnings: string[]): str
     if (!loopback && str(admin, 'token') === undefined) {
       errors.push('/admin/listen: a non-loopback admin listener needs /admin/token')
     }
-    if (listen !== undefined && adminListen === listen && parseHostPort(listen).port !== 0) errors.push('/admin/listen: must differ from /listen')
+    if (parseHostPort(adminListen).port !== 0 && listeners.some((l) => l.address === adminListen)) errors.push('/admin/listen: must differ from /listen')
   }
   const hk = isObject(config.balancing) ? config.balancing.hashKey : undefined
   const hkSource = str(hk, 'source')
@@ -143,8 +161,15 @@ function semanticErrors (config: unknown, raw: unknown, warnings: string[]): str
   return errors
 }
 
-/** Keys whose value is a file switchyard reads at start (certificates, keys, CA bundles). */
-const READ_FILE_KEY = /^(cert|key|ca|crl|dhparam|pfx)File$/
+/** Keys whose value is a file switchyard reads at start, and what each holds (for the message). */
+const READ_FILES: Record<string, string> = {
+  certFile: 'the certificate',
+  keyFile: 'the private key',
+  caFile: 'the CA certificates',
+  crlFile: 'the certificate revocation list',
+  dhparamFile: 'the DH parameters',
+  pfxFile: 'the PKCS#12 bundle',
+}
 
 /**
  * Files the configuration names that must be readable before anything binds
@@ -159,13 +184,15 @@ export function fileErrors (config: Config): string[] {
     if (!isObject(node)) return
     for (const [key, value] of Object.entries(node)) {
       const at = `${path}/${key}`
-      if (typeof value === 'string' && READ_FILE_KEY.test(key)) {
+      const what = Object.hasOwn(READ_FILES, key) ? READ_FILES[key] : undefined
+      if (typeof value === 'string' && what !== undefined) {
+        // FILE: cannot read WHAT (CODE): the words TLS's loader uses (src/tls), so both report a file alike
         try {
           accessSync(value, constants.R_OK)
-          if (!statSync(value).isFile()) errors.push(`${at}: ${value} is not a file`)
+          if (!statSync(value).isFile()) errors.push(`${at}: ${value}: not a file (${what})`)
         } catch (err) {
-          const code = (err as NodeJS.ErrnoException).code
-          errors.push(`${at}: cannot read ${value}${code === 'ENOENT' ? ': no such file' : code === 'EACCES' ? ': permission denied' : `: ${(err as Error).message}`}`)
+          const e = err as NodeJS.ErrnoException
+          errors.push(`${at}: ${value}: cannot read ${what} (${e.code ?? e.message})`)
         }
       } else {
         walk(value, at)

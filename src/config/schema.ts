@@ -24,6 +24,69 @@ const cidrList = {
   items: { type: 'string', pattern: '^[0-9A-Fa-f:.]+(/[0-9]{1,3})?$' },
 } as const
 
+export const tlsVersions = ['TLSv1.2', 'TLSv1.3'] as const
+export const upstreamProxyVersions = ['v1', 'v2'] as const
+
+/**
+ * One listener: a plain or TLS socket the primary binds. `listen` is a
+ * "HOST:PORT" string (one plain listener, as before listeners existed) or an
+ * array of these.
+ */
+const listenerSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['address'],
+  properties: {
+    address: hostPort,
+    tls: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        // PEM files; the first certificate is the default for clients without SNI or with an unknown name
+        certificates: {
+          type: 'array',
+          maxItems: 256,
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['certFile', 'keyFile'],
+            properties: {
+              certFile: { type: 'string', minLength: 1 },
+              keyFile: { type: 'string', minLength: 1 },
+            },
+          },
+        },
+        minVersion: { enum: tlsVersions, default: 'TLSv1.2' },
+        ciphers: { type: 'string', minLength: 1 },
+        alpn: { type: 'array', minItems: 1, items: { type: 'string', minLength: 1, maxLength: 255 }, default: ['http/1.1'] },
+        // automatic certificates (RFC 8555), HTTP-01 answered by the plain listeners
+        acme: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['directoryUrl', 'email', 'domains', 'storageDir'],
+          properties: {
+            directoryUrl: { type: 'string', pattern: '^https?://' },
+            email: { type: 'string', minLength: 3 },
+            domains: { type: 'array', minItems: 1, maxItems: 100, items: { type: 'string', pattern: '^[A-Za-z0-9.-]+$' } },
+            storageDir: { type: 'string', minLength: 1 },
+            caFile: { type: 'string', minLength: 1 },
+            renewBeforeDays: { type: 'integer', minimum: 1, maximum: 365, default: 30 },
+          },
+        },
+      },
+    },
+    proxyProtocol: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['trustedCidrs'],
+      properties: {
+        trustedCidrs: { ...cidrList, minItems: 1 },
+      },
+    },
+    httpsRedirect: { type: 'boolean', default: false },
+  },
+} as const
+
 export const algorithms = [
   'round-robin',
   'weighted-round-robin',
@@ -50,6 +113,17 @@ const upstreams = {
     properties: {
       address: hostPort,
       weight: { type: 'integer', minimum: 1, maximum: 1000, default: 1 },
+      // true, or an object (`properties` apply to the object form only)
+      tls: {
+        type: ['boolean', 'object'],
+        additionalProperties: false,
+        properties: {
+          serverName: { type: 'string', minLength: 1, maxLength: 253 },
+          caFile: { type: 'string', minLength: 1 },
+          verify: { type: 'boolean', default: true },
+        },
+      },
+      proxyProtocol: { enum: upstreamProxyVersions },
     },
   },
 } as const
@@ -222,6 +296,7 @@ const routes = {
     },
   },
 } as const
+
 export const configSchema = {
   $id: 'https://switchyard.dev/lb.schema.json',
   type: 'object',
@@ -230,7 +305,9 @@ export const configSchema = {
   required: ['listen'],
   properties: {
     $schema: { type: 'string' },
-    listen: hostPort,
+    // a HOST:PORT string (one plain listener) or an array of listener objects;
+    // `pattern` applies to the string form, `items` to the array form
+    listen: { type: ['string', 'array'], pattern: hostPort.pattern, minItems: 1, maxItems: 16, items: listenerSchema },
     workers: { type: 'integer', minimum: 0, maximum: 64 },
     upstreams,
     balancing,

@@ -4,17 +4,56 @@
  * (every key path both ways, which keys are always present, value types on a
  * complete sample); literal unions come from the schema's own lists.
  */
-import type { algorithms, firewallActions, hashKeySources, logLevels, rateLimitAlgorithms } from './schema'
+import type { algorithms, firewallActions, hashKeySources, logLevels, rateLimitAlgorithms, tlsVersions, upstreamProxyVersions } from './schema'
 
 export type Algorithm = typeof algorithms[number]
 export type HashKeySource = typeof hashKeySources[number]
 export type RateLimitAlgorithm = typeof rateLimitAlgorithms[number]
 export type FirewallAction = typeof firewallActions[number]
 export type LogLevel = typeof logLevels[number]
+export type TlsVersion = typeof tlsVersions[number]
+
+export interface CertificateFileConfig {
+  certFile: string
+  keyFile: string
+}
+
+export interface AcmeConfig {
+  directoryUrl: string
+  email: string
+  domains: string[]
+  storageDir: string
+  caFile?: string
+  renewBeforeDays: number
+}
+
+export interface ListenerTlsConfig {
+  certificates?: CertificateFileConfig[]
+  acme?: AcmeConfig
+  minVersion: TlsVersion
+  ciphers?: string
+  alpn: string[]
+}
+
+export interface ListenerConfig {
+  address: string
+  tls?: ListenerTlsConfig
+  proxyProtocol?: { trustedCidrs: string[] }
+  httpsRedirect: boolean
+}
+
+export interface UpstreamTlsConfig {
+  serverName?: string
+  caFile?: string
+  verify: boolean
+}
 
 export interface UpstreamConfig {
   address: string
   weight: number
+  /** TLS to this upstream: true (system CAs, verified) or the object form. */
+  tls?: boolean | UpstreamTlsConfig
+  proxyProtocol?: typeof upstreamProxyVersions[number]
 }
 
 export interface HashKeyConfig {
@@ -139,7 +178,8 @@ export interface RouteConfig {
 
 export interface Config {
   $schema?: string
-  listen: string
+  /** One plain listener ("HOST:PORT") or several listeners: read it through listenersOf() (./listeners). */
+  listen: string | ListenerConfig[]
   workers: number
   /** The pool "default" (absent when only `pools` are given). */
   upstreams?: UpstreamConfig[]

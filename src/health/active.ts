@@ -21,6 +21,8 @@
  *   U_HEALTHY, U_HEALTH_TRANSITIONS, U_EJECTED_AT                    on a transition
  *   U_CONSECUTIVE_FAILURES                                           reset on revival
  */
+import { openUpstreamSocket, connectEvent } from '../tls/upstream'
+import { encodeProxyHeader } from '../net/proxy-protocol'
 import * as net from 'node:net'
 import { performance } from 'node:perf_hooks'
 import type { ActiveHealthConfig } from '../config/types'
@@ -161,7 +163,10 @@ export class ActiveHealthChecker {
   }
 
   private launch (probe: Probe): void {
-    const socket = net.connect({ host: probe.entry.host, port: probe.entry.port, noDelay: true }) as ProbeSocket
+    // a PROXY upstream gets a LOCAL header (v2) / UNKNOWN (v1): the check speaks for no client
+    const version = probe.entry.proxyProtocol ?? null
+    const prefix = version !== null ? encodeProxyHeader(version, '', '', 0, 0) : null
+    const socket = openUpstreamSocket(probe.entry, prefix) as ProbeSocket
     socket[kProbe] = probe
     probe.socket = socket
     probe.connected = false
@@ -170,7 +175,7 @@ export class ActiveHealthChecker {
     probe.timeoutMs = this.config.timeoutMs
     probe.timer = setTimeout(onProbeTimeout, probe.timeoutMs, probe)
     probe.timer.unref()
-    socket.on('connect', onProbeConnect)
+    socket.on(connectEvent(probe.entry), onProbeConnect)
     socket.on('data', onProbeData)
     socket.on('end', onProbeEnd)
     socket.on('error', onProbeError)

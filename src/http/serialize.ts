@@ -165,6 +165,8 @@ export interface ForwardIdentity {
   forwardedFor: string
   /** Pseudonym for Via. */
   via: string
+  /** The scheme the client used: 'https' on a TLS listener (X-Forwarded-Proto, Forwarded proto=). */
+  proto: 'http' | 'https'
   /**
    * The added fields for the common case (HTTP/1.1, no prior X-Forwarded-For,
    * Forwarded or Via, not upgrading), built on first use: they only depend on
@@ -184,7 +186,7 @@ function hasKind (p: HeadParser, a: number, b: number, c: number): boolean {
 
 /** The fields the proxy adds to a forwarded request, ending with the blank line. */
 function addedFields (id: ForwardIdentity, priorXff: string, priorForwarded: string, priorVia: string, http10: boolean, upgrading: boolean): string {
-  const proto = 'http'
+  const proto = id.proto
   return 'X-Forwarded-For: ' + (priorXff === '' ? id.clientIp : priorXff + ', ' + id.clientIp) + '\r\n' +
     'X-Forwarded-Proto: ' + proto + '\r\n' +
     'Forwarded: ' + (priorForwarded === '' ? '' : priorForwarded + ', ') + id.forwardedFor + ';proto=' + proto + '\r\n' +

@@ -8,10 +8,14 @@ import * as net from 'node:net'
 import { randomBytes } from 'node:crypto'
 import type { Config } from '../config/types'
 import { parseHostPort } from '../config/types'
+import { listenersOf, listenerName, sameBindings } from '../config/listeners'
 import { SharedState, type UpstreamEntry } from '../shared/state'
 import { buildUpstreamTable } from '../shared/upstreams'
-import { H_CONNECTIONS_ACCEPTED } from '../shared/layout'
-import { createThreadProxy, attachConnection, applyConfig, startThreadStats, drainThread } from '../proxy/thread'
+import { H_CONNECTIONS_ACCEPTED, L_ACCEPTED } from '../shared/layout'
+import { createThreadProxy, applyConfig, startThreadStats, drainThread } from '../proxy/thread'
+import { acceptConnection, applyTlsMaterial, installListeners } from '../net/accept'
+import { TlsManager, TICKET_KEY_ROTATION_MS, type CertificateStatus } from '../tls/manager'
+import { AcmeListener, type ChallengeTable } from '../tls/acme'
 import type { ProxyContext } from '../proxy/context'
 import { WorkerPool } from './workers'
 import { PoolHealth } from '../routing/pool-health'
@@ -23,6 +27,11 @@ import { version } from '../version'
 import { startAdmin, type AdminServer } from '../admin/server'
 import type { AdminTarget, ReloadResult } from '../admin/target'
 import { SharedCacheStore, type SharedCacheInit } from '../cache/store'
+import type { ErrorCode } from '../errors'
+
+function formatAddress (a: ListenAddress): string {
+  return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`
+}
 
 export interface ListenAddress {
   host: string
@@ -38,7 +47,15 @@ export class Switchyard implements AdminTarget {
   /** The shared cache's memory (config.cache at start), and the primary's own handle on it (purge). */
   readonly cacheInit: SharedCacheInit | null
   readonly cache: SharedCacheStore | null
-  private readonly server: net.Server
+  /** One server per listener, in the order of `listen`. */
+  private readonly servers: net.Server[]
+  /** Certificates and ticket keys (null when no listener has TLS). */
+  readonly tls: TlsManager | null
+  private ticketTimer: NodeJS.Timeout | null = null
+  /** One per listener with tls.acme (tests and status read their state). */
+  readonly acme: AcmeListener[] = []
+  /** Connections accepted before the worker pool exists (it starts once the listeners are bound). */
+  private early: Array<{ socket: net.Socket, listener: number }> = []
   private sequential: ProxyContext | null = null
   private workers: WorkerPool | null = null
   /** Active checks and passive revival, per pool. */
@@ -47,7 +64,10 @@ export class Switchyard implements AdminTarget {
   private stopping: Promise<void> | null = null
   /** Admin API and dashboard (config.admin), null when off. */
   admin: AdminServer | null = null
+  /** The first listener's bound address. */
   address: ListenAddress = { host: '', port: 0 }
+  /** Every listener's bound address, in the order of `listen`. */
+  addresses: ListenAddress[] = []
   /**
    * Re-reads and validates the config source (set by the CLI to re-read lb.json
    * and re-apply flags); null when started from an object. Throws ConfigError.
@@ -56,8 +76,10 @@ export class Switchyard implements AdminTarget {
 
   private constructor (config: Config) {
     this.config = config
-    const logFailure = configureLog(config.log)
+    const logFailure = configureLog(config.log, config.workers === 0)
     if (logFailure !== null) throw new Error(logFailure)
+    // first: an unusable certificate fails the start before anything is allocated or bound
+    this.tls = TlsManager.needed(config) ? new TlsManager(config) : null
     this.state = SharedState.create(rateTableSlots(config))
     this.table = buildUpstreamTable(config, this.state, null)
     warnShadowedRoutes(config)
@@ -69,42 +91,111 @@ export class Switchyard implements AdminTarget {
     this.health = new PoolHealth(this.state)
     this.health.apply(config, this.table)
     if (config.workers === 0) {
-      const ctx = createThreadProxy(config, this.state, this.table, { stickySecret: this.stickySecret, cache: this.cacheInit })
+      const ctx = createThreadProxy(config, this.state, this.table, { stickySecret: this.stickySecret, cache: this.cacheInit, tls: this.tls?.material ?? null, tlsPort: 0 })
       ctx.workerSlot = this.state.claimWorkerSlot(1)
       this.stopThreadStats = startThreadStats(ctx)
       this.sequential = ctx
-      this.server = net.createServer({ allowHalfOpen: true }, (socket) => this.onSequentialConnection(socket))
-    } else {
-      this.workers = new WorkerPool(config.workers, config, this.state, this.table, this.stickySecret, this.cacheInit)
-      this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
-        this.state.addHeader(H_CONNECTIONS_ACCEPTED, 1)
-        ;(this.workers as WorkerPool).dispatch(socket)
-      })
     }
-    this.server.on('error', (err) => logger.error({ err: err.message }, 'listener error'))
+    this.servers = listenersOf(config).map((_, index) => {
+      const server = config.workers === 0
+        ? net.createServer({ allowHalfOpen: true }, (socket) => this.onSequentialConnection(socket, index))
+        : net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => this.onWorkerConnection(socket, index))
+      server.on('error', (err) => logger.error({ err: err.message, listener: index }, 'listener error'))
+      return server
+    })
   }
 
-  private onSequentialConnection (socket: net.Socket): void {
+  private onSequentialConnection (socket: net.Socket, listener: number): void {
     this.state.addHeader(H_CONNECTIONS_ACCEPTED, 1)
+    this.state.addListener(listener, L_ACCEPTED, 1)
     const peer = socket.remoteAddress
     if (peer === undefined) { socket.destroy(); return }
-    attachConnection(this.sequential as ProxyContext, socket, peer)
+    acceptConnection(this.sequential as ProxyContext, listener, socket, peer)
+  }
+
+  private onWorkerConnection (socket: net.Socket, listener: number): void {
+    this.state.addHeader(H_CONNECTIONS_ACCEPTED, 1)
+    this.state.addListener(listener, L_ACCEPTED, 1)
+    if (this.workers === null) { this.early.push({ socket, listener }); return }
+    this.workers.dispatch(socket, listener)
+  }
+
+  /** ACME listeners: a stored certificate or the self-signed fallback now, orders in the background. */
+  private async startAcme (): Promise<void> {
+    const tls = this.tls
+    if (tls === null) return
+    const hooks = {
+      setCertificates: (index: number, certificates: Parameters<TlsManager['setAcmeCertificate']>[1][]) => {
+        tls.setAcmeCertificate(index, certificates[0])
+        this.pushTls()
+      },
+      publishChallenges: async (table: ChallengeTable) => {
+        if (this.sequential !== null) this.sequential.acmeChallenges = new Map(table)
+        if (this.workers !== null) await this.workers.setChallenges(table)
+      },
+    }
+    const listeners = listenersOf(this.config)
+    for (let i = 0; i < listeners.length; i++) {
+      const acme = listeners[i].tls?.acme
+      if (acme === undefined) continue
+      if (!listeners.some((l) => l.tls === undefined)) logger.warn({ listener: listeners[i].address }, 'ACME: no plain listener to answer HTTP-01 challenges on (port 80 in production); issuance will fail')
+      const listener = new AcmeListener(i, acme, hooks)
+      this.acme.push(listener)
+      await listener.start()
+    }
+  }
+
+  /** Send the current certificates and ticket keys to every thread. */
+  private pushTls (): void {
+    if (this.tls === null) return
+    if (this.sequential !== null) applyTlsMaterial(this.sequential, this.tls.material)
+    if (this.workers !== null) this.workers.setTls(this.tls.material)
   }
 
   static async start (config: Config): Promise<Switchyard> {
     const lb = new Switchyard(config)
-    // accept only once the workers can serve: the first requests must not wait for threads to boot
-    if (lb.workers !== null) await lb.workers.ready()
-    const { host, port } = parseHostPort(config.listen)
-    await new Promise<void>((resolve, reject) => {
-      lb.server.once('error', reject)
-      lb.server.listen({ host, port, backlog: 4096 }, () => {
-        lb.server.off('error', reject)
-        resolve()
-      })
-    })
-    const bound = lb.server.address() as net.AddressInfo
-    lb.address = { host: bound.address, port: bound.port }
+    const listeners = listenersOf(config)
+    try {
+      await lb.startAcme()
+      for (let i = 0; i < listeners.length; i++) {
+        const { host, port } = parseHostPort(listeners[i].address)
+        const server = lb.servers[i]
+        await new Promise<void>((resolve, reject) => {
+          server.once('error', reject)
+          server.listen({ host, port, backlog: 4096 }, () => {
+            server.off('error', reject)
+            resolve()
+          })
+        })
+        const bound = server.address() as net.AddressInfo
+        lb.addresses.push({ host: bound.address, port: bound.port })
+      }
+    } catch (err) {
+      await lb.stop(0)
+      throw err
+    }
+    lb.address = lb.addresses[0]
+    const firstTls = listeners.findIndex((l) => l.tls !== undefined)
+    const tlsPort = firstTls === -1 ? 0 : lb.addresses[firstTls].port
+    if (lb.sequential !== null) installListeners(lb.sequential, listeners, null, tlsPort)
+    else {
+      // accept only once the workers can serve: connections that arrive meanwhile wait in `early`
+      lb.workers = new WorkerPool(config.workers, config, lb.state, lb.table, lb.stickySecret, lb.cacheInit, lb.tls?.material ?? null, tlsPort)
+      await lb.workers.ready()
+      for (const { socket, listener } of lb.early) lb.workers.dispatch(socket, listener)
+      lb.early = []
+    }
+    // ordering starts only now: an HTTP-01 validation can reach any thread, and every thread exists
+    for (const a of lb.acme) a.begin()
+    for (const u of lb.table) {
+      if (u.tls !== undefined && u.tls !== null && !u.tls.verify) logger.warn({ upstream: u.address }, 'upstream TLS certificate verification is off (upstreams[].tls.verify: false): anyone on the path can impersonate this upstream')
+    }
+    if (lb.tls !== null) {
+      lb.ticketTimer = setInterval(() => { lb.tls?.rotateTicketKeys(); lb.pushTls() }, TICKET_KEY_ROTATION_MS)
+      lb.ticketTimer.unref()
+      for (const c of lb.tls.status()) if (c.expired) logger.warn({ listener: c.listener, certificate: c.source, notAfter: c.notAfter }, 'certificate has expired')
+    }
+    const bound = { address: lb.address.host, port: lb.address.port, family: lb.address.host.includes(':') ? 'IPv6' : 'IPv4' }
     lb.health.start()
     if (config.admin !== undefined) {
       try {
@@ -116,6 +207,7 @@ export class Switchyard implements AdminTarget {
     }
     logger.info({
       address: `${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}`,
+      listeners: listeners.map((l, i) => ({ address: formatAddress(lb.addresses[i]), tls: l.tls !== undefined, httpsRedirect: l.httpsRedirect })),
       mode: config.workers === 0 ? 'sequential' : 'workers',
       workers: config.workers,
       upstreams: lb.table.map((u) => u.pool === 'default' ? u.address : `${u.pool}/${u.address}`),
@@ -129,6 +221,16 @@ export class Switchyard implements AdminTarget {
 
   /** The worker pool (worker mode only), for tests and the admin API. */
   get workerPool (): WorkerPool | null { return this.workers }
+
+  /** The certificates in force (empty without TLS). */
+  certificateStatus (): CertificateStatus[] {
+    return this.tls === null ? [] : this.tls.status()
+  }
+
+  /** Listeners as configured and bound. */
+  listenerStatus (): Array<{ name: string, address: string, tls: boolean, httpsRedirect: boolean }> {
+    return listenersOf(this.config).map((l, i) => ({ name: listenerName(l), address: this.addresses[i] !== undefined ? formatAddress(this.addresses[i]) : l.address, tls: l.tls !== undefined, httpsRedirect: l.httpsRedirect }))
+  }
 
   upstreamStatus (): UpstreamStatus[] {
     return upstreamStatus(this.state, this.table)
@@ -148,13 +250,14 @@ export class Switchyard implements AdminTarget {
    */
   reload (next: Config): ReloadResult {
     const restartNeeded: string[] = []
-    if (next.listen !== this.config.listen) restartNeeded.push('listen')
+    const sameListen = sameBindings(next, this.config)
+    if (!sameListen) restartNeeded.push('listen')
     if (next.workers !== this.config.workers) restartNeeded.push('workers')
     const slots = this.state.rateTableSlots
     if (next.rateLimit !== undefined && slots !== 0 && next.rateLimit.tableSize !== slots) restartNeeded.push('rateLimit.tableSize')
     else if ((next.rateLimit?.tableSize ?? 0) !== (this.config.rateLimit?.tableSize ?? 0) && slots === 0) restartNeeded.push('rateLimit.tableSize')
     // the table is allocated at start: a limit counts in the table that exists
-    const effective: Config = { ...next, listen: this.config.listen, workers: this.config.workers, rateLimit: next.rateLimit === undefined ? undefined : { ...next.rateLimit, tableSize: slots !== 0 ? slots : next.rateLimit.tableSize } }
+    const effective: Config = { ...next, listen: sameListen ? next.listen : this.config.listen, workers: this.config.workers, rateLimit: next.rateLimit === undefined ? undefined : { ...next.rateLimit, tableSize: slots !== 0 ? slots : next.rateLimit.tableSize } }
     if (effective.cache !== undefined && (this.cacheInit === null || effective.cache.maxBytes !== this.config.cache?.maxBytes || effective.cache.maxEntryBytes !== this.config.cache?.maxEntryBytes)) {
       restartNeeded.push('cache.maxBytes / cache.maxEntryBytes (the cache memory is allocated at start)')
       ;(effective as { cache?: unknown }).cache = this.config.cache
@@ -172,13 +275,24 @@ export class Switchyard implements AdminTarget {
     warnShadowedRoutes(effective)
     this.config = effective
     this.table = table
-    const logFailure = configureLog(effective.log)
+    const logFailure = configureLog(effective.log, effective.workers === 0)
     if (logFailure !== null) logger.error({ err: logFailure }, 'the access log stays where it was')
-    if (this.sequential !== null) applyConfig(this.sequential, effective, table, { stickySecret: this.stickySecret, cache: this.cacheInit })
+    const tlsPort = this.tlsPort()
+    if (this.sequential !== null) applyConfig(this.sequential, effective, table, { stickySecret: this.stickySecret, cache: this.cacheInit, tls: null, tlsPort })
     if (this.workers !== null) this.workers.broadcast({ type: 'config', config: effective, table })
+    // certificate files are re-read on every reload (rotated files): one that fails keeps the old ones
+    const warnings = this.tls !== null ? this.tls.reload(effective) : []
+    for (const w of warnings) logger.error({ code: 'SWY_ERR_TLS_CERTIFICATE' satisfies ErrorCode, problem: w }, 'certificate reload failed')
+    this.pushTls()
     this.health.apply(effective, table)
     logger.info({ upstreams: table.map((u) => u.pool === 'default' ? u.address : `${u.pool}/${u.address}`), routes: effective.routes?.length ?? 0, restartNeeded }, 'configuration reloaded')
-    return { applied: true, restartNeeded }
+    return { applied: true, restartNeeded, warnings }
+  }
+
+  /** The bound port of the first TLS listener, 0 when there is none. */
+  private tlsPort (): number {
+    const i = listenersOf(this.config).findIndex((l) => l.tls !== undefined)
+    return i === -1 || this.addresses[i] === undefined ? 0 : this.addresses[i].port
   }
 
   /** SIGUSR1 (logrotate): every thread opens `log.accessFile` again. */
@@ -191,7 +305,14 @@ export class Switchyard implements AdminTarget {
   async stop (drainMs = this.config.timeouts.drainMs): Promise<void> {
     if (this.stopping !== null) return await this.stopping
     this.stopping = (async () => {
-      const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
+      const closed = Promise.all(this.servers.map(async (server) => await new Promise<void>((resolve) => {
+        if (!server.listening) { resolve(); return }
+        server.close(() => resolve())
+      })))
+      if (this.ticketTimer !== null) clearInterval(this.ticketTimer)
+      for (const a of this.acme) a.stop()
+      for (const { socket } of this.early) socket.destroy()
+      this.early = []
       await this.health.stop()
       if (this.sequential !== null) {
         const ctx = this.sequential

@@ -18,6 +18,7 @@ import { SharedCacheStore, type SharedCacheInit } from '../cache/store'
 import { ownerOfWorkerSlot } from '../cache/fill-claims'
 import { logger } from '../log'
 import type { ErrorCode } from '../errors'
+import type { TlsMaterial } from '../tls/terminator'
 
 export interface WorkerInit {
   config: Config
@@ -26,12 +27,20 @@ export interface WorkerInit {
   stickySecret: string | null
   cache: SharedCacheInit | null
   channel: string
+  /** Certificates and ticket keys as of now (updated in place: a replacement worker starts with the latest). */
+  tls: TlsMaterial | null
+  /** Bound port of the first TLS listener (httpsRedirect), 0 when none. */
+  tlsPort: number
+  /** ACME HTTP-01 challenges in progress (token, key authorization). */
+  challenges: ReadonlyArray<readonly [string, string]>
 }
 
 export interface ConnectionTask {
   fd: number
   peerIp: string
   peerPort: number
+  /** Which listener accepted it (index into the listeners of `listen`). */
+  listener: number
   /**
    * Ownership handshake, written by the worker: ADOPT_TAKING just before it
    * wraps the descriptor, ADOPT_WRAPPED once a socket owns it. If the task
@@ -49,6 +58,10 @@ const MAX_HANDOFF_ATTEMPTS = 3
 export type ControlMessage =
   | { type: 'config', config: Config, table: readonly UpstreamEntry[] }
   | { type: 'drain' }
+  | { type: 'tls', material: TlsMaterial }
+  | { type: 'acme', challenges: ReadonlyArray<readonly [string, string]>, generation: number }
+  /** A worker applied challenge table `generation` (workers -> primary). */
+  | { type: 'acme-ack', generation: number }
   | { type: 'reopenLogs' }
   /** Write every buffered log line, then answer logsFlushed (before the pool is destroyed). */
   | { type: 'flushLogs', timeoutMs: number }
@@ -65,16 +78,29 @@ export class WorkerPool {
   /** The primary's handle on the shared cache, to free what a dead worker held there (null when off). */
   private readonly cache: SharedCacheStore | null
   private readonly threads: number
+  private readonly init: WorkerInit
   private stopping = false
+  /** ACME challenge table updates: the latest generation sent, the workers that applied it, who waits. */
+  private challengeGeneration = 0
+  private challengeAcks = 0
+  private challengesApplied: (() => void) | null = null
 
-  constructor (threads: number, config: Config, state: SharedState, table: readonly UpstreamEntry[], stickySecret: string | null, cache: SharedCacheInit | null) {
+  constructor (threads: number, config: Config, state: SharedState, table: readonly UpstreamEntry[], stickySecret: string | null, cache: SharedCacheInit | null, tls: TlsMaterial | null = null, tlsPort = 0) {
     this.state = state
     this.cache = cache !== null ? new SharedCacheStore(cache, state) : null
     this.threads = threads
     const channelName = `switchyard:${randomUUID()}`
     this.channel = new BroadcastChannel(channelName)
+    this.channel.onmessage = (event: unknown) => {
+      const message = (event as { data: ControlMessage }).data
+      if (message.type === 'acme-ack' && message.generation === this.challengeGeneration) {
+        this.challengeAcks++
+        if (this.challengeAcks >= this.threads && this.challengesApplied !== null) { this.challengesApplied(); this.challengesApplied = null }
+      }
+    }
     this.channel.unref()
-    const init: WorkerInit = { config, state: state.toInit(), table, stickySecret, cache, channel: channelName }
+    const init: WorkerInit = { config, state: state.toInit(), table, stickySecret, cache, channel: channelName, tls, tlsPort, challenges: [] }
+    this.init = init
     this.pool = new Piscina({
       filename: join(__dirname, '..', '..', 'workers', 'proxy.worker.js'),
       minThreads: threads,
@@ -135,8 +161,28 @@ export class WorkerPool {
       cacheLock ? 'released what the exited worker held in shared memory; it died holding the cache write lock, so the cache was reset' : 'released what the exited worker held in shared memory')
   }
 
-  /** Hand an accepted, paused socket to a worker. */
-  dispatch (socket: net.Socket): void {
+  /** New certificates or ticket keys: running workers get a message, replacements start with them. */
+  setTls (material: TlsMaterial): void {
+    this.init.tls = material
+    this.broadcast({ type: 'tls', material })
+  }
+
+  /** The ACME challenge table changed: every worker answers HTTP-01 from its copy. */
+  async setChallenges (challenges: ReadonlyArray<readonly [string, string]>, timeoutMs = 5000): Promise<void> {
+    this.init.challenges = challenges
+    const generation = ++this.challengeGeneration
+    this.challengeAcks = 0
+    if (this.challengesApplied !== null) this.challengesApplied() // an older update: superseded
+    // resolves once every worker has the table: only then may the ACME server look
+    const applied = new Promise<void>((resolve) => { this.challengesApplied = resolve })
+    this.broadcast({ type: 'acme', challenges, generation })
+    let timer: NodeJS.Timeout | null = null
+    await Promise.race([applied, new Promise<void>((resolve) => { timer = setTimeout(resolve, timeoutMs) })])
+    if (timer !== null) clearTimeout(timer)
+  }
+
+  /** Hand an accepted, paused socket from listener `listener` to a worker. */
+  dispatch (socket: net.Socket, listener = 0): void {
     const handle = (socket as unknown as { _handle: { fd: number } | null })._handle
     const peerIp = socket.remoteAddress
     const peerPort = socket.remotePort ?? 0
@@ -151,7 +197,7 @@ export class WorkerPool {
     }
     // our copy goes; the worker's duplicate keeps the connection open
     socket.destroy()
-    this.handOff({ fd, peerIp, peerPort, adopted: new Int32Array(new SharedArrayBuffer(4)) }, 1)
+    this.handOff({ fd, peerIp, peerPort, listener, adopted: new Int32Array(new SharedArrayBuffer(4)) }, 1)
   }
 
   private handOff (task: ConnectionTask, attempt: number): void {

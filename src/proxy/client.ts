@@ -51,6 +51,9 @@ import { comparableHost } from '../http/field-syntax'
 import { UpstreamSide, COALESCE_BYTES } from './upstream-side'
 import { normalisedPath, type RouteLookup } from '../routing/router'
 import type { PoolRuntime } from '../routing/pools'
+import type { ListenerRuntime } from '../net/accept'
+import { httpsRedirectReply, acmeChallengeReply } from '../tls/redirect'
+import { L_REDIRECTS } from '../shared/layout'
 
 /**
  * After our last response on a connection we half-close and keep reading (and
@@ -89,15 +92,22 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
   clientEnded = false
   /** Bytes discarded while lingering. */
   discarded = 0
+  /** The listener this connection came in on (TLS or not, httpsRedirect); null for a bare attach (tests). */
+  readonly listener: ListenerRuntime | null
+  /** The scheme the client used, for the access log's "tls" key (undefined without a listener). */
+  readonly proto: 'http' | 'https' | undefined
 
-  constructor (ctx: ProxyContext, socket: net.Socket, peerIp: string) {
+  constructor (ctx: ProxyContext, socket: net.Socket, peerIp: string, listener: ListenerRuntime | null = null) {
     // an IPv4 peer on a dual-stack socket reads '::ffff:1.2.3.4': it is 1.2.3.4
     const ip = peerIp.startsWith('::ffff:') && peerIp.includes('.') ? peerIp.slice(7) : peerIp
     super(ctx, socket, ip)
+    this.listener = listener
+    this.proto = listener !== null ? listener.proto : undefined
     this.identity = {
       clientIp: ip,
       forwardedFor: ip.includes(':') ? `for="[${ip}]"` : `for=${ip}`,
       via: ctx.config.proxy.via,
+      proto: listener !== null ? listener.proto : 'http',
     }
     this.parser = new HeadParser(KIND_REQUEST, ctx.headLimits)
     this.rate = ctx.limiter !== null ? ctx.limiter.newDecision() : null
@@ -321,6 +331,13 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     // the client half-closed before this body ended: every byte it will ever send is here, so it never can
     if (this.clientEnded && !this.bodyDone) { this.dropIncomplete(); return }
 
+    // phase: local answers of the listener (ACME HTTP-01 on plain listeners, then httpsRedirect)
+    const listener = this.listener
+    if (listener !== null && listener.proto === 'http') {
+      if (ctx.acmeChallenges !== null && this.answerChallenge(ctx.acmeChallenges)) return
+      if (listener.redirectPort !== null && this.redirect(listener)) return
+    }
+
     // phase: request filter (client address, firewall, rate limits)
     const refusal = filterRequest(ctx, this)
     if (refusal !== null) { this.failRequest(refusal, this.lastFailure); return }
@@ -376,6 +393,32 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     const close = this.beginLocalAnswer(local.status, '-')
     this.writeOut(local.render(this, close, this.isHead, this.responseIdLine() + (route.responseEdits !== null ? route.responseEdits.render(this) : '')))
     this.finishRequest()
+  }
+
+  /** RFC 8555 §8.3: GET /.well-known/acme-challenge/TOKEN answers the key authorization; false for other paths. */
+  private answerChallenge (challenges: Map<string, string>): boolean {
+    const reply = acmeChallengeReply(this.parser, challenges, !this.keepAlive || !this.bodyDone, this.isHead)
+    if (reply === null) return false
+    this.status = reply.status
+    this.responseStarted = true
+    this.closeAfterResponse = !this.keepAlive || !this.bodyDone || this.ctx.draining
+    this.writeOut(reply.bytes)
+    this.finishRequest()
+    return true
+  }
+
+  /** httpsRedirect: answer 308 to the https URL; false when the request names no host (answered as usual). */
+  private redirect (listener: ListenerRuntime): boolean {
+    const close = !this.keepAlive || !this.bodyDone || this.ctx.draining
+    const reply = httpsRedirectReply(this.parser, listener.redirectPort as string, close, this.isHead)
+    if (reply === null) return false
+    this.ctx.state.addListener(listener.index, L_REDIRECTS, 1)
+    this.status = 308
+    this.responseStarted = true
+    this.closeAfterResponse = close
+    this.writeOut(reply)
+    this.finishRequest()
+    return true
   }
 
   /** Act on the cache phase's decision; true when the request was answered or parked. */
@@ -595,6 +638,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
       }
     }
     this.releaseActive()
+    this.dropOwnUpstream()
     if (this.cacheState !== null) this.cacheState.reset()
     this.phase = 'closed'
     this.input = null

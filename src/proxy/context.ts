@@ -38,6 +38,7 @@ export interface StickyHook {
 export type ClientIpResolver = (socketIp: string, xForwardedFor: string | null) => string
 
 import type { CacheHook } from './cache-path'
+import type { ListenerRuntime } from '../net/accept'
 import type { RequestIds } from './request-id'
 import type { RequestTracer } from '../tracing/tracer'
 
@@ -63,6 +64,10 @@ export class ProxyContext {
   /** Tracing (config.tracing), null when off. */
   tracing: RequestTracer | null = null
   workerSlot = -1
+  /** This thread's listeners (TLS contexts, redirects), by the index the primary sends with a connection. */
+  listeners: ListenerRuntime[] = []
+  /** ACME HTTP-01 challenges in progress (token -> key authorization), from the primary; null when none ever was. */
+  acmeChallenges: Map<string, string> | null = null
   /** Set while shutting down: answer in-flight requests, then close. */
   draining = false
   /** Client connections open on this thread. */

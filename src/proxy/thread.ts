@@ -20,6 +20,9 @@ import { installPolicies } from './policies'
 import { CacheHook } from './cache-path'
 import { SharedCacheStore, type SharedCacheInit } from '../cache/store'
 import { ownerOfWorkerSlot } from '../cache/fill-claims'
+import { listenersOf } from '../config/listeners'
+import { installListeners } from '../net/accept'
+import type { TlsMaterial } from '../tls/terminator'
 import { requestIdsFor } from './request-id'
 import { tracingFor } from '../tracing/index'
 
@@ -28,6 +31,10 @@ export interface ThreadOptions {
   stickySecret: string | null
   /** The shared cache's memory, allocated once by the primary when config.cache is set. */
   cache: SharedCacheInit | null
+  /** Certificates and ticket keys from the primary; null when no listener has TLS. */
+  tls: TlsMaterial | null
+  /** The bound port of the first TLS listener (httpsRedirect's target), 0 when none. */
+  tlsPort: number
 }
 
 export function createThreadProxy (config: Config, state: SharedState, table: readonly UpstreamEntry[], options: ThreadOptions): ProxyContext {
@@ -36,6 +43,7 @@ export function createThreadProxy (config: Config, state: SharedState, table: re
   installPolicies(ctx, config)
   ctx.router = compileRouter(config, ctx.pools, state)
   installCache(ctx, config, options.cache)
+  installListeners(ctx, listenersOf(config), options.tls, options.tlsPort)
   ctx.requestIds = requestIdsFor(config.requestId, null)
   ctx.tracing = tracingFor(config.tracing, null, state)
   return ctx
@@ -83,14 +91,16 @@ export function applyConfig (ctx: ProxyContext, config: Config, table: readonly 
   installPolicies(ctx, config)
   ctx.router = compileRouter(config, ctx.pools, ctx.state)
   installCache(ctx, config, options.cache)
+  installListeners(ctx, listenersOf(config), null, options.tlsPort)
   ctx.requestIds = requestIdsFor(config.requestId, ctx.requestIds)
   ctx.tracing = tracingFor(config.tracing, ctx.tracing, ctx.state)
   for (const e of table) oldSlots.delete(e.slot)
   for (const slot of oldSlots) ctx.pool.drain(slot) // idle sockets to upstreams that left
 }
 
+/** A connected socket without a listener's steps (no TLS, no PROXY header): straight to the request path. */
 export function attachConnection (ctx: ProxyContext, socket: net.Socket, peerIp: string): ClientConnection {
-  return new ClientConnection(ctx, socket, peerIp)
+  return new ClientConnection(ctx, socket, peerIp, ctx.listeners[0] ?? null)
 }
 
 /** Sampling interval of the loop-delay monitor. */

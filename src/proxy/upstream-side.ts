@@ -7,6 +7,7 @@
  * request loop and the client socket's lifecycle, and implements the steps it
  * declares abstract (pick another upstream, answer locally, finish, cut).
  */
+import { encodeProxyHeader } from '../net/proxy-protocol'
 import type * as net from 'node:net'
 import { performance } from 'node:perf_hooks'
 import type { ProxyContext } from './context'
@@ -63,6 +64,14 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
   activeSlot = -1
   /** Cache state for the current request; null while the cache is off. */
   cacheState: CacheState | null = null
+  /**
+   * An idle connection to an upstream with `proxyProtocol`: its PROXY header
+   * named this client, so it is kept here for this client's next request
+   * instead of the shared pool (null when none).
+   */
+  ownUpstream: UpstreamConnection | null = null
+  /** The client's port as the PROXY header to an upstream states it (the PROXY source port behind an L4 balancer). */
+  clientPort = 0
 
   constructor (ctx: ProxyContext, socket: net.Socket, peerIp: string) {
     super(peerIp)
@@ -99,13 +108,40 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
     ctx.state.addHeld(ctx.workerSlot, entry.slot, U_ACTIVE_REQUESTS, 1)
     ctx.state.addUpstream(entry.slot, U_REQUESTS, 1)
     this.activeSlot = entry.slot
-    const idle = pooled ? ctx.pool.acquire(entry.slot) as UpstreamConnection | null : null
-    const up = idle ?? new UpstreamConnection(ctx, entry)
+    const proxy = entry.proxyProtocol ?? null
+    const idle = proxy !== null
+      ? this.takeOwnUpstream(entry, pooled)
+      : (pooled ? ctx.pool.acquire(entry.slot) as UpstreamConnection | null : null)
+    const up = idle ?? new UpstreamConnection(ctx, entry, proxy !== null ? this.proxyHeader(proxy) : null)
     // step: a sampled request's client span for this attempt (its ID goes upstream in traceparent)
     if (this.trace !== null && ctx.tracing !== null) this.trace.startAttempt(ctx.tracing, this, entry, this.requestHead)
     this.upstream = up
     up.assign(this, this.isHead)
     if (idle !== null) this.onUpstreamConnected(idle)
+  }
+
+  /** This client's kept connection to `entry`, when it can serve (a PROXY header names one client only). */
+  private takeOwnUpstream (entry: UpstreamEntry, reuse: boolean): UpstreamConnection | null {
+    const own = this.ownUpstream
+    this.ownUpstream = null
+    if (own === null) return null
+    if (reuse && own.slot === entry.slot && own.reusable) return own
+    own.destroy()
+    return null
+  }
+
+  /** Close the kept PROXY connection (the client connection is closing). */
+  protected dropOwnUpstream (): void {
+    const own = this.ownUpstream
+    this.ownUpstream = null
+    if (own !== null) own.destroy()
+  }
+
+  /** The PROXY protocol header for a new upstream connection: this client, and the address it connected to. */
+  private proxyHeader (version: 'v1' | 'v2'): Buffer {
+    const s = this.socket
+    const local = s.localAddress ?? ''
+    return encodeProxyHeader(version, this.clientIp, local.startsWith('::ffff:') && local.includes('.') ? local.slice(7) : local, this.clientPort, s.localPort ?? 0)
   }
 
   protected releaseActive (): void {
@@ -326,7 +362,10 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
     // the upstream can take another request only if it got all of this one
     const reuse = reusable && this.bodyDone
     if (reuse && up.socket.isPaused()) up.socket.resume()
-    if (!(reuse && this.ctx.pool.release(up))) up.destroy()
+    if (reuse && (up.entry.proxyProtocol ?? null) !== null) {
+      this.dropOwnUpstream()
+      this.ownUpstream = up // only this client may reuse it
+    } else if (!(reuse && this.ctx.pool.release(up))) up.destroy()
     this.finishRequest()
   }
 

@@ -5,6 +5,7 @@
  * and both sides allow reuse. Socket handlers are module-level functions that
  * find the connection on the socket: no closure per request.
  */
+import { openUpstreamSocket, connectEvent } from '../tls/upstream'
 import * as net from 'node:net'
 import type { ProxyContext } from './context'
 import type { UpstreamEntry } from '../shared/state'
@@ -101,7 +102,8 @@ export class UpstreamConnection implements Poolable, Expirable {
   lastError = ''
   private noBodyHint = false
 
-  constructor (ctx: ProxyContext, entry: UpstreamEntry) {
+  /** `prefix`: bytes that go first on the wire (a PROXY protocol header), before TLS if any. */
+  constructor (ctx: ProxyContext, entry: UpstreamEntry, prefix: Buffer | null = null) {
     this.ctx = ctx
     this.entry = entry
     this.slot = entry.slot
@@ -109,9 +111,9 @@ export class UpstreamConnection implements Poolable, Expirable {
     this.upstreamIdleMs = ctx.config.timeouts.upstreamIdleMs
     this.parser = new HeadParser(KIND_RESPONSE, ctx.headLimits)
     this.chunked = new ChunkedScanner(ctx.headLimits.maxHeaderBytes)
-    const socket = net.connect({ host: entry.host, port: entry.port, noDelay: true })
+    const socket = openUpstreamSocket(entry, prefix)
     ;(socket as unknown as Record<symbol, UpstreamConnection>)[kConn] = this
-    socket.on('connect', onConnect)
+    socket.on(connectEvent(entry), onConnect)
     socket.on('data', onData)
     socket.on('end', onEnd)
     socket.on('error', onError)

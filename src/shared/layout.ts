@@ -20,6 +20,9 @@
  *   | holdings                 |  MAX_WORKER_SLOTS x MAX_UPSTREAMS x HOLDING_INTS, see below
  *   +--------------------------+  TRACING_OFFSET
  *   | tracing span counters    |  TRACING_INTS ints
+ *   +--------------------------+  LISTENERS_OFFSET
+ *   | listener 0 (LISTENER_INTS)| connections, TLS handshakes by result, PROXY rejects
+ *   | ... MAX_LISTENERS        |
  *   +--------------------------+  POOLS_OFFSET
  *   | pool 0 (POOL_INTS)       |  round-robin cursor, requests routed (owner: src/routing)
  *   | ... MAX_POOLS slots      |
@@ -117,7 +120,7 @@ export const W_HEAP_USED_KB = 4 //       this thread's V8 heap in use, KiB (once
 export const W_RESPONSES = 8 //          10 counters: SOURCE_UPSTREAM 1xx..5xx, SOURCE_LOCAL 1xx..5xx
 export const SOURCE_UPSTREAM = 0
 export const SOURCE_LOCAL = 1
-export const W_REQUEST_BYTES = 18 //     bytes received from clients (low 32 bits; wraps, the sampler accumulates)
+export const W_REQUEST_BYTES = 18 //     request bytes read, head and body (Exchange.bytesIn; low 32 bits, wraps, the sampler accumulates)
 export const W_REQUEST_BYTES_HI = 19 //  whole 2^32s of single requests of 4 GiB or more
 export const W_RESPONSE_BYTES = 20 //    bytes written to clients
 export const W_RESPONSE_BYTES_HI = 21
@@ -151,6 +154,20 @@ export const T_SPANS_EXPORTED = 0 //     spans the collector accepted
 export const T_SPANS_DROPPED = 1 //      spans lost: export failed (collector down) or too many waiting
 export const TRACING_INTS = 2
 
+// ---- per listener (TLS and PROXY protocol) ----------------------------------
+// Listener i is the i-th entry of `listen` (a string is listener 0). Written by
+// whichever thread serves the connection; L_ACCEPTED by the primary. Everyone reads.
+export const MAX_LISTENERS = 16
+export const L_OPEN_CONNECTIONS = 0 //   gauge: accepted and not yet closed (handshaking included)
+export const L_ACCEPTED = 1 //           counter (primary)
+export const L_HANDSHAKES_OK = 2 //      completed TLS handshakes, resumed ones included
+export const L_HANDSHAKES_RESUMED = 3 // of which resumed a session (a ticket from any thread)
+export const L_HANDSHAKE_ERRORS = 4 //   TLS_ERROR_REASONS.length counters, one per reason
+export const TLS_ERROR_REASONS = ['timeout', 'plain_http', 'protocol', 'reset', 'other'] as const
+export const L_PROXY_REJECTED = L_HANDSHAKE_ERRORS + TLS_ERROR_REASONS.length // 9: PROXY protocol header missing, malformed or untrusted
+export const L_REDIRECTS = L_PROXY_REJECTED + 1 // httpsRedirect answers
+export const LISTENER_INTS = 16
+
 // ---- per pool (owner: src/routing/pools.ts) --------------------------------
 // A pool keeps its slot across reloads while its name stays (like an upstream
 // its slot by address). Who writes: IN_USE by the primary; the cursor and the
@@ -177,7 +194,8 @@ export const WORKERS_OFFSET = UPSTREAMS_OFFSET + MAX_UPSTREAMS * UPSTREAM_INTS
 export const FIREWALL_OFFSET = WORKERS_OFFSET + MAX_WORKER_SLOTS * WORKER_INTS
 export const HOLDINGS_OFFSET = FIREWALL_OFFSET + MAX_FIREWALL_RULES
 export const TRACING_OFFSET = HOLDINGS_OFFSET + MAX_WORKER_SLOTS * MAX_UPSTREAMS * HOLDING_INTS
-export const POOLS_OFFSET = TRACING_OFFSET + TRACING_INTS
+export const LISTENERS_OFFSET = TRACING_OFFSET + TRACING_INTS
+export const POOLS_OFFSET = LISTENERS_OFFSET + MAX_LISTENERS * LISTENER_INTS
 export const ROUTES_OFFSET = POOLS_OFFSET + MAX_POOLS * POOL_INTS
 export const RATE_OFFSET = ROUTES_OFFSET + MAX_ROUTES
 

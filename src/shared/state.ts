@@ -7,6 +7,7 @@
  * Atomics.load. Nothing here allocates on the data path.
  */
 import * as L from './layout'
+import type { UpstreamTls } from '../tls/upstream'
 
 export interface SharedStateInit {
   buffer: SharedArrayBuffer
@@ -31,6 +32,10 @@ export interface UpstreamEntry {
   readonly weight: number
   /** Opaque identifier safe to show to clients (never the address). */
   readonly id: string
+  /** TLS to this upstream (upstreams[].tls, caFile already read), null for plain TCP. */
+  readonly tls?: UpstreamTls | null
+  /** upstreams[].proxyProtocol: the header sent first on each new connection, null when off. */
+  readonly proxyProtocol?: 'v1' | 'v2' | null
 }
 
 /** Index of the LATENCY_BOUNDS_MS bucket for `ms` (the last index is +Inf). */
@@ -295,5 +300,16 @@ export class SharedState {
 
   firewallHits (rule: number): number {
     return Atomics.load(this.i32, L.FIREWALL_OFFSET + rule) >>> 0
+  }
+
+  // ---- per listener -----------------------------------------------------------
+  addListener (listener: number, field: number, delta: number): void {
+    if (listener >= 0 && listener < L.MAX_LISTENERS) Atomics.add(this.i32, L.LISTENERS_OFFSET + listener * L.LISTENER_INTS + field, delta)
+  }
+
+  /** A listener's field; counters read as uint32, the open-connections gauge as int32. */
+  listener (listener: number, field: number): number {
+    const v = Atomics.load(this.i32, L.LISTENERS_OFFSET + listener * L.LISTENER_INTS + field)
+    return field === L.L_OPEN_CONNECTIONS ? v : v >>> 0
   }
 }

@@ -8,6 +8,7 @@
 import type { Config } from '../config/types'
 import { parseHostPort } from '../config/types'
 import { type SharedState, type UpstreamEntry } from './state'
+import { upstreamTlsOf } from '../tls/upstream'
 import { MAX_UPSTREAMS, U_IN_USE, H_UPSTREAM_GENERATION } from './layout'
 import { assignPoolSlots, poolSpecs, upstreamSlotKey } from '../routing/pools'
 
@@ -38,7 +39,7 @@ export function buildUpstreamTable (config: Config, state: SharedState, previous
         state.initUpstreamSlot(slot)
       }
       const { host, port } = parseHostPort(u.address)
-      table.push(Object.freeze({ slot, index, pool: spec.name, poolSlot, address: u.address, host, port, weight: u.weight, id: `u${slot}` }))
+      table.push(Object.freeze({ slot, index, pool: spec.name, poolSlot, address: u.address, host, port, weight: u.weight, id: `u${slot}`, tls: upstreamTlsOf(u), proxyProtocol: u.proxyProtocol ?? null }))
     })
   }
   // retire the slots of upstreams that left

@@ -264,7 +264,8 @@ for (const mode of MODES) {
         await waitFor(() => seen.length >= 20, 5000, 'traffic before the reload')
         const moved = routes().map((r) => (r as { name: string }).name === 'keep-prefix' ? { ...(r as object), pool: 'api' } : r)
         const result = running.lb.reload(resolveConfig({ ...config, listen: running.lb.config.listen, workers: mode.workers, log: { level: 'silent', access: false }, routes: moved }))
-        assert.deepEqual(result, { applied: true, restartNeeded: [] })
+        assert.equal(result.applied, true)
+        assert.deepEqual(result.restartNeeded, [])
         await waitFor(() => seen.length >= 10 && seen.slice(-10).every((n) => n === 'b1' || n === 'b2'), 5000, 'the moved route reaching pool api')
       } finally {
         stop = true

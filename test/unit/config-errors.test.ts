@@ -130,8 +130,8 @@ describe('config errors: files the configuration names', () => {
       // the shape of a TLS section does not matter: any such key, at any depth
       const config = { listeners: [{ tls: { certificates: [{ certFile: cert, keyFile: join(dir, 'missing.key') }] } }], upstreamTls: { caFile: dir } }
       assert.deepEqual(fileErrors(config as never), [
-        `/listeners/0/tls/certificates/0/keyFile: cannot read ${join(dir, 'missing.key')}: no such file`,
-        `/upstreamTls/caFile: ${dir} is not a file`,
+        `/listeners/0/tls/certificates/0/keyFile: ${join(dir, 'missing.key')}: cannot read the private key (ENOENT)`,
+        `/upstreamTls/caFile: ${dir}: not a file (the CA certificates)`,
       ])
       assert.deepEqual(fileErrors(resolveConfig(MINIMAL)), [])
     } finally {

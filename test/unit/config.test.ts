@@ -46,7 +46,8 @@ type SchemaPaths<S, P extends string = ''> = S extends { readonly properties: in
       [K in keyof Props & string]: (AlwaysPresent<S, K, Props[K]> extends true ? `${P}${K}` : `${P}${K}?`) | SchemaSubPaths<Props[K], `${P}${K}`>
     }[keyof Props & string]
   : never
-type SchemaSubPaths<N, P extends string> = N extends { readonly type: 'array', readonly items: infer I }
+// `items` marks an array, also when the node allows another type too (`listen`: a string or an array)
+type SchemaSubPaths<N, P extends string> = N extends { readonly items: infer I }
   ? SchemaPaths<I, `${P}[].`>
   : SchemaPaths<N, `${P}.`>
 
@@ -81,7 +82,7 @@ function schemaEntries (node: SchemaNode = configSchema as unknown as SchemaNode
   for (const [key, child] of Object.entries(node.properties ?? {})) {
     const path = prefix + key
     out.push({ path, node: child, parent: node, key })
-    if (child.type === 'array' && child.items?.properties !== undefined) schemaEntries(child.items, `${path}[].`, out)
+    if (child.items?.properties !== undefined) schemaEntries(child.items, `${path}[].`, out)
     else if (child.properties !== undefined) schemaEntries(child, `${path}.`, out)
   }
   return out
@@ -155,6 +156,8 @@ const MINIMAL = { listen: '127.0.0.1:0', upstreams: [{ address: '127.0.0.1:8001'
 /** Every optional section present with only what it requires, so all nested defaults apply. */
 const EVERY_SECTION = {
   ...MINIMAL,
+  listen: [{ address: '127.0.0.1:0', tls: { acme: { directoryUrl: 'https://acme.test/dir', email: 'ops@example.com', domains: ['example.com'], storageDir: 'acme' } } }],
+  upstreams: [{ address: '127.0.0.1:8001', tls: {} }],
   healthCheck: { active: {} },
   rateLimit: { maxRequests: 5 },
   stickySessions: { cookie: 'swy' },
@@ -167,9 +170,20 @@ const EVERY_SECTION = {
 /** Every key set (none to a default), so its paths are all of Config's. */
 const COMPLETE: Complete<Config> = {
   $schema: 'https://switchyard.dev/lb.schema.json',
-  listen: '127.0.0.1:0',
+  listen: [{
+    address: '127.0.0.1:0',
+    tls: {
+      certificates: [{ certFile: 'a.pem', keyFile: 'a.key' }],
+      acme: { directoryUrl: 'https://acme.test/dir', email: 'ops@example.com', domains: ['example.com'], storageDir: '/var/lib/switchyard', caFile: 'acme-ca.pem', renewBeforeDays: 20 },
+      minVersion: 'TLSv1.3',
+      ciphers: 'HIGH',
+      alpn: ['http/1.1'],
+    },
+    proxyProtocol: { trustedCidrs: ['127.0.0.1/32'] },
+    httpsRedirect: false,
+  }],
   workers: 0,
-  upstreams: [{ address: '127.0.0.1:8001', weight: 2 }],
+  upstreams: [{ address: '127.0.0.1:8001', weight: 2, tls: { serverName: 'backend.test', caFile: 'ca.pem', verify: false }, proxyProtocol: 'v2' }],
   balancing: { algorithm: 'consistent-hash', hashKey: { source: 'header', name: 'x-user' } },
   retries: 2,
   timeouts: { connectMs: 1, responseMs: 2, upstreamIdleMs: 3, clientHeaderMs: 4, clientIdleMs: 5, drainMs: 6 },
@@ -201,7 +215,7 @@ const COMPLETE: Complete<Config> = {
   proxy: { via: 'edge', allowedUpgrades: ['websocket', 'foo/1'] },
   pools: {
     api: {
-      upstreams: [{ address: '127.0.0.1:8002', weight: 3 }],
+      upstreams: [{ address: '127.0.0.1:8002', weight: 3, tls: { serverName: 'api.test', caFile: 'ca.pem', verify: true }, proxyProtocol: 'v1' }],
       balancing: { algorithm: 'least-connections', hashKey: { source: 'cookie', name: 'sid' } },
       healthCheck: {
         active: { path: '/up', intervalMs: 12, timeoutMs: 13, expectStatus: ['2xx'], healthyThreshold: 1, unhealthyThreshold: 2 },
