@@ -76,6 +76,8 @@ export async function startAdmin (lb: AdminTarget, options: AdminOptions = {}): 
   }))
   registerRoutingMetrics(metrics, lb)
   if (hasTlsStatus(lb)) registerTlsFamilies(metrics, lb)
+  // a cluster's families (switchyard_cluster_*, src/cluster/node.ts)
+  lb.cluster?.registerMetrics(metrics)
   const ctx: AdminContext = { lb, totals, metrics, token, listen }
   const server = http.createServer((req, res) => handleRequest(ctx, req, res))
   server.headersTimeout = 5000

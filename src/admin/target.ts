@@ -8,6 +8,7 @@ import type { PoolStatus, RouteStatus } from '../routing/status'
 import type { Config } from '../config/types'
 import type { SharedState, UpstreamEntry } from '../shared/state'
 import type { UpstreamStatus } from '../health/status'
+import type { ClusterHooks } from '../cluster/node'
 
 /** The cache as the purge endpoint needs it: REMOVED, ABSENT or BUSY (src/cache/store.ts). */
 export interface PurgeableCache {
@@ -35,6 +36,8 @@ export interface AdminTarget {
   readonly cache: PurgeableCache | null
   /** Re-reads and validates the config source; null when started from an object. Throws ConfigError. */
   readonly configSource: (() => Config) | null
+  /** Cluster membership through Redis (config.cluster), null when off. */
+  readonly cluster: ClusterHooks | null
   upstreamStatus (): UpstreamStatus[]
   /** Pools with their upstreams and counters; routes with their hit counts (src/routing/status.ts). */
   poolStatus (): PoolStatus[]

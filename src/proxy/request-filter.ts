@@ -30,7 +30,8 @@ export interface FilteredRequest extends FirewallRequest {
   rateHeaders: string
 }
 
-export type FilterVerdict = 'SWY_ERR_FIREWALL_DENIED' | 'SWY_ERR_RATE_LIMITED' | null
+/** 'pending': a cluster lease is being fetched; park the request (limiter.wait) and call limitRequest again. */
+export type FilterVerdict = 'SWY_ERR_FIREWALL_DENIED' | 'SWY_ERR_RATE_LIMITED' | 'pending' | null
 
 export function filterRequest (ctx: ProxyContext, req: FilteredRequest): FilterVerdict {
   const resolve = ctx.resolveClientIp
@@ -44,16 +45,24 @@ export function filterRequest (ctx: ProxyContext, req: FilteredRequest): FilterV
       return 'SWY_ERR_FIREWALL_DENIED'
     }
   }
+  return limitRequest(ctx, req)
+}
+
+/** The rate-limit part of the filter (also run alone when a parked request's lease question is answered). */
+export function limitRequest (ctx: ProxyContext, req: FilteredRequest): FilterVerdict {
   const limiter = ctx.limiter
   if (limiter !== null) {
     const decision = req.rate ?? (req.rate = limiter.newDecision())
     if (!limiter.check(req.clientIp, Date.now(), decision)) {
+      if (decision.pending) return 'pending'
       ctx.state.addHeader(H_RATE_LIMITED, 1)
       req.lastFailure = 'rate limited'
       req.rateHeaders = limiter.headers(decision)
       return 'SWY_ERR_RATE_LIMITED'
     }
   }
+  // the route's own limit (local counters only), once the global one let the request through
+  const route = req.route
   const routeLimiter = route !== null ? route.limiter : null
   if (routeLimiter !== null) {
     const decision = req.routeRate ?? (req.routeRate = routeLimiter.newDecision())

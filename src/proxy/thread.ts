@@ -25,6 +25,7 @@ import { installListeners } from '../net/accept'
 import type { TlsMaterial } from '../tls/terminator'
 import { requestIdsFor } from './request-id'
 import { tracingFor } from '../tracing/index'
+import type { LeaseBroker } from '../cluster/global-limiter'
 
 export interface ThreadOptions {
   /** Shared secret for sticky cookies, generated once by the primary. */
@@ -35,12 +36,14 @@ export interface ThreadOptions {
   tls: TlsMaterial | null
   /** The bound port of the first TLS listener (httpsRedirect's target), 0 when none. */
   tlsPort: number
+  /** This thread's way to the primary's cluster leases (config.cluster), null when off. */
+  leases?: LeaseBroker | null
 }
 
 export function createThreadProxy (config: Config, state: SharedState, table: readonly UpstreamEntry[], options: ThreadOptions): ProxyContext {
   const pool = new UpstreamPool(config.pool.maxIdlePerUpstream)
   const ctx = new ProxyContext(config, state, table, buildPools(config, table, state, options.stickySecret), pool)
-  installPolicies(ctx, config)
+  installPolicies(ctx, config, options.leases ?? null)
   ctx.router = compileRouter(config, ctx.pools, state)
   installCache(ctx, config, options.cache)
   installListeners(ctx, listenersOf(config), options.tls, options.tlsPort)
@@ -88,7 +91,7 @@ export function applyConfig (ctx: ProxyContext, config: Config, table: readonly 
   ctx.table = table
   ctx.pools = buildPools(config, table, ctx.state, options.stickySecret)
   ctx.pool.maxIdlePerUpstream = config.pool.maxIdlePerUpstream
-  installPolicies(ctx, config)
+  installPolicies(ctx, config, options.leases ?? null)
   ctx.router = compileRouter(config, ctx.pools, ctx.state)
   installCache(ctx, config, options.cache)
   installListeners(ctx, listenersOf(config), null, options.tlsPort)

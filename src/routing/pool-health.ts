@@ -21,6 +21,8 @@ export class PoolHealth {
   private readonly state: SharedState
   private readonly pools = new Map<string, PoolChecks>()
   private running = false
+  /** Called with every active checker, existing and future (the cluster shares probes through it). */
+  private checkerHook: ((checker: ActiveHealthChecker) => void) | null = null
 
   constructor (state: SharedState) {
     this.state = state
@@ -45,6 +47,7 @@ export class PoolHealth {
       if (active !== undefined) {
         if (checks.checker === null) {
           checks.checker = new ActiveHealthChecker(active, this.state, entries)
+          if (this.checkerHook !== null) this.checkerHook(checks.checker)
           if (this.running) checks.checker.start()
         } else {
           checks.checker.setConfig(active)
@@ -61,6 +64,11 @@ export class PoolHealth {
       if (checks.checker !== null) void checks.checker.stop()
       this.pools.delete(name)
     }
+  }
+
+  setCheckerHook (hook: (checker: ActiveHealthChecker) => void): void {
+    this.checkerHook = hook
+    for (const checks of this.pools.values()) if (checks.checker !== null) hook(checks.checker)
   }
 
   start (): void {
