@@ -37,6 +37,8 @@ export const errorCatalogue = {
   // Policy.
   SWY_ERR_RATE_LIMITED: { status: 429, flag: 'RL', message: 'Too many requests' },
   SWY_ERR_FIREWALL_DENIED: { status: 403, flag: 'FW', message: 'Forbidden' },
+  // Routing: no route matched and there is no pool "default" (Envoy's NR, no route configured).
+  SWY_ERR_NO_ROUTE: { status: 404, flag: 'NR', message: 'No route for this request' },
   // Upstream side.
   SWY_ERR_NO_HEALTHY_UPSTREAM: { status: 502, flag: 'UH', message: 'No healthy upstream' },
   SWY_ERR_UPSTREAM_CONNECT: { status: 502, flag: 'UF', message: 'Upstream connect failure' },

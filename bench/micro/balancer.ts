@@ -22,7 +22,7 @@ import type { MicroCase, MicroSuite } from './types'
 
 const state = SharedState.create(0)
 const table: UpstreamEntry[] = [1, 2, 3, 4].map((n, i) => ({
-  slot: i, index: i, address: `10.0.0.${n}:8080`, host: `10.0.0.${n}`, port: 8080, weight: n, id: `u${i}`,
+  slot: i, index: i, pool: 'default', poolSlot: 0, address: `10.0.0.${n}:8080`, host: `10.0.0.${n}`, port: 8080, weight: n, id: `u${i}`,
 }))
 for (const e of table) state.initUpstreamSlot(e.slot)
 state.storeUpstream(table[2].slot, U_HEALTHY, 0)

@@ -10,7 +10,7 @@ import type { MicroSuite } from './types'
 
 const SECRET = 'bench-secret-bench-secret'
 const table: UpstreamEntry[] = Array.from({ length: 8 }, (_, i) => ({
-  slot: i, index: i, address: `10.0.0.${i + 1}:8080`, host: `10.0.0.${i + 1}`, port: 8080, weight: 1, id: `u${i}`,
+  slot: i, index: i, pool: 'default', poolSlot: 0, address: `10.0.0.${i + 1}:8080`, host: `10.0.0.${i + 1}`, port: 8080, weight: 1, id: `u${i}`,
 }))
 const sticky = createSticky({ cookie: 'swy', secret: SECRET }, table)
 const value = /swy=([^;]+)/.exec(sticky.setCookieLine(5))?.[1] ?? ''

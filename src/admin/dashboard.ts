@@ -10,7 +10,9 @@
  * has a legend, clock-time labels, a 5xx line, and is drawn in CSS pixels so
  * text is never stretched.
  *
- * Tests find upstream rows by `data-upstream="<address>"` and read
+ * Upstreams come pool by pool, with a pool column; routes are listed with
+ * their hits and hits/s. Tests find upstream rows by `data-upstream="<address>"`
+ * (`pool/address` outside the pool default) and read
  * `data-health="up|down|draining"`, cells by `data-col`; cards carry
  * `data-card`, worker rows `data-worker="<slot>"`, chart lines and legend
  * entries `data-series`.
@@ -132,12 +134,12 @@ const script = `
       .then(function () { return poll(true); });
   }
 
-  var COLUMNS = ['health', 'address', 'inState', 'rps', 'open', 'active', 'latency', '4xx', '5xx', 'failures', 'retries', 'bytes', 'check', 'action'];
+  var COLUMNS = ['health', 'pool', 'address', 'inState', 'rps', 'open', 'active', 'latency', '4xx', '5xx', 'failures', 'retries', 'bytes', 'check', 'action'];
   var NUMERIC = ['inState', 'rps', 'open', 'active', 'latency', '4xx', '5xx', 'failures', 'retries', 'bytes'];
   function upstreamRow (u) {
-    var row = rows.get(u.address);
+    var row = rows.get(u.key);
     if (!row) {
-      var tr = el('tr'); tr.setAttribute('data-upstream', u.address);
+      var tr = el('tr'); tr.setAttribute('data-upstream', u.key); tr.setAttribute('data-pool', u.pool);
       var cells = {};
       COLUMNS.forEach(function (k) {
         cells[k] = el('td', NUMERIC.indexOf(k) >= 0 ? 'num' : '');
@@ -145,12 +147,13 @@ const script = `
         tr.appendChild(cells[k]);
       });
       var badge = el('span', 'badge'); cells.health.appendChild(badge);
-      var sw = el('span', 'swatch'); sw.style.background = color(u.address);
+      var sw = el('span', 'swatch'); sw.style.background = color(u.key);
+      cells.pool.textContent = u.pool;
       cells.address.appendChild(sw); cells.address.appendChild(document.createTextNode(u.address + ' (' + u.id + ')'));
       var button = el('button'); cells.action.appendChild(button);
       button.addEventListener('click', function () { act(row.id, row.health === 'draining' ? 'enable' : 'drain'); });
       row = { tr: tr, cells: cells, badge: badge, button: button, id: u.id, health: '' };
-      rows.set(u.address, row);
+      rows.set(u.key, row);
     }
     return row;
   }
@@ -159,12 +162,13 @@ const script = `
     var prev = previous; previous = s;
     var now = Date.now();
     var dt = prev ? (s.uptimeMs - prev.uptimeMs) / 1000 : 0;
-    var prevBy = new Map(prev ? prev.upstreams.map(function (u) { return [u.address, u]; }) : []);
+    var prevBy = new Map(prev ? prev.upstreams.map(function (u) { return [u.key, u]; }) : []);
+    var prevRoutes = new Map(prev ? prev.routes.map(function (r) { return [r.index + ':' + r.name, r]; }) : []);
     var prevWorkers = new Map(prev ? prev.workers.map(function (w) { return [w.slot + ':' + w.threadId, w]; }) : []);
     var bounds = s.latencyBoundsMs;
 
     // snapshots for windowed percentiles
-    snaps.push({ t: s.uptimeMs, dur: s.totals.durationBuckets, up: new Map(s.upstreams.map(function (u) { return [u.address, u.totals.latencyBuckets]; })) });
+    snaps.push({ t: s.uptimeMs, dur: s.totals.durationBuckets, up: new Map(s.upstreams.map(function (u) { return [u.key, u.totals.latencyBuckets]; })) });
     while (snaps.length > 2 && s.uptimeMs - snaps[1].t >= QUANTILE_WINDOW_MS) snaps.shift();
     var oldest = snaps.length > 1 ? snaps[0] : null;
 
@@ -193,14 +197,14 @@ const script = `
 
     var body = $('upstreams'); var seen = new Set(); var point = { t: now, rps: new Map(), total: totalRps || 0, errors: errorRps || 0 };
     s.upstreams.forEach(function (u) {
-      seen.add(u.address);
-      var row = upstreamRow(u); var p = prevBy.get(u.address); var ut = u.totals;
+      seen.add(u.key);
+      var row = upstreamRow(u); var p = prevBy.get(u.key); var ut = u.totals;
       row.id = u.id; row.health = u.health;
       row.tr.setAttribute('data-health', u.health);
       row.badge.className = 'badge ' + u.health; row.badge.textContent = u.health;
       var rps = p && dt > 0 ? (ut.requests - p.totals.requests) / dt : null;
-      point.rps.set(u.address, rps || 0);
-      var q = pcts(diff(ut.latencyBuckets, oldest && oldest.up.get(u.address)), bounds);
+      point.rps.set(u.key, rps || 0);
+      var q = pcts(diff(ut.latencyBuckets, oldest && oldest.up.get(u.key)), bounds);
       var c4 = ut.responses['4xx'] + ut.localResponses['4xx'], c5 = ut.responses['5xx'] + ut.localResponses['5xx'];
       var cells = row.cells;
       cells.inState.textContent = duration(u.inStateMs);
@@ -219,7 +223,17 @@ const script = `
       row.button.textContent = u.health === 'draining' ? 'enable' : 'drain';
       body.appendChild(row.tr);
     });
-    rows.forEach(function (row, address) { if (!seen.has(address)) { row.tr.remove(); rows.delete(address); } });
+    rows.forEach(function (row, key) { if (!seen.has(key)) { row.tr.remove(); rows.delete(key); } });
+
+    var rbody = $('routes'); rbody.replaceChildren();
+    s.routes.forEach(function (r) {
+      var p = prevRoutes.get(r.index + ':' + r.name);
+      var tr = el('tr'); tr.setAttribute('data-route', r.name);
+      [String(r.index), r.name, r.target, int(r.hits), fmt(p && dt > 0 ? (r.hits - p.hits) / dt : null)]
+        .forEach(function (text, i) { tr.appendChild(el('td', i >= 3 ? 'num' : '', text)); });
+      rbody.appendChild(tr);
+    });
+    if (s.routes.length === 0) { var none = el('tr'); none.appendChild(el('td', 'muted', 'no routes: every request goes to the pool default')); rbody.appendChild(none); }
 
     var wbody = $('workers'); wbody.replaceChildren();
     s.workers.forEach(function (w) {
@@ -255,7 +269,7 @@ const script = `
     }
 
     if (dt > 0) { history.push(point); if (history.length > WINDOW_S) history.shift(); }
-    chart(s.upstreams.map(function (u) { return u.address; }));
+    chart(s.upstreams.map(function (u) { return u.key; }));
   }
 
   var ns = 'http://www.w3.org/2000/svg';
@@ -350,10 +364,15 @@ export const dashboardHtml = `<!doctype html>
 <h2>Upstreams</h2>
 <div class="scroll">
 <table>
-<thead><tr><th>health</th><th>upstream</th><th class="num">in state</th><th class="num">req/s</th><th class="num">open conns</th><th class="num">in flight</th><th class="num">p50 / p95 / p99 ms</th><th class="num">4xx</th><th class="num">5xx</th><th class="num">failures</th><th class="num">retries</th><th class="num">bytes in / out</th><th>last check</th><th></th></tr></thead>
+<thead><tr><th>health</th><th>pool</th><th>upstream</th><th class="num">in state</th><th class="num">req/s</th><th class="num">open conns</th><th class="num">in flight</th><th class="num">p50 / p95 / p99 ms</th><th class="num">4xx</th><th class="num">5xx</th><th class="num">failures</th><th class="num">retries</th><th class="num">bytes in / out</th><th>last check</th><th></th></tr></thead>
 <tbody id="upstreams"></tbody>
 </table>
 </div>
+<h2>Routes (first match wins)</h2>
+<table>
+<thead><tr><th>#</th><th>route</th><th>to</th><th class="num">hits</th><th class="num">hits/s</th></tr></thead>
+<tbody id="routes"></tbody>
+</table>
 <h2>Requests per second (up to the last 5 minutes)</h2>
 <svg id="chart" role="img" aria-label="requests per second, per upstream, and 5xx responses per second"></svg>
 <div id="legend"></div>

@@ -4,12 +4,12 @@
  * scrape time, like them.
  */
 import type { SwitchyardMetrics } from './prometheus'
-import { RETRY_REASONS, poolStatus } from '../health/pool-status'
+import { RETRY_REASONS, poolResilience } from '../health/pool-status'
 import type { PoolRef } from '../proxy/resilience-config'
 
 /** `pools` is called at scrape time: the pools in force (they change on reload). */
 export function registerPoolFamilies (m: SwitchyardMetrics, pools: () => readonly PoolRef[]): void {
-  const read = (state: Parameters<typeof poolStatus>[0]): ReturnType<typeof poolStatus> => poolStatus(state, pools())
+  const read = (state: Parameters<typeof poolResilience>[0]): ReturnType<typeof poolResilience> => poolResilience(state, pools())
   m.gauge('switchyard_pool_panic', '1 while the pool balances over all its upstreams because too few are healthy (panic mode).', ['pool'], (v, emit) => {
     for (const p of read(v.state)) emit({ pool: p.name }, p.panic ? 1 : 0)
   })

@@ -31,6 +31,7 @@ import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric } from 'pr
 import * as L from '../shared/layout'
 import type { SharedState, UpstreamEntry } from '../shared/state'
 import type { CounterTotals } from './totals'
+import { upstreamKey } from '../routing/pools'
 
 export const CONTENT_TYPE = Registry.PROMETHEUS_CONTENT_TYPE
 
@@ -214,38 +215,38 @@ export function registerCoreFamilies (m: SwitchyardMetrics): void {
   m.counter('switchyard_response_bytes_total', 'Bytes of responses written to clients (tunnels after a 101 excluded).', [],
     (v, emit) => emit({}, v.totals.allWorkersBytes(L.W_RESPONSE_BYTES)))
 
-  // ---- per upstream -----------------------------------------------------------
-  m.counter('switchyard_upstream_responses_total', 'Responses received from each upstream, by status class.', ['upstream', 'class'], (v, emit) => {
+  // ---- per upstream (an address in two pools is two upstreams: label pool, totals by upstreamKey) ----
+  m.counter('switchyard_upstream_responses_total', 'Responses received from each upstream, by status class.', ['upstream', 'pool', 'class'], (v, emit) => {
     for (const entry of v.table) {
-      for (let c = 0; c < CLASSES.length; c++) emit({ upstream: entry.address, class: CLASSES[c] }, v.totals.upstream(entry.address, L.U_STATUS_1XX + c))
+      for (let c = 0; c < CLASSES.length; c++) emit({ upstream: entry.address, pool: entry.pool, class: CLASSES[c] }, v.totals.upstream(upstreamKey(entry), L.U_STATUS_1XX + c))
     }
   })
   const upstreamCounter = (name: string, field: number, help: string): void => {
-    m.counter(name, help, ['upstream'], (v, emit) => {
-      for (const entry of v.table) emit({ upstream: entry.address }, v.totals.upstream(entry.address, field))
+    m.counter(name, help, ['upstream', 'pool'], (v, emit) => {
+      for (const entry of v.table) emit({ upstream: entry.address, pool: entry.pool }, v.totals.upstream(upstreamKey(entry), field))
     })
   }
   upstreamCounter('switchyard_upstream_requests_total', L.U_REQUESTS, 'Requests sent to each upstream, retries included.')
   upstreamCounter('switchyard_upstream_failures_total', L.U_FAILURES, 'Connect failures, resets and timeouts per upstream.')
   upstreamCounter('switchyard_upstream_retries_total', L.U_RETRIES, 'Requests retried on another upstream after a failure on this one.')
   m.histogram('switchyard_upstream_response_seconds', 'Time from sending a request to receiving the response head, per upstream.',
-    ['upstream'], LATENCY_BOUNDS_SECONDS, (v, emit) => {
+    ['upstream', 'pool'], LATENCY_BOUNDS_SECONDS, (v, emit) => {
       const buckets = new Float64Array(L.LATENCY_BOUNDS_MS.length + 1)
       for (const entry of v.table) {
-        for (let b = 0; b < buckets.length; b++) buckets[b] = v.totals.upstream(entry.address, L.U_LATENCY_BUCKETS + b)
-        emit({ upstream: entry.address }, buckets, v.totals.upstream(entry.address, L.U_LATENCY_SUM_US) / 1e6)
+        for (let b = 0; b < buckets.length; b++) buckets[b] = v.totals.upstream(upstreamKey(entry), L.U_LATENCY_BUCKETS + b)
+        emit({ upstream: entry.address, pool: entry.pool }, buckets, v.totals.upstream(upstreamKey(entry), L.U_LATENCY_SUM_US) / 1e6)
       }
     })
   m.counter('switchyard_upstream_local_responses_total', 'Answers switchyard made itself for requests sent toward each upstream (502 connect failure, 504 timeout, ...).',
-    ['upstream', 'class'], (v, emit) => {
+    ['upstream', 'pool', 'class'], (v, emit) => {
       for (const entry of v.table) {
-        emit({ upstream: entry.address, class: '4xx' }, v.totals.upstream(entry.address, L.U_LOCAL_4XX))
-        emit({ upstream: entry.address, class: '5xx' }, v.totals.upstream(entry.address, L.U_LOCAL_5XX))
+        emit({ upstream: entry.address, pool: entry.pool, class: '4xx' }, v.totals.upstream(upstreamKey(entry), L.U_LOCAL_4XX))
+        emit({ upstream: entry.address, pool: entry.pool, class: '5xx' }, v.totals.upstream(upstreamKey(entry), L.U_LOCAL_5XX))
       }
     })
   const upstreamBytes = (name: string, field: number, help: string): void => {
-    m.counter(name, help, ['upstream'], (v, emit) => {
-      for (const entry of v.table) emit({ upstream: entry.address }, v.totals.upstreamBytes(entry.address, field))
+    m.counter(name, help, ['upstream', 'pool'], (v, emit) => {
+      for (const entry of v.table) emit({ upstream: entry.address, pool: entry.pool }, v.totals.upstreamBytes(upstreamKey(entry), field))
     })
   }
   upstreamBytes('switchyard_upstream_request_bytes_total', L.U_REQUEST_BYTES, 'Client request bytes of the requests each upstream served.')
@@ -253,8 +254,8 @@ export function registerCoreFamilies (m: SwitchyardMetrics): void {
   upstreamCounter('switchyard_health_transitions_total', L.U_HEALTH_TRANSITIONS, 'Changes between healthy and unhealthy per upstream.')
 
   const upstreamGauge = (name: string, help: string, read: (state: SharedState, slot: number) => number): void => {
-    m.gauge(name, help, ['upstream'], (v, emit) => {
-      for (const entry of v.table) emit({ upstream: entry.address }, read(v.state, entry.slot))
+    m.gauge(name, help, ['upstream', 'pool'], (v, emit) => {
+      for (const entry of v.table) emit({ upstream: entry.address, pool: entry.pool }, read(v.state, entry.slot))
     })
   }
   upstreamGauge('switchyard_upstream_healthy', '1 when the upstream passes health checks, 0 when ejected.',

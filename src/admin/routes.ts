@@ -9,9 +9,10 @@
  *   POST /api/upstreams/:id/enable  back into rotation
  *   POST /api/reload                re-read the config source and apply it
  */
+import { upstreamKey } from '../routing/pools'
 import type * as http from 'node:http'
 import type { UpstreamEntry } from '../shared/state'
-import { poolStatus } from '../health/pool-status'
+import { poolResilience } from '../health/pool-status'
 import { configuredPools } from '../proxy/resilience-config'
 import { ADMIN_DRAINING, ADMIN_ENABLED, U_ADMIN_STATE } from '../shared/layout'
 import { ConfigError, errorCatalogue } from '../errors'
@@ -82,7 +83,8 @@ function crossSite (req: http.IncomingMessage): boolean {
 }
 
 function findUpstream (table: readonly UpstreamEntry[], key: string): UpstreamEntry | null {
-  for (const entry of table) if (entry.id === key || entry.address === key) return entry
+  // an id (u3), an address in pool "default", or pool/address in any pool
+  for (const entry of table) if (entry.id === key || upstreamKey(entry) === key || (entry.pool + '/' + entry.address) === key) return entry
   return null
 }
 
@@ -126,7 +128,10 @@ export function handleRequest (ctx: AdminContext, req: http.IncomingMessage, res
     if (path === '/api/status') {
       if (method !== 'GET' && method !== 'HEAD') return methodNotAllowed(res, 'GET, HEAD')
       ctx.totals.sample(ctx.lb.table)
-      sendJson(res, 200, { ...buildStatus(ctx.lb, ctx.totals), pools: poolStatus(ctx.lb.state, configuredPools(ctx.lb.config)) })
+      const status = buildStatus(ctx.lb, ctx.totals)
+      // each pool's resilience state (panic, queue, retries) next to its routing counters
+      const resilience = new Map(poolResilience(ctx.lb.state, configuredPools(ctx.lb.table)).map((p) => [p.name, p]))
+      sendJson(res, 200, { ...status, pools: status.pools.map((p) => ({ ...p, ...resilience.get(p.name), name: p.name })) })
       return
     }
     if (path === '/metrics') {
@@ -140,7 +145,7 @@ export function handleRequest (ctx: AdminContext, req: http.IncomingMessage, res
         })
       return
     }
-    const upstreamAction = /^\/api\/upstreams\/([^/]+)\/(drain|enable)$/.exec(path)
+    const upstreamAction = /^\/api\/upstreams\/(.+)\/(drain|enable)$/.exec(path) // an id may be pool/address
     if (upstreamAction !== null) {
       if (method !== 'POST') return methodNotAllowed(res, 'POST')
       if (crossSite(req)) { sendJson(res, 403, { error: 'cross-site request refused' }); return }
@@ -156,7 +161,7 @@ export function handleRequest (ctx: AdminContext, req: http.IncomingMessage, res
       // and on every instance of a cluster, by address, within one heartbeat
       ctx.lb.cluster?.publishAdminState(entry.address, draining)
       log.info({ upstream: entry.address, id: entry.id, draining }, draining ? 'upstream drained by operator' : 'upstream enabled by operator')
-      sendJson(res, 200, { id: entry.id, address: entry.address, draining })
+      sendJson(res, 200, { id: entry.id, pool: entry.pool, address: entry.address, draining })
       return
     }
     if (path === '/api/cache/purge') {

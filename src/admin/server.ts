@@ -19,6 +19,7 @@ import { CounterTotals } from './totals'
 import { createMetrics } from './prometheus'
 import { registerPoolFamilies } from './pool-metrics'
 import { configuredPools } from '../proxy/resilience-config'
+import { registerRoutingMetrics } from '../routing/status'
 import { hasTlsStatus, registerTlsFamilies } from '../tls/status'
 import { version } from '../version'
 import { handleRequest, type AdminContext } from './routes'
@@ -75,7 +76,8 @@ export async function startAdmin (lb: AdminTarget, options: AdminOptions = {}): 
   const metrics = createMetrics(() => ({
     state: lb.state, table: lb.table, totals, info: { version, mode: lb.mode, startedAtMs: lb.startedAt },
   }))
-  registerPoolFamilies(metrics, () => configuredPools(lb.config))
+  registerPoolFamilies(metrics, () => configuredPools(lb.table))
+  registerRoutingMetrics(metrics, lb)
   if (hasTlsStatus(lb)) registerTlsFamilies(metrics, lb)
   // a cluster's families (switchyard_cluster_*, src/cluster/node.ts)
   lb.cluster?.registerMetrics(metrics)

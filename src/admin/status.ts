@@ -3,6 +3,7 @@
  * Counters are the sampler's 64-bit totals (see ./totals); gauges are read
  * live from shared memory.
  */
+import type { PoolStatus, RouteStatus } from '../routing/status'
 import { listenerJson, certificateJson, hasTlsStatus, type ListenerJson, type CertificateJson } from '../tls/status'
 import * as L from '../shared/layout'
 import type { UpstreamStatus, ResponsesByClass } from '../health/status'
@@ -63,6 +64,9 @@ export interface StatusJson {
   /** Configured worker threads (0 = sequential). */
   workerCount: number
   upstreams: UpstreamJson[]
+  /** Pools (upstreams grouped by pool) and routes with their hit counts. */
+  pools: PoolStatus[]
+  routes: RouteStatus[]
   workers: WorkerJson[]
   /** Every listener with its connection, TLS handshake and PROXY protocol counters (src/tls/status.ts). */
   listeners: ListenerJson[]
@@ -141,12 +145,12 @@ const BUCKETS = L.LATENCY_BOUNDS_MS.length + 1
 export function buildStatus (lb: AdminTarget, totals: CounterTotals): StatusJson {
   const state = lb.state
   const upstreams = lb.upstreamStatus().map((status): UpstreamJson => {
-    const t = (field: number): number => totals.upstream(status.address, field)
+    const t = (field: number): number => totals.upstream(status.key, field)
     const latencyBuckets = Array.from({ length: BUCKETS }, (_, b) => t(L.U_LATENCY_BUCKETS + b))
     return {
       ...status,
       health: status.draining ? 'draining' : status.healthy ? 'up' : 'down',
-      inStateMs: Math.max(0, Date.now() - totals.upstreamStateSince(status.address)),
+      inStateMs: Math.max(0, Date.now() - totals.upstreamStateSince(status.key)),
       totals: {
         requests: t(L.U_REQUESTS),
         failures: t(L.U_FAILURES),
@@ -205,6 +209,8 @@ export function buildStatus (lb: AdminTarget, totals: CounterTotals): StatusJson
       tableFull: h(L.H_RATE_TABLE_FULL),
       limited: h(L.H_RATE_LIMITED),
     },
+    pools: lb.poolStatus(),
+    routes: lb.routeStatus(),
     cache: {
       enabled: lb.config.cache !== undefined,
       bytes: state.header(L.H_CACHE_BYTES) >>> 0,

@@ -4,6 +4,7 @@
  * this instead of the primary, so the dependency points one way: the primary
  * starts the admin listener and hands itself over as an AdminTarget.
  */
+import type { PoolStatus, RouteStatus } from '../routing/status'
 import type { Config } from '../config/types'
 import type { SharedState, UpstreamEntry } from '../shared/state'
 import type { UpstreamStatus } from '../health/status'
@@ -38,6 +39,9 @@ export interface AdminTarget {
   /** Cluster membership through Redis (config.cluster), null when off. */
   readonly cluster: ClusterHooks | null
   upstreamStatus (): UpstreamStatus[]
+  /** Pools with their upstreams and counters; routes with their hit counts (src/routing/status.ts). */
+  poolStatus (): PoolStatus[]
+  routeStatus (): RouteStatus[]
   /** Apply `next` without dropping connections. */
   reload (next: Config): ReloadResult
 }

@@ -25,6 +25,7 @@
  * in every sum (upstreamAll); worker counters are summed over every thread
  * that ever held a slot (allWorkersTotal).
  */
+import { upstreamKey } from '../routing/pools'
 import * as L from '../shared/layout'
 import type { SharedState, UpstreamEntry } from '../shared/state'
 
@@ -111,11 +112,12 @@ export class CounterTotals {
 
     const present = new Set<string>()
     for (const entry of table) {
-      present.add(entry.address)
-      let record = this.upstreams.get(entry.address)
+      const key = upstreamKey(entry) // an address in two pools is two upstreams
+      present.add(key)
+      let record = this.upstreams.get(key)
       if (record === undefined) {
         record = new UpstreamTotals(entry.slot)
-        this.upstreams.set(entry.address, record)
+        this.upstreams.set(key, record)
       } else if (record.slot !== entry.slot) {
         // removed and re-added between samples: its new block started from zero
         record.slot = entry.slot
@@ -127,10 +129,10 @@ export class CounterTotals {
         record.last[field] = current
       }
       // a change of health or draining, or transitions that flipped back within one interval
-      const key = stateKey(state, entry.slot)
+      const health = stateKey(state, entry.slot)
       const flipped = record.total[L.U_HEALTH_TRANSITIONS] !== record.transitionsSeen
-      if (key !== record.stateKey || flipped) {
-        record.stateKey = key
+      if (health !== record.stateKey || flipped) {
+        record.stateKey = health
         record.stateSinceMs = Date.now()
         record.transitionsSeen = record.total[L.U_HEALTH_TRANSITIONS]
       }
@@ -164,9 +166,9 @@ export class CounterTotals {
   /** Total of a header counter (H_*). */
   header (field: number): number { return this.headerTotal[field] }
 
-  /** Total of an upstream counter (U_*) for `address`; 0 before its first sample. */
-  upstream (address: string, field: number): number {
-    return this.upstreams.get(address)?.total[field] ?? 0
+  /** Total of an upstream counter (U_*) for the upstream named `key` (upstreamKey: address, or pool/address); 0 before its first sample. */
+  upstream (key: string, field: number): number {
+    return this.upstreams.get(key)?.total[field] ?? 0
   }
 
   /**

@@ -11,11 +11,14 @@ import type { Balancer, PickContext, BalancerState } from './types'
 
 export class LeastConnectionsBalancer implements Balancer {
   private readonly state: BalancerState
+  /** The pool's shared cursor (every entry of a table belongs to one pool). */
+  private readonly poolSlot: number
   private readonly slots: Int32Array
   private readonly weights: Int32Array
 
   constructor (table: readonly UpstreamEntry[], state: BalancerState) {
     this.state = state
+    this.poolSlot = table.length > 0 ? table[0].poolSlot : 0
     this.slots = Int32Array.from(table, (entry) => entry.slot)
     this.weights = Int32Array.from(table, (entry) => Math.max(1, Math.floor(entry.weight)))
   }
@@ -23,7 +26,7 @@ export class LeastConnectionsBalancer implements Balancer {
   pick (ctx: PickContext): number {
     const count = this.slots.length
     if (count === 0) return -1
-    let index = this.state.nextCursor() % count
+    let index = this.state.nextCursor(this.poolSlot) % count
     let best = -1
     let bestActive = 0
     let bestWeight = 1

@@ -22,18 +22,21 @@ const DRAW_ATTEMPTS = 4
 export class RoundRobinBalancer implements Balancer {
   readonly redraws = true
   private readonly state: BalancerState
+  /** The pool's shared cursor (every entry of a table belongs to one pool). */
+  private readonly poolSlot: number
   /** slots[i] = shared-state slot of table[i], copied out so a pick does not chase entry objects. */
   private readonly slots: Int32Array
 
   constructor (table: readonly UpstreamEntry[], state: BalancerState) {
     this.state = state
+    this.poolSlot = table.length > 0 ? table[0].poolSlot : 0
     this.slots = Int32Array.from(table, (entry) => entry.slot)
   }
 
   pick (ctx: PickContext): number {
     const count = this.slots.length
     if (count === 0) return -1
-    const cursor = this.state.nextCursor()
+    const cursor = this.state.nextCursor(this.poolSlot)
     // The uint32 cursor wraps every 2^32 picks; when count does not divide
     // 2^32 that shifts the rotation once, which nobody can observe.
     const start = cursor % count

@@ -35,7 +35,7 @@ export interface BalancerState {
   /** Eligible for this pick (healthy, not drained; or whatever the pool's mode says). */
   isAvailable (slot: number): boolean
   upstream (slot: number, field: number): number
-  nextCursor (): number
+  nextCursor (poolSlot?: number): number
 }
 
 export interface Balancer {

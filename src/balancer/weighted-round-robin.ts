@@ -59,6 +59,8 @@ export function smoothWeightedSequence (weights: Int32Array): Uint8Array {
 export class WeightedRoundRobinBalancer implements Balancer {
   readonly redraws = true
   private readonly state: BalancerState
+  /** The pool's shared cursor (every entry of a table belongs to one pool). */
+  private readonly poolSlot: number
   private readonly slots: Int32Array
   /** Upstream weights after gcd reduction, for the last-resort path. */
   private readonly weights: Int32Array
@@ -67,6 +69,7 @@ export class WeightedRoundRobinBalancer implements Balancer {
 
   constructor (table: readonly UpstreamEntry[], state: BalancerState) {
     this.state = state
+    this.poolSlot = table.length > 0 ? table[0].poolSlot : 0
     this.slots = Int32Array.from(table, (entry) => entry.slot)
     this.weights = reducedWeights(table)
     this.sequence = smoothWeightedSequence(this.weights)
@@ -75,7 +78,7 @@ export class WeightedRoundRobinBalancer implements Balancer {
   pick (ctx: PickContext): number {
     const length = this.sequence.length
     if (length === 0) return -1
-    const cursor = this.state.nextCursor()
+    const cursor = this.state.nextCursor(this.poolSlot)
     const index = this.sequence[cursor % length]
     if (this.usable(ctx, index)) return index
     // The turn of an upstream that is down or tried goes to a position of

@@ -13,6 +13,7 @@ import { parseHostPort } from './types'
 import { ConfigError } from '../errors'
 import { firewallConfigErrors } from '../firewall/rules'
 import { resilienceConfigErrors } from '../proxy/resilience-config'
+import { routingConfigErrors, duplicateKeysIn } from '../routing/check'
 import type { FirewallConfig, ListenerConfig } from './types'
 import { MAX_ARENA_BYTES } from '../cache/layout'
 import { findJsonSyntaxError } from './json-syntax'
@@ -125,6 +126,11 @@ function semanticErrors (config: unknown, raw: unknown, warnings: string[]): str
   const tableSize = num(config.rateLimit, 'tableSize')
   if (tableSize !== undefined && Number.isInteger(tableSize) && (tableSize & (tableSize - 1)) !== 0) {
     errors.push('/rateLimit/tableSize: must be a power of two')
+  }
+  try {
+    errors.push(...routingConfigErrors(config as unknown as Config))
+  } catch {
+    // pools or routes of the wrong shape: the schema pass reported them
   }
   const maxBytes = num(config.cache, 'maxBytes')
   const maxEntryBytes = num(config.cache, 'maxEntryBytes')
@@ -259,6 +265,9 @@ export function readConfigFile (path: string): Record<string, unknown> {
   if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
     throw new ConfigError(['/: the top level must be a JSON object'], path)
   }
+  // JSON.parse keeps the last of two equal keys: two pools of one name would silently become one
+  const duplicates = duplicateKeysIn(text, 'pools')
+  if (duplicates.length > 0) throw new ConfigError(duplicates.map((name) => `/pools/${name}: duplicate pool name "${name}"`), path)
   return parsed as Record<string, unknown>
 }
 

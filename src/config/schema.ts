@@ -105,67 +105,238 @@ export const logLevels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 's
 export const clusterScopes = ['global', 'local'] as const
 export const redisFailureModes = ['local-share', 'open', 'closed'] as const
 
+const upstreams = {
+  type: 'array',
+  minItems: 1,
+  maxItems: 64,
+  items: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['address'],
+    properties: {
+      address: hostPort,
+      weight: { type: 'integer', minimum: 1, maximum: 1000, default: 1 },
+      // HAProxy / nginx `backup`: traffic only while no primary upstream of its pool is healthy
+      backup: { type: 'boolean' },
+      // requests in flight to this upstream across all threads (HAProxy maxconn); absent = no cap
+      maxConnections: { type: 'integer', minimum: 1, maximum: 1_000_000 },
+      // overrides healthCheck.slowStartMs for this upstream
+      slowStartMs: { type: 'integer', minimum: 0, maximum: 3_600_000 },
+      // true, or an object (`properties` apply to the object form only)
+      tls: {
+        type: ['boolean', 'object'],
+        additionalProperties: false,
+        properties: {
+          serverName: { type: 'string', minLength: 1, maxLength: 253 },
+          caFile: { type: 'string', minLength: 1 },
+          verify: { type: 'boolean', default: true },
+        },
+      },
+      proxyProtocol: { enum: upstreamProxyVersions },
+    },
+  },
+} as const
+
+const balancing = {
+  type: 'object',
+  additionalProperties: false,
+  default: {},
+  properties: {
+    algorithm: { enum: algorithms, default: 'round-robin' },
+    // what ip-hash / consistent-hash hash on
+    hashKey: {
+      type: 'object',
+      additionalProperties: false,
+      default: { source: 'ip' },
+      required: ['source'],
+      properties: {
+        source: { enum: hashKeySources },
+        name: { type: 'string', minLength: 1, maxLength: 256 },
+      },
+    },
+  },
+} as const
+
+const healthCheck = {
+  type: 'object',
+  additionalProperties: false,
+  // always present: passive ejection is always on, even without the section
+  // (active checks stay off until `active` is given)
+  default: {},
+  properties: {
+    // Envoy's panic threshold: below this share of healthy upstreams a pool balances over all of them
+    panicThresholdPercent: { type: 'integer', minimum: 0, maximum: 100, default: 50 },
+    // an upstream that becomes healthy ramps from ~10% to its full weight over this time (0 = off)
+    slowStartMs: { type: 'integer', minimum: 0, maximum: 3_600_000, default: 0 },
+    active: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        path: { type: 'string', pattern: '^/[\\x21-\\x7e]*$', default: '/' },
+        intervalMs: { ...positiveMs, default: 5000 },
+        timeoutMs: { ...positiveMs, default: 2000 },
+        expectStatus: {
+          type: 'array',
+          minItems: 1,
+          default: [200],
+          items: {
+            anyOf: [
+              { type: 'integer', minimum: 100, maximum: 599 },
+              { type: 'string', pattern: '^[1-5]xx$' },
+            ],
+          },
+        },
+        healthyThreshold: { type: 'integer', minimum: 1, maximum: 100, default: 1 },
+        unhealthyThreshold: { type: 'integer', minimum: 1, maximum: 100, default: 1 },
+      },
+    },
+    passive: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        // 5, not 1: one client's slow or broken requests must not eject a healthy
+        // upstream (HAProxy and Envoy eject after 3-5 consecutive failures)
+        maxFailures: { type: 'integer', minimum: 1, maximum: 1000, default: 5 },
+        cooldownMs: { ...positiveMs, default: 10_000 },
+        // a 503/429 with Retry-After takes the upstream out for that long (capped), on every thread
+        honorRetryAfter: { type: 'boolean', default: true },
+        maxRetryAfterMs: { ...positiveMs, default: 60_000 },
+      },
+    },
+  },
+} as const
+
+// requests waiting for an upstream under its maxConnections (FIFO per pool per thread); absent = no queue
+const queue = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    maxSize: { type: 'integer', minimum: 0, maximum: 1_000_000, default: 100 },
+    timeoutMs: { ...positiveMs, default: 5000 },
+  },
+} as const
+
+const token = { type: 'string', pattern: "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$" } as const
+/** A field value: visible characters, spaces and tabs (RFC 9110 §5.5), never CR or LF. */
+const fieldValue = { type: 'string', pattern: '^[\\t\\x20-\\x7e\\x80-\\uffff]*$', maxLength: 4096 } as const
+const poolName = { type: 'string', pattern: '^[a-z0-9][a-z0-9_-]{0,63}$' } as const
+
+/** set / add / remove of header fields on the way up or down (values may name variables, README routing). */
+const headerEdits = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    set: { type: 'object', propertyNames: token, additionalProperties: fieldValue },
+    add: { type: 'object', propertyNames: token, additionalProperties: fieldValue },
+    remove: { type: 'array', items: token },
+  },
+} as const
+
+/**
+ * routes[]: evaluated in order, first match wins (src/routing/). No defaults
+ * inside a route: an absent key is "off" or "as the top level says".
+ */
+const routes = {
+  type: 'array',
+  maxItems: 1024, // one shared hit counter each (layout: routes)
+  items: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['match'],
+    properties: {
+      name: { type: 'string', pattern: '^[A-Za-z0-9_.:/-]{1,64}$' },
+      match: {
+        type: 'object',
+        additionalProperties: false,
+        properties: {
+          // exact names, or one leading wildcard label (*.example.com)
+          host: { type: 'array', minItems: 1, items: { type: 'string', pattern: '^(\\*\\.)?[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*\\.?$' } },
+          pathPrefix: { type: 'string', pattern: '^/[\\x21-\\x7e]*$' },
+          path: { type: 'string', pattern: '^/[\\x21-\\x7e]*$' },
+          pathRegex: { type: 'string', minLength: 1 },
+          methods: { type: 'array', minItems: 1, items: token },
+          headers: {
+            type: 'object',
+            propertyNames: token,
+            additionalProperties: {
+              anyOf: [
+                fieldValue,
+                { type: 'object', additionalProperties: false, required: ['regex'], properties: { regex: { type: 'string' } } },
+                { type: 'object', additionalProperties: false, required: ['present'], properties: { present: { type: 'boolean' } } },
+              ],
+            },
+          },
+        },
+      },
+      pool: poolName,
+      stripPathPrefix: { type: 'boolean' },
+      rewritePath: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['regex', 'replace'],
+        properties: { regex: { type: 'string', minLength: 1 }, replace: { type: 'string', pattern: '^[\\x21-\\x7e]*$' } },
+      },
+      setHost: { type: 'string', pattern: '^(\\[[0-9A-Fa-f:.]+\\]|[A-Za-z0-9._-]+)(:[0-9]{1,5})?$' },
+      requestHeaders: headerEdits,
+      responseHeaders: headerEdits,
+      redirect: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['location'],
+        properties: {
+          location: { type: 'string', pattern: '^[\\x21-\\x7e]+$' },
+          status: { enum: [301, 302, 307, 308] },
+        },
+      },
+      respond: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['status'],
+        properties: {
+          status: { type: 'integer', minimum: 200, maximum: 599 },
+          body: { type: 'string', maxLength: 65_536 },
+          contentType: fieldValue,
+        },
+      },
+      rateLimit: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['maxRequests'],
+        properties: {
+          algorithm: { enum: rateLimitAlgorithms },
+          maxRequests: { type: 'integer', minimum: 1, maximum: 16_777_215 },
+          windowMs: positiveMs,
+          burst: { type: 'integer', minimum: 1, maximum: 16_777_215 },
+        },
+      },
+      cache: { type: 'boolean' },
+      timeouts: {
+        type: 'object',
+        additionalProperties: false,
+        properties: { responseMs: positiveMs, upstreamIdleMs: positiveMs },
+      },
+      retries: { type: 'integer', minimum: 0, maximum: 10 },
+      maxBodyBytes: { type: 'integer', minimum: 0 },
+      firewall: { type: 'boolean' },
+    },
+  },
+} as const
+
 export const configSchema = {
   $id: 'https://switchyard.dev/lb.schema.json',
   type: 'object',
   additionalProperties: false,
-  required: ['listen', 'upstreams'],
+  // upstreams, or pools (checked in load.ts: a config needs at least one pool)
+  required: ['listen'],
   properties: {
     $schema: { type: 'string' },
     // a HOST:PORT string (one plain listener) or an array of listener objects;
     // `pattern` applies to the string form, `items` to the array form
     listen: { type: ['string', 'array'], pattern: hostPort.pattern, minItems: 1, maxItems: 16, items: listenerSchema },
     workers: { type: 'integer', minimum: 0, maximum: 64 },
-    upstreams: {
-      type: 'array',
-      minItems: 1,
-      maxItems: 64,
-      items: {
-        type: 'object',
-        additionalProperties: false,
-        required: ['address'],
-        properties: {
-          address: hostPort,
-          weight: { type: 'integer', minimum: 1, maximum: 1000, default: 1 },
-          // HAProxy / nginx `backup`: traffic only while no primary upstream is healthy
-          backup: { type: 'boolean' },
-          // requests in flight to this upstream across all threads (HAProxy maxconn); absent = no cap
-          maxConnections: { type: 'integer', minimum: 1, maximum: 1_000_000 },
-          // overrides healthCheck.slowStartMs for this upstream
-          slowStartMs: { type: 'integer', minimum: 0, maximum: 3_600_000 },
-          // true, or an object (`properties` apply to the object form only)
-          tls: {
-            type: ['boolean', 'object'],
-            additionalProperties: false,
-            properties: {
-              serverName: { type: 'string', minLength: 1, maxLength: 253 },
-              caFile: { type: 'string', minLength: 1 },
-              verify: { type: 'boolean', default: true },
-            },
-          },
-          proxyProtocol: { enum: upstreamProxyVersions },
-        },
-      },
-    },
-    balancing: {
-      type: 'object',
-      additionalProperties: false,
-      default: {},
-      properties: {
-        algorithm: { enum: algorithms, default: 'round-robin' },
-        // what ip-hash / consistent-hash hash on
-        hashKey: {
-          type: 'object',
-          additionalProperties: false,
-          default: { source: 'ip' },
-          required: ['source'],
-          properties: {
-            source: { enum: hashKeySources },
-            name: { type: 'string', minLength: 1, maxLength: 256 },
-          },
-        },
-      },
-    },
+    upstreams,
+    balancing,
     retries: { type: 'integer', minimum: 0, maximum: 10, default: 1 },
     // why a request may be tried again (src/proxy/retry.ts); connect-failure is always on
     retryOn: { type: 'array', items: { enum: retryOnValues }, uniqueItems: true, default: ['connect-failure', 'reset'] },
@@ -176,15 +347,8 @@ export const configSchema = {
     retryBodyMaxBytes: { type: 'integer', minimum: 0, maximum: 16_777_216, default: 65_536 },
     // Envoy's retry budget: retries in flight at most this share of the pool's requests in flight (at least 3)
     retryBudgetPercent: { type: 'integer', minimum: 0, maximum: 100, default: 20 },
-    // requests waiting for an upstream under its maxConnections (FIFO per pool per thread); absent = no queue
-    queue: {
-      type: 'object',
-      additionalProperties: false,
-      properties: {
-        maxSize: { type: 'integer', minimum: 0, maximum: 1_000_000, default: 100 },
-        timeoutMs: { ...positiveMs, default: 5000 },
-      },
-    },
+    // the default pool's queue (a pool of `pools` has its own `queue`)
+    queue,
     timeouts: {
       type: 'object',
       additionalProperties: false,
@@ -218,55 +382,20 @@ export const configSchema = {
         idleTimeoutMs: { ...positiveMs, default: 30_000 },
       },
     },
-    healthCheck: {
+    healthCheck,
+    pools: {
       type: 'object',
-      additionalProperties: false,
-      // always present: passive ejection is always on, even without the section
-      // (active checks stay off until `active` is given)
-      default: {},
-      properties: {
-        // Envoy's panic threshold: below this share of healthy upstreams a pool balances over all of them
-        panicThresholdPercent: { type: 'integer', minimum: 0, maximum: 100, default: 50 },
-        // an upstream that becomes healthy ramps from ~10% to its full weight over this time (0 = off)
-        slowStartMs: { type: 'integer', minimum: 0, maximum: 3_600_000, default: 0 },
-        active: {
-          type: 'object',
-          additionalProperties: false,
-          properties: {
-            path: { type: 'string', pattern: '^/[\\x21-\\x7e]*$', default: '/' },
-            intervalMs: { ...positiveMs, default: 5000 },
-            timeoutMs: { ...positiveMs, default: 2000 },
-            expectStatus: {
-              type: 'array',
-              minItems: 1,
-              default: [200],
-              items: {
-                anyOf: [
-                  { type: 'integer', minimum: 100, maximum: 599 },
-                  { type: 'string', pattern: '^[1-5]xx$' },
-                ],
-              },
-            },
-            healthyThreshold: { type: 'integer', minimum: 1, maximum: 100, default: 1 },
-            unhealthyThreshold: { type: 'integer', minimum: 1, maximum: 100, default: 1 },
-          },
-        },
-        passive: {
-          type: 'object',
-          additionalProperties: false,
-          default: {},
-          properties: {
-            // 5, not 1: one client's slow or broken requests must not eject a healthy
-            // upstream (HAProxy and Envoy eject after 3-5 consecutive failures)
-            maxFailures: { type: 'integer', minimum: 1, maximum: 1000, default: 5 },
-            cooldownMs: { ...positiveMs, default: 10_000 },
-            // a 503/429 with Retry-After takes the upstream out for that long (capped), on every thread
-            honorRetryAfter: { type: 'boolean', default: true },
-            maxRetryAfterMs: { ...positiveMs, default: 60_000 },
-          },
-        },
+      // each pool has the same keys and defaults as the top level, whose upstreams form the pool "default"
+      propertyNames: { pattern: '^[a-z0-9][a-z0-9_-]{0,63}$' },
+      maxProperties: 64,
+      additionalProperties: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['upstreams'],
+        properties: { upstreams, balancing, healthCheck, queue },
       },
     },
+    routes,
     rateLimit: {
       type: 'object',
       additionalProperties: false,
@@ -457,7 +586,6 @@ export const configSchema = {
         },
         // RFC 9209 Proxy-Status: add `details` (the failure's description) to the header
         statusDetails: { type: 'boolean', default: false },
-
       },
     },
   },

@@ -162,12 +162,58 @@ export interface HealthCheckConfig {
   passive: PassiveHealthConfig
 }
 
+/** pools.NAME: the same keys and defaults as the top level (whose upstreams form the pool "default"). */
+export interface PoolConfig {
+  upstreams: UpstreamConfig[]
+  balancing: { algorithm: Algorithm, hashKey: HashKeyConfig }
+  healthCheck: HealthCheckConfig
+  queue?: QueueConfig
+}
+
+/** requestHeaders / responseHeaders of a route. */
+export interface HeaderEditsConfig {
+  set?: Record<string, string>
+  add?: Record<string, string>
+  remove?: string[]
+}
+
+export type HeaderConditionConfig = string | { regex: string } | { present: boolean }
+
+export interface RouteMatchConfig {
+  host?: string[]
+  pathPrefix?: string
+  path?: string
+  pathRegex?: string
+  methods?: string[]
+  headers?: Record<string, HeaderConditionConfig>
+}
+
+export interface RouteConfig {
+  name?: string
+  match: RouteMatchConfig
+  pool?: string
+  stripPathPrefix?: boolean
+  rewritePath?: { regex: string, replace: string }
+  setHost?: string
+  requestHeaders?: HeaderEditsConfig
+  responseHeaders?: HeaderEditsConfig
+  redirect?: { location: string, status?: 301 | 302 | 307 | 308 }
+  respond?: { status: number, body?: string, contentType?: string }
+  rateLimit?: { algorithm?: RateLimitAlgorithm, maxRequests: number, windowMs?: number, burst?: number }
+  cache?: boolean
+  timeouts?: { responseMs?: number, upstreamIdleMs?: number }
+  retries?: number
+  maxBodyBytes?: number
+  firewall?: boolean
+}
+
 export interface Config {
   $schema?: string
   /** One plain listener ("HOST:PORT") or several listeners: read it through listenersOf() (./listeners). */
   listen: string | ListenerConfig[]
   workers: number
-  upstreams: UpstreamConfig[]
+  /** The pool "default" (absent when only `pools` are given). */
+  upstreams?: UpstreamConfig[]
   balancing: { algorithm: Algorithm, hashKey: HashKeyConfig }
   retries: number
   retryOn: RetryOn[]
@@ -192,6 +238,8 @@ export interface Config {
   }
   pool: { maxIdlePerUpstream: number, idleTimeoutMs: number }
   healthCheck: HealthCheckConfig
+  pools?: Record<string, PoolConfig>
+  routes?: RouteConfig[]
   rateLimit?: RateLimitConfig
   stickySessions?: StickyConfig
   cache?: CacheConfig

@@ -11,7 +11,7 @@ import type { PoolRef } from '../proxy/resilience-config'
 export const RETRY_REASONS = ['connect-failure', 'reset', 'timeout', '5xx', 'gateway-error', 'retriable-status'] as const
 export type RetryReason = typeof RETRY_REASONS[number]
 
-export interface PoolStatus {
+export interface PoolResilience {
   name: string
   /** Balancing over all its upstreams, health ignored (too few healthy). */
   panic: boolean
@@ -24,7 +24,7 @@ export interface PoolStatus {
   retries: Record<RetryReason, number>
 }
 
-export function poolStatus (state: SharedState, pools: readonly PoolRef[]): PoolStatus[] {
+export function poolResilience (state: SharedState, pools: readonly PoolRef[]): PoolResilience[] {
   return pools.map((pool) => {
     const p = (field: number): number => state.pool(pool.index, field)
     const retries = {} as Record<RetryReason, number>

@@ -11,6 +11,7 @@ import {
 } from '../shared/layout'
 import { SharedState, type UpstreamEntry } from '../shared/state'
 import { describeCheckStatus } from './reason'
+import { upstreamKey } from '../routing/pools'
 
 export interface LastCheck {
   /** HTTP status of the last active check; null when it got none (refused, timeout, ...). */
@@ -32,6 +33,9 @@ export interface ResponsesByClass {
 
 export interface UpstreamStatus {
   id: string
+  /** The pool it belongs to, and how the admin API names it (address, or pool/address outside pool "default"). */
+  pool: string
+  key: string
   address: string
   weight: number
   healthy: boolean
@@ -54,6 +58,8 @@ export function upstreamStatus (state: SharedState, table: readonly UpstreamEntr
     const u = (field: number): number => state.upstream(slot, field)
     return {
       id: entry.id,
+      pool: entry.pool,
+      key: upstreamKey(entry),
       address: entry.address,
       weight: entry.weight,
       healthy: u(U_HEALTHY) === 1,

@@ -7,11 +7,21 @@ import { errorCatalogue, type ErrorCode } from '../errors'
 import { proxyErrorType, proxyStatusLine } from './proxy-status'
 
 const REASONS: Record<number, string> = {
+  200: 'OK',
+  201: 'Created',
+  202: 'Accepted',
+  204: 'No Content',
+  301: 'Moved Permanently',
+  302: 'Found',
+  303: 'See Other',
+  307: 'Temporary Redirect',
+  308: 'Permanent Redirect',
   400: 'Bad Request',
   401: 'Unauthorized',
   403: 'Forbidden',
   404: 'Not Found',
   405: 'Method Not Allowed',
+  410: 'Gone',
   408: 'Request Timeout',
   413: 'Content Too Large',
   414: 'URI Too Long',
@@ -26,7 +36,7 @@ const REASONS: Record<number, string> = {
 }
 
 export function reasonPhrase (status: number): string {
-  return REASONS[status] ?? 'Error'
+  return REASONS[status] ?? (status < 400 ? 'Status' : 'Error')
 }
 
 function build (code: ErrorCode, close: boolean, extraHeaders: string, head: boolean, proxyStatus: string | null = null): Buffer {

@@ -50,9 +50,35 @@ interface FieldPlan {
   transferEncoding: TransferFraming
   /** Replace the Host line with this authority ('' = keep the Host line as received). */
   host: string
+  /** Lower-case names of other fields to drop (a route's header edits), null for none. */
+  remove: readonly string[] | null
 }
 
-const plan: FieldPlan = { drop: DROP_REQUEST, keepUpgrade: false, contentLength: true, transferEncoding: 'chunked', host: '' }
+const plan: FieldPlan = { drop: DROP_REQUEST, keepUpgrade: false, contentLength: true, transferEncoding: 'chunked', host: '', remove: null }
+
+/** What a route changes in the request it forwards (src/routing); null fields change nothing. */
+export interface RequestEdit {
+  /** The path and query to send instead of the received target (valid origin-form). */
+  target: string | null
+  /** The Host to send instead of the request's authority. */
+  host: string | null
+  /** Lower-case names of fields not to forward (the fields it sets are in `extra`). */
+  remove: readonly string[] | null
+}
+
+/** Is the name of field i one of `names` (lower case)? */
+function nameIn (p: HeadParser, i: number, names: readonly string[]): boolean {
+  const buf = p.buf
+  const ns = p.nameStart(i)
+  const len = p.nameEnd(i) - ns
+  outer:
+  for (const name of names) {
+    if (name.length !== len) continue
+    for (let j = 0; j < len; j++) if (LOWER[buf[ns + j]] !== name.charCodeAt(j)) continue outer
+    return true
+  }
+  return false
+}
 
 /**
  * The line written for Content-Length field i: '' to copy it as received (its
@@ -114,7 +140,8 @@ function writeFields (p: HeadParser, out: Buffer | null, o: number): number {
       keep = plan.host === ''
       if (!keep) line = 'Host: ' + plan.host + '\r\n'
     } else {
-      keep = !((plan.drop[kind] === 1 && !(plan.keepUpgrade && kind === H_UPGRADE)) || namedByConnection(p, i))
+      keep = !((plan.drop[kind] === 1 && !(plan.keepUpgrade && kind === H_UPGRADE)) || namedByConnection(p, i) ||
+        (plan.remove !== null && nameIn(p, i, plan.remove)))
     }
     if (keep && p.fieldSkip[i] !== 1) {
       if (runStart === -1) runStart = p.fieldLineStart(i)
@@ -176,7 +203,7 @@ function addedFields (id: ForwardIdentity, priorXff: string, priorForwarded: str
  * validators). `body`, when given, is copied right after the head so both
  * leave in one write.
  */
-export function buildRequestHead (p: HeadParser, id: ForwardIdentity, upgrading: boolean, body: Buffer | null, extra: string): Buffer {
+export function buildRequestHead (p: HeadParser, id: ForwardIdentity, upgrading: boolean, body: Buffer | null, extra: string, edit: RequestEdit | null = null): Buffer {
   const buf = p.buf
   const base = p.base
   const http10 = p.versionMinor === 0
@@ -184,21 +211,26 @@ export function buildRequestHead (p: HeadParser, id: ForwardIdentity, upgrading:
   plan.keepUpgrade = upgrading
   plan.contentLength = true
   plan.transferEncoding = 'chunked'
-  const absolute = p.absoluteForm
-  const authority = absolute ? p.host() : ''
+  plan.remove = edit !== null ? edit.remove : null
+  // a route's target replaces the received one as an absolute-form target's path does
+  const newTarget = edit !== null ? edit.target : null
+  const absolute = p.absoluteForm || newTarget !== null
+  const newHost = edit !== null ? edit.host : null
+  const authority = newHost ?? (p.absoluteForm ? p.host() : '')
   plan.host = authority
   // skip the empty lines a client may send before the request line (RFC 9112 §2.2): they are not forwarded
   let lineStart = base
   while (buf[lineStart] === 0x0d) lineStart += 2
   const lineEnd = base + p.fieldsStart
   // absolute-form: method SP, then the path (p.path()), then SP HTTP-version CRLF
-  const path = absolute ? p.path() : ''
+  const path = newTarget ?? (absolute ? p.path() : '')
   const methodEnd = base + p.targetStart
   const versionStart = base + p.targetEnd
   const lineBytes = absolute ? (methodEnd - lineStart) + path.length + (lineEnd - versionStart) : lineEnd - lineStart
   // an HTTP/1.0 absolute-form request may come without Host: the authority goes in as one
-  const addHost = absolute && p.hostCount === 0 ? 'Host: ' + authority + '\r\n' : ''
-  // `extra` (validators, a request ID) goes before the added fields, so the common tail stays a copy
+  // (and a route's setHost on a request without one)
+  const addHost = authority !== '' && p.hostCount === 0 ? 'Host: ' + authority + '\r\n' : ''
+  // `extra` (validators, a request ID, a route's fields) goes before the added fields, so the common tail stays a copy
   let added: string | Buffer
   if (!http10 && !upgrading && !hasKind(p, H_X_FORWARDED_FOR, H_FORWARDED, H_VIA)) {
     added = id.plainTail ?? (id.plainTail = Buffer.from(addedFields(id, '', '', '', false, false), 'latin1'))
@@ -255,7 +287,7 @@ function plainResponseTail (via: string, versionMinor: number, connection: Conne
  * re-chunked, 'drop' when it is not chunked or is de-chunked for an HTTP/1.0
  * client), Via, our Connection field, and `extra` lines (e.g. a sticky Set-Cookie).
  */
-export function buildResponseHead (p: HeadParser, via: string, connection: ConnectionField, extra: string, transferEncoding: TransferFraming): Buffer {
+export function buildResponseHead (p: HeadParser, via: string, connection: ConnectionField, extra: string, transferEncoding: TransferFraming, remove: readonly string[] | null = null): Buffer {
   const buf = p.buf
   const base = p.base
   const priorVia = p.headerOfKind(H_VIA)
@@ -270,6 +302,7 @@ export function buildResponseHead (p: HeadParser, via: string, connection: Conne
   plan.contentLength = status >= 200 && status !== 204
   plan.transferEncoding = transferEncoding
   plan.host = ''
+  plan.remove = remove
   const lineBytes = p.fieldsStart
   const size = lineBytes + writeFields(p, null, 0) + extra.length + tail.length
   const out = Buffer.allocUnsafe(size)
@@ -296,6 +329,7 @@ export function buildStoredHead (p: HeadParser): Buffer {
   plan.contentLength = true
   plan.transferEncoding = 'drop'
   plan.host = ''
+  plan.remove = null
   const lineBytes = p.fieldsStart
   const out = Buffer.allocUnsafe(lineBytes + writeFields(p, null, 0) + 2)
   STATUS_PREFIX.copy(out, 0)

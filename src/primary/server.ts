@@ -3,6 +3,7 @@
  * checks and (in worker mode) the worker pool. `workers: 0` serves every
  * connection on this thread with the same connection handler the workers use.
  */
+import { poolStatus, routeStatus, type PoolStatus, type RouteStatus } from '../routing/status'
 import * as net from 'node:net'
 import { randomBytes } from 'node:crypto'
 import type { Config } from '../config/types'
@@ -17,8 +18,10 @@ import { TlsManager, TICKET_KEY_ROTATION_MS, type CertificateStatus } from '../t
 import { AcmeListener, type ChallengeTable } from '../tls/acme'
 import type { ProxyContext } from '../proxy/context'
 import { WorkerPool } from './workers'
-import { ActiveHealthChecker } from '../health/active'
-import { PassiveReviver } from '../health/passive'
+import type { ActiveHealthChecker } from '../health/active'
+import { PoolHealth } from '../routing/pool-health'
+import { shadowedRoutes } from '../routing/check'
+import { rateTableSlots } from '../routing/rate-table'
 import { upstreamStatus, type UpstreamStatus } from '../health/status'
 import { logger, configureLog, flushLogs, reopenLogs } from '../log'
 import { version } from '../version'
@@ -58,8 +61,8 @@ export class Switchyard implements AdminTarget {
   private sequential: ProxyContext | null = null
   private sequentialLeases: ReturnType<typeof ClusterNode.sequentialBroker> | null = null
   private workers: WorkerPool | null = null
-  private checker: ActiveHealthChecker | null = null
-  private readonly reviver: PassiveReviver
+  /** Active checks and passive revival, per pool. */
+  private readonly health: PoolHealth
   private stopThreadStats: () => void = () => {}
   private stopping: Promise<void> | null = null
   /** Membership of a cluster of instances through Redis (config.cluster), null when off. */
@@ -84,14 +87,16 @@ export class Switchyard implements AdminTarget {
     if (logFailure !== null) throw new Error(logFailure)
     // first: an unusable certificate fails the start before anything is allocated or bound
     this.tls = TlsManager.needed(config) ? new TlsManager(config) : null
-    this.state = SharedState.create(config.rateLimit?.tableSize ?? 0)
+    this.state = SharedState.create(rateTableSlots(config))
     this.table = buildUpstreamTable(config, this.state, null)
+    warnShadowedRoutes(config)
     this.stickySecret = config.stickySessions !== undefined
       ? (config.stickySessions.secret ?? randomBytes(32).toString('base64url'))
       : null
     this.cacheInit = config.cache !== undefined ? SharedCacheStore.allocate(config.cache.maxBytes, config.cache.maxEntryBytes) : null
     this.cache = this.cacheInit !== null ? new SharedCacheStore(this.cacheInit, this.state) : null
-    this.reviver = new PassiveReviver(config.healthCheck.passive, this.state, this.table, config.healthCheck.active !== undefined)
+    this.health = new PoolHealth(this.state)
+    this.health.apply(config, this.table)
     if (config.cluster !== undefined) ClusterNode.prepare(this.state)
     this.clusterChannel = config.cluster !== undefined && config.workers > 0 ? `switchyard-cluster:${randomBytes(12).toString('hex')}` : null
     if (config.workers === 0) {
@@ -206,12 +211,9 @@ export class Switchyard implements AdminTarget {
       for (const c of lb.tls.status()) if (c.expired) logger.warn({ listener: c.listener, certificate: c.source, notAfter: c.notAfter }, 'certificate has expired')
     }
     const bound = { address: lb.address.host, port: lb.address.port, family: lb.address.host.includes(':') ? 'IPv6' : 'IPv4' }
-    if (config.healthCheck.active !== undefined) {
-      lb.checker = new ActiveHealthChecker(config.healthCheck.active, lb.state, lb.table)
-      lb.clusterProbes(lb.checker)
-      lb.checker.start()
-    }
-    lb.reviver.start()
+    // every pool's active checker shares its probes through the cluster (when on)
+    lb.health.setCheckerHook((checker) => lb.clusterProbes(checker))
+    lb.health.start()
     if (config.admin !== undefined) {
       try {
         lb.admin = await startAdmin(lb)
@@ -225,7 +227,7 @@ export class Switchyard implements AdminTarget {
       listeners: listeners.map((l, i) => ({ address: formatAddress(lb.addresses[i]), tls: l.tls !== undefined, httpsRedirect: l.httpsRedirect })),
       mode: config.workers === 0 ? 'sequential' : 'workers',
       workers: config.workers,
-      upstreams: lb.table.map((u) => u.address),
+      upstreams: lb.table.map((u) => u.pool === 'default' ? u.address : `${u.pool}/${u.address}`),
       algorithm: config.balancing.algorithm,
       version,
     }, 'listening')
@@ -260,6 +262,14 @@ export class Switchyard implements AdminTarget {
     return upstreamStatus(this.state, this.table)
   }
 
+  poolStatus (): PoolStatus[] {
+    return poolStatus(this.config, this.state, this.table)
+  }
+
+  routeStatus (): RouteStatus[] {
+    return routeStatus(this.config, this.state)
+  }
+
   /**
    * Apply a new config without dropping connections. `listen` and `workers`
    * need a restart: reported in the result, the rest still applies.
@@ -269,8 +279,11 @@ export class Switchyard implements AdminTarget {
     const sameListen = sameBindings(next, this.config)
     if (!sameListen) restartNeeded.push('listen')
     if (next.workers !== this.config.workers) restartNeeded.push('workers')
-    if ((next.rateLimit?.tableSize ?? 0) !== (this.config.rateLimit?.tableSize ?? 0)) restartNeeded.push('rateLimit.tableSize')
-    const effective: Config = { ...next, listen: sameListen ? next.listen : this.config.listen, workers: this.config.workers, rateLimit: next.rateLimit === undefined ? undefined : { ...next.rateLimit, tableSize: this.config.rateLimit?.tableSize ?? next.rateLimit.tableSize } }
+    const slots = this.state.rateTableSlots
+    if (next.rateLimit !== undefined && slots !== 0 && next.rateLimit.tableSize !== slots) restartNeeded.push('rateLimit.tableSize')
+    else if ((next.rateLimit?.tableSize ?? 0) !== (this.config.rateLimit?.tableSize ?? 0) && slots === 0) restartNeeded.push('rateLimit.tableSize')
+    // the table is allocated at start: a limit counts in the table that exists
+    const effective: Config = { ...next, listen: sameListen ? next.listen : this.config.listen, workers: this.config.workers, rateLimit: next.rateLimit === undefined ? undefined : { ...next.rateLimit, tableSize: slots !== 0 ? slots : next.rateLimit.tableSize } }
     if (effective.cache !== undefined && (this.cacheInit === null || effective.cache.maxBytes !== this.config.cache?.maxBytes || effective.cache.maxEntryBytes !== this.config.cache?.maxEntryBytes)) {
       restartNeeded.push('cache.maxBytes / cache.maxEntryBytes (the cache memory is allocated at start)')
       ;(effective as { cache?: unknown }).cache = this.config.cache
@@ -279,8 +292,13 @@ export class Switchyard implements AdminTarget {
       restartNeeded.push('rateLimit (enabling it needs shared memory allocated at start)')
       ;(effective as { rateLimit?: unknown }).rateLimit = undefined
     }
+    if (this.state.rateTableSlots === 0 && (effective.routes ?? []).some((r) => r.rateLimit !== undefined)) {
+      restartNeeded.push('routes[].rateLimit (the first rate limit needs shared memory allocated at start)')
+    }
     Object.freeze(effective)
     const table = buildUpstreamTable(effective, this.state, this.table)
+    resetMovedRouteCounters(this.state, this.config, effective)
+    warnShadowedRoutes(effective)
     this.config = effective
     this.table = table
     const logFailure = configureLog(effective.log, effective.workers === 0)
@@ -292,20 +310,12 @@ export class Switchyard implements AdminTarget {
     const warnings = this.tls !== null ? this.tls.reload(effective) : []
     for (const w of warnings) logger.error({ code: 'SWY_ERR_TLS_CERTIFICATE' satisfies ErrorCode, problem: w }, 'certificate reload failed')
     this.pushTls()
-    const active = effective.healthCheck.active
-    if (active !== undefined) {
-      if (this.checker === null) { this.checker = new ActiveHealthChecker(active, this.state, table); this.clusterProbes(this.checker); this.checker.start() } else { this.checker.setConfig(active); this.checker.setTable(table) }
-    } else if (this.checker !== null) {
-      void this.checker.stop()
-      this.checker = null
-    }
-    this.reviver.setTable(table)
-    this.reviver.setConfig(effective.healthCheck.passive, active !== undefined)
+    this.health.apply(effective, table)
     if (this.cluster !== null) {
       this.cluster.setRateLimit(effective)
-      this.cluster.setHealth(active ?? null)
+      this.cluster.setHealth(effective.healthCheck.active ?? null)
     }
-    logger.info({ upstreams: table.map((u) => u.address), restartNeeded }, 'configuration reloaded')
+    logger.info({ upstreams: table.map((u) => u.pool === 'default' ? u.address : `${u.pool}/${u.address}`), routes: effective.routes?.length ?? 0, restartNeeded }, 'configuration reloaded')
     return { applied: true, restartNeeded, warnings }
   }
 
@@ -333,8 +343,7 @@ export class Switchyard implements AdminTarget {
       for (const a of this.acme) a.stop()
       for (const { socket } of this.early) socket.destroy()
       this.early = []
-      if (this.checker !== null) await this.checker.stop()
-      this.reviver.stop()
+      await this.health.stop()
       if (this.sequential !== null) {
         const ctx = this.sequential
         drainThread(ctx)
@@ -355,5 +364,25 @@ export class Switchyard implements AdminTarget {
       await flushLogs()
     })()
     return await this.stopping
+  }
+}
+
+/** The start-up (and reload) warning for routes an earlier route covers (src/routing/check.ts). */
+function warnShadowedRoutes (config: Config): void {
+  for (const warning of shadowedRoutes(config.routes ?? [])) logger.warn({ route: warning }, 'route can never match')
+}
+
+/**
+ * Route hit counters are per position in the table: a position whose route
+ * changed (another name or match) starts again from zero, one that kept its
+ * route keeps its count.
+ */
+function resetMovedRouteCounters (state: SharedState, previous: Config, next: Config): void {
+  const before = previous.routes ?? []
+  const after = next.routes ?? []
+  for (let i = 0; i < Math.max(before.length, after.length); i++) {
+    const a = before[i]
+    const b = after[i]
+    if (a === undefined || b === undefined || a.name !== b.name || JSON.stringify(a.match) !== JSON.stringify(b.match)) state.storeRouteHits(i, 0)
   }
 }

@@ -3,8 +3,9 @@
  * order, through these phases (Pingora's request_filter -> upstream_peer ->
  * response_filter -> logging):
  *
- *   read head -> filter (client IP, firewall, rate limit) -> cache lookup
- *     -> pick -> connect -> send (head, body) -> relay response -> log -> next
+ *   read head -> route -> filter (client IP, firewall, rate limits)
+ *     -> [route's own answer] -> cache lookup -> pick (in the route's pool)
+ *     -> connect -> send (head, body) -> relay response -> log -> next
  *
  * `drive()` is the connection's one loop (undici's `_resume`, guarded by
  * `driving` as undici guards with kResuming): it reads the next pipelined head
@@ -27,13 +28,13 @@
 import type * as net from 'node:net'
 import { performance } from 'node:perf_hooks'
 import type { LeaseWaiter, ProxyContext, RateDecisionLike } from './context'
-import { W_OPEN_CONNECTIONS, W_REQUESTS, H_PROTOCOL_ERRORS } from '../shared/layout'
+import { W_OPEN_CONNECTIONS, W_REQUESTS, H_PROTOCOL_ERRORS, P_REQUESTS, P_NO_UPSTREAM } from '../shared/layout'
 import {
   HeadParser, KIND_REQUEST, HEAD_INCOMPLETE, HEAD_ERROR, BODY_NONE, BODY_LENGTH, BODY_CHUNKED,
 } from '../http/head-parser'
 import { H_COOKIE, H_UPGRADE } from '../http/header-names'
 import { CHUNKED_ERROR } from '../http/chunked'
-import { buildRequestHead, type ForwardIdentity } from '../http/serialize'
+import { buildRequestHead, type ForwardIdentity, type RequestEdit } from '../http/serialize'
 import { errorReply, errorReplyWith } from '../http/replies'
 import { PickContext } from '../balancer/types'
 import { describe, type ErrorCode } from '../errors'
@@ -47,9 +48,13 @@ import { isReplaySafe } from './retry'
 import type { QueueWaiter, QueueRefusal } from './request-queue'
 import { proxyErrorType, proxyStatusLine } from '../http/proxy-status'
 import { P_QUEUE_FULL } from '../shared/layout'
+import type { CompiledRoute } from '../routing/router'
+import type { LocalAnswer } from '../routing/local-answer'
 import { upgradeAllowed } from './upgrade'
 import { comparableHost } from '../http/field-syntax'
 import { UpstreamSide, COALESCE_BYTES } from './upstream-side'
+import { normalisedPath, type RouteLookup } from '../routing/router'
+import type { PoolRuntime } from '../routing/pools'
 import type { ListenerRuntime } from '../net/accept'
 import { httpsRedirectReply, acmeChallengeReply } from '../tls/redirect'
 import { L_REDIRECTS } from '../shared/layout'
@@ -75,7 +80,12 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
   readonly identity: ForwardIdentity
   readonly parser: HeadParser
   readonly pick = new PickContext()
+  /** The route phase's answer (reused per request). */
+  readonly lookup: RouteLookup = { route: null, path: '' }
+  /** What the route changes in the forwarded head (reused per request). */
+  readonly edit: RequestEdit = { target: null, host: null, remove: null }
   rate: RateDecisionLike | null
+  routeRate: RateDecisionLike | null = null
   /** drive() is on the stack (undici's kResuming): a completion inside it must not re-enter. */
   driving = false
   /** The loop yielded to the event loop (REQUESTS_PER_TURN) and runs again from setImmediate. */
@@ -292,8 +302,10 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     if (ctx.requestIds !== null) ctx.requestIds.assign(p, this)
     // phase: trace (decide; a sampled request starts its server span)
     if (ctx.tracing !== null) ctx.tracing.begin(this, p)
+    // phase: route (decides the pool and this request's limits; any answer comes after the body is framed)
+    this.routeRequest()
 
-    const maxBody = ctx.config.limits.maxBodyBytes
+    const maxBody = this.maxBodyBytes
     if (maxBody > 0 && this.bodyLength > maxBody) {
       this.rejectRequest('SWY_ERR_BODY_TOO_LARGE', `Content-Length ${this.bodyLength} over limit ${maxBody}`)
       return
@@ -330,7 +342,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
       if (listener.redirectPort !== null && this.redirect(listener)) return
     }
 
-    // phase: request filter (client address, firewall, rate limit)
+    // phase: request filter (client address, firewall, rate limits: the global one, then the route's)
     this.afterFilter(filterRequest(ctx, this))
   }
 
@@ -344,9 +356,15 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     }
     if (verdict !== null) { this.failRequest(verdict, this.lastFailure); return }
 
+    // the route's own answer (redirect, respond), or no route and no pool "default"
+    const route = this.route
+    if (route !== null && route.local !== null) { this.answerForRoute(route); return }
+    if (this.pool === null) { this.failRequest('SWY_ERR_NO_ROUTE', 'no route matched and there is no pool "default"'); return }
+
     // phase: cache lookup
-    // an upgrade is never answered from the cache (nor holds a fill claim for the life of a tunnel)
-    if (ctx.cache !== null && !this.upgrading) {
+    // an upgrade is never answered from the cache (nor holds a fill claim for the life of a tunnel);
+    // a route may turn the cache off, and one that edits response fields never answers from it (the edits are the upstream's)
+    if (ctx.cache !== null && !this.upgrading && (route === null || (route.cache && route.responseEdits === null))) {
       if (this.cacheState === null || this.cacheState.hook !== ctx.cache) this.cacheState = new CacheState(ctx.cache, this)
       if (this.onCacheDecision(this.cacheState.onRequest(this.isHead, this.bodyKind === BODY_NONE))) return
     } else if (this.cacheState !== null) {
@@ -354,6 +372,41 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
       this.cacheState = null
     }
     this.forwardRequest()
+  }
+
+  /**
+   * Phase: route. The first matching route (src/routing/router.ts) gives the
+   * pool and this request's overrides; without routes, or when none matches,
+   * the pool is "default" (null when there is none: answered 404 after the
+   * body is framed). Costs one branch when the config has no routes.
+   */
+  private routeRequest (): void {
+    const ctx = this.ctx
+    const config = ctx.config
+    this.responseMs = config.timeouts.responseMs
+    this.upstreamIdleMs = config.timeouts.upstreamIdleMs
+    this.maxBodyBytes = config.limits.maxBodyBytes
+    const router = ctx.router
+    if (router === null) { this.pool = ctx.pools.fallback; return }
+    const lookup = this.lookup
+    router.match(this.parser, lookup)
+    const route = lookup.route
+    this.routePath = lookup.path
+    if (route === null) { this.pool = ctx.pools.fallback; return }
+    this.route = route
+    ctx.state.addRouteHit(route.index)
+    this.pool = route.pool ?? (route.local === null ? ctx.pools.fallback : null)
+    if (route.responseMs > 0) this.responseMs = route.responseMs
+    if (route.upstreamIdleMs > 0) this.upstreamIdleMs = route.upstreamIdleMs
+    if (route.maxBodyBytes >= 0) this.maxBodyBytes = route.maxBodyBytes
+  }
+
+  /** A route's redirect or fixed response, with its response fields. */
+  private answerForRoute (route: CompiledRoute): void {
+    const local = route.local as LocalAnswer
+    const close = this.beginLocalAnswer(local.status, '-')
+    this.writeOut(local.render(this, close, this.isHead, this.responseIdLine() + (route.responseEdits !== null ? route.responseEdits.render(this) : '')))
+    this.finishRequest()
   }
 
   /** Parked for a cluster lease: the primary answered (or gave up); check the limit again. */
@@ -403,9 +456,14 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
 
   /** Where a stale-while-revalidate background request for this request goes (CacheUser): the balancer's pick now. */
   revalidationUpstream (): string | null {
+    // the request's own pool (its route's, or default); a background revalidation sends the request
+    // as received, so a route that rewrites it gets none (the entry is refreshed by a foreground miss)
+    const route = this.route
+    const pool = this.pool ?? this.ctx.pools.fallback
+    if (pool === null || (route !== null && route.editsRequest)) return null
     revalidationPick.reset()
-    const index = peekUpstream(this.ctx, revalidationPick)
-    return index < 0 ? null : this.ctx.table[index].address
+    const index = peekUpstream(this.ctx, pool, revalidationPick)
+    return index < 0 ? null : pool.table[index].address
   }
 
   /** Parked for a cache fill: the thread's poll timer nudges us. */
@@ -415,31 +473,42 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     this.forwardRequest()
   }
 
-  /** Phase: pick an upstream and send the request (after the filter and the cache). */
+  /** Phase: pick an upstream of the request's pool and send the request (after the filter and the cache). */
   private forwardRequest (): void {
     const ctx = this.ctx
     const p = this.parser
+    const pool = this.pool as PoolRuntime
     this.pick.reset()
     this.pick.clientIp = this.clientIp
-    if (ctx.hashCookie !== null || ctx.sticky !== null) {
+    if (pool.hashCookie !== null || pool.sticky !== null) {
       const cookies = p.headerOfKind(H_COOKIE, '; ')
-      if (ctx.hashCookie !== null) this.pick.hashKey = cookies === null ? '' : (findCookie(cookies, ctx.hashCookie) ?? '')
-      if (ctx.sticky !== null) this.stickyIndex = ctx.sticky.route(cookies)
+      if (pool.hashCookie !== null) this.pick.hashKey = cookies === null ? '' : (findCookie(cookies, pool.hashCookie) ?? '')
+      if (pool.sticky !== null) this.stickyIndex = pool.sticky.route(cookies)
     }
-    if (ctx.hashHeader !== null) this.pick.hashKey = p.header(ctx.hashHeader) ?? ''
+    if (pool.hashHeader !== null) this.pick.hashKey = p.header(pool.hashHeader) ?? ''
+    ctx.state.addPool(pool.slot, P_REQUESTS, 1)
 
     const initial = this.initialBody
-    const validators = this.cacheState !== null ? this.cacheState.conditionalFields() : ''
+    let extra = this.cacheState !== null ? this.cacheState.conditionalFields() : ''
+    const route = this.route
+    let edit: RequestEdit | null = null
+    if (route !== null && route.editsRequest) {
+      edit = this.edit
+      edit.target = route.forwardTarget(this.routePath !== '' ? this.routePath : normalisedPath(p), p.target())
+      edit.host = route.setHost
+      edit.remove = route.requestEdits !== null ? route.requestEdits.remove : null
+      if (route.requestEdits !== null) extra += route.requestEdits.render(this)
+    }
     const coalesce = initial !== null && initial.length <= COALESCE_BYTES
-    this.requestHead = buildRequestHead(p, this.identity, this.upgrading, coalesce ? initial : null,
-      validators + this.requestIdLine + (this.trace !== null ? this.trace.parentLine : ''))
+    extra += this.requestIdLine + (this.trace !== null ? this.trace.parentLine : '')
+    this.requestHead = buildRequestHead(p, this.identity, this.upgrading, coalesce ? initial : null, extra, edit)
     if (coalesce) { this.initialBody = null; this.headCarriesBody = true }
     const policy = ctx.retry
-    this.retriesLeft = policy.retries
+    this.retriesLeft = route !== null && route.retries >= 0 ? route.retries : policy.retries
     this.replaySafe = isReplaySafe(policy, p.method, () => p.header('idempotency-key') !== null)
     // a body still to come is kept for a replay only when the request may be replayed and the body is small
     // (retryBodyMaxBytes); a larger one streams and is never retried. What came with the head is kept anyway.
-    if (!this.bodyDone && this.replaySafe && policy.retries > 0 && this.bodyLength <= policy.bodyMaxBytes) this.kept = []
+    if (!this.bodyDone && this.replaySafe && this.retriesLeft > 0 && this.bodyLength <= policy.bodyMaxBytes) this.kept = []
     this.phase = 'connecting'
     // hold the body back until an upstream is connected: a failed connect can then go elsewhere
     if (!this.bodyDone) this.socket.pause()
@@ -449,7 +518,8 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
   /** Choose an upstream and get a connection to it (again, after a failure that allows it). */
   protected dispatch (): void {
     const ctx = this.ctx
-    const index = pickUpstream(ctx, this.pick, this.stickyIndex)
+    const pool = this.pool as PoolRuntime
+    const index = pickUpstream(ctx, pool, this.pick, this.stickyIndex)
     if (index === PICK_FULL) {
       this.waitForSlot()
       return
@@ -460,15 +530,17 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
   /** Connect to the upstream the pick phase chose (it holds its in-flight count), or answer when there is none. */
   private connectPicked (index: number): void {
     const ctx = this.ctx
+    const pool = this.pool as PoolRuntime
     if (index === PICK_NONE) {
       const tried = this.pick.triedCount > 0
-      this.failRequest(tried ? 'SWY_ERR_UPSTREAM_CONNECT' : 'SWY_ERR_NO_HEALTHY_UPSTREAM', tried ? this.lastFailure : 'no upstream is available')
+      if (!tried) ctx.state.addPool(pool.slot, P_NO_UPSTREAM, 1)
+      this.failRequest(tried ? 'SWY_ERR_UPSTREAM_CONNECT' : 'SWY_ERR_NO_HEALTHY_UPSTREAM', tried ? this.lastFailure : `no upstream is available in pool ${pool.name}`)
       return
     }
     // a new cookie unless the request's own sticky cookie chose this upstream
-    this.setCookie = ctx.sticky !== null && index !== this.stickyIndex ? ctx.sticky.setCookieLine(index) : ''
+    this.setCookie = pool.sticky !== null && index !== this.stickyIndex ? pool.sticky.setCookieLine(index) : ''
     this.pick.markTried(index)
-    this.connectTo(ctx.table[index], true)
+    this.connectTo(pool.table[index], true)
   }
 
   // ---- the queue (every upstream at its maxConnections) ----
@@ -476,8 +548,9 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
   /** Wait in the pool's queue for a connection slot; 503 at once when there is no queue or it is full. */
   private waitForSlot (): void {
     const ctx = this.ctx
-    const queue = ctx.gate.queue
-    if (queue === null) ctx.state.addPool(ctx.gate.index, P_QUEUE_FULL, 1)
+    const pool = this.pool as PoolRuntime
+    const queue = pool.gate.queue
+    if (queue === null) ctx.state.addPool(pool.slot, P_QUEUE_FULL, 1)
     if (queue === null || !queue.enqueue(this, Date.now())) {
       this.failRequest('SWY_ERR_QUEUE_FULL', 'every upstream is at its maxConnections and the queue is full')
       return
@@ -489,7 +562,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
   /** QueueWaiter: a slot may be free. true when done waiting (connecting now, or answered). */
   retryFromQueue (): boolean {
     if (this.queuedIn === null || this.phase !== 'queued') return true
-    const index = pickUpstream(this.ctx, this.pick, this.stickyIndex)
+    const index = pickUpstream(this.ctx, this.pool as PoolRuntime, this.pick, this.stickyIndex)
     if (index === PICK_FULL) return false
     this.queuedIn = null
     this.phase = 'connecting'
@@ -499,9 +572,10 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
 
   /** QueueWaiter: timed out, or the queue is drained (shutdown, reload): 503 with Retry-After. */
   refuseFromQueue (code: QueueRefusal): void {
-    if (this.queuedIn === null) return
+    const queue = this.queuedIn
+    if (queue === null) return
     this.queuedIn = null
-    this.failRequest(code, code === 'SWY_ERR_QUEUE_TIMEOUT' ? `no connection slot within ${this.ctx.config.queue?.timeoutMs ?? 0} ms` : 'the queue was drained')
+    this.failRequest(code, code === 'SWY_ERR_QUEUE_TIMEOUT' ? `no connection slot within ${queue.timeoutMs} ms` : 'the queue was drained')
   }
 
   /** Leave the queue without an answer from it (the client went away, or is being answered otherwise). */
@@ -550,27 +624,30 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
       return
     }
     const info = describe(code)
-    this.status = info.status
-    this.flag = info.flag
     this.lastFailure = detail
+    const close = this.beginLocalAnswer(info.status, info.flag)
+    // the canned reply carries `Proxy-Status: switchyard; error=<its type>` (RFC 9209); build one only for more
+    const timedOut = code === 'SWY_ERR_UPSTREAM_CONNECT' && this.connectTimedOut
+    let extra = this.responseIdLine()
+    if (code === 'SWY_ERR_RATE_LIMITED') extra += this.rateHeaders // the limit that refused: the global one or the route's
+    else if (code === 'SWY_ERR_QUEUE_FULL' || code === 'SWY_ERR_QUEUE_TIMEOUT') extra += 'Retry-After: ' + (this.pool?.gate.queue?.retryAfterSeconds ?? 1) + '\r\n'
+    const details = this.ctx.config.proxy.statusDetails
+    this.writeOut(extra === '' && !details && !timedOut
+      ? errorReply(code, close, this.isHead)
+      : errorReplyWith(code, close, extra, this.isHead, proxyStatusLine(proxyErrorType(code, timedOut), details ? detail : null)))
+    this.finishRequest()
+  }
+
+  /** Before a response the proxy makes itself: record it, let go of any upstream; true when the connection closes after it. */
+  private beginLocalAnswer (status: number, flag: string): boolean {
+    this.status = status
+    this.flag = flag
     this.localAnswer = true
     this.responseStarted = true
     // the connection survives a local answer only when the whole request body is already here
     this.closeAfterResponse = !this.keepAlive || !this.bodyDone || this.ctx.draining
     this.detachUpstream(true)
-    const close = this.closeAfterResponse
-    const ctx = this.ctx
-    const limiter = ctx.limiter
-    // the canned reply carries `Proxy-Status: switchyard; error=<its type>` (RFC 9209); build one only for more
-    const timedOut = code === 'SWY_ERR_UPSTREAM_CONNECT' && this.connectTimedOut
-    let extra = this.responseIdLine()
-    if (code === 'SWY_ERR_RATE_LIMITED' && limiter !== null && this.rate !== null) extra += limiter.headers(this.rate)
-    else if (code === 'SWY_ERR_QUEUE_FULL' || code === 'SWY_ERR_QUEUE_TIMEOUT') extra += 'Retry-After: ' + (ctx.gate.queue?.retryAfterSeconds ?? 1) + '\r\n'
-    const details = ctx.config.proxy.statusDetails
-    this.writeOut(extra === '' && !details && !timedOut
-      ? errorReply(code, close, this.isHead)
-      : errorReplyWith(code, close, extra, this.isHead, proxyStatusLine(proxyErrorType(code, timedOut), details ? detail : null)))
-    this.finishRequest()
+    return this.closeAfterResponse
   }
 
   /** A request refused before it goes anywhere (parser errors, limits): count, warn, answer and close. */
@@ -631,7 +708,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     }
   }
 
-  /** The request body can never be completed, or the client gave up while queued: drop the exchange, blame no upstream. */
+  /** The request body can never be completed (the client half-closed): drop the exchange, blame no upstream. */
   private dropIncomplete (): void {
     this.leaveQueue()
     this.flag = 'DC'

@@ -6,13 +6,12 @@
  */
 import type { Config } from '../config/types'
 import type { SharedState, UpstreamEntry } from '../shared/state'
-import type { Balancer } from '../balancer/types'
+import type { PoolSet } from '../routing/pools'
+import type { Router } from '../routing/router'
 import { DeadlineSweeper } from './sweeper'
 import type { UpstreamPool } from './pool'
 import type { HeadLimits } from '../http/head-parser'
 import type { FirewallRequest } from '../firewall/types'
-import { PoolGate } from './pool-gate'
-import { RequestQueue } from './request-queue'
 import { compileRetryPolicy, type RetryPolicy } from './retry'
 
 export type { FirewallRequest }
@@ -58,10 +57,12 @@ import type { RequestTracer } from '../tracing/tracer'
 export class ProxyContext {
   config: Config
   readonly state: SharedState
+  /** Every upstream of every pool (the primary's table); a request uses its pool's slice (pools). */
   table: readonly UpstreamEntry[]
-  balancer: Balancer
-  /** The default pool's view of its upstreams (panic, backups, caps, slow start); the balancer reads it. */
-  gate: PoolGate
+  /** The pools, each with its balancer, sticky ids and hash key (src/routing/pools.ts). */
+  pools: PoolSet
+  /** The compiled route table; null without routes (every request goes to pool "default"). */
+  router: Router | null = null
   /** retries, retryOn and the rest, compiled (src/proxy/retry.ts). */
   retry: RetryPolicy
   readonly pool: UpstreamPool
@@ -69,7 +70,6 @@ export class ProxyContext {
   headLimits: HeadLimits
   firewall: FirewallHook | null = null
   limiter: RateLimitHook | null = null
-  sticky: StickyHook | null = null
   /** The shared response cache (config.cache), null when off. */
   cache: CacheHook | null = null
   resolveClientIp: ClientIpResolver | null = null
@@ -77,10 +77,6 @@ export class ProxyContext {
   requestIds: RequestIds | null = null
   /** Tracing (config.tracing), null when off. */
   tracing: RequestTracer | null = null
-  /** Lower-case header name whose value is the balancing hash key, or null. */
-  hashHeader: string | null = null
-  /** Cookie name whose value is the balancing hash key, or null. */
-  hashCookie: string | null = null
   workerSlot = -1
   /** This thread's listeners (TLS contexts, redirects), by the index the primary sends with a connection. */
   listeners: ListenerRuntime[] = []
@@ -92,24 +88,16 @@ export class ProxyContext {
   readonly clients = new Set<{ closeIfIdle (): boolean, destroy (): void }>()
   onIdle: (() => void) | null = null
 
-  constructor (config: Config, state: SharedState, table: readonly UpstreamEntry[], gate: PoolGate, balancer: Balancer, pool: UpstreamPool) {
+  constructor (config: Config, state: SharedState, table: readonly UpstreamEntry[], pools: PoolSet, pool: UpstreamPool) {
     this.config = config
     this.state = state
     this.table = table
-    this.gate = gate
+    this.pools = pools
     this.retry = compileRetryPolicy(config)
-    this.balancer = balancer
     this.pool = pool
     this.headLimits = limitsOf(config)
     this.sweeper = new DeadlineSweeper(DeadlineSweeper.tickFor(shortestTimeout(config)))
     this.sweeper.start()
-    this.applyHashKey(config)
-  }
-
-  applyHashKey (config: Config): void {
-    const hk = config.balancing.hashKey
-    this.hashHeader = hk.source === 'header' && hk.name !== undefined ? hk.name.toLowerCase() : null
-    this.hashCookie = hk.source === 'cookie' && hk.name !== undefined ? hk.name : null
   }
 
   setConfig (config: Config): void {
@@ -117,15 +105,7 @@ export class ProxyContext {
     this.retry = compileRetryPolicy(config)
     this.headLimits = limitsOf(config)
     this.sweeper.setTick(DeadlineSweeper.tickFor(shortestTimeout(config)))
-    this.applyHashKey(config)
   }
-}
-
-/** The default pool (top-level `upstreams`): pool 0 in the shared state. */
-export function defaultPoolGate (config: Config, state: SharedState, table: readonly UpstreamEntry[]): PoolGate {
-  const gate = new PoolGate({ name: 'default', index: 0, panicThresholdPercent: config.healthCheck.panicThresholdPercent }, state, table)
-  if (config.queue !== undefined) gate.queue = new RequestQueue(config.queue.maxSize, config.queue.timeoutMs, state, gate.index)
-  return gate
 }
 
 function limitsOf (config: Config): HeadLimits {
@@ -138,5 +118,8 @@ function limitsOf (config: Config): HeadLimits {
 
 function shortestTimeout (config: Config): number {
   const t = config.timeouts
-  return Math.min(t.connectMs, t.responseMs, t.upstreamIdleMs, t.clientHeaderMs, t.clientIdleMs)
+  let shortest = Math.min(t.connectMs, t.responseMs, t.upstreamIdleMs, t.clientHeaderMs, t.clientIdleMs)
+  // a route's own timeouts are deadlines on the same sweeper
+  for (const r of config.routes ?? []) shortest = Math.min(shortest, r.timeouts?.responseMs ?? shortest, r.timeouts?.upstreamIdleMs ?? shortest)
+  return shortest
 }

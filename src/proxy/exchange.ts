@@ -8,6 +8,8 @@ import type { UpstreamEntry } from '../shared/state'
 import { BODY_NONE, type BodyKind, type HeadParser } from '../http/head-parser'
 import type { AccessRecord } from './access-log'
 import type { RequestQueue } from './request-queue'
+import type { PoolRuntime } from '../routing/pools'
+import type { CompiledRoute } from '../routing/router'
 import type { RequestTrace } from '../tracing/tracer'
 
 /** How a response body goes to the client: as framed, re-chunked, or de-chunked for HTTP/1.0. */
@@ -78,6 +80,17 @@ export abstract class Exchange implements AccessRecord {
   setCookie = ''
   stickyIndex = -1
   lastFailure = ''
+  /** The route that matched (null: none, or no routes), and the pool the request goes to (null: none). */
+  route: CompiledRoute | null = null
+  pool: PoolRuntime | null = null
+  /** The request's normalised path as the route phase saw it ('' when no route needed it). */
+  routePath = ''
+  /** This request's limits and timeouts: the top level's, or its route's overrides. */
+  responseMs = 0
+  upstreamIdleMs = 0
+  maxBodyBytes = 0
+  /** Rate-limit fields of a 429 ('' unless the request was rate limited). */
+  rateHeaders = ''
   /** The request's ID (config.requestId; '' while off): see request-id.ts. */
   requestId = ''
   /** The field line carrying a new ID upstream; '' when the client's own goes as received. */
@@ -133,6 +146,10 @@ export abstract class Exchange implements AccessRecord {
     this.setCookie = ''
     this.stickyIndex = -1
     this.lastFailure = ''
+    this.route = null
+    this.pool = null
+    this.routePath = ''
+    this.rateHeaders = ''
     this.requestId = ''
     this.requestIdLine = ''
     this.trace = null

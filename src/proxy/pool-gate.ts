@@ -132,7 +132,7 @@ export class PoolGate implements BalancerState {
   }
 
   upstream (slot: number, field: number): number { return this.state.upstream(slot, field) }
-  nextCursor (): number { return this.state.nextCursor() }
+  nextCursor (poolSlot?: number): number { return this.state.nextCursor(poolSlot) }
 
   // ---- the pick phase ---------------------------------------------------------
 

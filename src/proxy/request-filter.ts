@@ -1,6 +1,8 @@
 /**
  * The request filter phase: decide the client's address (trusted proxies),
- * then the firewall and the rate limit. A decision, not an action: it returns
+ * then the firewall (unless the route turns it off) and the rate limits: the
+ * global one, then the route's own (a request counts against both). A
+ * decision, not an action: it returns
  * the catalogue code to answer with, or null to go on; only the connection
  * writes to sockets.
  */
@@ -9,6 +11,7 @@ import type { FirewallRequest } from '../firewall/types'
 import type { HeadParser } from '../http/head-parser'
 import { H_X_FORWARDED_FOR } from '../http/header-names'
 import { H_RATE_LIMITED } from '../shared/layout'
+import type { CompiledRoute } from '../routing/router'
 
 /** What the filter reads and fills in of the current request. */
 export interface FilteredRequest extends FirewallRequest {
@@ -17,8 +20,14 @@ export interface FilteredRequest extends FirewallRequest {
   readonly peerIp: string
   clientIp: string
   rate: RateDecisionLike | null
+  /** The decision of the route's own limit (made on first use). */
+  routeRate: RateDecisionLike | null
+  /** The route the request matched (null: none). */
+  readonly route: CompiledRoute | null
   /** Why the request was refused, for the log. */
   lastFailure: string
+  /** The rate-limit fields of a 429, set when a limit refuses. */
+  rateHeaders: string
 }
 
 /** 'pending': a cluster lease is being fetched; park the request (limiter.wait) and call limitRequest again. */
@@ -28,7 +37,8 @@ export function filterRequest (ctx: ProxyContext, req: FilteredRequest): FilterV
   const resolve = ctx.resolveClientIp
   req.clientIp = resolve === null ? req.peerIp : resolve(req.peerIp, req.parser.headerOfKind(H_X_FORWARDED_FOR))
   const firewall = ctx.firewall
-  if (firewall !== null) {
+  const route = req.route
+  if (firewall !== null && (route === null || route.firewall)) {
     const rule = firewall.evaluate(req)
     if (rule >= 0) {
       req.lastFailure = `firewall rule ${firewall.ruleName(rule)}`
@@ -47,6 +57,19 @@ export function limitRequest (ctx: ProxyContext, req: FilteredRequest): FilterVe
       if (decision.pending) return 'pending'
       ctx.state.addHeader(H_RATE_LIMITED, 1)
       req.lastFailure = 'rate limited'
+      req.rateHeaders = limiter.headers(decision)
+      return 'SWY_ERR_RATE_LIMITED'
+    }
+  }
+  // the route's own limit (local counters only), once the global one let the request through
+  const route = req.route
+  const routeLimiter = route !== null ? route.limiter : null
+  if (routeLimiter !== null) {
+    const decision = req.routeRate ?? (req.routeRate = routeLimiter.newDecision())
+    if (!routeLimiter.check(req.clientIp, Date.now(), decision)) {
+      ctx.state.addHeader(H_RATE_LIMITED, 1)
+      req.lastFailure = `rate limited by route ${(route as CompiledRoute).name}`
+      req.rateHeaders = routeLimiter.headers(decision)
       return 'SWY_ERR_RATE_LIMITED'
     }
   }

@@ -2,7 +2,6 @@
  * Checks of the resilience settings that JSON Schema cannot express, each
  * with its JSON path (config/load.ts collects them with the others).
  */
-import type { Config } from '../config/types'
 
 /**
  * The pool-level checks, for the upstream list at `path` (`/upstreams`). It
@@ -20,6 +19,11 @@ export function poolConfigErrors (upstreams: unknown, path: string): string[] {
 export function resilienceConfigErrors (config: unknown): string[] {
   if (!isObject(config)) return []
   const errors = poolConfigErrors(config.upstreams, '/upstreams')
+  if (isObject(config.pools)) {
+    for (const [name, pool] of Object.entries(config.pools)) {
+      if (isObject(pool)) errors.push(...poolConfigErrors(pool.upstreams, `/pools/${name}/upstreams`))
+    }
+  }
   const retryOn = config.retryOn
   const statuses = config.retriableStatuses
   if (Array.isArray(retryOn) && retryOn.includes('retriable-status') && !(Array.isArray(statuses) && statuses.length > 0)) {
@@ -38,8 +42,9 @@ export interface PoolRef {
   index: number
 }
 
-/** The configured pools: today the default one (top-level `upstreams`), pool 0. */
-export function configuredPools (config: Config): PoolRef[] {
-  void config
-  return [{ name: 'default', index: 0 }]
+/** The configured pools, by name, with their blocks in the shared state (for the admin side). */
+export function configuredPools (table: ReadonlyArray<{ readonly pool: string, readonly poolSlot: number }>): PoolRef[] {
+  const seen = new Map<string, number>()
+  for (const entry of table) if (!seen.has(entry.pool)) seen.set(entry.pool, entry.poolSlot)
+  return [...seen].map(([name, index]) => ({ name, index }))
 }

@@ -11,8 +11,9 @@ import type { Config } from '../config/types'
 import type { SharedState, UpstreamEntry } from '../shared/state'
 import { getHeapStatistics } from 'node:v8'
 import { W_LOOP_LAG_US, W_HEAP_USED_KB } from '../shared/layout'
-import { createBalancer } from '../balancer/index'
-import { ProxyContext, defaultPoolGate } from './context'
+import { buildPools } from '../routing/pools'
+import { compileRouter } from '../routing/router'
+import { ProxyContext } from './context'
 import { UpstreamPool } from './pool'
 import { ClientConnection } from './client'
 import { installPolicies } from './policies'
@@ -41,9 +42,9 @@ export interface ThreadOptions {
 
 export function createThreadProxy (config: Config, state: SharedState, table: readonly UpstreamEntry[], options: ThreadOptions): ProxyContext {
   const pool = new UpstreamPool(config.pool.maxIdlePerUpstream)
-  const gate = defaultPoolGate(config, state, table)
-  const ctx = new ProxyContext(config, state, table, gate, createBalancer(config.balancing, table, gate), pool)
-  installPolicies(ctx, config, table, options.stickySecret, options.leases ?? null)
+  const ctx = new ProxyContext(config, state, table, buildPools(config, table, state, options.stickySecret), pool)
+  installPolicies(ctx, config, options.leases ?? null)
+  ctx.router = compileRouter(config, ctx.pools, state)
   installCache(ctx, config, options.cache)
   installListeners(ctx, listenersOf(config), options.tls, options.tlsPort)
   ctx.requestIds = requestIdsFor(config.requestId, null)
@@ -83,17 +84,17 @@ export function setWorkerSlot (ctx: ProxyContext, slot: number): void {
   if (ctx.cache !== null) ctx.cache.store.setOwner(cacheOwner(ctx))
 }
 
-/** Hot reload: swap config, table and balancer; in-flight requests keep what they had. */
+/** Hot reload: swap config, table, pools and routes; in-flight requests keep the pool (and route) they had. */
 export function applyConfig (ctx: ProxyContext, config: Config, table: readonly UpstreamEntry[], options: ThreadOptions): void {
   const oldSlots = new Set(ctx.table.map((e) => e.slot))
   ctx.setConfig(config)
   ctx.table = table
-  // waiters of the replaced pool get their 503 now rather than wait on a pool that is gone
-  if (ctx.gate.queue !== null) ctx.gate.queue.drainAll()
-  ctx.gate = defaultPoolGate(config, ctx.state, table)
-  ctx.balancer = createBalancer(config.balancing, table, ctx.gate)
+  // waiters of the replaced pools get their 503 now rather than wait on pools that are gone
+  drainQueues(ctx)
+  ctx.pools = buildPools(config, table, ctx.state, options.stickySecret)
   ctx.pool.maxIdlePerUpstream = config.pool.maxIdlePerUpstream
-  installPolicies(ctx, config, table, options.stickySecret, options.leases ?? null)
+  installPolicies(ctx, config, options.leases ?? null)
+  ctx.router = compileRouter(config, ctx.pools, ctx.state)
   installCache(ctx, config, options.cache)
   installListeners(ctx, listenersOf(config), null, options.tlsPort)
   ctx.requestIds = requestIdsFor(config.requestId, ctx.requestIds)
@@ -139,8 +140,13 @@ export function startThreadStats (ctx: ProxyContext): () => void {
 /** Graceful shutdown on this thread: close idle connections, let the others finish. */
 export function drainThread (ctx: ProxyContext): void {
   ctx.draining = true
-  if (ctx.gate.queue !== null) ctx.gate.queue.drainAll()
+  drainQueues(ctx)
   for (const client of ctx.clients) client.closeIfIdle()
   ctx.pool.drain()
   if (ctx.tracing !== null) void ctx.tracing.flush()
+}
+
+/** Answer every request waiting in a pool's queue with 503 (shutdown, reload). */
+function drainQueues (ctx: ProxyContext): void {
+  for (const pool of ctx.pools.list) if (pool.gate.queue !== null) pool.gate.queue.drainAll()
 }

@@ -22,6 +22,7 @@ import { UpstreamConnection, type UpstreamClient, type HeadAction, type Upstream
 import { recordUpstreamFailure, recordUpstreamSuccess, recordRequestFailure, clientHash } from '../health/passive'
 import { logRejected, logUpstreamProblem, logEjection } from './access-log'
 import { Exchange } from './exchange'
+import type { PoolRuntime } from '../routing/pools'
 import { renderCachedResponse, type CacheState } from './cache-path'
 import { decideRetry, blamesUpstream, failureReason, statusReason, type RetryAction, type RetryReason } from './retry'
 import { RETRY_REASONS } from '../health/pool-status'
@@ -163,7 +164,7 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
       ctx.state.addHeld(ctx.workerSlot, this.activeSlot, U_ACTIVE_REQUESTS, -1)
       this.activeSlot = -1
       // a connection slot may have freed up for a request waiting under maxConnections
-      const queue = ctx.gate.queue
+      const queue = this.pool !== null ? this.pool.gate.queue : null
       if (queue !== null) queue.wake()
     }
     if (this.retrySlot !== -1) {
@@ -230,7 +231,7 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
       const c = this.chunked
       const e = c.execute(buf, start, end)
       if (e === CHUNKED_ERROR) { this.abortUpload('SWY_ERR_BAD_CHUNK', c.error); return }
-      const maxBody = this.ctx.config.limits.maxBodyBytes
+      const maxBody = this.maxBodyBytes
       if (maxBody > 0 && c.dataBytes > maxBody) { this.abortUpload('SWY_ERR_BODY_TOO_LARGE', 'chunked body over limit'); return }
       if (e >= 0) { end = e; this.bodyDone = true }
       const n = c.encodedLength(false)
@@ -345,7 +346,9 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
     if (this.retries > 0) extra += receivedStatusLine(status, this.retries, ctx.config.proxy.statusDetails)
     this.relay = plan.relay
     this.closeAfterResponse = plan.close
-    const out = buildResponseHead(head, via, plan.connection, extra, plan.codings)
+    const edits = this.route !== null ? this.route.responseEdits : null
+    if (edits !== null) extra += edits.render(this)
+    const out = buildResponseHead(head, via, plan.connection, extra, plan.codings, edits !== null ? edits.remove : null)
     this.bytesOut += out.length
     this.heldHead = out
     return 'final'
@@ -459,7 +462,7 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
         this.retryElsewhere(reason as RetryReason, entry, false)
         return
       default:
-        if (action === 'budget') this.ctx.state.addPool(this.ctx.gate.index, P_RETRY_BUDGET_DENIED, 1)
+        if (action === 'budget') this.ctx.state.addPool((this.pool as PoolRuntime).slot, P_RETRY_BUDGET_DENIED, 1)
         this.failRequest(code, detail)
     }
   }
@@ -471,7 +474,7 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
     const replayable = this.bodyDone ? !this.lostBody : !this.bodySent
     // only a retry that spends `retries` spends the budget: the free ones (connect failover, stale reconnect) do not
     const spends = reason !== null && reason !== 'connect-failure' && !(reason === 'reset' && staleReuse)
-    const budgetLeft = !spends || this.retriesLeft <= 0 || this.ctx.gate.retryBudgetAllows(policy.budgetPercent)
+    const budgetLeft = !spends || this.retriesLeft <= 0 || (this.pool as PoolRuntime).gate.retryBudgetAllows(policy.budgetPercent)
     return decideRetry(policy, reason, { staleReuse, replayable, safe: this.replaySafe, retriesLeft: this.retriesLeft, budgetLeft })
   }
 
@@ -479,7 +482,7 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
   private retryElsewhere (reason: RetryReason, from: UpstreamEntry, spend: boolean): void {
     const ctx = this.ctx
     this.retries++
-    ctx.state.addPool(ctx.gate.index, P_RETRIES + RETRY_REASONS.indexOf(reason), 1)
+    ctx.state.addPool((this.pool as PoolRuntime).slot, P_RETRIES + RETRY_REASONS.indexOf(reason), 1)
     if (spend) {
       this.retriesLeft--
       this.retryInFlight = true
@@ -513,7 +516,7 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
     const reason = statusReason(ctx.retry, status)
     if (reason === null) return false
     const action = this.decide(reason, false)
-    if (action === 'budget') ctx.state.addPool(ctx.gate.index, P_RETRY_BUDGET_DENIED, 1)
+    if (action === 'budget') ctx.state.addPool((this.pool as PoolRuntime).slot, P_RETRY_BUDGET_DENIED, 1)
     if (action !== 'next') return false
     // this response is dropped: its connection cannot carry another request before its body is read, so it goes
     this.upstream = null
@@ -525,7 +528,8 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
 
   private noteFailure (entry: UpstreamEntry, code: UpstreamFailure): void {
     const ctx = this.ctx
-    const passive = ctx.config.healthCheck.passive
+    // the pool's passive settings (the request keeps the pool it started with across a reload)
+    const passive = this.pool !== null ? this.pool.config.healthCheck.passive : ctx.config.healthCheck.passive
     const now = ctx.state.now()
     // a refused connection says nothing of the request; anything after it was sent might (retry.ts)
     const ejected = code === 'SWY_ERR_UPSTREAM_CONNECT'

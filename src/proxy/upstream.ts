@@ -46,6 +46,9 @@ export const MAX_INTERIM_BYTES = 64 * 1024
 /** The client side of an exchange, as the upstream connection calls it. */
 export interface UpstreamClient {
   readonly socket: net.Socket
+  /** This request's timeouts (a route may override the top level's). */
+  readonly responseMs: number
+  readonly upstreamIdleMs: number
   onUpstreamConnected (up: UpstreamConnection): void
   onResponseHead (up: UpstreamConnection, head: HeadParser): HeadAction
   /** Body bytes of a Content-Length or close-delimited response. */
@@ -74,6 +77,9 @@ export class UpstreamConnection implements Poolable, Expirable {
   readonly parser: HeadParser
   readonly chunked: ChunkedScanner
   client: UpstreamClient | null = null
+  /** The current request's timeouts.responseMs / upstreamIdleMs (set by assign()). */
+  responseMs: number
+  upstreamIdleMs: number
   status: State = 'connecting'
   poolIndex = -1
   /** Served a request before the current one (a stale keep-alive race is possible). */
@@ -103,6 +109,8 @@ export class UpstreamConnection implements Poolable, Expirable {
     this.ctx = ctx
     this.entry = entry
     this.slot = entry.slot
+    this.responseMs = ctx.config.timeouts.responseMs
+    this.upstreamIdleMs = ctx.config.timeouts.upstreamIdleMs
     this.parser = new HeadParser(KIND_RESPONSE, ctx.headLimits)
     this.chunked = new ChunkedScanner(ctx.headLimits.maxHeaderBytes)
     const socket = openUpstreamSocket(entry, prefix)
@@ -139,6 +147,8 @@ export class UpstreamConnection implements Poolable, Expirable {
   /** Bind to a client for one request. The caller writes the request once connected. */
   assign (client: UpstreamClient, isHead: boolean): void {
     this.client = client
+    this.responseMs = client.responseMs
+    this.upstreamIdleMs = client.upstreamIdleMs
     this.parser.reset()
     this.parser.noBodyExpected = isHead
     this.receivedAny = false
@@ -153,12 +163,12 @@ export class UpstreamConnection implements Poolable, Expirable {
 
   /** The whole request is sent: the response head must come within responseMs. */
   awaitResponse (): void {
-    if (this.status === 'head' && !this.receivedAny) this.setDeadline('response', this.ctx.config.timeouts.responseMs)
+    if (this.status === 'head' && !this.receivedAny) this.setDeadline('response', this.responseMs)
   }
 
   /** Request body is streaming: guard against an upstream that stops reading. */
   uploadActivity (): void {
-    if (this.status === 'head' && !this.receivedAny) this.setDeadline('bodyIdle', this.ctx.config.timeouts.upstreamIdleMs)
+    if (this.status === 'head' && !this.receivedAny) this.setDeadline('bodyIdle', this.upstreamIdleMs)
   }
 
   /** Back to idle after a complete exchange; the caller pools or destroys it. */
@@ -192,16 +202,16 @@ export class UpstreamConnection implements Poolable, Expirable {
   onDeadline (now: number): void {
     switch (this.deadlineKind) {
       case 'connect': this.connectTimedOut = true; this.fail('SWY_ERR_UPSTREAM_CONNECT', `connect timeout after ${this.ctx.config.timeouts.connectMs} ms`); break
-      case 'response': this.fail('SWY_ERR_UPSTREAM_TIMEOUT', `no response within ${this.ctx.config.timeouts.responseMs} ms`); break
+      case 'response': this.fail('SWY_ERR_UPSTREAM_TIMEOUT', `no response within ${this.responseMs} ms`); break
       case 'bodyIdle':
         if (this.status === 'head' && !this.receivedAny && this.socket.writableLength === 0) {
           // uploading, and the upstream has taken everything we had: the client is the idle one
-          this.fail('SWY_ERR_CLIENT_TIMEOUT', `client sent no request body for ${this.ctx.config.timeouts.upstreamIdleMs} ms`)
+          this.fail('SWY_ERR_CLIENT_TIMEOUT', `client sent no request body for ${this.upstreamIdleMs} ms`)
         } else if (this.status === 'body' && (this.socket.isPaused() || (this.client !== null && this.client.socket.writableLength > 0))) {
           // we stopped reading because the client is not taking the response: its stall, not the upstream's
-          this.fail('SWY_ERR_CLIENT_TIMEOUT', `client read none of the response for ${this.ctx.config.timeouts.upstreamIdleMs} ms`)
+          this.fail('SWY_ERR_CLIENT_TIMEOUT', `client read none of the response for ${this.upstreamIdleMs} ms`)
         } else {
-          this.fail('SWY_ERR_UPSTREAM_IDLE', `upstream idle for ${this.ctx.config.timeouts.upstreamIdleMs} ms`)
+          this.fail('SWY_ERR_UPSTREAM_IDLE', `upstream idle for ${this.upstreamIdleMs} ms`)
         }
         break
       case 'poolIdle': this.destroy(); break
@@ -270,7 +280,7 @@ export class UpstreamConnection implements Poolable, Expirable {
         }
         this.status = 'body'
         this.chunked.reset()
-        this.setDeadline('bodyIdle', this.ctx.config.timeouts.upstreamIdleMs)
+        this.setDeadline('bodyIdle', this.upstreamIdleMs)
         continue
       }
       if (this.status !== 'body') { this.destroy(); return }
@@ -300,7 +310,7 @@ export class UpstreamConnection implements Poolable, Expirable {
         start = end
       }
     }
-    if (this.status === 'body') this.setDeadline('bodyIdle', this.ctx.config.timeouts.upstreamIdleMs)
+    if (this.status === 'body') this.setDeadline('bodyIdle', this.upstreamIdleMs)
   }
 
   handleEnd (): void {

@@ -19,6 +19,7 @@ import { SlidingWindowLimiter } from './sliding-window'
 import { TokenBucketLimiter } from './token-bucket'
 
 export { RateDecision, type RateLimiter } from './decision'
+export type { ScopedRateLimitConfig } from './table'
 export { rateLimitHeaders } from './headers'
 export { createClientIpResolver, type ClientIpResolver } from './client-ip'
 

@@ -237,13 +237,23 @@ function justClaimed (table: Int32Array, base: number): boolean {
 }
 
 /** The seed addresses are hashed with under `config` in `rateTable`. */
-export function keySeed (config: RateLimitConfig, rateTable: Int32Array): number {
+export function keySeed (config: ScopedRateLimitConfig, rateTable: Int32Array): number {
   return (sharedSeed(rateTable) ^ parametersHash(config)) | 1
 }
 
-/** FNV-1a of what decides the meaning of a slot's state words. */
-function parametersHash (config: RateLimitConfig): number {
-  const text = `${config.algorithm}/${config.maxRequests}/${config.windowMs}/${config.burst ?? ''}`
+/**
+ * A limit with its own counters in the shared table: `scope` names it (a
+ * route's limit, src/routing), so two limits with the same parameters still
+ * count apart. The global limit has none.
+ */
+export interface ScopedRateLimitConfig extends RateLimitConfig {
+  readonly scope?: string
+}
+
+/** FNV-1a of what decides the meaning of a slot's state words (and whose counters they are). */
+function parametersHash (config: ScopedRateLimitConfig): number {
+  const scope = config.scope === undefined ? '' : `/scope:${config.scope}`
+  const text = `${config.algorithm}/${config.maxRequests}/${config.windowMs}/${config.burst ?? ''}${scope}`
   let h = 0x811c9dc5
   for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193)
   return h

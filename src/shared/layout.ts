@@ -18,14 +18,16 @@
  *   | hits per firewall rule   |  MAX_FIREWALL_RULES ints
  *   +--------------------------+  HOLDINGS_OFFSET
  *   | holdings                 |  MAX_WORKER_SLOTS x MAX_UPSTREAMS x HOLDING_INTS, see below
- *   +--------------------------+  POOLS_OFFSET
- *   | pool 0 (POOL_INTS)       |  resilience per pool: panic, queue, retry budget
- *   | ... MAX_POOLS slots      |
  *   +--------------------------+  TRACING_OFFSET
  *   | tracing span counters    |  TRACING_INTS ints
  *   +--------------------------+  LISTENERS_OFFSET
  *   | listener 0 (LISTENER_INTS)| connections, TLS handshakes by result, PROXY rejects
  *   | ... MAX_LISTENERS        |
+ *   +--------------------------+  POOLS_OFFSET
+ *   | pool 0 (POOL_INTS)       |  cursor, requests routed (owner: src/routing); resilience: panic, queue, retries
+ *   | ... MAX_POOLS slots      |
+ *   +--------------------------+  ROUTES_OFFSET
+ *   | hits per route           |  MAX_ROUTES ints (owner: src/routing)
  *   +--------------------------+  RATE_OFFSET
  *   | rate-limit table         |  tableSize * RATE_SLOT_INTS (0 when rate limiting is off)
  *   +--------------------------+
@@ -42,7 +44,7 @@ export const MAX_FIREWALL_RULES = 256
 
 // ---- header -----------------------------------------------------------------
 export const H_MAGIC = 0 //               written once by the primary
-export const H_RR_CURSOR = 1 //           round-robin cursor: Atomics.add by every thread
+export const H_RR_CURSOR = 1 //           unused since pools: each pool has its own cursor (P_RR_CURSOR)
 export const H_UPSTREAM_GENERATION = 2 // bumped by the primary when the upstream table is swapped
 export const H_RATE_LIMITED = 3 //        requests answered 429 (all threads)
 export const H_FIREWALL_BLOCKED = 4 //    requests answered 403 by the firewall (all threads)
@@ -57,13 +59,13 @@ export const H_CACHE_MISSES = 12
 export const H_CACHE_BYTES = 13 //        bytes held by the shared cache (owner: cache store)
 export const H_CACHE_ENTRIES = 14
 export const H_STICKY_HITS = 15 //        requests routed by a valid sticky cookie
-// resilience 22..25
-export const H_HEALTH_GENERATION = 22 //  bumped after every change of U_HEALTHY or U_ADMIN_STATE (any thread):
-//                                        a pool's eligibility view is recomputed only when it moves
 // cluster (src/cluster, written by the primary's ClusterNode only; read by every thread's global limiter)
 export const H_CLUSTER_CLOCK_OFFSET = 26 // Redis TIME minus Date.now(), ms (windows are aligned on Redis's clock)
 export const H_CLUSTER_LIVE = 27 //       live instances as last known (local-share divides by it; >= 1)
 export const H_CLUSTER_MODE = 28 //       CLUSTER_* below: whether leases come from Redis or the failure mode applies
+// resilience 22..25
+export const H_HEALTH_GENERATION = 22 //  bumped after every change of U_HEALTHY or U_ADMIN_STATE (any thread):
+//                                        a pool's eligibility view is recomputed only when it moves
 export const HEADER_INTS = 32
 
 export const CLUSTER_GLOBAL = 0 //       Redis answers: limits count across instances
@@ -166,21 +168,6 @@ export const HELD_OPEN_SOCKETS = 1 //    this worker's part of U_OPEN_SOCKETS
 export const HELD_RETRIES_ACTIVE = 2 //  this worker's part of U_RETRIES_ACTIVE
 export const HOLDING_INTS = 3
 
-// ---- per pool (resilience) ------------------------------------------------------
-// Pool 0 is the default pool (top-level `upstreams`). Who writes: the gauges and
-// counters by whichever thread serves the request; POOL_PANIC by the first thread
-// that sees the pool's healthy share cross the threshold (CAS, so it logs once).
-export const MAX_POOLS = 32
-export const P_PANIC = 0 //              1 while the pool balances over all its upstreams (panic mode)
-export const P_PANIC_TRANSITIONS = 1 //  counter: switches into or out of panic mode
-export const P_QUEUE_WAITING = 2 //      gauge: requests waiting in the pool's queues (all threads)
-export const P_QUEUE_TIMEOUTS = 3 //     counter: 503 SWY_ERR_QUEUE_TIMEOUT
-export const P_QUEUE_FULL = 4 //         counter: 503 SWY_ERR_QUEUE_FULL
-export const P_RETRY_BUDGET_DENIED = 5 // counter: retries refused by the retry budget
-export const P_RETRIES = 6 //            counters by reason: RETRY_REASONS order, 6..11
-export const RETRY_REASON_COUNT = 6
-export const POOL_INTS = 16
-
 // ---- tracing (src/tracing): spans of every thread, by outcome ------------------
 // Written by each thread's span exporter (Atomics.add); read by the admin API.
 export const T_SPANS_EXPORTED = 0 //     spans the collector accepted
@@ -201,6 +188,35 @@ export const L_PROXY_REJECTED = L_HANDSHAKE_ERRORS + TLS_ERROR_REASONS.length //
 export const L_REDIRECTS = L_PROXY_REJECTED + 1 // httpsRedirect answers
 export const LISTENER_INTS = 16
 
+// ---- per pool (owner: src/routing/pools.ts) --------------------------------
+// A pool keeps its slot across reloads while its name stays (like an upstream
+// its slot by address). Who writes: IN_USE by the primary; the cursor and the
+// counter by whichever thread routes a request to the pool. Everyone reads.
+// Per-pool state of other features (resilience, cluster) goes in the spare words.
+export const MAX_POOLS = 64
+export const P_IN_USE = 0 //             1 while the slot belongs to a configured pool
+export const P_RR_CURSOR = 1 //          the pool's round-robin cursor: Atomics.add by every thread
+export const P_REQUESTS = 2 //           requests routed to the pool (counter)
+export const P_NO_UPSTREAM = 3 //        requests answered 502 UH: no available upstream in the pool (counter)
+// 4..7 spare
+// resilience 8..19 (src/proxy/pool-gate.ts, request-queue.ts, retry.ts). Who writes: the gauges and counters
+// by whichever thread serves the request; P_PANIC by the first thread that sees the pool's healthy share
+// cross the threshold (compare-and-swap, so the switch is logged and counted once).
+export const P_PANIC = 8 //              1 while the pool balances over all its upstreams (panic mode)
+export const P_PANIC_TRANSITIONS = 9 //  counter: switches into or out of panic mode
+export const P_QUEUE_WAITING = 10 //     gauge: requests waiting in the pool's queues (all threads)
+export const P_QUEUE_TIMEOUTS = 11 //    counter: 503 SWY_ERR_QUEUE_TIMEOUT
+export const P_QUEUE_FULL = 12 //        counter: 503 SWY_ERR_QUEUE_FULL
+export const P_RETRY_BUDGET_DENIED = 13 // counter: retries refused by the retry budget
+export const P_RETRIES = 14 //           counters by reason: RETRY_REASONS order, 14..19
+export const RETRY_REASON_COUNT = 6
+export const POOL_INTS = 24 //           20..23 spare
+
+// ---- per route (owner: src/routing) -------------------------------------------
+// One hit counter per position in the route table, Atomics.add by the thread that
+// matched; zeroed by the primary for positions whose route changed on reload.
+export const MAX_ROUTES = 1024
+
 // ---- rate-limit table slot --------------------------------------------------
 export const RATE_SLOT_INTS = 4 //       layout owned by src/ratelimit
 
@@ -209,10 +225,11 @@ export const UPSTREAMS_OFFSET = HEADER_INTS
 export const WORKERS_OFFSET = UPSTREAMS_OFFSET + MAX_UPSTREAMS * UPSTREAM_INTS
 export const FIREWALL_OFFSET = WORKERS_OFFSET + MAX_WORKER_SLOTS * WORKER_INTS
 export const HOLDINGS_OFFSET = FIREWALL_OFFSET + MAX_FIREWALL_RULES
-export const POOLS_OFFSET = HOLDINGS_OFFSET + MAX_WORKER_SLOTS * MAX_UPSTREAMS * HOLDING_INTS
-export const TRACING_OFFSET = POOLS_OFFSET + MAX_POOLS * POOL_INTS
+export const TRACING_OFFSET = HOLDINGS_OFFSET + MAX_WORKER_SLOTS * MAX_UPSTREAMS * HOLDING_INTS
 export const LISTENERS_OFFSET = TRACING_OFFSET + TRACING_INTS
-export const RATE_OFFSET = LISTENERS_OFFSET + MAX_LISTENERS * LISTENER_INTS
+export const POOLS_OFFSET = LISTENERS_OFFSET + MAX_LISTENERS * LISTENER_INTS
+export const ROUTES_OFFSET = POOLS_OFFSET + MAX_POOLS * POOL_INTS
+export const RATE_OFFSET = ROUTES_OFFSET + MAX_ROUTES
 
 export function stateInts (rateTableSlots: number): number {
   return RATE_OFFSET + rateTableSlots * RATE_SLOT_INTS

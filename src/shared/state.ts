@@ -23,8 +23,12 @@ export interface SharedStateInit {
 export interface UpstreamEntry {
   /** Index of this upstream's block in the shared buffer (stable across reloads for the same address). */
   readonly slot: number
-  /** Position in the configured list. */
+  /** Position in its pool's list (the index the pool's balancer returns). */
   readonly index: number
+  /** Name of the pool it belongs to (an address in two pools is two entries, two slots). */
+  readonly pool: string
+  /** The pool's slot in the shared pool region (src/routing/pools.ts). */
+  readonly poolSlot: number
   readonly address: string
   readonly host: string
   readonly port: number
@@ -113,8 +117,33 @@ export class SharedState {
   addTracing (field: number, delta: number): void { Atomics.add(this.i32, L.TRACING_OFFSET + field, delta) }
   storeHeader (field: number, value: number): void { Atomics.store(this.i32, field, value) }
 
-  /** Global round-robin cursor, shared by every thread (Pingora's fetch_add). */
-  nextCursor (): number { return Atomics.add(this.i32, L.H_RR_CURSOR, 1) >>> 0 }
+  /** A pool's round-robin cursor, shared by every thread (Pingora's fetch_add). */
+  nextCursor (poolSlot = 0): number { return Atomics.add(this.i32, L.POOLS_OFFSET + poolSlot * L.POOL_INTS + L.P_RR_CURSOR, 1) >>> 0 }
+
+  // ---- per pool (layout: pools; owner: src/routing/pools.ts) ----------------
+  pool (poolSlot: number, field: number): number { return Atomics.load(this.i32, L.POOLS_OFFSET + poolSlot * L.POOL_INTS + field) }
+  addPool (poolSlot: number, field: number, delta: number): number { return Atomics.add(this.i32, L.POOLS_OFFSET + poolSlot * L.POOL_INTS + field, delta) }
+  storePool (poolSlot: number, field: number, value: number): void { Atomics.store(this.i32, L.POOLS_OFFSET + poolSlot * L.POOL_INTS + field, value) }
+
+  /** Reset a pool slot for a newly configured pool (primary only). */
+  initPoolSlot (poolSlot: number): void {
+    const base = L.POOLS_OFFSET + poolSlot * L.POOL_INTS
+    for (let i = 0; i < L.POOL_INTS; i++) Atomics.store(this.i32, base + i, 0)
+    Atomics.store(this.i32, base + L.P_IN_USE, 1)
+  }
+
+  // ---- per route hit counters -------------------------------------------------
+  addRouteHit (route: number): void {
+    if (route < L.MAX_ROUTES) Atomics.add(this.i32, L.ROUTES_OFFSET + route, 1)
+  }
+
+  routeHits (route: number): number {
+    return route < L.MAX_ROUTES ? Atomics.load(this.i32, L.ROUTES_OFFSET + route) >>> 0 : 0
+  }
+
+  storeRouteHits (route: number, value: number): void {
+    if (route < L.MAX_ROUTES) Atomics.store(this.i32, L.ROUTES_OFFSET + route, value)
+  }
 
   // ---- per upstream ---------------------------------------------------------
   static upstreamBase (slot: number): number { return L.UPSTREAMS_OFFSET + slot * L.UPSTREAM_INTS }
@@ -244,8 +273,6 @@ export class SharedState {
   }
 
   // ---- per pool (resilience) --------------------------------------------------
-  pool (pool: number, field: number): number { return Atomics.load(this.i32, L.POOLS_OFFSET + pool * L.POOL_INTS + field) }
-  addPool (pool: number, field: number, delta: number): number { return Atomics.add(this.i32, L.POOLS_OFFSET + pool * L.POOL_INTS + field, delta) }
   casPool (pool: number, field: number, expected: number, value: number): number {
     return Atomics.compareExchange(this.i32, L.POOLS_OFFSET + pool * L.POOL_INTS + field, expected, value)
   }

@@ -122,7 +122,7 @@ for (const mode of MODES) {
       assert.equal(metricSum(reply.body, 'switchyard_upstream_response_seconds_count'), N)
       assert.equal(metricSum(reply.body, 'switchyard_connections_accepted_total'), N)
       assert.equal(metricSum(reply.body, 'switchyard_upstream_failures_total'), 0)
-      assert.match(reply.body, new RegExp(`switchyard_upstream_responses_total\\{upstream="${a.address}",class="2xx"\\} ${N / 2}\\n`))
+      assert.match(reply.body, new RegExp(`switchyard_upstream_responses_total\\{upstream="${a.address}",pool="default",class="2xx"\\} ${N / 2}\\n`))
       assert.match(reply.body, /# TYPE switchyard_upstream_response_seconds histogram/)
       assert.match(reply.body, /switchyard_event_loop_lag_seconds\{worker="\d+"\} /)
       // prom-client's process families cover the whole process (all worker threads' CPU)
@@ -150,7 +150,7 @@ for (const mode of MODES) {
 
       const drained = await json(admin, `/api/upstreams/${idOf(busy.address)}/drain`, { method: 'POST' })
       assert.equal(drained.status, 200)
-      assert.deepEqual(drained.body, { id: idOf(busy.address), address: busy.address, draining: true })
+      assert.deepEqual(drained.body, { id: idOf(busy.address), pool: 'default', address: busy.address, draining: true })
       const finished = await slow
       assert.equal(finished.status, 200, 'the in-flight request finished')
       assert.equal(JSON.parse(finished.body).name, slowSeen[0])
@@ -159,7 +159,7 @@ for (const mode of MODES) {
       const status = (await json(admin, '/api/status')).body
       assert.equal(status.upstreams.find((u: any) => u.address === busy.address).health, 'draining')
       const metrics = (await adminCall(admin, '/metrics')).body
-      assert.match(metrics, new RegExp(`switchyard_upstream_draining\\{upstream="${busy.address}"\\} 1\\n`))
+      assert.match(metrics, new RegExp(`switchyard_upstream_draining\\{upstream="${busy.address}",pool="default"\\} 1\\n`))
 
       // enable by address (URL-encoded) this time
       const enabled = await json(admin, `/api/upstreams/${encodeURIComponent(busy.address)}/enable`, { method: 'POST' })

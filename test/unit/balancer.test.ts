@@ -32,7 +32,7 @@ const SEED = 0x5eed
 /** Slots deliberately differ from table indexes (slot = 2i + 1) so a mix-up shows. */
 function entry (index: number, weight = 1, slot = 2 * index + 1): UpstreamEntry {
   const host = `10.0.0.${index + 1}`
-  return { slot, index, address: `${host}:8080`, host, port: 8080, weight, id: `u${index}` }
+  return { slot, index, pool: 'default', poolSlot: 0, address: `${host}:8080`, host, port: 8080, weight, id: `u${index}` }
 }
 
 function pool (weights: readonly number[]): { state: SharedState, table: UpstreamEntry[] } {

@@ -53,8 +53,15 @@ type SchemaSubPaths<N, P extends string> = N extends { readonly items: infer I }
 
 /** The one default load.ts fills in itself (it depends on the machine). */
 type FilledByLoad = 'workers'
+/**
+ * Objects keyed by the user's names (pool names, header names): the schema
+ * describes their values with additionalProperties, and the README documents
+ * them in the row of the object itself.
+ */
+type NamedKeys = `pools.${string}` | `routes[].match.headers.${string}` | `routes[].${'requestHeaders' | 'responseHeaders'}.${'set' | 'add'}.${string}`
+const NAMED_KEYS = ['pools', 'routes[].match.headers', 'routes[].requestHeaders.set', 'routes[].requestHeaders.add', 'routes[].responseHeaders.set', 'routes[].responseHeaders.add']
 type FromSchema = Exclude<SchemaPaths<typeof configSchema>, `${FilledByLoad}?`> | FilledByLoad
-type FromType = TypePaths<Config>
+type FromType = Exclude<TypePaths<Config>, NamedKeys>
 type InSchemaNotInType = Exclude<FromSchema, FromType>
 type InTypeNotInSchema = Exclude<FromType, FromSchema>
 // `true` only when the two sets are equal; otherwise the type is the stray paths and `true` does not fit
@@ -90,6 +97,7 @@ function valuePaths (value: Record<string, unknown>, prefix = '', out = new Set<
   for (const [key, child] of Object.entries(value)) {
     const path = prefix + key
     out.add(path)
+    if (NAMED_KEYS.includes(path)) continue
     if (Array.isArray(child)) { for (const item of child) if (isObject(item)) valuePaths(item, `${path}[].`, out) } else if (isObject(child)) valuePaths(child, `${path}.`, out)
   }
   return out
@@ -222,6 +230,47 @@ const COMPLETE: Complete<Config> = {
   requestId: { enabled: false, header: 'x-trace-me' },
   tracing: { otlpEndpoint: 'http://127.0.0.1:4318/v1/traces', sampleRatio: 0.5, serviceName: 'edge' },
   proxy: { via: 'edge', allowedUpgrades: ['websocket', 'foo/1'], statusDetails: true },
+  pools: {
+    api: {
+      upstreams: [{ address: '127.0.0.1:8002', weight: 3, tls: { serverName: 'api.test', caFile: 'ca.pem', verify: true }, proxyProtocol: 'v1', backup: false, maxConnections: 2, slowStartMs: 5 }],
+      balancing: { algorithm: 'least-connections', hashKey: { source: 'cookie', name: 'sid' } },
+      queue: { maxSize: 7, timeoutMs: 8 },
+      healthCheck: {
+        panicThresholdPercent: 0,
+        slowStartMs: 9,
+        active: { path: '/up', intervalMs: 12, timeoutMs: 13, expectStatus: ['2xx'], healthyThreshold: 1, unhealthyThreshold: 2 },
+        passive: { maxFailures: 2, cooldownMs: 14, honorRetryAfter: true, maxRetryAfterMs: 1000 },
+      },
+    },
+  },
+  routes: [{
+    name: 'all',
+    match: { host: ['api.example.com', '*.example.org'], pathPrefix: '/api', path: '/api/x', pathRegex: '^/api/', methods: ['GET'], headers: { 'x-a': 'v', 'x-b': { regex: '^v' }, 'x-c': { present: false } } },
+    pool: 'api',
+    stripPathPrefix: true,
+    rewritePath: { regex: '^/v1/(.*)$', replace: '/$1' },
+    setHost: 'internal.api',
+    requestHeaders: { set: { 'x-client': '{client_ip}' }, add: { 'x-via-route': 'all' }, remove: ['cookie'] },
+    responseHeaders: { set: { 'x-frame-options': 'DENY' }, add: { 'x-route': 'all' }, remove: ['server'] },
+    redirect: { location: 'https://{host}{path}{query}', status: 308 },
+    respond: { status: 403, body: 'no', contentType: 'text/plain' },
+    rateLimit: { algorithm: 'sliding-window', maxRequests: 3, windowMs: 15, burst: 4 },
+    cache: false,
+    timeouts: { responseMs: 16, upstreamIdleMs: 17 },
+    retries: 0,
+    maxBodyBytes: 18,
+    firewall: false,
+  }],
+}
+
+/** COMPLETE as a loadable file: a route takes one of pool, redirect, respond, so its route is three. */
+const COMPLETE_LOADABLE = {
+  ...COMPLETE,
+  routes: [
+    { ...COMPLETE.routes[0], redirect: undefined, respond: undefined },
+    { ...COMPLETE.routes[0], name: 'moved', pool: undefined, respond: undefined },
+    { ...COMPLETE.routes[0], name: 'denied', pool: undefined, redirect: undefined },
+  ].map((r) => JSON.parse(JSON.stringify(r)) as typeof r),
 }
 
 // ---- tests ------------------------------------------------------------------------
@@ -240,7 +289,7 @@ describe('config: the Config type against the schema', () => {
   })
 
   test('the complete Config is valid, and loading it changes nothing', () => {
-    assert.deepEqual(resolveConfig(COMPLETE), COMPLETE)
+    assert.deepEqual(resolveConfig(COMPLETE_LOADABLE), COMPLETE_LOADABLE)
   })
 })
 

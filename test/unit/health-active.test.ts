@@ -21,7 +21,7 @@ import { freePort, startEchoUpstream, startRawServer, waitFor, type TestServer }
 import { recorder } from './health-log'
 
 function entries (ports: number[]): UpstreamEntry[] {
-  return ports.map((port, index) => ({ slot: index, index, address: `127.0.0.1:${port}`, host: '127.0.0.1', port, weight: 1, id: `u${index}` }))
+  return ports.map((port, index) => ({ slot: index, index, pool: 'default', poolSlot: 0, address: `127.0.0.1:${port}`, host: '127.0.0.1', port, weight: 1, id: `u${index}` }))
 }
 
 function freshState (table: readonly UpstreamEntry[]): SharedState {

@@ -24,7 +24,7 @@ function setup (count: number): { state: SharedState, table: UpstreamEntry[] } {
   const table: UpstreamEntry[] = []
   for (let i = 0; i < count; i++) {
     const port = 9000 + i
-    table.push({ slot: i, index: i, address: `127.0.0.1:${port}`, host: '127.0.0.1', port, weight: i + 1, id: `u${i}` })
+    table.push({ slot: i, index: i, pool: 'default', poolSlot: 0, address: `127.0.0.1:${port}`, host: '127.0.0.1', port, weight: i + 1, id: `u${i}` })
     state.initUpstreamSlot(i)
   }
   return { state, table }
@@ -202,6 +202,8 @@ describe('upstreamStatus', () => {
     const [ejected, draining] = upstreamStatus(state, table)
     assert.deepEqual(ejected, {
       id: 'u0',
+      pool: 'default',
+      key: table[0].address,
       address: table[0].address,
       weight: 1,
       healthy: false,

@@ -15,7 +15,7 @@ import { fewestConnections, type BalancedWorker } from '../../src/primary/worker
 
 function entry (state: SharedState, slot: number, address: string): UpstreamEntry {
   state.initUpstreamSlot(slot)
-  return Object.freeze({ slot, index: slot, address, host: '127.0.0.1', port: 8000 + slot, weight: 1, id: `u${slot}` })
+  return Object.freeze({ slot, index: slot, pool: 'default', poolSlot: 0, address, host: '127.0.0.1', port: 8000 + slot, weight: 1, id: `u${slot}` })
 }
 
 test('recordClientResponse counts by source and class, bytes past 4 GiB, and the duration histogram', () => {

@@ -172,7 +172,7 @@ function value (families: Map<string, Family>, name: string, labels: Record<stri
 
 function entry (state: SharedState, slot: number, address: string): UpstreamEntry {
   state.initUpstreamSlot(slot)
-  return Object.freeze({ slot, index: slot, address, host: '127.0.0.1', port: 8000 + slot, weight: 1, id: `u${slot}` })
+  return Object.freeze({ slot, index: slot, pool: 'default', poolSlot: 0, address, host: '127.0.0.1', port: 8000 + slot, weight: 1, id: `u${slot}` })
 }
 
 function filledState (): { state: SharedState, table: UpstreamEntry[] } {

@@ -20,7 +20,7 @@ function setup (specs: Spec[], threshold: number): { state: SharedState, table: 
     state.initUpstreamSlot(i)
     if (!s.healthy) state.eject(i, s.source ?? L.EJECT_PASSIVE, state.now())
     if (s.drained === true) state.storeUpstream(i, L.U_ADMIN_STATE, L.ADMIN_DRAINING)
-    return { slot: i, index: i, address: `10.0.0.${i}:80`, host: `10.0.0.${i}`, port: 80, weight: 1, id: `u${i}`, backup: s.backup === true, maxConnections: s.maxConnections ?? 0, slowStartMs: 0 }
+    return { slot: i, index: i, address: `10.0.0.${i}:80`, host: `10.0.0.${i}`, port: 80, weight: 1, id: `u${i}`, pool: 'default', poolSlot: 0, backup: s.backup === true, maxConnections: s.maxConnections ?? 0, slowStartMs: 0 }
   })
   state.healthChanged()
   const logs: string[] = []
@@ -130,7 +130,7 @@ describe('pool gate: slow start', () => {
     const state = SharedState.create(0)
     const table: UpstreamEntry[] = [0, 1].map((i) => {
       state.initUpstreamSlot(i)
-      return { slot: i, index: i, address: `10.0.0.${i}:80`, host: `10.0.0.${i}`, port: 80, weight: 1, id: `u${i}`, backup: false, maxConnections: 0, slowStartMs: 10_000 }
+      return { slot: i, index: i, address: `10.0.0.${i}:80`, host: `10.0.0.${i}`, port: 80, weight: 1, id: `u${i}`, pool: 'default', poolSlot: 0, backup: false, maxConnections: 0, slowStartMs: 10_000 }
     })
     const gate = new PoolGate({ name: 'default', index: 0, panicThresholdPercent: 50 }, state, table)
     gate.beginPick(0)

@@ -12,7 +12,7 @@ import { createSticky, findCookie, resolveStickySecret, stickyCookieValue } from
 
 function entry (index: number, address: string): UpstreamEntry {
   const colon = address.lastIndexOf(':')
-  return { slot: index, index, address, host: address.slice(0, colon), port: Number(address.slice(colon + 1)), weight: 1, id: `u${index}` }
+  return { slot: index, index, pool: 'default', poolSlot: 0, address, host: address.slice(0, colon), port: Number(address.slice(colon + 1)), weight: 1, id: `u${index}` }
 }
 
 const SECRET = 'a-test-secret-of-some-length'
