@@ -23,6 +23,7 @@ import * as os from 'node:os'
 import * as path from 'node:path'
 import { execFileSync } from 'node:child_process'
 import { renderChart, type ChartInput } from './chart'
+import { runClusterBench } from './cluster'
 import { runTlsBench } from './tls'
 import { pickLoadGenerator, type LoadGenerator, type LoadResult } from './loadgen'
 import {
@@ -522,6 +523,8 @@ function renderTable (summaries: Summary[], header: string[], notes: string[]): 
 }
 
 async function main (): Promise<void> {
+  // the cluster bench (bench/cluster.ts) is its own measurement: 3 instances sharing a redis-server
+  if (process.argv.includes('--cluster')) { await runClusterBench(process.argv.slice(2)); return }
   // HTTPS at the edge: its own comparison (bench/tls.ts)
   if (process.argv.includes('--tls')) { await runTlsBench(process.argv.slice(2)); return }
   const options = parseArgs(process.argv.slice(2))

@@ -11,11 +11,15 @@ import { acceptConnection, applyTlsMaterial } from '../src/net/accept'
 import type { WorkerInit, ConnectionTask, ControlMessage } from '../src/primary/workers'
 import { ADOPT_TAKING, ADOPT_WRAPPED } from '../src/primary/adoption'
 import { logger, flushLogs, configureLog, reopenLogs } from '../src/log'
+import { LeaseBroker } from '../src/cluster/global-limiter'
 
 const init = workerData as WorkerInit
 const state = new SharedState(init.state)
 applyLogConfig(init.config)
-const ctx = createThreadProxy(init.config, state, init.table, { stickySecret: init.stickySecret, cache: init.cache, tls: init.tls, tlsPort: init.tlsPort })
+const leases = init.clusterChannel !== null && init.config.cluster !== undefined
+  ? LeaseBroker.overChannel(init.clusterChannel, init.config.cluster.redis.timeoutMs)
+  : null
+const ctx = createThreadProxy(init.config, state, init.table, { stickySecret: init.stickySecret, cache: init.cache, tls: init.tls, tlsPort: init.tlsPort, leases })
 // after the context exists; also makes this thread's cache claims carry the slot (freed by the primary if we die)
 setWorkerSlot(ctx, state.claimWorkerSlot(threadId))
 if (init.challenges.length > 0) ctx.acmeChallenges = new Map(init.challenges)
@@ -28,7 +32,7 @@ channel.onmessage = (event: unknown) => {
   const message = (event as { data: ControlMessage }).data
   if (message.type === 'config') {
     applyLogConfig(message.config)
-    applyConfig(ctx, message.config, message.table, { stickySecret: init.stickySecret, cache: init.cache, tls: null, tlsPort: init.tlsPort })
+    applyConfig(ctx, message.config, message.table, { stickySecret: init.stickySecret, cache: init.cache, tls: null, tlsPort: init.tlsPort, leases })
   } else if (message.type === 'acme') {
     ctx.acmeChallenges = new Map(message.challenges)
     channel.postMessage({ type: 'acme-ack', generation: message.generation } satisfies ControlMessage)

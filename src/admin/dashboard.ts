@@ -240,6 +240,19 @@ const script = `
         .forEach(function (text, i) { tr.appendChild(el('td', i === 5 ? 'num' : '', text)); });
       cbody.appendChild(tr);
     });
+    // cluster (config.cluster): the live instances, as this instance last heard from Redis
+    var cl = $('cluster'); cl.hidden = !s.cluster;
+    if (s.cluster) {
+      $('cluster-state').textContent = 'Redis ' + (s.cluster.redisUp ? 'up: global limits' : 'down: ' + s.cluster.onRedisFailure) +
+        ', ' + s.cluster.instances.length + ' live';
+      var cbody = $('instances'); cbody.replaceChildren();
+      s.cluster.instances.forEach(function (m) {
+        var tr = el('tr'); tr.setAttribute('data-instance', m.id);
+        [m.id + (m.id === s.cluster.instanceId ? ' (this one)' : ''), m.address, m.version, m.startedAt, fmt(m.lastSeenMs / 1000, 1) + ' s ago']
+          .forEach(function (text) { tr.appendChild(el('td', '', text)); });
+        cbody.appendChild(tr);
+      });
+    }
 
     if (dt > 0) { history.push(point); if (history.length > WINDOW_S) history.shift(); }
     chart(s.upstreams.map(function (u) { return u.address; }));
@@ -349,6 +362,9 @@ export const dashboardHtml = `<!doctype html>
 <thead><tr><th>names</th><th>listener</th><th>issuer</th><th>source</th><th>expires</th><th class="num">days left</th></tr></thead>
 <tbody id="certificates"></tbody>
 </table>
+<section id="cluster" hidden><h2>Cluster <span id="cluster-state" class="muted"></span></h2>
+<table><thead><tr><th>instance</th><th>address</th><th>version</th><th>started</th><th>heartbeat</th></tr></thead>
+<tbody id="instances"></tbody></table></section>
 <h2>Workers</h2>
 <table>
 <thead><tr><th>slot</th><th>thread</th><th class="num">open connections</th><th class="num">req/s</th><th class="num">requests</th><th class="num">loop lag p99</th><th class="num">heap</th></tr></thead>

@@ -150,6 +150,8 @@ export function handleRequest (ctx: AdminContext, req: http.IncomingMessage, res
       // balancers check U_ADMIN_STATE on every pick (SharedState.isAvailable),
       // so this takes effect on every thread for the next request
       ctx.lb.state.storeUpstream(entry.slot, U_ADMIN_STATE, draining ? ADMIN_DRAINING : ADMIN_ENABLED)
+      // and on every instance of a cluster, by address, within one heartbeat
+      ctx.lb.cluster?.publishAdminState(entry.address, draining)
       log.info({ upstream: entry.address, id: entry.id, draining }, draining ? 'upstream drained by operator' : 'upstream enabled by operator')
       sendJson(res, 200, { id: entry.id, address: entry.address, draining })
       return

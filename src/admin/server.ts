@@ -74,6 +74,8 @@ export async function startAdmin (lb: AdminTarget, options: AdminOptions = {}): 
     state: lb.state, table: lb.table, totals, info: { version, mode: lb.mode, startedAtMs: lb.startedAt },
   }))
   if (hasTlsStatus(lb)) registerTlsFamilies(metrics, lb)
+  // a cluster's families (switchyard_cluster_*, src/cluster/node.ts)
+  lb.cluster?.registerMetrics(metrics)
   const ctx: AdminContext = { lb, totals, metrics, token, listen }
   const server = http.createServer((req, res) => handleRequest(ctx, req, res))
   server.headersTimeout = 5000

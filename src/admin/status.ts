@@ -9,6 +9,7 @@ import type { UpstreamStatus, ResponsesByClass } from '../health/status'
 import type { CounterTotals } from './totals'
 import type { AdminTarget } from './target'
 import { version } from '../version'
+import type { ClusterStatusJson } from '../cluster/node'
 
 export type Health = 'up' | 'down' | 'draining'
 
@@ -69,6 +70,8 @@ export interface StatusJson {
   certificates: CertificateJson[]
   rateLimit: { enabled: boolean, tableSize: number, slotsUsed: number, evictions: number, tableFull: number, limited: number }
   cache: { enabled: boolean, bytes: number, entries: number, hits: number, misses: number }
+  /** Redis-backed cluster (config.cluster): live instances, Redis state, failure mode; null when off. */
+  cluster: ClusterStatusJson | null
   totals: {
     /** Client requests received by all serving threads. */
     requests: number
@@ -209,6 +212,7 @@ export function buildStatus (lb: AdminTarget, totals: CounterTotals): StatusJson
       hits: h(L.H_CACHE_HITS),
       misses: h(L.H_CACHE_MISSES),
     },
+    cluster: lb.cluster?.status() ?? null,
     totals: {
       requests: w(L.W_REQUESTS),
       upstreamRequests: all(L.U_REQUESTS),

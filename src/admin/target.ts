@@ -7,6 +7,7 @@
 import type { Config } from '../config/types'
 import type { SharedState, UpstreamEntry } from '../shared/state'
 import type { UpstreamStatus } from '../health/status'
+import type { ClusterHooks } from '../cluster/node'
 
 /** The cache as the purge endpoint needs it: REMOVED, ABSENT or BUSY (src/cache/store.ts). */
 export interface PurgeableCache {
@@ -34,6 +35,8 @@ export interface AdminTarget {
   readonly cache: PurgeableCache | null
   /** Re-reads and validates the config source; null when started from an object. Throws ConfigError. */
   readonly configSource: (() => Config) | null
+  /** Cluster membership through Redis (config.cluster), null when off. */
+  readonly cluster: ClusterHooks | null
   upstreamStatus (): UpstreamStatus[]
   /** Apply `next` without dropping connections. */
   reload (next: Config): ReloadResult

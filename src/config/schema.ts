@@ -101,6 +101,8 @@ export const hashKeySources = ['ip', 'header', 'cookie'] as const
 export const rateLimitAlgorithms = ['fixed-window', 'sliding-window', 'token-bucket'] as const
 export const firewallActions = ['deny', 'allow', 'log'] as const
 export const logLevels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+export const clusterScopes = ['global', 'local'] as const
+export const redisFailureModes = ['local-share', 'open', 'closed'] as const
 
 export const configSchema = {
   $id: 'https://switchyard.dev/lb.schema.json',
@@ -311,6 +313,54 @@ export const configSchema = {
               clientCidr: cidrList,
               maxBodyBytes: { type: 'integer', minimum: 0 },
             },
+          },
+        },
+      },
+    },
+    cluster: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['redis'],
+      properties: {
+        redis: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            url: { type: 'string', pattern: '^rediss?://', default: 'redis://127.0.0.1:6379/0' },
+            keyPrefix: { type: 'string', pattern: '^[\\x21-\\x7a\\x7c\\x7e]{0,64}$', default: 'swy:' },
+            // every Redis call gives up after this; a request never waits longer for a lease
+            timeoutMs: { type: 'integer', minimum: 1, maximum: 60_000, default: 20 },
+            tls: {
+              type: 'object',
+              additionalProperties: false,
+              properties: {
+                caFile: { type: 'string', minLength: 1 },
+                certFile: { type: 'string', minLength: 1 },
+                keyFile: { type: 'string', minLength: 1 },
+                servername: { type: 'string', minLength: 1 },
+                rejectUnauthorized: { type: 'boolean', default: true },
+              },
+            },
+          },
+        },
+        instanceId: { type: 'string', pattern: '^[\\x21-\\x7a\\x7c\\x7e]{1,128}$' },
+        heartbeatMs: { type: 'integer', minimum: 50, maximum: 60_000, default: 1000 },
+        rateLimit: {
+          type: 'object',
+          additionalProperties: false,
+          default: {},
+          properties: {
+            scope: { enum: clusterScopes, default: 'global' },
+            onRedisFailure: { enum: redisFailureModes, default: 'local-share' },
+          },
+        },
+        health: {
+          type: 'object',
+          additionalProperties: false,
+          default: {},
+          properties: {
+            share: { type: 'boolean', default: true },
+            probeReplicas: { type: 'integer', minimum: 1, maximum: 64, default: 2 },
           },
         },
       },

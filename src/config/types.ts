@@ -4,13 +4,15 @@
  * (every key path both ways, which keys are always present, value types on a
  * complete sample); literal unions come from the schema's own lists.
  */
-import type { algorithms, firewallActions, hashKeySources, logLevels, rateLimitAlgorithms, tlsVersions, upstreamProxyVersions } from './schema'
+import type { algorithms, clusterScopes, firewallActions, hashKeySources, logLevels, rateLimitAlgorithms, redisFailureModes, tlsVersions, upstreamProxyVersions } from './schema'
 
 export type Algorithm = typeof algorithms[number]
 export type HashKeySource = typeof hashKeySources[number]
 export type RateLimitAlgorithm = typeof rateLimitAlgorithms[number]
 export type FirewallAction = typeof firewallActions[number]
 export type LogLevel = typeof logLevels[number]
+export type ClusterScope = typeof clusterScopes[number]
+export type RedisFailureMode = typeof redisFailureModes[number]
 export type TlsVersion = typeof tlsVersions[number]
 
 export interface CertificateFileConfig {
@@ -113,6 +115,20 @@ export interface FirewallConfig {
   rules: FirewallRuleConfig[]
 }
 
+export interface ClusterConfig {
+  redis: {
+    url: string
+    keyPrefix: string
+    timeoutMs: number
+    tls?: { caFile?: string, certFile?: string, keyFile?: string, servername?: string, rejectUnauthorized: boolean }
+  }
+  /** absent = `<hostname>:<listen port>:<pid>` */
+  instanceId?: string
+  heartbeatMs: number
+  rateLimit: { scope: ClusterScope, onRedisFailure: RedisFailureMode }
+  health: { share: boolean, probeReplicas: number }
+}
+
 export interface RequestIdConfig {
   enabled: boolean
   /** the field that carries the ID (any case; sent as written here, capitalised) */
@@ -160,6 +176,7 @@ export interface Config {
   stickySessions?: StickyConfig
   cache?: CacheConfig
   firewall?: FirewallConfig
+  cluster?: ClusterConfig
   admin?: { listen: string, token?: string }
   log: { level: LogLevel, access: boolean, redactQuery: boolean, accessFile?: string }
   requestId: RequestIdConfig

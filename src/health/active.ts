@@ -71,14 +71,14 @@ class Probe {
   constructor (entry: UpstreamEntry, checker: ActiveHealthChecker, path: string) {
     this.entry = entry
     this.checker = checker
-    this.request = buildRequest(path, entry.address)
+    this.request = buildRequest(path, entry.address, checker.probeName)
   }
 }
 
-function buildRequest (path: string, address: string): Buffer {
+function buildRequest (path: string, address: string, probeName: string | null): Buffer {
   // RFC 9112 §3.2: Host is mandatory in HTTP/1.1. RFC 9112 §9.6: Connection:
   // close, since we read one status line and hang up anyway.
-  return Buffer.from(`GET ${path} HTTP/1.1\r\nHost: ${address}\r\nConnection: close\r\nUser-Agent: switchyard-health-check\r\nAccept: */*\r\n\r\n`, 'latin1')
+  return Buffer.from(`GET ${path} HTTP/1.1\r\nHost: ${address}\r\nConnection: close\r\nUser-Agent: switchyard-health-check${probeName === null ? '' : ` (${probeName})`}\r\nAccept: */*\r\n\r\n`, 'latin1')
 }
 
 export class ActiveHealthChecker {
@@ -91,6 +91,17 @@ export class ActiveHealthChecker {
   private interval: NodeJS.Timeout | null = null
   /** Sockets destroyed by stop() or setTable() whose 'close' has not fired yet. */
   private readonly closing = new Set<Promise<void>>()
+  /** Cluster shared health (src/cluster/shared-health.ts): which upstreams this instance probes; null = all. */
+  shouldProbe: ((entry: UpstreamEntry) => boolean) | null = null
+  /** Cluster shared health: every result, to publish. */
+  onResult: ((entry: UpstreamEntry, status: number, healthy: boolean) => void) | null = null
+  /** Cluster: this instance's id, added to the probe's User-Agent so an upstream can tell the probers apart. */
+  probeName: string | null = null
+
+  setProbeName (name: string): void {
+    this.probeName = name
+    for (const probe of this.probes.values()) probe.request = buildRequest(this.config.path, probe.entry.address, name)
+  }
 
   constructor (config: ActiveHealthConfig, state: SharedState, table: readonly UpstreamEntry[], log: HealthLogger = logger) {
     this.config = config
@@ -146,7 +157,7 @@ export class ActiveHealthChecker {
     this.config = config
     this.expected = expected
     if (config.path !== previous.path) {
-      for (const probe of this.probes.values()) probe.request = buildRequest(config.path, probe.entry.address)
+      for (const probe of this.probes.values()) probe.request = buildRequest(config.path, probe.entry.address, this.probeName)
     }
     if (config.intervalMs !== previous.intervalMs && this.interval !== null) {
       clearInterval(this.interval)
@@ -157,8 +168,9 @@ export class ActiveHealthChecker {
 
   /** One pass: start a probe for every upstream that is not still waiting on the last one. */
   private round (): void {
+    const filter = this.shouldProbe
     for (const probe of this.probes.values()) {
-      if (probe.socket === null) this.launch(probe)
+      if (probe.socket === null && (filter === null || filter(probe.entry))) this.launch(probe)
     }
   }
 
@@ -209,6 +221,7 @@ export class ActiveHealthChecker {
       probe.failures++
       if (healthyNow && probe.failures >= this.config.unhealthyThreshold) this.markUnhealthy(probe, reason)
     }
+    if (this.onResult !== null) this.onResult(probe.entry, status, state.upstream(slot, U_HEALTHY) === 1)
   }
 
   private markHealthy (probe: Probe, reason: string): void {

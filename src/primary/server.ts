@@ -25,6 +25,7 @@ import { version } from '../version'
 import { startAdmin, type AdminServer } from '../admin/server'
 import type { AdminTarget, ReloadResult } from '../admin/target'
 import { SharedCacheStore, type SharedCacheInit } from '../cache/store'
+import { ClusterNode } from '../cluster/node'
 import type { ErrorCode } from '../errors'
 
 function formatAddress (a: ListenAddress): string {
@@ -55,11 +56,16 @@ export class Switchyard implements AdminTarget {
   /** Connections accepted before the worker pool exists (it starts once the listeners are bound). */
   private early: Array<{ socket: net.Socket, listener: number }> = []
   private sequential: ProxyContext | null = null
+  private sequentialLeases: ReturnType<typeof ClusterNode.sequentialBroker> | null = null
   private workers: WorkerPool | null = null
   private checker: ActiveHealthChecker | null = null
   private readonly reviver: PassiveReviver
   private stopThreadStats: () => void = () => {}
   private stopping: Promise<void> | null = null
+  /** Membership of a cluster of instances through Redis (config.cluster), null when off. */
+  cluster: ClusterNode | null = null
+  /** The workers' channel to the cluster node's leases (worker mode with config.cluster). */
+  private readonly clusterChannel: string | null
   /** Admin API and dashboard (config.admin), null when off. */
   admin: AdminServer | null = null
   /** The first listener's bound address. */
@@ -86,8 +92,12 @@ export class Switchyard implements AdminTarget {
     this.cacheInit = config.cache !== undefined ? SharedCacheStore.allocate(config.cache.maxBytes, config.cache.maxEntryBytes) : null
     this.cache = this.cacheInit !== null ? new SharedCacheStore(this.cacheInit, this.state) : null
     this.reviver = new PassiveReviver(config.healthCheck.passive, this.state, this.table, config.healthCheck.active !== undefined)
+    if (config.cluster !== undefined) ClusterNode.prepare(this.state)
+    this.clusterChannel = config.cluster !== undefined && config.workers > 0 ? `switchyard-cluster:${randomBytes(12).toString('hex')}` : null
     if (config.workers === 0) {
-      const ctx = createThreadProxy(config, this.state, this.table, { stickySecret: this.stickySecret, cache: this.cacheInit, tls: this.tls?.material ?? null, tlsPort: 0 })
+      const leases = config.cluster !== undefined ? ClusterNode.sequentialBroker(() => this.cluster, config.cluster.redis.timeoutMs) : null
+      this.sequentialLeases = leases
+      const ctx = createThreadProxy(config, this.state, this.table, { stickySecret: this.stickySecret, cache: this.cacheInit, tls: this.tls?.material ?? null, tlsPort: 0, leases })
       ctx.workerSlot = this.state.claimWorkerSlot(1)
       this.stopThreadStats = startThreadStats(ctx)
       this.sequential = ctx
@@ -150,6 +160,10 @@ export class Switchyard implements AdminTarget {
 
   static async start (config: Config): Promise<Switchyard> {
     const lb = new Switchyard(config)
+    if (config.cluster !== undefined) {
+      lb.cluster = await ClusterNode.start(config, lb.state, listenersOf(config)[0].address, () => lb.table)
+      if (lb.clusterChannel !== null) lb.cluster.listen(lb.clusterChannel)
+    }
     const listeners = listenersOf(config)
     try {
       await lb.startAcme()
@@ -176,7 +190,7 @@ export class Switchyard implements AdminTarget {
     if (lb.sequential !== null) installListeners(lb.sequential, listeners, null, tlsPort)
     else {
       // accept only once the workers can serve: connections that arrive meanwhile wait in `early`
-      lb.workers = new WorkerPool(config.workers, config, lb.state, lb.table, lb.stickySecret, lb.cacheInit, lb.tls?.material ?? null, tlsPort)
+      lb.workers = new WorkerPool(config.workers, config, lb.state, lb.table, lb.stickySecret, lb.cacheInit, lb.tls?.material ?? null, tlsPort, lb.clusterChannel)
       await lb.workers.ready()
       for (const { socket, listener } of lb.early) lb.workers.dispatch(socket, listener)
       lb.early = []
@@ -194,6 +208,7 @@ export class Switchyard implements AdminTarget {
     const bound = { address: lb.address.host, port: lb.address.port, family: lb.address.host.includes(':') ? 'IPv6' : 'IPv4' }
     if (config.healthCheck.active !== undefined) {
       lb.checker = new ActiveHealthChecker(config.healthCheck.active, lb.state, lb.table)
+      lb.clusterProbes(lb.checker)
       lb.checker.start()
     }
     lb.reviver.start()
@@ -218,6 +233,15 @@ export class Switchyard implements AdminTarget {
   }
 
   get mode (): 'sequential' | 'workers' { return this.workers === null ? 'sequential' : 'workers' }
+
+  /** Shared health: the cluster decides which upstreams this instance probes, and hears every result. */
+  private clusterProbes (checker: ActiveHealthChecker): void {
+    const node = this.cluster
+    if (node === null) return
+    checker.shouldProbe = (entry) => node.shouldProbe(entry)
+    checker.onResult = (entry, status, healthy) => { node.onProbeResult(entry, status, healthy) }
+    checker.setProbeName(node.instanceId)
+  }
 
   /** The worker pool (worker mode only), for tests and the admin API. */
   get workerPool (): WorkerPool | null { return this.workers }
@@ -262,7 +286,7 @@ export class Switchyard implements AdminTarget {
     const logFailure = configureLog(effective.log, effective.workers === 0)
     if (logFailure !== null) logger.error({ err: logFailure }, 'the access log stays where it was')
     const tlsPort = this.tlsPort()
-    if (this.sequential !== null) applyConfig(this.sequential, effective, table, { stickySecret: this.stickySecret, cache: this.cacheInit, tls: null, tlsPort })
+    if (this.sequential !== null) applyConfig(this.sequential, effective, table, { stickySecret: this.stickySecret, cache: this.cacheInit, tls: null, tlsPort, leases: this.sequentialLeases })
     if (this.workers !== null) this.workers.broadcast({ type: 'config', config: effective, table })
     // certificate files are re-read on every reload (rotated files): one that fails keeps the old ones
     const warnings = this.tls !== null ? this.tls.reload(effective) : []
@@ -270,13 +294,17 @@ export class Switchyard implements AdminTarget {
     this.pushTls()
     const active = effective.healthCheck.active
     if (active !== undefined) {
-      if (this.checker === null) { this.checker = new ActiveHealthChecker(active, this.state, table); this.checker.start() } else { this.checker.setConfig(active); this.checker.setTable(table) }
+      if (this.checker === null) { this.checker = new ActiveHealthChecker(active, this.state, table); this.clusterProbes(this.checker); this.checker.start() } else { this.checker.setConfig(active); this.checker.setTable(table) }
     } else if (this.checker !== null) {
       void this.checker.stop()
       this.checker = null
     }
     this.reviver.setTable(table)
     this.reviver.setConfig(effective.healthCheck.passive, active !== undefined)
+    if (this.cluster !== null) {
+      this.cluster.setRateLimit(effective)
+      this.cluster.setHealth(active ?? null)
+    }
     logger.info({ upstreams: table.map((u) => u.address), restartNeeded }, 'configuration reloaded')
     return { applied: true, restartNeeded, warnings }
   }
@@ -320,6 +348,7 @@ export class Switchyard implements AdminTarget {
       }
       if (this.workers !== null) await this.workers.drainAndClose(drainMs)
       await closed
+      if (this.cluster !== null) await this.cluster.stop()
       // last, so /api/status still answers while connections drain
       if (this.admin !== null) await this.admin.close()
       logger.info('stopped')

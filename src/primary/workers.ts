@@ -27,6 +27,8 @@ export interface WorkerInit {
   stickySecret: string | null
   cache: SharedCacheInit | null
   channel: string
+  /** BroadcastChannel name of the cluster node's leases (config.cluster), null when off. */
+  clusterChannel: string | null
   /** Certificates and ticket keys as of now (updated in place: a replacement worker starts with the latest). */
   tls: TlsMaterial | null
   /** Bound port of the first TLS listener (httpsRedirect), 0 when none. */
@@ -85,7 +87,7 @@ export class WorkerPool {
   private challengeAcks = 0
   private challengesApplied: (() => void) | null = null
 
-  constructor (threads: number, config: Config, state: SharedState, table: readonly UpstreamEntry[], stickySecret: string | null, cache: SharedCacheInit | null, tls: TlsMaterial | null = null, tlsPort = 0) {
+  constructor (threads: number, config: Config, state: SharedState, table: readonly UpstreamEntry[], stickySecret: string | null, cache: SharedCacheInit | null, tls: TlsMaterial | null = null, tlsPort = 0, clusterChannel: string | null = null) {
     this.state = state
     this.cache = cache !== null ? new SharedCacheStore(cache, state) : null
     this.threads = threads
@@ -99,7 +101,7 @@ export class WorkerPool {
       }
     }
     this.channel.unref()
-    const init: WorkerInit = { config, state: state.toInit(), table, stickySecret, cache, channel: channelName, tls, tlsPort, challenges: [] }
+    const init: WorkerInit = { config, state: state.toInit(), table, stickySecret, cache, channel: channelName, tls, tlsPort, challenges: [], clusterChannel }
     this.init = init
     this.pool = new Piscina({
       filename: join(__dirname, '..', '..', 'workers', 'proxy.worker.js'),

@@ -26,7 +26,7 @@
  */
 import type * as net from 'node:net'
 import { performance } from 'node:perf_hooks'
-import type { ProxyContext, RateDecisionLike } from './context'
+import type { LeaseWaiter, ProxyContext, RateDecisionLike } from './context'
 import { W_OPEN_CONNECTIONS, W_REQUESTS, H_PROTOCOL_ERRORS } from '../shared/layout'
 import {
   HeadParser, KIND_REQUEST, HEAD_INCOMPLETE, HEAD_ERROR, BODY_NONE, BODY_LENGTH, BODY_CHUNKED,
@@ -41,7 +41,7 @@ import { findCookie } from '../sticky/cookie'
 import { logAccess, logRejected } from './access-log'
 import type { Expirable } from './sweeper'
 import { CacheState, writeCachedResponse, type CacheUser, type CachedResponse, type CacheDecision } from './cache-path'
-import { filterRequest, type FilteredRequest } from './request-filter'
+import { filterRequest, limitRequest, type FilterVerdict, type FilteredRequest } from './request-filter'
 import { pickUpstream } from './pick'
 import { upgradeAllowed } from './upgrade'
 import { comparableHost } from '../http/field-syntax'
@@ -67,7 +67,7 @@ const kClient = Symbol('switchyard.client')
 /** revalidationUpstream's scratch pick (one thread, one call at a time): nothing tried, no hash key. */
 const revalidationPick = new PickContext()
 
-export class ClientConnection extends UpstreamSide implements Expirable, FilteredRequest, CacheUser {
+export class ClientConnection extends UpstreamSide implements Expirable, FilteredRequest, CacheUser, LeaseWaiter {
   readonly identity: ForwardIdentity
   readonly parser: HeadParser
   readonly pick = new PickContext()
@@ -327,19 +327,37 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     }
 
     // phase: request filter (client address, firewall, rate limit)
-    const refusal = filterRequest(ctx, this)
-    if (refusal !== null) { this.failRequest(refusal, this.lastFailure); return }
+    this.afterFilter(filterRequest(ctx, this))
+  }
+
+  /** Act on the filter's verdict: refuse, park for a cluster lease, or go on to the cache and the upstream. */
+  private afterFilter (verdict: FilterVerdict): void {
+    const ctx = this.ctx
+    if (verdict === 'pending') {
+      this.phase = 'rateWait'
+      ;(ctx.limiter as { wait: (ip: string, w: LeaseWaiter) => void }).wait(this.clientIp, this)
+      return
+    }
+    if (verdict !== null) { this.failRequest(verdict, this.lastFailure); return }
 
     // phase: cache lookup
     // an upgrade is never answered from the cache (nor holds a fill claim for the life of a tunnel)
     if (ctx.cache !== null && !this.upgrading) {
       if (this.cacheState === null || this.cacheState.hook !== ctx.cache) this.cacheState = new CacheState(ctx.cache, this)
-      if (this.onCacheDecision(this.cacheState.onRequest(this.isHead, p.bodyKind === BODY_NONE))) return
+      if (this.onCacheDecision(this.cacheState.onRequest(this.isHead, this.bodyKind === BODY_NONE))) return
     } else if (this.cacheState !== null) {
       this.cacheState.reset()
       this.cacheState = null
     }
     this.forwardRequest()
+  }
+
+  /** Parked for a cluster lease: the primary answered (or gave up); check the limit again. */
+  onLease (failed: boolean): void {
+    if (this.phase !== 'rateWait') return // the client went away meanwhile
+    this.phase = 'head'
+    if (failed && this.rate !== null) this.rate.fallback = true
+    this.afterFilter(limitRequest(this.ctx, this))
   }
 
   /** RFC 8555 §8.3: GET /.well-known/acme-challenge/TOKEN answers the key authorization; false for other paths. */

@@ -21,12 +21,23 @@ export interface FirewallHook {
 
 export interface RateDecisionLike {
   allowed: boolean
+  /** Not decided yet (a cluster lease is being fetched): park the request with wait(). */
+  pending: boolean
+  /** Set before checking again when the lease could not be had: the Redis failure mode decides. */
+  fallback: boolean
+}
+
+/** A request parked for a cluster lease; woken once (failed: apply the failure mode). */
+export interface LeaseWaiter {
+  onLease (failed: boolean): void
 }
 
 export interface RateLimitHook<D extends RateDecisionLike = RateDecisionLike> {
   newDecision (): D
   check (clientIp: string, nowMs: number, out: D): boolean
   headers (decision: D): string
+  /** Only limiters that can answer `pending` (src/cluster/global-limiter.ts). */
+  wait?: (clientIp: string, waiter: LeaseWaiter) => void
 }
 
 export interface StickyHook {

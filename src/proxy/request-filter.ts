@@ -21,7 +21,8 @@ export interface FilteredRequest extends FirewallRequest {
   lastFailure: string
 }
 
-export type FilterVerdict = 'SWY_ERR_FIREWALL_DENIED' | 'SWY_ERR_RATE_LIMITED' | null
+/** 'pending': a cluster lease is being fetched; park the request (limiter.wait) and call limitRequest again. */
+export type FilterVerdict = 'SWY_ERR_FIREWALL_DENIED' | 'SWY_ERR_RATE_LIMITED' | 'pending' | null
 
 export function filterRequest (ctx: ProxyContext, req: FilteredRequest): FilterVerdict {
   const resolve = ctx.resolveClientIp
@@ -34,10 +35,16 @@ export function filterRequest (ctx: ProxyContext, req: FilteredRequest): FilterV
       return 'SWY_ERR_FIREWALL_DENIED'
     }
   }
+  return limitRequest(ctx, req)
+}
+
+/** The rate-limit part of the filter (also run alone when a parked request's lease question is answered). */
+export function limitRequest (ctx: ProxyContext, req: FilteredRequest): FilterVerdict {
   const limiter = ctx.limiter
   if (limiter !== null) {
     const decision = req.rate ?? (req.rate = limiter.newDecision())
     if (!limiter.check(req.clientIp, Date.now(), decision)) {
+      if (decision.pending) return 'pending'
       ctx.state.addHeader(H_RATE_LIMITED, 1)
       req.lastFailure = 'rate limited'
       return 'SWY_ERR_RATE_LIMITED'

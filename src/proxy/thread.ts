@@ -24,6 +24,7 @@ import { installListeners } from '../net/accept'
 import type { TlsMaterial } from '../tls/terminator'
 import { requestIdsFor } from './request-id'
 import { tracingFor } from '../tracing/index'
+import type { LeaseBroker } from '../cluster/global-limiter'
 
 export interface ThreadOptions {
   /** Shared secret for sticky cookies, generated once by the primary. */
@@ -34,12 +35,14 @@ export interface ThreadOptions {
   tls: TlsMaterial | null
   /** The bound port of the first TLS listener (httpsRedirect's target), 0 when none. */
   tlsPort: number
+  /** This thread's way to the primary's cluster leases (config.cluster), null when off. */
+  leases?: LeaseBroker | null
 }
 
 export function createThreadProxy (config: Config, state: SharedState, table: readonly UpstreamEntry[], options: ThreadOptions): ProxyContext {
   const pool = new UpstreamPool(config.pool.maxIdlePerUpstream)
   const ctx = new ProxyContext(config, state, table, createBalancer(config.balancing, table, state), pool)
-  installPolicies(ctx, config, table, options.stickySecret)
+  installPolicies(ctx, config, table, options.stickySecret, options.leases ?? null)
   installCache(ctx, config, options.cache)
   installListeners(ctx, listenersOf(config), options.tls, options.tlsPort)
   ctx.requestIds = requestIdsFor(config.requestId, null)
@@ -86,7 +89,7 @@ export function applyConfig (ctx: ProxyContext, config: Config, table: readonly 
   ctx.table = table
   ctx.balancer = createBalancer(config.balancing, table, ctx.state)
   ctx.pool.maxIdlePerUpstream = config.pool.maxIdlePerUpstream
-  installPolicies(ctx, config, table, options.stickySecret)
+  installPolicies(ctx, config, table, options.stickySecret, options.leases ?? null)
   installCache(ctx, config, options.cache)
   installListeners(ctx, listenersOf(config), null, options.tlsPort)
   ctx.requestIds = requestIdsFor(config.requestId, ctx.requestIds)

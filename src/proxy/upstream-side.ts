@@ -31,6 +31,7 @@ import { planResponse, ResponsePlan } from './response-head'
 export type Phase =
   | 'head' //       reading a request head (or waiting for one)
   | 'cacheWait' //  parked until another request (any thread) fills the cache entry
+  | 'rateWait' //   parked until the primary has asked Redis for this client's lease (cluster)
   | 'connecting' // an upstream is picked, its connection not yet ready; the body waits
   | 'body' //       streaming the request body upstream
   | 'response' //   the request is sent: relaying the response

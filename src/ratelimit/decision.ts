@@ -15,6 +15,14 @@ export class RateDecision {
   resetSeconds: number
   /** Seconds a refused client should wait before retrying (Retry-After); 0 when allowed. */
   retryAfterSeconds: number
+  /**
+   * Cluster leases (src/cluster): not decided yet, the allowance is being
+   * fetched from Redis; the request waits for it (allowed is false meanwhile).
+   * Never set by the local limiters.
+   */
+  pending: boolean
+  /** Cluster leases: the next check applies the Redis failure mode (the lease request failed). */
+  fallback: boolean
 
   constructor () {
     this.allowed = false
@@ -22,6 +30,8 @@ export class RateDecision {
     this.remaining = 0
     this.resetSeconds = 0
     this.retryAfterSeconds = 0
+    this.pending = false
+    this.fallback = false
   }
 }
 

@@ -96,7 +96,8 @@ export abstract class SlotTable implements RateLimiter {
   /** [KEY_HI, KEY_LO] of the address being checked. */
   private readonly key = new Int32Array(2)
 
-  constructor (config: RateLimitConfig, state: SharedState) {
+  /** `salt` gives a second family of slots in the same table (the cluster's leases, src/cluster/lease-slots.ts). */
+  constructor (config: RateLimitConfig, state: SharedState, salt = 0) {
     const slots = state.rateTableSlots
     if (slots < 2 || (slots & (slots - 1)) !== 0) {
       throw new SwitchyardError('SWY_ERR_CONFIG_INVALID', `rate-limit table has ${slots} slots: needs a power of two (allocate the shared state with rateLimit.tableSize)`)
@@ -111,7 +112,7 @@ export abstract class SlotTable implements RateLimiter {
     // The parameters are part of the seed: a reload that changes them (and so
     // what the state words mean) starts every client in a fresh slot instead of
     // reading old words with a new layout. Old slots look stale and are reused.
-    this.seed = keySeed(config, state.rateTable)
+    this.seed = (keySeed(config, state.rateTable) ^ salt) | 1
   }
 
   newDecision (): RateDecision {
@@ -128,6 +129,13 @@ export abstract class SlotTable implements RateLimiter {
     const base = this.locate()
     if (base < 0) return this.refuse(nowMs, out)
     return this.consume(base, nowMs, out)
+  }
+
+  /** The base index of `clientIp`'s slot (claimed if needed), -1 if none; for a subclass's writers. */
+  protected slotOf (clientIp: string, nowMs: number): number {
+    this.prepare(nowMs)
+    hashAddress(clientIp, this.seed, this.key)
+    return this.locate()
   }
 
   // ---- per algorithm ----------------------------------------------------------

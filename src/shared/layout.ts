@@ -54,7 +54,14 @@ export const H_CACHE_MISSES = 12
 export const H_CACHE_BYTES = 13 //        bytes held by the shared cache (owner: cache store)
 export const H_CACHE_ENTRIES = 14
 export const H_STICKY_HITS = 15 //        requests routed by a valid sticky cookie
+// cluster (src/cluster, written by the primary's ClusterNode only; read by every thread's global limiter)
+export const H_CLUSTER_CLOCK_OFFSET = 26 // Redis TIME minus Date.now(), ms (windows are aligned on Redis's clock)
+export const H_CLUSTER_LIVE = 27 //       live instances as last known (local-share divides by it; >= 1)
+export const H_CLUSTER_MODE = 28 //       CLUSTER_* below: whether leases come from Redis or the failure mode applies
 export const HEADER_INTS = 32
+
+export const CLUSTER_GLOBAL = 0 //       Redis answers: limits count across instances
+export const CLUSTER_DEGRADED = 1 //     Redis down, hung or unreachable: cluster.rateLimit.onRedisFailure applies
 
 export const MAGIC = 0x53575931 // 'SWY1'
 

@@ -157,6 +157,7 @@ const EVERY_SECTION = {
   firewall: { rules: [{ action: 'log', path: {}, header: { name: 'x-a' } }] },
   admin: { listen: '127.0.0.1:0' },
   tracing: { otlpEndpoint: 'http://127.0.0.1:4318/v1/traces' },
+  cluster: { redis: { tls: {} } },
 }
 
 /** Every key set (none to a default), so its paths are all of Config's. */
@@ -199,6 +200,13 @@ const COMPLETE: Complete<Config> = {
       clientCidr: ['192.0.2.0/24'],
       maxBodyBytes: 10,
     }],
+  },
+  cluster: {
+    redis: { url: 'redis://10.0.0.1:6380/1', keyPrefix: 'lb:', timeoutMs: 50, tls: { caFile: '/ca.pem', certFile: '/c.pem', keyFile: '/k.pem', servername: 'redis', rejectUnauthorized: false } },
+    instanceId: 'edge-1',
+    heartbeatMs: 500,
+    rateLimit: { scope: 'local', onRedisFailure: 'closed' },
+    health: { share: false, probeReplicas: 3 },
   },
   admin: { listen: '127.0.0.1:9', token: 'an-admin-token' },
   log: { level: 'silent', access: false, redactQuery: true, accessFile: '/tmp/access.log' },
