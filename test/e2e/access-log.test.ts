@@ -10,8 +10,10 @@ import * as http from 'node:http'
 import { mkdtempSync, writeFileSync, readFileSync, renameSync, existsSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { MODES, spawnLb } from './harness'
-import { startEchoUpstream, waitFor } from '../helpers'
+import { MODES, spawnLb, startLb } from './harness'
+import { startEchoUpstream, waitFor, httpRequest } from '../helpers'
+import { makeTestCa } from '../tls-fixtures'
+import { TlsClient } from './tls-client'
 
 const DRAIN_MS = 4000
 
@@ -122,6 +124,34 @@ for (const mode of MODES) {
     } finally {
       if (lb.child.exitCode === null) lb.child.kill('SIGKILL')
       await up.close()
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  test(`${mode.name}: "tls" says which listener a request came in on`, async () => {
+    const ca = makeTestCa()
+    const leaf = ca.leaf('a', ['localhost'])
+    const up = await startEchoUpstream()
+    const dir = mkdtempSync(join(tmpdir(), 'swy-access-'))
+    const file = join(dir, 'access.log')
+    const run = await startLb({
+      listen: [{ address: '127.0.0.1:0', tls: { certificates: [{ certFile: leaf.certFile, keyFile: leaf.keyFile }] } }, { address: '127.0.0.1:0' }],
+      upstreams: [{ address: up.address }],
+      log: { level: 'info', access: true, accessFile: file },
+    }, mode.workers)
+    try {
+      const c = await TlsClient.connect(run.port, { ca: ca.ca, servername: 'localhost' })
+      assert.equal((await c.request('GET', '/over-tls')).status, 200)
+      c.close()
+      assert.equal((await httpRequest(run.lb.addresses[1].port, { path: '/plain' })).status, 200)
+      await waitFor(() => existsSync(file) && readFileSync(file, 'utf8').split('\n').length > 2, 5000, 'both lines')
+      const lines = jsonLines(readFileSync(file, 'utf8'))
+      assert.equal(lines.find((l) => l.path === '/over-tls')?.tls, true)
+      assert.equal(lines.find((l) => l.path === '/plain')?.tls, false)
+    } finally {
+      await run.stop()
+      await up.close()
+      ca.remove()
       rmSync(dir, { recursive: true, force: true })
     }
   })
