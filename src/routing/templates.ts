@@ -5,7 +5,7 @@
  *   {client_ip}   the client address (after rateLimit.trustProxy)
  *   {request_id}  the request's ID (config.requestId), else its X-Request-Id field, else ''
  *   {host}        the host the request is for, without port, lower case
- *   {scheme}      http
+ *   {scheme}      http or https: how the client reached this listener
  *   {path}        the request path as received, without the query
  *   {query}       '?' and the query as received, or ''
  *
@@ -24,6 +24,8 @@ export interface TemplateSource {
   readonly parser: HeadParser
   /** The request's ID when request IDs are on ('' when off). */
   readonly requestId: string
+  /** How the client reached us: 'https' on a TLS listener (undefined for a bare attach: http). */
+  readonly proto?: 'http' | 'https' | undefined
 }
 
 const VAR_PATTERN = /\{([a-z_]+)\}/g
@@ -68,7 +70,7 @@ function variable (name: Variable, src: TemplateSource): string {
     case 'client_ip': return src.clientIp
     case 'request_id': return src.requestId !== '' ? src.requestId : (p.header('x-request-id') ?? '')
     case 'host': { const h = p.hostName(); return h === '' ? '' : comparableHost(h) }
-    case 'scheme': return 'http'
+    case 'scheme': return src.proto ?? 'http'
     case 'path': { const t = p.path(); const q = t.indexOf('?'); return q === -1 ? t : t.slice(0, q) }
     case 'query': { const t = p.path(); const q = t.indexOf('?'); return q === -1 ? '' : t.slice(q) }
   }

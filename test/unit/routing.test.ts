@@ -17,6 +17,7 @@ import { buildUpstreamTable } from '../../src/shared/upstreams'
 import { buildPools } from '../../src/routing/pools'
 import { compileRouter, encodePath, segmentPrefix, type Router, type RouteLookup } from '../../src/routing/router'
 import { shadowedRoutes, duplicateKeysIn } from '../../src/routing/check'
+import { Template } from '../../src/routing/templates'
 
 const LIMITS = { maxHeaderBytes: 16384, maxHeaderCount: 100, maxRequestTargetBytes: 8192 }
 
@@ -227,5 +228,15 @@ describe('routing: shadowed routes', () => {
     assert.equal(warnings.length, 2, warnings.join('\n'))
     assert.match(warnings[0], /^\/routes\/1 \("users"\) can never match: \/routes\/0 \("api"\)/)
     assert.match(warnings[1], /^\/routes\/7 \("never"\) can never match: \/routes\/6 \("all"\)/)
+  })
+})
+
+describe('route templates', () => {
+  test('{scheme} is how the client reached the listener: https on TLS, http otherwise', () => {
+    const t = new Template('{scheme}://{host}{path}{query}')
+    const p = parse('GET /a/b?x=1 HTTP/1.1\r\nHost: Example.COM:8443\r\n\r\n')
+    assert.equal(t.render({ clientIp: '127.0.0.1', parser: p, requestId: '', proto: 'https' }), 'https://example.com/a/b?x=1')
+    assert.equal(t.render({ clientIp: '127.0.0.1', parser: p, requestId: '', proto: 'http' }), 'http://example.com/a/b?x=1')
+    assert.equal(t.render({ clientIp: '127.0.0.1', parser: p, requestId: '' }), 'http://example.com/a/b?x=1')
   })
 })
