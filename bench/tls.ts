@@ -18,6 +18,7 @@ import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import { execFileSync } from 'node:child_process'
+import { cpuMicrosOfTree } from './proc-cpu'
 import {
   ROOT, allowedCpus, freePort, makeTempDir, spawnTracked, startNodeUpstreams, stopAll, stopProcess, waitForPort, which,
   type Managed,
@@ -39,32 +40,6 @@ function parseTlsArgs (argv: string[]): TlsOptions {
     }
   }
   return o
-}
-
-const TICKS = 100 // USER_HZ on Linux
-
-function cpuMicrosOfTree (pid: number): number {
-  const children = new Map<number, number[]>()
-  const ticks = new Map<number, number>()
-  for (const entry of fs.readdirSync('/proc')) {
-    const p = Number(entry)
-    if (!Number.isInteger(p)) continue
-    let stat: string
-    try { stat = fs.readFileSync(`/proc/${p}/stat`, 'latin1') } catch { continue }
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    ticks.set(p, Number(f[11]) + Number(f[12]))
-    const ppid = Number(f[1])
-    const list = children.get(ppid)
-    if (list === undefined) children.set(ppid, [p]); else list.push(p)
-  }
-  let total = 0
-  const stack = [pid]
-  while (stack.length > 0) {
-    const current = stack.pop() as number
-    total += ticks.get(current) ?? 0
-    stack.push(...(children.get(current) ?? []))
-  }
-  return total * 1e6 / TICKS
 }
 
 interface Run { requestsPerSec: number, requests: number, cpuMicros: number, errors: number }
