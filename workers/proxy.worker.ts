@@ -7,7 +7,7 @@ import * as net from 'node:net'
 import { workerData, threadId, BroadcastChannel } from 'node:worker_threads'
 import { SharedState } from '../src/shared/state'
 import { createThreadProxy, applyConfig, startThreadStats, drainThread, setWorkerSlot } from '../src/proxy/thread'
-import { acceptConnection, applyTlsMaterial } from '../src/net/accept'
+import { acceptConnection, adoptedSocketOptions, applyTlsMaterial } from '../src/net/accept'
 import type { WorkerInit, ConnectionTask, ControlMessage } from '../src/primary/workers'
 import { ADOPT_TAKING, ADOPT_WRAPPED } from '../src/primary/adoption'
 import { logger, flushLogs, configureLog, reopenLogs } from '../src/log'
@@ -57,7 +57,7 @@ export default async function serveConnection (task: ConnectionTask): Promise<vo
   // the hand-off handshake (src/primary/workers.ts): taking, then wrapped, after which this
   // thread's teardown closes the descriptor if the thread dies
   Atomics.store(task.adopted, 0, ADOPT_TAKING)
-  const socket = new net.Socket({ fd: task.fd, readable: true, writable: true, allowHalfOpen: true })
+  const socket = new net.Socket(adoptedSocketOptions(ctx, task.listener, task.fd))
   Atomics.store(task.adopted, 0, ADOPT_WRAPPED)
   return await new Promise<void>((resolve) => {
     socket.once('close', () => resolve())

@@ -258,6 +258,23 @@ export class HeadParser {
     return start + (r - before)
   }
 
+  /**
+   * The caller's chunk is about to be overwritten (a reused read buffer,
+   * src/net/read-arena.ts) while this head is still wanted: copy the head's
+   * bytes (all of the chunk from `base` when the head is not complete) into
+   * memory of its own. Every offset is relative to `base`, so nothing else moves.
+   */
+  detach (): void {
+    if (this.accumulating || this.buf === EMPTY) return // already in `acc`, or nothing parsed
+    const buf = this.buf
+    const start = this.base
+    const end = this.headLength > 0 ? start + this.headLength : buf.length
+    const copy = Buffer.allocUnsafe(end - start)
+    buf.copy(copy, 0, start, end)
+    this.buf = copy
+    this.base = 0
+  }
+
   // ---- the field record, by name ----
   nameStart (i: number): number { return this.base + this.fields[i * F_INTS + F_NAME_START] }
   nameEnd (i: number): number { return this.base + this.fields[i * F_INTS + F_NAME_END] }

@@ -15,7 +15,8 @@ import type * as tls from 'node:tls'
 import type { ListenerConfig } from '../config/types'
 import { listenerName } from '../config/listeners'
 import type { ProxyContext } from '../proxy/context'
-import { ClientConnection } from '../proxy/client'
+import { ClientConnection, onClientRead } from '../proxy/client'
+import { arenaRead } from './read-arena'
 import { TlsTerminator, type TlsListenerMaterial, type TlsMaterial } from '../tls/terminator'
 import {
   L_OPEN_CONNECTIONS, L_HANDSHAKES_OK, L_HANDSHAKES_RESUMED, L_HANDSHAKE_ERRORS, TLS_ERROR_REASONS, L_PROXY_REJECTED,
@@ -87,6 +88,22 @@ export function applyTlsMaterial (ctx: ProxyContext, material: TlsMaterial): voi
     if (runtime.tls === null) runtime.tls = new TlsTerminator(m, material.ticketKeys, ctx.config.timeouts.clientHeaderMs, onHandshake, onHandshakeError)
     else runtime.tls.update(m, material.ticketKeys)
   }
+}
+
+/** Plain HTTP with no PROXY header to read first: the request path reads this listener's sockets into the read arena. */
+const CLIENT_READ = arenaRead(onClientRead)
+
+/**
+ * Options for wrapping a descriptor from listener `index` that a worker was
+ * handed: a plain listener's sockets read into the thread's read arena
+ * (src/net/read-arena.ts); TLS and PROXY protocol listeners read with 'data'.
+ */
+export function adoptedSocketOptions (ctx: ProxyContext, index: number, fd: number): net.SocketConstructorOpts & { onread?: net.OnReadOpts } {
+  const listener = ctx.listeners[index] ?? ctx.listeners[0]
+  const plain = listener === undefined || (listener.proto === 'http' && listener.proxyTrusted === null)
+  return plain
+    ? { fd, readable: true, writable: true, allowHalfOpen: true, onread: CLIENT_READ }
+    : { fd, readable: true, writable: true, allowHalfOpen: true }
 }
 
 /** A connected socket from listener `index`: run its listener's steps, then the request path. */

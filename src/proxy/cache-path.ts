@@ -17,6 +17,7 @@
  *
  * Every response the cache saw carries X-Cache and Cache-Status (RFC 9211).
  */
+import { owned } from '../net/read-arena'
 import type { Writable } from 'node:stream'
 import { SharedCacheStore, CacheEntry } from '../cache/store'
 import { CacheHook, type CacheUser } from './cache-hook'
@@ -400,7 +401,7 @@ export class CacheState {
   /** Called before the bytes go to the client, so the entry is stored before the client has the whole response. */
   onResponseBody (chunk: Buffer, start: number, end: number, status: number): void {
     if (this.storedHead === null) return
-    this.chunks.push(chunk.subarray(start, end))
+    this.chunks.push(owned(chunk.subarray(start, end))) // kept past this read (read-arena.ts)
     this.capturedBytes += end - start
     if (this.capturedBytes === this.expectedBytes) this.commit(status)
   }

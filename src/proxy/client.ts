@@ -58,6 +58,7 @@ import type { PoolRuntime } from '../routing/pools'
 import type { ListenerRuntime } from '../net/accept'
 import { httpsRedirectReply, acmeChallengeReply } from '../tls/redirect'
 import { L_REDIRECTS } from '../shared/layout'
+import { borrowed, owned } from '../net/read-arena'
 
 /**
  * After our last response on a connection we half-close and keep reading (and
@@ -199,7 +200,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
       case 'body': this.forwardBody(chunk, 0); break
       case 'tunnel': {
         const up = this.upstream
-        if (up !== null && !up.socket.write(chunk)) this.socket.pause()
+        if (up !== null && !up.socket.write(owned(chunk))) this.socket.pause()
         break
       }
       case 'closed':
@@ -210,6 +211,23 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
         this.appendInput(chunk)
         if (this.input !== null && this.input.length - this.inputStart > MAX_INPUT_BYTES) this.socket.pause()
     }
+  }
+
+  /**
+   * The end of a read into the thread's read arena (src/net/read-arena.ts):
+   * what this connection keeps past it (unparsed input, the request head the
+   * access log and the cache read later, a body waiting for its upstream)
+   * gets bytes of its own. A request answered within the read keeps nothing.
+   */
+  settleBorrowed (): void {
+    const input = this.input
+    if (input !== null && borrowed(input)) {
+      this.input = Buffer.from(input.subarray(this.inputStart))
+      this.inputStart = 0
+    }
+    if (borrowed(this.parser.buf)) this.parser.detach()
+    const body = this.initialBody
+    if (body !== null && borrowed(body)) this.initialBody = Buffer.from(body)
   }
 
   protected appendInput (chunk: Buffer): void {
@@ -774,6 +792,14 @@ function driveLater (c: ClientConnection): void {
   c.drive()
 }
 function onClientData (this: net.Socket, chunk: Buffer): void { client(this).handleData(chunk) }
+/** The `onread` callback of a client socket reading into the read arena (worker mode, plain listeners). */
+export function onClientRead (this: net.Socket, bytes: number, arena: Buffer): boolean {
+  const c = client(this)
+  if (c === undefined) { this.destroy(); return false } // bytes before the request path took the socket: never expected
+  c.handleData(arena.subarray(0, bytes))
+  c.settleBorrowed()
+  return true
+}
 function onClientEnd (this: net.Socket): void { client(this).handleEnd() }
 function onClientError (this: net.Socket): void { /* 'close' follows; nothing to add */ }
 function onClientClose (this: net.Socket): void { client(this).handleClose() }

@@ -31,6 +31,7 @@ import { receivedStatusLine } from '../http/proxy-status'
 import { logger } from '../log'
 import { upgradeAllowed } from './upgrade'
 import { planResponse, ResponsePlan } from './response-head'
+import { borrowed, owned } from '../net/read-arena'
 
 /** Where the connection is in its current request. */
 export type Phase =
@@ -179,7 +180,9 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
     this.sentAt = performance.now()
     if (this.cacheState !== null) this.cacheState.requestSentAt = Date.now()
     const s = up.socket
-    const body = this.initialBody
+    let body = this.initialBody
+    // a body too large to go with the head, still in the read arena: the write may keep it (read-arena.ts)
+    if (body !== null && borrowed(body)) this.initialBody = body = Buffer.from(body)
     const kept = this.kept
     if (body !== null || (kept !== null && kept.length > 0)) {
       s.cork()
@@ -221,7 +224,8 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
       this.bodyDone = this.bodyRemaining === 0
       if (end > start) {
         this.bodySent = true
-        const part = start === 0 && end === buf.length ? buf : buf.subarray(start, end)
+        // a write may keep its buffer, and so may a replay: never a view of the read arena (read-arena.ts)
+        const part = owned(start === 0 && end === buf.length ? buf : buf.subarray(start, end))
         if (this.kept !== null) this.keep(part)
         else this.lostBody = true
         if (!up.socket.write(part)) this.socket.pause()
@@ -311,7 +315,7 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
       this.clearDeadline()
       this.releaseActive()
       const held = this.input
-      if (held !== null) { up.socket.write(this.inputStart === 0 ? held : held.subarray(this.inputStart)); this.input = null }
+      if (held !== null) { up.socket.write(owned(this.inputStart === 0 ? held : held.subarray(this.inputStart))); this.input = null }
       this.socket.resume()
       return 'tunnel'
     }
@@ -381,7 +385,7 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
       ok = this.socket.write(out)
     } else {
       if (head !== null) { this.heldHead = null; this.socket.write(head) }
-      ok = this.socket.write(start === 0 && end === chunk.length ? chunk : chunk.subarray(start, end))
+      ok = this.socket.write(owned(start === 0 && end === chunk.length ? chunk : chunk.subarray(start, end)))
     }
     if (!ok && this.upstream !== null) this.upstream.socket.pause()
   }
@@ -540,7 +544,7 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
 
   onTunnelData (chunk: Buffer): void {
     this.bytesOut += chunk.length
-    if (!this.socket.write(chunk) && this.upstream !== null) this.upstream.socket.pause()
+    if (!this.socket.write(owned(chunk)) && this.upstream !== null) this.upstream.socket.pause()
   }
 
   onTunnelEnd (): void {
@@ -560,7 +564,8 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
  * The chunked bytes `scanner` just scanned in `src`, re-framed canonically (or
  * de-chunked), after `head` when one is held: copied into one buffer (one
  * write) when the data is small, else the data goes as views of `src` between
- * our own chunk lines (no copy), corked into one writev. false under backpressure.
+ * our own chunk lines (no copy; copies of a borrowed read arena, read-arena.ts),
+ * corked into one writev. false under backpressure.
  */
 function writeChunks (socket: net.Socket, src: Buffer, scanner: ChunkedScanner, dechunk: boolean, head: Buffer | null): boolean {
   if (scanner.spanBytes <= COALESCE_BYTES) {
@@ -574,7 +579,7 @@ function writeChunks (socket: net.Socket, src: Buffer, scanner: ChunkedScanner, 
   if (head !== null) socket.write(head)
   if (!dechunk) socket.write(chunkSizeLine(scanner.spanBytes))
   const spans = scanner.spans
-  for (let i = 0; i < scanner.spanCount; i++) socket.write(src.subarray(spans[2 * i], spans[2 * i + 1]))
+  for (let i = 0; i < scanner.spanCount; i++) socket.write(owned(src.subarray(spans[2 * i], spans[2 * i + 1])))
   if (!dechunk) {
     socket.write(CRLF)
     if (scanner.endedThisCall) socket.write(scanner.lastChunk() as Buffer)

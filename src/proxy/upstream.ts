@@ -17,6 +17,7 @@ import { ChunkedScanner, CHUNKED_ERROR } from '../http/chunked'
 import type { ErrorCode } from '../errors'
 import type { Poolable } from './pool'
 import type { Expirable } from './sweeper'
+import { arenaRead, borrowed } from '../net/read-arena'
 
 /** What the client side does with a response head (see ClientConnection.onResponseHead). */
 export type HeadAction = 'final' | 'interim' | 'tunnel' | 'abort'
@@ -113,7 +114,7 @@ export class UpstreamConnection implements Poolable, Expirable {
     this.upstreamIdleMs = ctx.config.timeouts.upstreamIdleMs
     this.parser = new HeadParser(KIND_RESPONSE, ctx.headLimits)
     this.chunked = new ChunkedScanner(ctx.headLimits.maxHeaderBytes)
-    const socket = openUpstreamSocket(entry, prefix)
+    const socket = openUpstreamSocket(entry, prefix, UPSTREAM_READ)
     ;(socket as unknown as Record<symbol, UpstreamConnection>)[kConn] = this
     socket.on(connectEvent(entry), onConnect)
     socket.on('data', onData)
@@ -313,6 +314,11 @@ export class UpstreamConnection implements Poolable, Expirable {
     if (this.status === 'body') this.setDeadline('bodyIdle', this.upstreamIdleMs)
   }
 
+  /** The end of a read into the read arena: a response still in progress keeps its head's bytes (read-arena.ts). */
+  settleBorrowed (): void {
+    if (this.status !== 'idle' && this.status !== 'closed' && borrowed(this.parser.buf)) this.parser.detach()
+  }
+
   handleEnd (): void {
     if (this.status === 'body' && this.bodyKind !== BODY_LENGTH && this.bodyKind !== BODY_CHUNKED) {
       // close-delimited body ends here
@@ -362,6 +368,14 @@ function conn (socket: net.Socket): UpstreamConnection {
 
 function onConnect (this: net.Socket): void { conn(this).handleConnect() }
 function onData (this: net.Socket, chunk: Buffer): void { conn(this).handleData(chunk) }
+function onRead (this: net.Socket, bytes: number, arena: Buffer): boolean {
+  const c = conn(this)
+  c.handleData(arena.subarray(0, bytes))
+  c.settleBorrowed()
+  return true
+}
+/** Plain TCP upstream sockets read into the thread's read arena (read-arena.ts); TLS ones emit 'data'. */
+const UPSTREAM_READ = arenaRead(onRead)
 function onEnd (this: net.Socket): void { conn(this).handleEnd() }
 function onError (this: net.Socket, err: NodeJS.ErrnoException): void {
   const c = conn(this)

@@ -42,9 +42,12 @@ interface Endpoint { host: string, port: number, tls?: UpstreamTls | null }
  * before the TLS handshake when there is one: a write made while connecting
  * is sent on 'connect' ahead of everything registered later.
  */
-export function openUpstreamSocket (entry: Endpoint, prefix: Buffer | null = null): net.Socket {
+export function openUpstreamSocket (entry: Endpoint, prefix: Buffer | null = null, onread: net.OnReadOpts | null = null): net.Socket {
   const t = entry.tls ?? null
-  const raw = net.connect({ host: entry.host, port: entry.port, noDelay: true })
+  // `onread` (a reused read buffer, src/net/read-arena.ts) on plain TCP only: TLS reads the raw socket itself
+  const raw = t === null && onread !== null
+    ? net.connect({ host: entry.host, port: entry.port, noDelay: true, onread })
+    : net.connect({ host: entry.host, port: entry.port, noDelay: true })
   if (prefix !== null) raw.write(prefix)
   if (t === null) return raw
   const servername = t.serverName ?? (net.isIP(entry.host) === 0 ? entry.host : undefined)
