@@ -419,3 +419,39 @@ describe('HeadParser: pipelining', () => {
     assert.deepEqual([...p.fieldSkip], [...fresh.fieldSkip])
   })
 })
+
+describe('detach(): a head parsed from a reused read buffer (src/net/read-arena.ts) survives the buffer being overwritten', () => {
+  const request = 'GET /a/b?x=1 HTTP/1.1\r\nHost: Example.com:8080\r\nX-Token: t-42\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nContent-Length: 3\r\n\r\nabc'
+  for (const offset of [0, 7]) {
+    it(`request head at offset ${offset} of the read`, () => {
+      const read = Buffer.alloc(offset + request.length + 16, 0x7a)
+      read.write(request, offset, 'latin1')
+      const p = new HeadParser(KIND_REQUEST, DEFAULT_LIMITS)
+      const end = p.execute(read, offset, offset + request.length)
+      assert.equal(end, offset + request.length - 3)
+      const before = { method: p.method, target: p.target(), host: p.hostName(), token: p.header('x-token'), hop: p.header('x-hop') }
+      p.detach()
+      read.fill(0x41) // the next read lands here
+      assert.notEqual(p.buf.buffer, read.buffer)
+      assert.equal(p.base, 0)
+      assert.equal(p.buf.length, p.headLength)
+      assert.deepEqual({ method: p.method, target: p.target(), host: p.hostName(), token: p.header('x-token'), hop: p.header('x-hop') }, before)
+      assert.equal(p.contentLength, 3)
+      assert.equal(p.bodyKind, BODY_LENGTH)
+    })
+  }
+  it('a split head is already in the parser\'s own buffer: detach() leaves it', () => {
+    const p = new HeadParser(KIND_RESPONSE, DEFAULT_LIMITS)
+    const first = Buffer.from('HTTP/1.1 200 OK\r\nContent-Ty', 'latin1')
+    const second = Buffer.from('pe: text/plain\r\nContent-Length: 2\r\n\r\nok', 'latin1')
+    assert.equal(p.execute(first, 0, first.length), HEAD_INCOMPLETE)
+    first.fill(0)
+    assert.ok(p.execute(second, 0, second.length) > 0)
+    const own = p.buf
+    p.detach()
+    second.fill(0)
+    assert.equal(p.buf, own)
+    assert.equal(p.header('content-type'), 'text/plain')
+    assert.equal(p.status, 200)
+  })
+})
