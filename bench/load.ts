@@ -24,6 +24,7 @@ import * as path from 'node:path'
 import { execFileSync } from 'node:child_process'
 import { renderChart, type ChartInput } from './chart'
 import { runClusterBench } from './cluster'
+import { runSoakBench } from './soak'
 import { runTlsBench } from './tls'
 import { CLOCK_TICKS_PER_SEC, cpuMicrosOfTree } from './proc-cpu'
 import { pickLoadGenerator, type LoadGenerator, type LoadResult } from './loadgen'
@@ -90,6 +91,9 @@ const HELP = `npm run bench -- [options] [-- extra switchyard flags]
   --load-cpus 1         CPUs for the load generator and upstreams (default: the rest)
   --balancer-script P   balancer entry (default dist/src/cli.js)
   --json                print only the result JSON on stdout
+
+  --soak [--minutes 10] [--workers 2] [--sample-s 10] [--connections 64] [--access-log]
+                        memory under sustained load: RSS per sample and whether it stays flat
 `
 
 function parseArgs (argv: string[]): Options {
@@ -474,6 +478,8 @@ async function main (): Promise<void> {
   if (process.argv.includes('--cluster')) { await runClusterBench(process.argv.slice(2)); return }
   // HTTPS at the edge: its own comparison (bench/tls.ts)
   if (process.argv.includes('--tls')) { await runTlsBench(process.argv.slice(2)); return }
+  // memory over a long run (bench/soak.ts)
+  if (process.argv.includes('--soak')) { await runSoakBench(process.argv.slice(2)); return }
   const options = parseArgs(process.argv.slice(2))
 
   if (!fs.existsSync(path.join(ROOT, 'dist/bench/upstream.js'))) {
