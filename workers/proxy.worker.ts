@@ -8,7 +8,7 @@ import { workerData, threadId, BroadcastChannel } from 'node:worker_threads'
 import { SharedState } from '../src/shared/state'
 import { createThreadProxy, applyConfig, startThreadStats, drainThread, setWorkerSlot } from '../src/proxy/thread'
 import { acceptConnection, adoptedSocketOptions, applyTlsMaterial } from '../src/net/accept'
-import type { WorkerInit, ConnectionTask, ControlMessage } from '../src/primary/workers'
+import type { WorkerInit, ConnectionTask, ControlMessage, StateUpdate } from '../src/primary/workers'
 import { ADOPT_TAKING, ADOPT_WRAPPED } from '../src/primary/adoption'
 import { logger, flushLogs, configureLog, reopenLogs } from '../src/log'
 import { LeaseBroker } from '../src/cluster/global-limiter'
@@ -26,18 +26,17 @@ if (init.challenges.length > 0) ctx.acmeChallenges = new Map(init.challenges)
 if (ctx.workerSlot === -1) logger.warn('no free worker slot in shared state; per-worker stats are off for this thread')
 startThreadStats(ctx)
 
+/** The update (WorkerPool.publish) each kind of state here comes from: workerData's, then the channel's. */
+const applied: Record<StateUpdate['type'], number> = { config: init.update, tls: init.update, acme: init.update }
+
 const channel = new BroadcastChannel(init.channel)
 channel.unref()
 channel.onmessage = (event: unknown) => {
   const message = (event as { data: ControlMessage }).data
-  if (message.type === 'config') {
-    applyLogConfig(message.config)
-    applyConfig(ctx, message.config, message.table, { stickySecret: init.stickySecret, cache: init.cache, tls: null, tlsPort: init.tlsPort, leases })
-  } else if (message.type === 'acme') {
-    ctx.acmeChallenges = new Map(message.challenges)
-    channel.postMessage({ type: 'acme-ack', generation: message.generation } satisfies ControlMessage)
-  } else if (message.type === 'tls') {
-    applyTlsMaterial(ctx, message.material)
+  if (message.type === 'config' || message.type === 'tls' || message.type === 'acme') {
+    applyUpdate(message)
+  } else if (message.type === 'catchUp') {
+    if (message.threadId === threadId) for (const missed of message.missed) applyUpdate(missed)
   } else if (message.type === 'drain') {
     drainThread(ctx)
     void flushLogs()
@@ -45,6 +44,24 @@ channel.onmessage = (event: unknown) => {
     void flushLogs(message.timeoutMs).then(() => { channel.postMessage({ type: 'logsFlushed', threadId } satisfies ControlMessage) })
   } else if (message.type === 'reopenLogs') {
     reopenLogs()
+  }
+}
+
+// what was published after workerData was copied and before this channel existed is lost: ask for it
+channel.postMessage({ type: 'subscribed', threadId, update: init.update } satisfies ControlMessage)
+
+/** Apply a config, TLS or challenge-table update unless this thread already has it or a newer one. */
+function applyUpdate (message: StateUpdate): void {
+  if (message.update <= applied[message.type]) return
+  applied[message.type] = message.update
+  if (message.type === 'config') {
+    applyLogConfig(message.config)
+    applyConfig(ctx, message.config, message.table, { stickySecret: init.stickySecret, cache: init.cache, tls: null, tlsPort: init.tlsPort, leases })
+  } else if (message.type === 'tls') {
+    applyTlsMaterial(ctx, message.material)
+  } else {
+    ctx.acmeChallenges = new Map(message.challenges)
+    channel.postMessage({ type: 'acme-ack', generation: message.generation } satisfies ControlMessage)
   }
 }
 

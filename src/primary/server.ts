@@ -305,7 +305,7 @@ export class Switchyard implements AdminTarget {
     if (logFailure !== null) logger.error({ err: logFailure }, 'the access log stays where it was')
     const tlsPort = this.tlsPort()
     if (this.sequential !== null) applyConfig(this.sequential, effective, table, { stickySecret: this.stickySecret, cache: this.cacheInit, tls: null, tlsPort, leases: this.sequentialLeases })
-    if (this.workers !== null) this.workers.broadcast({ type: 'config', config: effective, table })
+    if (this.workers !== null) this.workers.setConfig(effective, table)
     // certificate files are re-read on every reload (rotated files): one that fails keeps the old ones
     const warnings = this.tls !== null ? this.tls.reload(effective) : []
     for (const w of warnings) logger.error({ code: 'SWY_ERR_TLS_CERTIFICATE' satisfies ErrorCode, problem: w }, 'certificate reload failed')

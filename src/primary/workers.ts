@@ -35,6 +35,8 @@ export interface WorkerInit {
   tlsPort: number
   /** ACME HTTP-01 challenges in progress (token, key authorization). */
   challenges: ReadonlyArray<readonly [string, string]>
+  /** The last state update (config, tls, acme) this snapshot includes; see WorkerPool.publish. */
+  update: number
 }
 
 export interface ConnectionTask {
@@ -57,11 +59,43 @@ export interface ConnectionTask {
 /** How often a descriptor no worker adopted is offered again before it is closed. */
 const MAX_HANDOFF_ATTEMPTS = 3
 
+/**
+ * Starting the workers piscina did not replace: at once the first time, then, while none
+ * of those started has become ready, after 100 ms, 200 ms, ... up to 5 s, so a worker that
+ * cannot start (a bug at module scope) is retried without a busy loop of thread creation.
+ */
+const RESPAWN_BACKOFF_MS = 100
+const RESPAWN_BACKOFF_MAX_MS = 5000
+
+/**
+ * The task the balancer refuses: piscina then starts a thread, as it does for any task it
+ * cannot place while it has fewer than maxThreads (minThreads === maxThreads here, so only
+ * after a death). Marked through piscina's queue-options symbol, the one task field the
+ * balancer sees; it is withdrawn (aborted) before any worker could be given it.
+ */
+const START_A_WORKER = 'switchyard:start-a-worker'
+const kQueueOptions = Piscina.queueOptionsSymbol
+const startWorkerTask = { [kQueueOptions]: START_A_WORKER }
+
+/**
+ * A change of what every worker serves with. `update` numbers them (one sequence for all
+ * three kinds): a worker applies one of a kind only if it is newer than what it has.
+ */
+export type StateUpdate =
+  | { type: 'config', config: Config, table: readonly UpstreamEntry[], update: number }
+  | { type: 'tls', material: TlsMaterial, update: number }
+  | { type: 'acme', challenges: ReadonlyArray<readonly [string, string]>, generation: number, update: number }
+
+/** A state update before publish numbers it (Omit distributed over the union). */
+type Unnumbered<T> = T extends unknown ? Omit<T, 'update'> : never
+
 export type ControlMessage =
-  | { type: 'config', config: Config, table: readonly UpstreamEntry[] }
+  | StateUpdate
   | { type: 'drain' }
-  | { type: 'tls', material: TlsMaterial }
-  | { type: 'acme', challenges: ReadonlyArray<readonly [string, string]>, generation: number }
+  /** A worker listens on the channel now; it started from the snapshot of update `update` (workers -> primary). */
+  | { type: 'subscribed', threadId: number, update: number }
+  /** For worker `threadId` only: the latest update of each kind it missed while it started. */
+  | { type: 'catchUp', threadId: number, missed: StateUpdate[] }
   /** A worker applied challenge table `generation` (workers -> primary). */
   | { type: 'acme-ack', generation: number }
   | { type: 'reopenLogs' }
@@ -82,10 +116,16 @@ export class WorkerPool {
   private readonly threads: number
   private readonly init: WorkerInit
   private stopping = false
+  /** Replacements asked for since a worker last became ready (the backoff's exponent), and the pending retry. */
+  private respawnsSinceReady = 0
+  private respawnTimer: NodeJS.Timeout | null = null
   /** ACME challenge table updates: the latest generation sent, the workers that applied it, who waits. */
   private challengeGeneration = 0
   private challengeAcks = 0
   private challengesApplied: (() => void) | null = null
+  /** State updates published so far, and the latest of each kind (what a starting worker may have missed). */
+  private update = 0
+  private readonly latest = new Map<StateUpdate['type'], StateUpdate>()
 
   constructor (threads: number, config: Config, state: SharedState, table: readonly UpstreamEntry[], stickySecret: string | null, cache: SharedCacheInit | null, tls: TlsMaterial | null = null, tlsPort = 0, clusterChannel: string | null = null) {
     this.state = state
@@ -95,13 +135,14 @@ export class WorkerPool {
     this.channel = new BroadcastChannel(channelName)
     this.channel.onmessage = (event: unknown) => {
       const message = (event as { data: ControlMessage }).data
-      if (message.type === 'acme-ack' && message.generation === this.challengeGeneration) {
+      if (message.type === 'subscribed') this.catchUp(message.threadId, message.update)
+      else if (message.type === 'acme-ack' && message.generation === this.challengeGeneration) {
         this.challengeAcks++
         if (this.challengeAcks >= this.threads && this.challengesApplied !== null) { this.challengesApplied(); this.challengesApplied = null }
       }
     }
     this.channel.unref()
-    const init: WorkerInit = { config, state: state.toInit(), table, stickySecret, cache, channel: channelName, tls, tlsPort, challenges: [], clusterChannel }
+    const init: WorkerInit = { config, state: state.toInit(), table, stickySecret, cache, channel: channelName, tls, tlsPort, challenges: [], clusterChannel, update: 0 }
     this.init = init
     this.pool = new Piscina({
       filename: join(__dirname, '..', '..', 'workers', 'proxy.worker.js'),
@@ -117,12 +158,18 @@ export class WorkerPool {
     })
     // A worker's threadId reads -1 once it has exited, so remember each one while it lives
     // and free its shared-state slot, and whatever it held, from its own 'exit' event.
-    this.pool.on('workerCreate', () => { this.watchThreads() })
+    // 'workerCreate' fires once a worker is ready (piscina has its ready message)
+    this.pool.on('workerCreate', () => {
+      this.respawnsSinceReady = 0
+      this.watchThreads()
+    })
     this.pool.on('workerDestroy', (worker: { id: number }) => {
       this.watchThreads()
       if (!this.stopping) {
         state.addHeader(H_WORKER_RESTARTS, 1)
         logger.error({ code: 'SWY_ERR_WORKER_CRASHED' satisfies ErrorCode, threadId: worker.id }, 'worker thread exited; its connections were closed and a new worker replaces it')
+        // piscina removes the worker and (maybe) adds its replacement in the same call: look after it
+        queueMicrotask(() => { this.replenish() })
       }
     })
     this.pool.on('error', (err: Error) => {
@@ -136,6 +183,41 @@ export class WorkerPool {
       this.watched.add(worker)
       const threadId = worker.threadId
       worker.once('exit', () => { this.releaseDeadWorker(threadId) })
+    }
+  }
+
+  /**
+   * Keep `threads` workers. piscina replaces a worker that exits only if it had
+   * heard from it that it was ready: a worker that dies while starting (its
+   * module ran and claimed a slot, its ready message not yet read on this
+   * thread) sets piscina's workerFailsDuringBootstrap, for good, and from then on
+   * no exit at all is replaced: the pool shrinks by one thread per crash,
+   * silently. So after every exit, count the threads and ask for the missing ones
+   * (with a backoff while replacements keep dying before they are ready).
+   */
+  private replenish (): void {
+    if (this.stopping || this.respawnTimer !== null) return
+    if (this.pool.threads.length >= this.threads) return
+    const attempt = this.respawnsSinceReady
+    const delayMs = attempt === 0 ? 0 : Math.min(RESPAWN_BACKOFF_MAX_MS, RESPAWN_BACKOFF_MS * 2 ** (attempt - 1))
+    if (delayMs === 0) { this.startMissingWorkers(); return }
+    this.respawnTimer = setTimeout(() => {
+      this.respawnTimer = null
+      this.startMissingWorkers()
+    }, delayMs)
+    this.respawnTimer.unref()
+  }
+
+  private startMissingWorkers (): void {
+    const missing = this.threads - this.pool.threads.length
+    if (this.stopping || missing <= 0) return
+    this.respawnsSinceReady++
+    logger.warn({ threads: this.threads, running: this.threads - missing }, 'starting worker threads that were not replaced')
+    for (let i = 0; i < missing; i++) {
+      const withdraw = new AbortController()
+      // refused by the balancer: piscina starts a thread for it; withdrawn at once
+      this.pool.run(startWorkerTask, { signal: withdraw.signal }).catch(() => {})
+      withdraw.abort()
     }
   }
 
@@ -163,10 +245,38 @@ export class WorkerPool {
       cacheLock ? 'released what the exited worker held in shared memory; it died holding the cache write lock, so the cache was reset' : 'released what the exited worker held in shared memory')
   }
 
+  /** A reloaded config and its upstream table: running workers get a message, replacements start with them. */
+  setConfig (config: Config, table: readonly UpstreamEntry[]): void {
+    this.init.config = config
+    this.init.table = table
+    this.publish({ type: 'config', config, table })
+  }
+
   /** New certificates or ticket keys: running workers get a message, replacements start with them. */
   setTls (material: TlsMaterial): void {
     this.init.tls = material
-    this.broadcast({ type: 'tls', material })
+    this.publish({ type: 'tls', material })
+  }
+
+  /**
+   * Number a state update and send it. `init` is piscina's workerData, copied
+   * when a thread is created: a replacement starts from everything published
+   * before its creation (init.update says up to which). What is published
+   * between its creation and the moment it listens on the channel (its modules
+   * take hundreds of ms to load) never reaches it: its 'subscribed' tells us
+   * where it started, and catchUp sends it the rest.
+   */
+  private publish (change: Unnumbered<StateUpdate>): void {
+    const message = { ...change, update: ++this.update } as StateUpdate
+    this.init.update = message.update
+    this.latest.set(message.type, message)
+    this.broadcast(message)
+  }
+
+  private catchUp (threadId: number, since: number): void {
+    // in the order they were published, as the channel would have delivered them
+    const missed = [...this.latest.values()].filter((m) => m.update > since).sort((x, y) => x.update - y.update)
+    if (missed.length > 0) this.broadcast({ type: 'catchUp', threadId, missed })
   }
 
   /** The ACME challenge table changed: every worker answers HTTP-01 from its copy. */
@@ -177,7 +287,7 @@ export class WorkerPool {
     if (this.challengesApplied !== null) this.challengesApplied() // an older update: superseded
     // resolves once every worker has the table: only then may the ACME server look
     const applied = new Promise<void>((resolve) => { this.challengesApplied = resolve })
-    this.broadcast({ type: 'acme', challenges, generation })
+    this.publish({ type: 'acme', challenges, generation })
     let timer: NodeJS.Timeout | null = null
     await Promise.race([applied, new Promise<void>((resolve) => { timer = setTimeout(resolve, timeoutMs) })])
     if (timer !== null) clearTimeout(timer)
@@ -278,6 +388,7 @@ export class WorkerPool {
     // a worker's buffered log lines die with its thread: have every one written first
     await this.flushWorkerLogs(Math.max(500, deadline - Date.now()))
     this.stopping = true
+    if (this.respawnTimer !== null) { clearTimeout(this.respawnTimer); this.respawnTimer = null }
     await this.pool.destroy()
     this.channel.close()
   }
@@ -299,7 +410,9 @@ export interface BalancedWorker { currentUsage: number, terminating: boolean, de
  */
 export function fewestConnections (): (task: unknown, workers: BalancedWorker[]) => any {
   let cursor = 0
-  return (_task, workers) => {
+  return (task, workers) => {
+    // WorkerPool's request for a thread: no worker takes it (see startWorkerTask)
+    if (task !== null && typeof task === 'object' && (task as Record<symbol, unknown>)[kQueueOptions] === START_A_WORKER) return null
     let fewest = Infinity
     let tied = 0
     for (const w of workers) {

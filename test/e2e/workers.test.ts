@@ -19,6 +19,7 @@ import {
 import type { SharedState } from '../../src/shared/state'
 import { waitFor, startEchoUpstream, startRawServer, httpRequest, type TestServer } from '../helpers'
 import { MODES, startLb, spawnLb, type RunningLb } from './harness'
+import { resolveConfig } from '../../src/config/load'
 
 // ---- a small keep-alive HTTP/1.1 client over a raw socket -------------------
 
@@ -510,6 +511,76 @@ test('workers=2: connections arriving while a worker dies are served or closed, 
     await Promise.all(loops)
     await run.stop()
     await a.close()
+  }
+})
+
+test('workers=2: a replacement that dies while it starts is replaced too, and so is every crash after it', async () => {
+  const a = await startEchoUpstream('a')
+  const run = await startLb({ upstreams: [{ address: a.address }] }, 2)
+  try {
+    await workersReady(run, 2)
+    const pool = run.lb.workerPool
+    assert.ok(pool !== null)
+    // piscina replaces an exited worker only once it has read that worker's ready message;
+    // a worker that exits before (here: killed while its modules load) used to turn
+    // replacing off for good, and the pool lost a thread with every later crash
+    const before = new Set(pool.pool.threads)
+    await pool.pool.threads[0].terminate()
+    const starting = pool.pool.threads.find((t) => !before.has(t))
+    assert.ok(starting !== undefined, 'piscina started a replacement for the first crash')
+    const startingId = starting.threadId
+    await starting.terminate()
+    await waitFor(() => pool.pool.threads.length === 2 && pool.pool.threads.every((t) => t.threadId > 0 && t.threadId !== startingId), 10_000, 'a replacement for the worker that died while starting')
+    await workersReady(run, 2)
+    for (let crash = 0; crash < 2; crash++) {
+      const victimId = pool.pool.threads[crash].threadId
+      await pool.pool.threads[crash].terminate()
+      await waitFor(() => pool.pool.threads.length === 2 && pool.pool.threads.every((t) => t.threadId > 0 && t.threadId !== victimId), 10_000, `a replacement after crash ${crash + 2}`)
+      await workersReady(run, 2)
+    }
+    const results = []
+    for (let i = 0; i < 10; i++) results.push(await oneShot(run.port, `/after-respawn/${i}`))
+    assert.deepEqual(results.filter((r) => r !== 'ok'), [], 'every connection after the replacements got a 200')
+  } finally {
+    await run.stop()
+    await a.close()
+  }
+})
+
+test('workers=2: workers started around a reload serve the reloaded config', async () => {
+  const a = await startEchoUpstream('a')
+  const b = await startEchoUpstream('b')
+  const base = { listen: '127.0.0.1:0', log: { level: 'silent', access: false }, workers: 2 }
+  const run = await startLb({ upstreams: [{ address: a.address }] }, 2)
+  try {
+    await workersReady(run, 2)
+    const pool = run.lb.workerPool
+    assert.ok(pool !== null)
+    const [first, second] = pool.pool.threads
+    // 1. a replacement created before the reload, still loading its modules when the
+    //    reload is published: not yet listening, it cannot hear the broadcast
+    await first.terminate()
+    run.lb.reload(resolveConfig({ ...base, upstreams: [{ address: b.address }] }))
+    await waitFor(() => pool.pool.threads.length === 2 && !pool.pool.threads.includes(first), 10_000, 'a replacement for the first worker')
+    await workersReady(run, 2)
+    // 2. a replacement created after the reload: it starts from workerData
+    await second.terminate()
+    await waitFor(() => pool.pool.threads.length === 2 && !pool.pool.threads.includes(second), 10_000, 'a replacement for the second worker')
+    await workersReady(run, 2)
+    const slots = workerThreadIds(run).map((id) => slotOfThread(run.lb.state, id))
+    const requestsBefore = slots.map((slot) => run.lb.state.worker(slot, W_REQUESTS))
+    const served: string[] = []
+    for (let i = 0; i < 10; i++) {
+      const reply = await httpRequest(run.port, { path: `/after-reload/${i}` })
+      served.push(`${reply.status} ${String(reply.headers['x-upstream'])}`)
+    }
+    const perWorker = slots.map((slot, i) => run.lb.state.worker(slot, W_REQUESTS) - requestsBefore[i])
+    console.log(`after the reload and two replacements: ${served.join(', ')}; requests per worker: ${perWorker.join(', ')}`)
+    assert.ok(perWorker.every((n) => n > 0), `both replacements served some of the requests (${perWorker.join(', ')})`)
+    assert.deepEqual(served.filter((s) => s !== '200 b'), [], 'every request went to the upstream of the reloaded config')
+  } finally {
+    await run.stop()
+    await closeAll([a, b])
   }
 })
 
