@@ -51,7 +51,8 @@ interface Options {
   balancerCpus: number[] | null
   loadCpus: number[] | null
   upstreams: number
-  nginxUpstreams: boolean
+  /** nginx `return 200` upstreams: true (--nginx-upstreams), false (--node-upstreams), null: nginx when installed */
+  nginxUpstreams: boolean | null
   loadgen: 'wrk' | 'autocannon' | null
   balancerScript: string
   peerThreads: number | null
@@ -84,7 +85,9 @@ const HELP = `npm run bench -- [options] [-- extra switchyard flags]
                         JSON lines to stdout, read by the bench), to measure the logging tax
   --peer-threads N      nginx worker_processes / haproxy nbthread (default: CPUs given to the balancer)
   --upstreams N         upstream processes (default 2)
-  --nginx-upstreams     nginx 'return 200' servers as upstreams (when nginx is installed)
+  --nginx-upstreams     nginx 'return 200' servers as upstreams (the default when nginx is installed:
+                        the cheapest upstream leaves the load CPU to wrk, so every row runs saturated)
+  --node-upstreams      bench/upstream.js processes as upstreams (the default without nginx)
   --loadgen wrk|autocannon   force a load generator (default: wrk if on PATH)
   --no-pin              no taskset pinning
   --balancer-cpus 0     CPUs for the balancer / peers (default: first half)
@@ -110,7 +113,7 @@ function parseArgs (argv: string[]): Options {
     balancerCpus: null,
     loadCpus: null,
     upstreams: 2,
-    nginxUpstreams: false,
+    nginxUpstreams: null,
     loadgen: null,
     balancerScript: path.join(ROOT, 'dist/src/cli.js'),
     peerThreads: null,
@@ -152,6 +155,7 @@ function parseArgs (argv: string[]): Options {
       case '--load-cpus': options.loadCpus = parseCpuList(value()); break
       case '--upstreams': options.upstreams = Math.floor(positive(1)); break
       case '--nginx-upstreams': options.nginxUpstreams = true; break
+      case '--node-upstreams': options.nginxUpstreams = false; break
       case '--balancer-script': options.balancerScript = path.resolve(value()); break
       case '--loadgen': {
         const name = value()
@@ -512,9 +516,9 @@ async function main (): Promise<void> {
   if (!options.peers) notes.push('peers: run with --peers to add nginx, HAProxy and a node:http proxy for reference.')
 
   let nginxUpstreams = false
-  if (options.nginxUpstreams) {
+  if (options.nginxUpstreams !== false) {
     if (which('nginx') !== null) nginxUpstreams = true
-    else notes.push(`--nginx-upstreams: nginx is not installed (${INSTALL_HINT}); used node upstreams.`)
+    else if (options.nginxUpstreams === true) notes.push(`--nginx-upstreams: nginx is not installed (${INSTALL_HINT}); used node upstreams.`)
   }
 
   process.on('SIGINT', () => { void interrupted('SIGINT', 130) })
