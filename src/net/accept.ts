@@ -99,11 +99,15 @@ const CLIENT_READ = arenaRead(onClientRead)
  * (src/net/read-arena.ts); TLS and PROXY protocol listeners read with 'data'.
  */
 export function adoptedSocketOptions (ctx: ProxyContext, index: number, fd: number): net.SocketConstructorOpts & { onread?: net.OnReadOpts } {
-  const listener = ctx.listeners[index] ?? ctx.listeners[0]
-  const plain = listener === undefined || (listener.proto === 'http' && listener.proxyTrusted === null)
-  return plain
+  return readsIntoArena(ctx, index)
     ? { fd, readable: true, writable: true, allowHalfOpen: true, onread: CLIENT_READ }
     : { fd, readable: true, writable: true, allowHalfOpen: true }
+}
+
+/** Does the request path read listener `index`'s sockets into the read arena (plain HTTP, no PROXY header)? */
+export function readsIntoArena (ctx: ProxyContext, index: number): boolean {
+  const listener = ctx.listeners[index] ?? ctx.listeners[0]
+  return listener === undefined || (listener.proto === 'http' && listener.proxyTrusted === null)
 }
 
 /** A connected socket from listener `index`: run its listener's steps, then the request path. */

@@ -5,7 +5,7 @@
 import { join } from 'node:path'
 import { SwitchyardError } from '../errors'
 
-interface FdHandoff {
+export interface FdHandoff {
   duplicate (fd: number): number
   close (fd: number): void
   /** "ip:port" of the socket's peer, or null when `fd` is not an open connected socket. */
@@ -13,6 +13,15 @@ interface FdHandoff {
 }
 
 let addon: FdHandoff | null = null
+
+/** The addon, or null when it is not built (sequential mode works without it). */
+export function optionalHandoff (): FdHandoff | null {
+  try {
+    return loadHandoff()
+  } catch {
+    return null
+  }
+}
 
 export function loadHandoff (): FdHandoff {
   if (addon !== null) return addon

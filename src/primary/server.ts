@@ -13,7 +13,8 @@ import { SharedState, type UpstreamEntry } from '../shared/state'
 import { buildUpstreamTable } from '../shared/upstreams'
 import { H_CONNECTIONS_ACCEPTED, L_ACCEPTED } from '../shared/layout'
 import { createThreadProxy, applyConfig, startThreadStats, drainThread } from '../proxy/thread'
-import { acceptConnection, applyTlsMaterial, installListeners } from '../net/accept'
+import { acceptConnection, adoptedSocketOptions, applyTlsMaterial, installListeners, readsIntoArena } from '../net/accept'
+import { optionalHandoff, type FdHandoff } from './handoff'
 import { TlsManager, TICKET_KEY_ROTATION_MS, type CertificateStatus } from '../tls/manager'
 import { AcmeListener, type ChallengeTable } from '../tls/acme'
 import type { ProxyContext } from '../proxy/context'
@@ -51,6 +52,8 @@ export class Switchyard implements AdminTarget {
   readonly cache: SharedCacheStore | null
   /** One server per listener, in the order of `listen`. */
   private readonly servers: net.Server[]
+  /** Sequential mode: the descriptor addon that re-wraps plain connections to read into the read arena (null: not built, or worker mode). */
+  private readonly rewrap: FdHandoff | null
   /** Certificates and ticket keys (null when no listener has TLS). */
   readonly tls: TlsManager | null
   private ticketTimer: NodeJS.Timeout | null = null
@@ -107,21 +110,47 @@ export class Switchyard implements AdminTarget {
       this.stopThreadStats = startThreadStats(ctx)
       this.sequential = ctx
     }
+    // sequential mode wraps a plain listener's connections again, from a duplicated descriptor as worker
+    // mode does, so that they read into the read arena (src/net/read-arena.ts); without the addon, as accepted
+    this.rewrap = config.workers === 0 ? optionalHandoff() : null
     this.servers = listenersOf(config).map((_, index) => {
       const server = config.workers === 0
-        ? net.createServer({ allowHalfOpen: true }, (socket) => this.onSequentialConnection(socket, index))
+        ? net.createServer({ allowHalfOpen: true, pauseOnConnect: this.rewrap !== null }, (socket) => this.onSequentialConnection(socket, index))
         : net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => this.onWorkerConnection(socket, index))
       server.on('error', (err) => logger.error({ err: err.message, listener: index }, 'listener error'))
       return server
     })
   }
 
-  private onSequentialConnection (socket: net.Socket, listener: number): void {
+  private onSequentialConnection (accepted: net.Socket, listener: number): void {
     this.state.addHeader(H_CONNECTIONS_ACCEPTED, 1)
     this.state.addListener(listener, L_ACCEPTED, 1)
-    const peer = socket.remoteAddress
-    if (peer === undefined) { socket.destroy(); return }
-    acceptConnection(this.sequential as ProxyContext, listener, socket, peer)
+    const peer = accepted.remoteAddress
+    if (peer === undefined) { accepted.destroy(); return }
+    const ctx = this.sequential as ProxyContext
+    let socket: net.Socket | null = accepted
+    if (this.rewrap !== null) {
+      if (readsIntoArena(ctx, listener)) socket = this.rewrapped(this.rewrap, accepted, ctx, listener)
+      else accepted.resume() // accepted paused (pauseOnConnect): a TLS or PROXY listener reads as usual
+    }
+    if (socket !== null) acceptConnection(ctx, listener, socket, peer)
+  }
+
+  /** `accepted` (paused) as a socket that reads into the read arena: a duplicate of its descriptor, the original closed. */
+  private rewrapped (handoff: FdHandoff, accepted: net.Socket, ctx: ProxyContext, listener: number): net.Socket | null {
+    const handle = (accepted as unknown as { _handle: { fd: number } | null })._handle
+    if (handle === null || handle.fd < 0) { accepted.destroy(); return null }
+    let fd = -1
+    try {
+      fd = handoff.duplicate(handle.fd)
+      accepted.destroy() // the duplicate keeps the connection open
+      return new net.Socket(adoptedSocketOptions(ctx, listener, fd))
+    } catch (err) {
+      logger.error({ code: 'SWY_ERR_FD_HANDOFF' satisfies ErrorCode, err: (err as Error).message }, 'could not take over an accepted descriptor; connection dropped')
+      accepted.destroy()
+      if (fd >= 0) handoff.close(fd)
+      return null
+    }
   }
 
   private onWorkerConnection (socket: net.Socket, listener: number): void {
