@@ -16,7 +16,7 @@ import { loadHandoff } from './handoff'
 import { ADOPT_NONE, ADOPT_TAKING } from './adoption'
 import { SharedCacheStore, type SharedCacheInit } from '../cache/store'
 import { ownerOfWorkerSlot } from '../cache/fill-claims'
-import { logger } from '../log'
+import { logger, openLogRings, closeLogRings } from '../log'
 import type { ErrorCode } from '../errors'
 import type { TlsMaterial } from '../tls/terminator'
 
@@ -35,6 +35,8 @@ export interface WorkerInit {
   tlsPort: number
   /** ACME HTTP-01 challenges in progress (token, key authorization). */
   challenges: ReadonlyArray<readonly [string, string]>
+  /** stdout lines: one ring per worker slot, written out by the primary (src/log-ring.ts). */
+  logRings: SharedArrayBuffer[]
 }
 
 export interface ConnectionTask {
@@ -101,7 +103,7 @@ export class WorkerPool {
       }
     }
     this.channel.unref()
-    const init: WorkerInit = { config, state: state.toInit(), table, stickySecret, cache, channel: channelName, tls, tlsPort, challenges: [], clusterChannel }
+    const init: WorkerInit = { config, state: state.toInit(), table, stickySecret, cache, channel: channelName, tls, tlsPort, challenges: [], clusterChannel, logRings: openLogRings(MAX_WORKER_SLOTS) }
     this.init = init
     this.pool = new Piscina({
       filename: join(__dirname, '..', '..', 'workers', 'proxy.worker.js'),
@@ -279,6 +281,7 @@ export class WorkerPool {
     await this.flushWorkerLogs(Math.max(500, deadline - Date.now()))
     this.stopping = true
     await this.pool.destroy()
+    closeLogRings(this.init.logRings) // what the workers left there is written by the primary's last flush
     this.channel.close()
   }
 }
