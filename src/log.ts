@@ -10,10 +10,17 @@
  *
  * Every line names its level ("level":"info"), pino's lines and the access
  * log's alike.
+ *
+ * stdout has one writer, the primary thread: in worker mode each worker's
+ * stdout lines (pino's and the access log's) go to its slot's ring in shared
+ * memory and the primary writes them with its own (src/log-ring.ts), so lines
+ * from different threads never interleave and batches are large. A worker
+ * holds its lines until it has a slot (holdLogs, useLogRing).
  */
 import pino from 'pino'
 import { isMainThread, threadId } from 'node:worker_threads'
 import { LogSink } from './log-sink'
+import { allocateRing } from './log-ring'
 
 /** This thread's stdout: pino's lines, and the access log unless `log.accessFile` is set. */
 const stdoutSink = new LogSink(1)
@@ -93,7 +100,36 @@ export function droppedLogLines (): number {
   return stdoutSink.dropped + (fileSink?.dropped ?? 0)
 }
 
-/** Flush buffered log lines; resolves when written or after `timeoutMs`, whichever is first. */
+/**
+ * Flush buffered log lines (on the primary: the workers' rings too; a worker's
+ * stdout lines are already the primary's); resolves when written or after
+ * `timeoutMs`, whichever is first.
+ */
 export async function flushLogs (timeoutMs = 1000): Promise<void> {
   await Promise.all([stdoutSink.drain(timeoutMs), fileSink !== null ? fileSink.drain(timeoutMs) : undefined])
+}
+
+/** A worker at start: keep stdout lines until useLogRing() says where they go. */
+export function holdLogs (): void {
+  stdoutSink.hold()
+}
+
+/**
+ * A worker with its slot: stdout lines go to that slot's ring (the primary
+ * writes them), or, given null (no slot), this thread writes them itself.
+ */
+export function useLogRing (ring: SharedArrayBuffer | null): void {
+  stdoutSink.attachRing(ring)
+}
+
+/** The primary in worker mode: one ring per worker slot, which this thread's stdout sink writes out. */
+export function openLogRings (slots: number): SharedArrayBuffer[] {
+  const rings = Array.from({ length: slots }, () => allocateRing())
+  stdoutSink.addRings(rings, isMainThread ? process.stdout : null) // a worker's process.stdout is not fd 1
+  return rings
+}
+
+/** The worker pool is gone: what its rings hold is written (flushLogs waits for it), then they are dropped. */
+export function closeLogRings (rings: readonly SharedArrayBuffer[]): void {
+  stdoutSink.retireRings(rings)
 }

@@ -10,10 +10,12 @@ import { createThreadProxy, applyConfig, startThreadStats, drainThread, setWorke
 import { acceptConnection, adoptedSocketOptions, applyTlsMaterial } from '../src/net/accept'
 import type { WorkerInit, ConnectionTask, ControlMessage, StateUpdate } from '../src/primary/workers'
 import { ADOPT_TAKING, ADOPT_WRAPPED } from '../src/primary/adoption'
-import { logger, flushLogs, configureLog, reopenLogs } from '../src/log'
+import { logger, flushLogs, configureLog, reopenLogs, holdLogs, useLogRing } from '../src/log'
 import { LeaseBroker } from '../src/cluster/global-limiter'
 
 const init = workerData as WorkerInit
+// stdout lines wait for this thread's slot: they go to its ring, which the primary writes
+holdLogs()
 const state = new SharedState(init.state)
 applyLogConfig(init.config)
 const leases = init.clusterChannel !== null && init.config.cluster !== undefined
@@ -22,6 +24,7 @@ const leases = init.clusterChannel !== null && init.config.cluster !== undefined
 const ctx = createThreadProxy(init.config, state, init.table, { stickySecret: init.stickySecret, cache: init.cache, tls: init.tls, tlsPort: init.tlsPort, leases })
 // after the context exists; also makes this thread's cache claims carry the slot (freed by the primary if we die)
 setWorkerSlot(ctx, state.claimWorkerSlot(threadId))
+useLogRing(ctx.workerSlot === -1 ? null : init.logRings[ctx.workerSlot])
 if (init.challenges.length > 0) ctx.acmeChallenges = new Map(init.challenges)
 if (ctx.workerSlot === -1) logger.warn('no free worker slot in shared state; per-worker stats are off for this thread')
 startThreadStats(ctx)

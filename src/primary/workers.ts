@@ -16,7 +16,7 @@ import { loadHandoff } from './handoff'
 import { ADOPT_NONE, ADOPT_TAKING } from './adoption'
 import { SharedCacheStore, type SharedCacheInit } from '../cache/store'
 import { ownerOfWorkerSlot } from '../cache/fill-claims'
-import { logger } from '../log'
+import { logger, openLogRings, closeLogRings } from '../log'
 import type { ErrorCode } from '../errors'
 import type { TlsMaterial } from '../tls/terminator'
 
@@ -37,6 +37,8 @@ export interface WorkerInit {
   challenges: ReadonlyArray<readonly [string, string]>
   /** The last state update (config, tls, acme) this snapshot includes; see WorkerPool.publish. */
   update: number
+  /** stdout lines: one ring per worker slot, written out by the primary (src/log-ring.ts). */
+  logRings: SharedArrayBuffer[]
 }
 
 export interface ConnectionTask {
@@ -142,7 +144,7 @@ export class WorkerPool {
       }
     }
     this.channel.unref()
-    const init: WorkerInit = { config, state: state.toInit(), table, stickySecret, cache, channel: channelName, tls, tlsPort, challenges: [], clusterChannel, update: 0 }
+    const init: WorkerInit = { config, state: state.toInit(), table, stickySecret, cache, channel: channelName, tls, tlsPort, challenges: [], clusterChannel, update: 0, logRings: openLogRings(MAX_WORKER_SLOTS) }
     this.init = init
     this.pool = new Piscina({
       filename: join(__dirname, '..', '..', 'workers', 'proxy.worker.js'),
@@ -390,6 +392,7 @@ export class WorkerPool {
     this.stopping = true
     if (this.respawnTimer !== null) { clearTimeout(this.respawnTimer); this.respawnTimer = null }
     await this.pool.destroy()
+    closeLogRings(this.init.logRings) // what the workers left there is written by the primary's last flush
     this.channel.close()
   }
 }

@@ -2,7 +2,10 @@
  * The access log end to end, through the real CLI in both modes: no line of a
  * request that got a response is lost at shutdown (100 requests then SIGTERM
  * -> 100 lines, before timeouts.drainMs), every key of a line, level names on
- * every line, log.redactQuery, log.accessFile and its reopening on SIGUSR1.
+ * every line, log.redactQuery, log.accessFile and its reopening on SIGUSR1;
+ * under load from many connections (both workers), every stdout line whole
+ * and each connection's lines in the order of its requests (one writer,
+ * src/log-ring.ts).
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
@@ -152,6 +155,41 @@ for (const mode of MODES) {
       await run.stop()
       await up.close()
       ca.remove()
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  test(`${mode.name}: 16 keep-alive clients × 150 requests, then SIGTERM: every stdout line whole JSON, each connection's lines in request order, none lost`, async () => {
+    // worker mode: the connections spread over both workers, whose lines reach stdout through the primary
+    const up = await startEchoUpstream()
+    const dir = mkdtempSync(join(tmpdir(), 'swy-access-'))
+    const lb = await spawnLb(['--config', configFile(dir, up.address, mode.workers, {})])
+    const CLIENTS = 16
+    const REQUESTS = 150
+    try {
+      await Promise.all(Array.from({ length: CLIENTS }, async (_, c) => {
+        const agent = new http.Agent({ keepAlive: true, maxSockets: 1 }) // one connection: one thread, requests in turn
+        try {
+          for (let i = 0; i < REQUESTS; i++) assert.equal(await get(lb.port, `/c/${c}/${i}?${'q'.repeat((c * 131 + i * 17) % 700)}`, agent), 200)
+        } finally {
+          agent.destroy()
+        }
+      }))
+      assert.equal(await lb.stop(), 0)
+      const text = lb.output()
+      const lines = text.split('\n').filter((l) => l !== '')
+      for (const l of lines) assert.doesNotThrow(() => JSON.parse(l), `a line that is not whole JSON: ${l.slice(0, 300)}`)
+      const access = jsonLines(text).filter((l) => l.type === 'access')
+      assert.equal(access.length, CLIENTS * REQUESTS)
+      const threads = new Set(access.map((l) => l.thread))
+      if (mode.workers > 1) assert.equal(threads.size, 2, `lines from both workers: ${[...threads].join(', ')}`)
+      for (let c = 0; c < CLIENTS; c++) {
+        const order = access.map((l) => String(l.path)).filter((p) => p.startsWith(`/c/${c}/`)).map((p) => Number(p.split('/')[3].split('?')[0]))
+        assert.deepEqual(order, Array.from({ length: REQUESTS }, (_, i) => i), `connection ${c}'s lines in order`)
+      }
+    } finally {
+      if (lb.child.exitCode === null) lb.child.kill('SIGKILL')
+      await up.close()
       rmSync(dir, { recursive: true, force: true })
     }
   })
