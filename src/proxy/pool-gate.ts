@@ -47,6 +47,8 @@ export type PoolMode = 'normal' | 'backup' | 'panic' | 'last' | 'none'
 export const RAMP_MIN = 0.1
 /** How often the ramp factors are recomputed while a pick needs them. */
 const RAMP_TICK_MS = 20
+/** A ramp factor at least this share of the largest counts as the largest (no ramp between them). */
+const SAME_START = 0.99
 
 export interface PoolSettings {
   /** Name in logs, metrics and /api/status ('default' for top-level upstreams). */
@@ -279,7 +281,9 @@ export class PoolGate implements BalancerState {
     let ramping = false
     for (const entry of this.table) {
       const slot = entry.slot
-      const p = any && max > 0 ? Math.min(1, this.admit[slot] / max) : 1
+      const relative = any && max > 0 ? Math.min(1, this.admit[slot] / max) : 1
+      // within 1% of the largest is the same start (upstreams set up a millisecond apart): full share
+      const p = relative >= SAME_START ? 1 : relative
       this.admit[slot] = p
       if (p < 1 && this.eligible[slot] === 1) ramping = true
     }
