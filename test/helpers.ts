@@ -38,10 +38,16 @@ export async function startEchoUpstream (name = 'upstream', onRequest?: (req: ht
       res.end(payload)
     })
   })
-  server.keepAliveTimeout = 30_000
+  const result = await listenHttp(server, 30_000)
+  return result
+}
+
+/** `server` listening on a free loopback port, as a TestServer whose close() also ends its kept-alive connections. */
+export async function listenHttp (server: http.Server, keepAliveTimeoutMs: number): Promise<TestServer & { server: http.Server }> {
+  server.keepAliveTimeout = keepAliveTimeoutMs
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   const port = (server.address() as AddressInfo).port
-  const result = {
+  return {
     server,
     port,
     address: `127.0.0.1:${port}`,
@@ -51,7 +57,6 @@ export async function startEchoUpstream (name = 'upstream', onRequest?: (req: ht
       await new Promise<void>((resolve) => server.close(() => resolve()))
     },
   }
-  return result
 }
 
 /** A raw TCP server: `onConnection` writes exact wire bytes. Tracks and destroys its sockets on close. */

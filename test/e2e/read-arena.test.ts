@@ -46,9 +46,8 @@ import { createHash } from 'node:crypto'
 import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { AddressInfo } from 'node:net'
 import { MODES, startLb, type RunningLb } from './harness'
-import { waitFor, type TestServer } from '../helpers'
+import { waitFor, listenHttp, type TestServer } from '../helpers'
 
 /** Every mode of the suite, and one worker: then every socket of the proxy reads into the same arena. */
 const ARENA_MODES = [...MODES, { name: 'workers=1', workers: 1 }] as const
@@ -491,18 +490,7 @@ async function startUpstream (name: string, log: UpstreamLog): Promise<TestServe
     res.writeHead(404, { 'content-length': '0' })
     res.end()
   })
-  server.keepAliveTimeout = 60_000
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const port = (server.address() as AddressInfo).port
-  const result: TestServer = {
-    port,
-    address: `127.0.0.1:${port}`,
-    count: 0,
-    close: async () => {
-      server.closeAllConnections()
-      await new Promise<void>((resolve) => server.close(() => resolve()))
-    },
-  }
+  const result: TestServer = await listenHttp(server, 60_000)
   return result
 }
 
