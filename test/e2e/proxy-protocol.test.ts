@@ -60,7 +60,9 @@ for (const mode of MODES) {
           { address: '127.0.0.1:0', proxyProtocol: { trustedCidrs: ['10.0.0.0/8'] } },
         ],
         upstreams: [{ address: upstream.address }],
-        rateLimit: { maxRequests: 1, windowMs: 60_000 },
+        // a token bucket, not the wall-clock-aligned fixed window: two requests a second apart across a minute
+        // boundary would land in two windows and both pass
+        rateLimit: { maxRequests: 1, windowMs: 60_000, algorithm: 'token-bucket' },
         firewall: { rules: [{ name: 'blocked-client', action: 'deny', clientCidr: ['198.51.100.66/32'] }] },
         timeouts: { clientHeaderMs: 400 },
       }, mode.workers)
