@@ -1,7 +1,8 @@
 /**
  * `npm run bench`: the end-to-end comparison. switchyard in sequential mode (--workers 0) and with
- * 1..N worker threads, optionally next to nginx, HAProxy and a plain node:http proxy, all in front
- * of the same upstreams and driven by the same load generator for the same time and connections.
+ * 1..N worker threads, optionally next to nginx, HAProxy, a plain node:http proxy and the npm package
+ * http-proxy, all in front of the same upstreams and driven by the same load generator for the same
+ * time and connections.
  *
  *   configurations A B C … run interleaved, A B C A B C …, --rounds times (each run: fresh start,
  *   brief warm-up, measured interval); the table shows medians over rounds.
@@ -74,8 +75,9 @@ const HELP = `npm run bench -- [options] [-- extra switchyard flags]
   --rounds N            interleaved rounds; the table shows medians (default 3)
   --connections N       concurrent connections of the load generator (default 64)
   --workers-list 0,1,2  switchyard configurations (default 0..os.availableParallelism())
-  --peers               also measure nginx, HAProxy (when installed), the node:http proxy and a
-                        relay that does no HTTP at all (the floor: Node's own socket I/O)
+  --peers               also measure nginx, HAProxy (when installed), the node:http proxy, the npm
+                        package http-proxy and a relay that does no HTTP at all (the floor: Node's
+                        own socket I/O)
   --scaling             sweep --workers 1, 2, 4 … up to the CPUs given to the balancer (the load
                         generator and upstreams keep their own CPUs), with nginx worker_processes N
                         at each N when installed: requests/s, speedup, efficiency, ideal line
@@ -511,9 +513,12 @@ async function main (): Promise<void> {
     notes.push(`${message}: measured the peers only.`)
   }
   const peers = options.peers ? peerDefinitions() : []
-  const missingPeers = peers.filter((p) => p.binary === null).map((p) => p.id)
-  if (missingPeers.length > 0) notes.push(`not installed: ${missingPeers.join(', ')} (install: ${INSTALL_HINT})`)
-  if (!options.peers) notes.push('peers: run with --peers to add nginx, HAProxy and a node:http proxy for reference.')
+  const missingHints = new Map<string, string[]>()
+  for (const peer of peers.filter((p) => p.binary === null)) {
+    missingHints.set(peer.installHint, [...(missingHints.get(peer.installHint) ?? []), peer.id])
+  }
+  for (const [hint, ids] of missingHints) notes.push(`not installed: ${ids.join(', ')} (install: ${hint})`)
+  if (!options.peers) notes.push('peers: run with --peers to add nginx, HAProxy, a node:http proxy and http-proxy for reference.')
 
   let nginxUpstreams = false
   if (options.nginxUpstreams !== false) {
@@ -542,7 +547,9 @@ async function main (): Promise<void> {
       ? `nginx ${peer.version} (${peerThreads} worker${peerThreads > 1 ? 's' : ''})`
       : peer.id === 'haproxy'
         ? `haproxy ${peer.version} (${peerThreads} thread${peerThreads > 1 ? 's' : ''})`
-        : peer.id === 'node-relay' ? 'node relay, no HTTP (1 thread)' : 'node:http proxy (1 thread)'
+        : peer.id === 'node-relay'
+          ? 'node relay, no HTTP (1 thread)'
+          : peer.id === 'http-proxy' ? `http-proxy ${peer.version} (1 thread)` : 'node:http proxy (1 thread)'
     configs.push({
       id: peer.id,
       label,
@@ -610,6 +617,11 @@ async function main (): Promise<void> {
     notes.push(`the relay row does no HTTP at all: ${relay.cpuMicrosPerRequest.toFixed(1)} CPU µs/req is the floor of Node's socket I/O; ` +
       'switchyard\'s distance from it is its own HTTP work, pooling and bookkeeping.')
   }
+  const versusHttpProxy = sequentialOverHttpProxy(summaries)
+  if (versusHttpProxy !== null) {
+    notes.push(`switchyard seq answers ${formatNumber(versusHttpProxy.requestsPerSec, 2)}× http-proxy's requests/s ` +
+      `(#18's goal: ≥ 4×); http-proxy spends ${formatNumber(versusHttpProxy.cpuMicrosPerRequest, 2)}× switchyard seq's CPU µs per request.`)
+  }
   for (const s of summaries) {
     const failed = runs.find((r) => r.config === s.id && r.error !== null)
     if (failed !== undefined) notes.push(`${s.label}: ${s.failedRuns} run(s) failed, first: ${failed.error?.split('\n')[0]}`)
@@ -646,6 +658,7 @@ async function main (): Promise<void> {
     peerThreads,
     notes,
     summaries,
+    seqOverHttpProxy: versusHttpProxy,
     scaling: scaling === null ? null : { ...scaling, rows: scalingRows(summaries, scaling.steps) },
     runs,
   }
@@ -683,6 +696,22 @@ function chartInput (summaries: Summary[], loadgen: LoadGenerator, options: Opti
     references: summaries.filter((s) => s.kind === 'peer' || s.accessLog).map((s) => ({
       label: s.label, requestsPerSec: s.requestsPerSec, cpuUsPerRequest: s.cpuMicrosPerRequest,
     })),
+  }
+}
+
+/**
+ * #18 states a goal as a multiple of http-proxy's requests/s: sequential switchyard's req/s over
+ * http-proxy's, and http-proxy's CPU µs per request over switchyard's (both > 1 when switchyard is
+ * ahead). null unless both ran.
+ */
+function sequentialOverHttpProxy (summaries: Summary[]): { requestsPerSec: number, cpuMicrosPerRequest: number } | null {
+  const sequential = summaries.find((s) => s.id === 'switchyard-seq')
+  const httpProxy = summaries.find((s) => s.id === 'http-proxy')
+  if (sequential === undefined || httpProxy === undefined) return null
+  if (!(sequential.requestsPerSec > 0 && httpProxy.requestsPerSec > 0)) return null
+  return {
+    requestsPerSec: sequential.requestsPerSec / httpProxy.requestsPerSec,
+    cpuMicrosPerRequest: httpProxy.cpuMicrosPerRequest / sequential.cpuMicrosPerRequest,
   }
 }
 

@@ -11,6 +11,8 @@
  *              (without these nginx opens a new upstream connection per request).
  *   haproxy    `balance roundrobin`, `http-reuse always`, nbthread = CPUs given to the balancer.
  *   node-proxy bench/node-proxy.ts: node:http server + keep-alive http.Agent, one thread.
+ *   http-proxy bench/http-proxy-peer.ts: the npm package http-proxy (node-http-proxy, #18's yardstick),
+ *              keep-alive http.Agent, xfwd, one thread.
  *   node-relay bench/relay.ts: no HTTP at all, a TCP relay with one upstream connection per client
  *              connection: the floor of what Node's socket I/O costs (a reference, not a balancer).
  */
@@ -331,7 +333,7 @@ ${servers}
 // ---------------------------------------------------------------------------------------------
 
 export interface PeerDefinition {
-  id: 'nginx' | 'haproxy' | 'node-proxy' | 'node-relay'
+  id: 'nginx' | 'haproxy' | 'node-proxy' | 'http-proxy' | 'node-relay'
   /** Path of the binary, or null when missing. */
   binary: string | null
   version: string
@@ -342,9 +344,20 @@ export interface PeerDefinition {
 
 export const INSTALL_HINT = 'apt-get install -y nginx haproxy'
 
+/** The installed http-proxy's version (a devDependency), or null when `npm install` has not put it there. */
+export function httpProxyVersion (): string | null {
+  try {
+    const manifest = JSON.parse(fs.readFileSync(require.resolve('http-proxy/package.json'), 'utf8')) as { version?: unknown }
+    return typeof manifest.version === 'string' ? manifest.version : null
+  } catch {
+    return null
+  }
+}
+
 export function peerDefinitions (): PeerDefinition[] {
   const nginx = which('nginx')
   const haproxy = which('haproxy')
+  const httpProxy = httpProxyVersion()
   return [
     {
       id: 'nginx',
@@ -367,6 +380,14 @@ export function peerDefinitions (): PeerDefinition[] {
       version: `node ${process.version}`,
       installHint: '',
       start: (port, upstreamPorts, _threads, cpus) => startNodeProxyPeer(port, upstreamPorts, cpus),
+    },
+    {
+      // the npm package http-proxy (bench/http-proxy-peer.ts): #18 states a goal against it
+      id: 'http-proxy',
+      binary: httpProxy !== null ? process.execPath : null,
+      version: httpProxy ?? '',
+      installHint: 'npm install (http-proxy is a devDependency)',
+      start: (port, upstreamPorts, _threads, cpus) => startNodeScriptPeer('http-proxy-peer', port, upstreamPorts, cpus),
     },
     {
       // the floor: Node's own socket I/O with no HTTP at all (bench/relay.ts)

@@ -1,0 +1,139 @@
+/**
+ * The Node peers of `npm run bench -- --peers` proxy correctly, so their rows measure a working proxy:
+ * each is started the way the bench starts it (peerDefinitions().start: dist/bench/*.js with
+ * switchyard-style --bind/--upstream flags, readiness by connecting) in front of two echo upstreams.
+ * What is checked: method, path and body arrive, answers alternate between the upstreams
+ * (round-robin), upstream connections are kept alive across requests, X-Forwarded-For is added
+ * (http-proxy is run with `xfwd: true`, as switchyard adds it), an unreachable upstream is a 502.
+ */
+import { after, before, describe, test } from 'node:test'
+import assert from 'node:assert/strict'
+import * as http from 'node:http'
+import { freePort as benchFreePort, peerDefinitions, stopProcess, type Managed, type PeerDefinition } from '../../bench/peers'
+import { freePort, startEchoUpstream, type TestServer } from '../helpers'
+
+interface Echo {
+  name: string
+  method: string
+  url: string
+  headers: Record<string, string>
+  body: string
+}
+
+/** Requests one after another on one kept-alive client connection; the echoes in order. */
+async function sequentialRequests (port: number, count: number): Promise<Echo[]> {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+  const echoes: Echo[] = []
+  try {
+    for (let i = 0; i < count; i++) {
+      const body = `body ${i}`
+      const echo = await new Promise<Echo>((resolve, reject) => {
+        const req = http.request({ host: '127.0.0.1', port, agent, method: 'POST', path: `/r/${i}?q=${i}`, headers: { 'content-length': Buffer.byteLength(body) } }, (res) => {
+          const chunks: Buffer[] = []
+          res.on('data', (c: Buffer) => chunks.push(c))
+          res.on('end', () => {
+            if (res.statusCode !== 200) reject(new Error(`status ${res.statusCode}`))
+            else resolve(JSON.parse(Buffer.concat(chunks).toString()) as Echo)
+          })
+          res.on('error', reject)
+        })
+        req.on('error', reject)
+        req.end(body)
+      })
+      echoes.push(echo)
+    }
+  } finally {
+    agent.destroy()
+  }
+  return echoes
+}
+
+async function statusOf (port: number): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port, agent: false, path: '/' }, (res) => {
+      res.resume()
+      res.on('end', () => resolve(res.statusCode ?? 0))
+    })
+    req.on('error', reject)
+  })
+}
+
+function peer (id: PeerDefinition['id']): PeerDefinition {
+  const definition = peerDefinitions().find((p) => p.id === id)
+  assert.ok(definition !== undefined, `peerDefinitions() lists ${id}`)
+  return definition
+}
+
+describe('bench peers', () => {
+  const upstreams: Array<TestServer & { server: http.Server }> = []
+  /** upstream TCP connections accepted, over both upstreams */
+  let upstreamConnections = 0
+
+  before(async () => {
+    for (const name of ['a', 'b']) {
+      const upstream = await startEchoUpstream(name)
+      upstream.server.on('connection', () => { upstreamConnections++ })
+      upstreams.push(upstream)
+    }
+  })
+  after(async () => {
+    for (const upstream of upstreams) await upstream.close()
+  })
+
+  test('the http-proxy peer is listed with the installed package\'s version', () => {
+    const definition = peer('http-proxy')
+    assert.notEqual(definition.binary, null, 'http-proxy is a devDependency: npm install puts it there')
+    assert.match(definition.version, /^1\.\d+\.\d+$/)
+  })
+
+  for (const id of ['http-proxy', 'node-proxy'] as const) {
+    describe(id, () => {
+      let port = 0
+      let running: Managed | null = null
+
+      before(async () => {
+        port = await benchFreePort()
+        running = await peer(id).start(port, upstreams.map((u) => u.port), 1, null)
+      })
+      after(async () => {
+        if (running !== null) assert.equal(await stopProcess(running), 0, `${id} exits 0 on SIGTERM`)
+      })
+
+      test('relays method, path and body, round-robin over the upstreams, on kept-alive upstream connections', async () => {
+        const connectionsBefore = upstreamConnections
+        const echoes = await sequentialRequests(port, 8)
+        echoes.forEach((echo, i) => {
+          assert.equal(echo.method, 'POST')
+          assert.equal(echo.url, `/r/${i}?q=${i}`)
+          assert.equal(echo.body, `body ${i}`)
+          assert.equal(echo.headers.host, `127.0.0.1:${port}`, 'Host is the client\'s')
+        })
+        const names = echoes.map((e) => e.name)
+        assert.ok(names.every((name, i) => i === 0 || name !== names[i - 1]), `alternates: ${names.join(' ')}`)
+        assert.deepEqual(new Set(names), new Set(['a', 'b']))
+        // one request at a time: one connection per upstream, reused (http-proxy without an agent would open 8)
+        assert.ok(upstreamConnections - connectionsBefore <= 2, `${upstreamConnections - connectionsBefore} upstream connections for 8 requests`)
+      })
+
+      if (id === 'http-proxy') {
+        test('adds X-Forwarded-For/-Proto/-Port (xfwd)', async () => {
+          const [echo] = await sequentialRequests(port, 1)
+          assert.equal(echo.headers['x-forwarded-for'], '127.0.0.1')
+          assert.equal(echo.headers['x-forwarded-proto'], 'http')
+          assert.equal(echo.headers['x-forwarded-port'], String(port))
+        })
+      }
+    })
+
+    test(`${id}: an unreachable upstream is a 502, and the peer keeps serving`, async () => {
+      const port = await benchFreePort()
+      const running = await peer(id).start(port, [await freePort()], 1, null)
+      try {
+        assert.equal(await statusOf(port), 502)
+        assert.equal(await statusOf(port), 502)
+      } finally {
+        assert.equal(await stopProcess(running), 0)
+      }
+    })
+  }
+})
