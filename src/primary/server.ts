@@ -324,6 +324,7 @@ export class Switchyard implements AdminTarget {
     const sameListen = sameBindings(next, this.config)
     if (!sameListen) restartNeeded.push('listen')
     if (next.workers !== this.config.workers) restartNeeded.push('workers')
+    if (next.workerMaxYoungGenerationSizeMb !== this.config.workerMaxYoungGenerationSizeMb) restartNeeded.push('workerMaxYoungGenerationSizeMb')
     const slots = this.state.rateTableSlots
     if (next.rateLimit !== undefined && slots !== 0 && next.rateLimit.tableSize !== slots) restartNeeded.push('rateLimit.tableSize')
     else if ((next.rateLimit?.tableSize ?? 0) !== (this.config.rateLimit?.tableSize ?? 0) && slots === 0) restartNeeded.push('rateLimit.tableSize')

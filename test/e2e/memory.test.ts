@@ -1,7 +1,8 @@
 /**
- * What keeps resident memory down (#18): the primary loads the ACME client and the admin API's
- * metrics library only when the configuration uses them (together 8 MB of its old generation, and
- * their loading doubled its young generation at start).
+ * What keeps resident memory down and flat (#18): each worker thread's young generation is capped
+ * (config.workerMaxYoungGenerationSizeMb, passed to piscina as resourceLimits), and the primary
+ * loads the ACME client and the admin API's metrics library only when the configuration uses them
+ * (together 8 MB of its old generation, and their loading doubled its young generation at start).
  */
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
@@ -18,6 +19,28 @@ async function upstream (): Promise<string> {
   upstreams.push(u)
   return `127.0.0.1:${u.port}`
 }
+
+function youngGenerationCaps (run: Awaited<ReturnType<typeof startLb>>): number[] {
+  const pool = run.lb.workerPool
+  assert.ok(pool !== null, 'worker mode has a pool')
+  return pool.pool.threads.map((t) => t.resourceLimits?.maxYoungGenerationSizeMb ?? -1)
+}
+
+test('workers=2: every worker thread runs with the young-generation cap (default 12 MB, or workerMaxYoungGenerationSizeMb)', async () => {
+  const address = await upstream()
+  const byDefault = await startLb({ upstreams: [{ address }] }, 2)
+  try {
+    assert.deepEqual(youngGenerationCaps(byDefault), [12, 12])
+  } finally {
+    await byDefault.stop()
+  }
+  const configured = await startLb({ upstreams: [{ address }], workerMaxYoungGenerationSizeMb: 6 }, 2)
+  try {
+    assert.deepEqual(youngGenerationCaps(configured), [6, 6])
+  } finally {
+    await configured.stop()
+  }
+})
 
 /** Start switchyard in a fresh process with `config` and list the packages it loaded (node_modules names). */
 async function packagesLoaded (config: Record<string, unknown>): Promise<string[]> {
