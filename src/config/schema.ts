@@ -335,6 +335,9 @@ export const configSchema = {
     // `pattern` applies to the string form, `items` to the array form
     listen: { type: ['string', 'array'], pattern: hostPort.pattern, minItems: 1, maxItems: 16, items: listenerSchema },
     workers: { type: 'integer', minimum: 0, maximum: 64 },
+    // each worker thread's young generation (V8 semi-spaces), MB: capped so that resident memory stays flat
+    // under load (src/primary/workers.ts, #18); read at start
+    workerMaxYoungGenerationSizeMb: { type: 'integer', minimum: 3, maximum: 1024, default: 12 },
     upstreams,
     balancing,
     retries: { type: 'integer', minimum: 0, maximum: 10, default: 1 },

@@ -212,6 +212,8 @@ export interface Config {
   /** One plain listener ("HOST:PORT") or several listeners: read it through listenersOf() (./listeners). */
   listen: string | ListenerConfig[]
   workers: number
+  /** Worker threads' resourceLimits.maxYoungGenerationSizeMb (src/primary/workers.ts). */
+  workerMaxYoungGenerationSizeMb: number
   /** The pool "default" (absent when only `pools` are given). */
   upstreams?: UpstreamConfig[]
   balancing: { algorithm: Algorithm, hashKey: HashKeyConfig }

@@ -185,6 +185,7 @@ const COMPLETE: Complete<Config> = {
     httpsRedirect: false,
   }],
   workers: 0,
+  workerMaxYoungGenerationSizeMb: 24,
   upstreams: [{ address: '127.0.0.1:8001', weight: 2, tls: { serverName: 'backend.test', caFile: 'ca.pem', verify: false }, proxyProtocol: 'v2', backup: false, maxConnections: 3, slowStartMs: 4 }],
   balancing: { algorithm: 'consistent-hash', hashKey: { source: 'header', name: 'x-user' } },
   retries: 2,
