@@ -8,6 +8,10 @@
  * wraps it with `new net.Socket({ fd })`. Closing one descriptor of a
  * duplicated pair does not shut the connection down: the socket lives until
  * the last descriptor referring to it is closed.
+ *
+ * Also `send`: the request path's direct writes (src/net/direct-write.ts), one
+ * nonblocking sendmsg to a plain TCP socket's descriptor while node has
+ * nothing queued for it.
  */
 #include <errno.h>
 #include <fcntl.h>
