@@ -8,6 +8,10 @@
  * wraps it with `new net.Socket({ fd })`. Closing one descriptor of a
  * duplicated pair does not shut the connection down: the socket lives until
  * the last descriptor referring to it is closed.
+ *
+ * Also `send`: the request path's direct writes (src/net/direct-write.ts), one
+ * nonblocking sendmsg to a plain TCP socket's descriptor while node has
+ * nothing queued for it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -17,6 +21,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <node_api.h>
 
 static napi_value throw_errno(napi_env env, const char *syscall, int err) {
@@ -97,11 +102,66 @@ static napi_value Peer(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * send(fd, a, aStart, aEnd, b, bStart, bEnd) -> bytes written (0 .. total), or -1
+ * when the socket cannot take anything now (EAGAIN) or failed (any other
+ * errno): the caller then writes through its net.Socket, which reports the
+ * error the usual way. One nonblocking sendmsg of up to two spans, MSG_NOSIGNAL
+ * (a closed peer is an error, not a signal). `b` may be null.
+ * Used only while the socket's own write queue is empty (src/net/direct-write.ts).
+ */
+static napi_value Send(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value argv[7];
+  napi_value result;
+  int32_t fd, a_start, a_end, b_start = 0, b_end = 0;
+  void *a_data = NULL, *b_data = NULL;
+  size_t a_len = 0, b_len = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 4 ||
+      napi_get_value_int32(env, argv[0], &fd) != napi_ok ||
+      napi_get_buffer_info(env, argv[1], &a_data, &a_len) != napi_ok ||
+      napi_get_value_int32(env, argv[2], &a_start) != napi_ok ||
+      napi_get_value_int32(env, argv[3], &a_end) != napi_ok ||
+      fd < 0 || a_start < 0 || a_end < a_start || (size_t)a_end > a_len) {
+    napi_throw_type_error(env, "SWY_ERR_FD_HANDOFF", "send(fd, buffer, start, end[, buffer, start, end]) needs a descriptor and spans inside the buffers");
+    return NULL;
+  }
+  struct iovec iov[2];
+  int n = 0;
+  if (a_end > a_start) { iov[n].iov_base = (char *)a_data + a_start; iov[n].iov_len = (size_t)(a_end - a_start); n++; }
+  if (argc >= 7) {
+    napi_valuetype type;
+    napi_typeof(env, argv[4], &type);
+    if (type != napi_null && type != napi_undefined) {
+      if (napi_get_buffer_info(env, argv[4], &b_data, &b_len) != napi_ok ||
+          napi_get_value_int32(env, argv[5], &b_start) != napi_ok ||
+          napi_get_value_int32(env, argv[6], &b_end) != napi_ok ||
+          b_start < 0 || b_end < b_start || (size_t)b_end > b_len) {
+        napi_throw_type_error(env, "SWY_ERR_FD_HANDOFF", "send(): the second span is not inside its buffer");
+        return NULL;
+      }
+      if (b_end > b_start) { iov[n].iov_base = (char *)b_data + b_start; iov[n].iov_len = (size_t)(b_end - b_start); n++; }
+    }
+  }
+  ssize_t written = 0;
+  if (n > 0) {
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = iov;
+    msg.msg_iovlen = n;
+    do written = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT); while (written < 0 && errno == EINTR);
+    if (written < 0) written = -1;
+  }
+  napi_create_int32(env, (int32_t)written, &result);
+  return result;
+}
+
 static napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     { "duplicate", NULL, Duplicate, NULL, NULL, NULL, napi_default, NULL },
     { "close", NULL, Close, NULL, NULL, NULL, napi_default, NULL },
     { "peer", NULL, Peer, NULL, NULL, NULL, napi_default, NULL },
+    { "send", NULL, Send, NULL, NULL, NULL, napi_default, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

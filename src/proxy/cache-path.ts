@@ -18,7 +18,8 @@
  * Every response the cache saw carries X-Cache and Cache-Status (RFC 9211).
  */
 import { owned } from '../net/read-arena'
-import type { Writable } from 'node:stream'
+import type * as net from 'node:net'
+import { writeDirect, writeSpans } from '../net/direct-write'
 import { SharedCacheStore, CacheEntry } from '../cache/store'
 import { CacheHook, type CacheUser } from './cache-hook'
 import {
@@ -472,18 +473,22 @@ const COPY_BODY_BYTES = 16 * 1024
  * no second copy: a client that does not read holds one copy of it, not two).
  * Returns the bytes written.
  */
-export function writeCachedResponse (socket: Writable, response: CachedResponse, via: string, closing: boolean, http10: boolean, extra = ''): number {
+export function writeCachedResponse (socket: net.Socket, fd: number, response: CachedResponse, via: string, closing: boolean, http10: boolean, extra = ''): number {
   const body = response.body
   if (body === null || body.length <= COPY_BODY_BYTES) {
     const out = renderCachedResponse(response, via, closing, http10, extra)
-    socket.write(out)
+    writeDirect(socket, fd, out)
     return out.length
   }
   const head = Buffer.from(cachedHead(response, via, closing, http10, extra), 'latin1')
-  socket.cork()
-  socket.write(head)
-  socket.write(body)
-  socket.uncork()
+  if (fd !== -1) {
+    writeSpans(socket, fd, head, 0, head.length, body, 0, body.length)
+  } else {
+    socket.cork()
+    socket.write(head)
+    socket.write(body)
+    socket.uncork()
+  }
   return head.length + body.length
 }
 

@@ -612,7 +612,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     this.localAnswer = true
     this.responseStarted = true
     this.closeAfterResponse = !this.keepAlive || this.ctx.draining
-    this.bytesOut += writeCachedResponse(this.socket, response, this.ctx.config.proxy.via, this.closeAfterResponse, this.http10, this.responseIdLine())
+    this.bytesOut += writeCachedResponse(this.socket, this.writeFd, response, this.ctx.config.proxy.via, this.closeAfterResponse, this.http10, this.responseIdLine())
     this.finishRequest()
   }
 

@@ -32,6 +32,7 @@ import { logger } from '../log'
 import { upgradeAllowed } from './upgrade'
 import { planResponse, ResponsePlan } from './response-head'
 import { borrowed, owned } from '../net/read-arena'
+import { directDescriptor, writeDirect, writeSpans } from '../net/direct-write'
 
 /** Where the connection is in its current request. */
 export type Phase =
@@ -51,12 +52,16 @@ export type Deadline =
   | 'idle' //   no request, or a client that does not read what we queued for it
   | 'linger' // closing: reading and discarding until the client closes too
 
+const NO_BYTES = Buffer.alloc(0)
+
 /** Up to this many body bytes are copied next to a head to save a write (and a syscall). */
 export const COALESCE_BYTES = 16 * 1024
 
 export abstract class UpstreamSide extends Exchange implements UpstreamClient {
   readonly ctx: ProxyContext
   readonly socket: net.Socket
+  /** The client socket's descriptor for direct writes (src/net/direct-write.ts), -1 for none (TLS, no addon). */
+  readonly writeFd: number
   /** Scanner of a chunked request body. */
   readonly chunked: ChunkedScanner
   /** The response-head phase's decision for the current response. */
@@ -85,6 +90,7 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
     super(peerIp)
     this.ctx = ctx
     this.socket = socket
+    this.writeFd = directDescriptor(socket)
     this.chunked = new ChunkedScanner(ctx.headLimits.maxHeaderBytes)
   }
 
@@ -192,7 +198,7 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
       if (kept !== null) for (const b of kept) s.write(b)
       s.uncork()
     } else {
-      s.write(this.requestHead as Buffer)
+      writeDirect(s, up.writeFd, this.requestHead as Buffer)
     }
     this.bodySent = body !== null || this.headCarriesBody || (kept !== null && kept.length > 0)
     if (this.bodyDone) {
@@ -366,7 +372,7 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
 
   protected writeOut (data: Buffer): void {
     this.bytesOut += data.length
-    this.socket.write(data)
+    writeDirect(this.socket, this.writeFd, data)
   }
 
   onResponseBody (chunk: Buffer, start: number, end: number): void {
@@ -376,7 +382,13 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
     this.bytesOut += n
     const head = this.heldHead
     let ok: boolean
-    if (head !== null && n <= COALESCE_BYTES) {
+    if (this.writeFd !== -1) {
+      // one sendmsg: the head and these body bytes as two spans, nothing copied unless the kernel leaves some
+      this.heldHead = null
+      ok = head !== null
+        ? writeSpans(this.socket, this.writeFd, head, 0, head.length, chunk, start, end)
+        : writeSpans(this.socket, this.writeFd, NO_BYTES, 0, 0, chunk, start, end)
+    } else if (head !== null && n <= COALESCE_BYTES) {
       // one write, one syscall: head and the first body bytes together
       this.heldHead = null
       const out = Buffer.allocUnsafe(head.length + n)
@@ -405,7 +417,7 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
     const head = this.heldHead
     if (head !== null) {
       this.heldHead = null
-      this.socket.write(head)
+      writeDirect(this.socket, this.writeFd, head)
     }
   }
 

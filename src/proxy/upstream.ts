@@ -18,6 +18,7 @@ import type { ErrorCode } from '../errors'
 import type { Poolable } from './pool'
 import type { Expirable } from './sweeper'
 import { arenaRead, borrowed } from '../net/read-arena'
+import { directDescriptor } from '../net/direct-write'
 
 /** What the client side does with a response head (see ClientConnection.onResponseHead). */
 export type HeadAction = 'final' | 'interim' | 'tunnel' | 'abort'
@@ -98,6 +99,8 @@ export class UpstreamConnection implements Poolable, Expirable {
   interimBytes = 0
   /** The worker slot whose holdings count this socket (-1: sequential mode). */
   readonly owner: number
+  /** The socket's descriptor for direct writes once connected (src/net/direct-write.ts), -1 for none. */
+  writeFd = -1
   deadline = 0
   deadlineKind: Deadline = 'none'
   lastError = ''
@@ -222,6 +225,7 @@ export class UpstreamConnection implements Poolable, Expirable {
   }
 
   handleConnect (): void {
+    this.writeFd = directDescriptor(this.socket)
     this.status = this.client !== null ? 'head' : 'idle'
     this.clearDeadline()
     if (this.client !== null) this.client.onUpstreamConnected(this)

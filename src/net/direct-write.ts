@@ -1,0 +1,79 @@
+/**
+ * Writes that skip net.Socket's stream machinery while it has nothing queued.
+ *
+ * A `socket.write()` that the kernel takes at once still runs the Writable
+ * machinery (state, length accounting, a WriteWrap, an after-write tick) around
+ * its one send(2): about 1.3 µs of a loopback write's 5–6 µs, twice per
+ * proxied request (the request to the upstream, the response to the client).
+ * When the socket's own queue is empty, the bytes go straight to its
+ * descriptor with one nonblocking sendmsg (native/fdhandoff.c `send`), the
+ * response head and its first body bytes as two spans of one call (no copy to
+ * join them); whatever the kernel does not take, and every write while
+ * something is queued, goes through `socket.write()` as before, so order is
+ * kept and backpressure, errors and 'drain' are node's.
+ *
+ * The one thing this relies on that node does not document is the handle's
+ * `fd` (`socket._handle.fd`): read once per socket here, feature-detected
+ * (a plain TCP socket whose handle reports a descriptor; never TLS, whose
+ * bytes on the descriptor are records), and pinned by
+ * test/unit/direct-write.test.ts, which fails if it stops naming the socket's
+ * connection. A descriptor is only written while its socket is writable (not
+ * destroyed: the number is closed with the handle, and could name another
+ * connection after). Without the addon every write goes through node.
+ */
+import type * as net from 'node:net'
+import { TLSSocket } from 'node:tls'
+import { optionalHandoff } from '../primary/handoff'
+import { owned } from './read-arena'
+
+type Send = (fd: number, a: Buffer, aStart: number, aEnd: number, b: Buffer | null, bStart: number, bEnd: number) => number
+
+let sender: Send | null | undefined
+
+function loadSender (): Send | null {
+  if (sender === undefined) {
+    const addon = optionalHandoff() as unknown as { send?: Send } | null
+    sender = addon !== null && typeof addon.send === 'function' ? addon.send : null
+  }
+  return sender
+}
+
+/**
+ * The descriptor to write `socket`'s bytes to directly, or -1 (TLS, no
+ * descriptor, no addon). Call once the socket is connected.
+ */
+export function directDescriptor (socket: net.Socket): number {
+  if (socket instanceof TLSSocket || loadSender() === null) return -1
+  const handle = (socket as unknown as { _handle: { fd?: unknown } | null })._handle
+  const fd = handle !== null && handle !== undefined ? handle.fd : undefined
+  return typeof fd === 'number' && fd >= 0 ? fd : -1
+}
+
+/**
+ * Write a[aStart, aEnd) then, when `b` is not null, b[bStart, bEnd) to
+ * `socket` (whose direct descriptor is `fd`, -1 for none). `a` must be owned
+ * (not a view of the read arena); `b` may be borrowed: what the kernel does not
+ * take of it is copied before node keeps it. false under backpressure, as
+ * `socket.write()` answers.
+ */
+export function writeSpans (socket: net.Socket, fd: number, a: Buffer, aStart: number, aEnd: number, b: Buffer | null, bStart: number, bEnd: number): boolean {
+  if (fd !== -1 && socket.writableLength === 0 && socket.writableCorked === 0 && socket.writable) {
+    const sent = (sender as Send)(fd, a, aStart, aEnd, b, bStart, bEnd)
+    if (sent > 0) {
+      const aBytes = aEnd - aStart
+      if (sent >= aBytes) {
+        bStart += sent - aBytes
+        return b === null || bStart === bEnd || socket.write(owned(b.subarray(bStart, bEnd)))
+      }
+      aStart += sent
+    }
+  }
+  if (b === null || bStart === bEnd) return socket.write(aStart === 0 && aEnd === a.length ? a : a.subarray(aStart, aEnd))
+  if (aStart !== aEnd) socket.write(aStart === 0 && aEnd === a.length ? a : a.subarray(aStart, aEnd))
+  return socket.write(owned(bStart === 0 && bEnd === b.length ? b : b.subarray(bStart, bEnd)))
+}
+
+/** All of `data` (owned), as writeSpans. */
+export function writeDirect (socket: net.Socket, fd: number, data: Buffer): boolean {
+  return writeSpans(socket, fd, data, 0, data.length, null, 0, 0)
+}
