@@ -19,53 +19,16 @@ import * as http from 'node:http'
 import type * as net from 'node:net'
 import httpProxy from 'http-proxy'
 import { exitWithBench } from './exit-with-bench'
-
-interface Target {
-  host: string
-  port: number
-}
-
-interface Options {
-  host: string
-  port: number
-  upstreams: Target[]
-}
-
-function parseHostPort (value: string): Target {
-  const colon = value.lastIndexOf(':')
-  const port = Number.parseInt(value.slice(colon + 1), 10)
-  if (colon <= 0 || !Number.isInteger(port)) throw new Error(`http-proxy-peer: expected HOST:PORT, got ${value}`)
-  return { host: value.slice(0, colon), port }
-}
-
-function parseArgs (argv: string[]): Options {
-  const options: Options = { host: '127.0.0.1', port: 0, upstreams: [] }
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]
-    if (arg === '--bind') {
-      const bind = parseHostPort(argv[++i])
-      options.host = bind.host
-      options.port = bind.port
-    } else if (arg === '--upstream') {
-      options.upstreams.push(parseHostPort(argv[++i]))
-    } else if (arg === '--workers' || arg === '--log-level') {
-      i++
-    } else if (arg !== '--no-access-log') {
-      throw new Error(`http-proxy-peer: unknown argument ${arg}`)
-    }
-  }
-  if (options.upstreams.length === 0) throw new Error('http-proxy-peer: at least one --upstream')
-  return options
-}
+import { parsePeerArgs } from './peer-args'
 
 function main (): void {
-  const options = parseArgs(process.argv.slice(2))
+  const { bind, upstreams } = parsePeerArgs('http-proxy-peer', process.argv.slice(2))
   // the same pool settings as bench/node-proxy.ts, so the two Node rows differ only in the proxy code
   const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: 1024 })
   const proxy = httpProxy.createProxyServer({ agent, xfwd: true })
   // One options object per upstream, built once: a target given as an object is used as it is
   // (a string would be url.parse()d on every request).
-  const perTarget: httpProxy.ServerOptions[] = options.upstreams.map((u) => ({
+  const perTarget: httpProxy.ServerOptions[] = upstreams.map((u) => ({
     target: { protocol: 'http:', host: u.host, port: u.port },
   }))
   let next = 0
@@ -91,7 +54,7 @@ function main (): void {
     process.stderr.write(`http-proxy-peer: ${err.message}\n`)
     process.exit(1)
   })
-  server.listen(options.port, options.host, () => {
+  server.listen(bind.port, bind.host, () => {
     const { port } = server.address() as net.AddressInfo
     process.stdout.write(`${JSON.stringify({ msg: 'listening', port })}\n`)
   })

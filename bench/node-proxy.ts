@@ -12,44 +12,7 @@
 import * as http from 'node:http'
 import type * as net from 'node:net'
 import { exitWithBench } from './exit-with-bench'
-
-interface Target {
-  host: string
-  port: number
-}
-
-interface Options {
-  host: string
-  port: number
-  upstreams: Target[]
-}
-
-function parseHostPort (value: string): Target {
-  const colon = value.lastIndexOf(':')
-  const port = Number.parseInt(value.slice(colon + 1), 10)
-  if (colon <= 0 || !Number.isInteger(port)) throw new Error(`node-proxy: expected HOST:PORT, got ${value}`)
-  return { host: value.slice(0, colon), port }
-}
-
-function parseArgs (argv: string[]): Options {
-  const options: Options = { host: '127.0.0.1', port: 0, upstreams: [] }
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]
-    if (arg === '--bind') {
-      const bind = parseHostPort(argv[++i])
-      options.host = bind.host
-      options.port = bind.port
-    } else if (arg === '--upstream') {
-      options.upstreams.push(parseHostPort(argv[++i]))
-    } else if (arg === '--workers' || arg === '--log-level') {
-      i++
-    } else if (arg !== '--no-access-log') {
-      throw new Error(`node-proxy: unknown argument ${arg}`)
-    }
-  }
-  if (options.upstreams.length === 0) throw new Error('node-proxy: at least one --upstream')
-  return options
-}
+import { parsePeerArgs } from './peer-args'
 
 /** RFC 9110 §7.6.1: connection-specific fields are not forwarded. */
 const HOP_BY_HOP = new Set([
@@ -70,13 +33,13 @@ function forwardableHeaders (raw: string[]): Record<string, string | string[]> {
 }
 
 function main (): void {
-  const options = parseArgs(process.argv.slice(2))
+  const { bind, upstreams } = parsePeerArgs('node-proxy', process.argv.slice(2))
   const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: 1024 })
   let next = 0
 
   const server = http.createServer({ keepAliveTimeout: 60_000 }, (req, res) => {
-    const target = options.upstreams[next]
-    next = (next + 1) % options.upstreams.length
+    const target = upstreams[next]
+    next = (next + 1) % upstreams.length
     const upstreamReq = http.request({
       agent,
       host: target.host,
@@ -102,7 +65,7 @@ function main (): void {
     process.stderr.write(`node-proxy: ${err.message}\n`)
     process.exit(1)
   })
-  server.listen(options.port, options.host, () => {
+  server.listen(bind.port, bind.host, () => {
     const { port } = server.address() as net.AddressInfo
     process.stdout.write(`${JSON.stringify({ msg: 'listening', port })}\n`)
   })

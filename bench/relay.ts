@@ -12,32 +12,7 @@
  */
 import * as net from 'node:net'
 import { exitWithBench } from './exit-with-bench'
-
-interface Target {
-  host: string
-  port: number
-}
-
-function parseHostPort (value: string): Target {
-  const colon = value.lastIndexOf(':')
-  const port = Number.parseInt(value.slice(colon + 1), 10)
-  if (colon <= 0 || !Number.isInteger(port)) throw new Error(`relay: expected HOST:PORT, got ${value}`)
-  return { host: value.slice(0, colon), port }
-}
-
-function parseArgs (argv: string[]): { bind: Target, upstreams: Target[] } {
-  let bind: Target = { host: '127.0.0.1', port: 0 }
-  const upstreams: Target[] = []
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]
-    if (arg === '--bind') bind = parseHostPort(argv[++i])
-    else if (arg === '--upstream') upstreams.push(parseHostPort(argv[++i]))
-    else if (arg === '--workers' || arg === '--log-level') i++
-    else if (arg !== '--no-access-log') throw new Error(`relay: unknown argument ${arg}`)
-  }
-  if (upstreams.length === 0) throw new Error('relay: at least one --upstream')
-  return { bind, upstreams }
-}
+import { parsePeerArgs } from './peer-args'
 
 /** One direction: `from`'s bytes written to `to`, reading paused while `to` is full. */
 function relay (from: net.Socket, to: net.Socket): void {
@@ -49,7 +24,7 @@ function relay (from: net.Socket, to: net.Socket): void {
 }
 
 function main (): void {
-  const { bind, upstreams } = parseArgs(process.argv.slice(2))
+  const { bind, upstreams } = parsePeerArgs('relay', process.argv.slice(2))
   let next = 0
   const server = net.createServer({ allowHalfOpen: true }, (client) => {
     const target = upstreams[next]

@@ -23,6 +23,17 @@ export interface TestServer {
   close (): Promise<void>
 }
 
+/** What startEchoUpstream answers (its JSON body): the request as the upstream received it. */
+export interface EchoReply {
+  name: string
+  method: string
+  url: string
+  headers: Record<string, string>
+  rawHeaders: string[]
+  body: string
+  bodyLength: number
+}
+
 /** An echo upstream: answers with JSON of what it received (method, url, headers, body) and its own name. */
 export async function startEchoUpstream (name = 'upstream', onRequest?: (req: http.IncomingMessage, res: http.ServerResponse, body: Buffer) => boolean): Promise<TestServer & { server: http.Server }> {
   const server = http.createServer((req, res) => {

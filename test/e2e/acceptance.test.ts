@@ -17,15 +17,7 @@ import { mkdtempSync, writeFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { MODES, spawnLb, CLI, type SpawnedLb } from './harness'
-import { waitFor, startEchoUpstream, freePort, rawExchange, httpRequest } from '../helpers'
-
-interface Echo {
-  name: string
-  method: string
-  url: string
-  headers: Record<string, string>
-  body: string
-}
+import { waitFor, startEchoUpstream, freePort, rawExchange, httpRequest, type EchoReply } from '../helpers'
 
 /** Start the CLI; the test's after hook stops it (SIGTERM, then SIGKILL if it hangs). */
 async function startCli (t: { after: (fn: () => Promise<void>) => void }, args: string[]): Promise<SpawnedLb> {
@@ -52,13 +44,13 @@ async function runCli (args: string[], timeoutMs = 30_000): Promise<{ code: numb
 }
 
 /** One keep-alive client connection doing requests one after another (Content-Length or chunked answers). */
-async function keepAliveConnection (port: number, paths: string[]): Promise<{ echoes: Echo[], localPorts: Set<number> }> {
+async function keepAliveConnection (port: number, paths: string[]): Promise<{ echoes: EchoReply[], localPorts: Set<number> }> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
   const localPorts = new Set<number>()
-  const echoes: Echo[] = []
+  const echoes: EchoReply[] = []
   try {
     for (const path of paths) {
-      const echo = await new Promise<Echo>((resolve, reject) => {
+      const echo = await new Promise<EchoReply>((resolve, reject) => {
         const req = http.get({ host: '127.0.0.1', port, path, agent }, (res) => {
           localPorts.add(res.socket.localPort ?? -1)
           let body = ''
@@ -66,7 +58,7 @@ async function keepAliveConnection (port: number, paths: string[]): Promise<{ ec
           res.on('data', (c: string) => { body += c })
           res.on('end', () => {
             if (res.statusCode !== 200) reject(new Error(`status ${String(res.statusCode)}: ${body}`))
-            else resolve(JSON.parse(body) as Echo)
+            else resolve(JSON.parse(body) as EchoReply)
           })
         })
         req.on('error', reject)
@@ -96,7 +88,7 @@ for (const mode of MODES) {
         body,
       })
       assert.equal(res.status, 200)
-      const echo = JSON.parse(res.body) as Echo
+      const echo = JSON.parse(res.body) as EchoReply
       assert.equal(echo.name, 'only')
       assert.equal(echo.method, 'POST')
       assert.equal(echo.url, '/submit/form?x=1&y=two')

@@ -10,30 +10,22 @@ import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
 import * as http from 'node:http'
 import { freePort as benchFreePort, peerDefinitions, stopProcess, type Managed, type PeerDefinition } from '../../bench/peers'
-import { freePort, startEchoUpstream, type TestServer } from '../helpers'
-
-interface Echo {
-  name: string
-  method: string
-  url: string
-  headers: Record<string, string>
-  body: string
-}
+import { freePort, startEchoUpstream, type TestServer, type EchoReply } from '../helpers'
 
 /** Requests one after another on one kept-alive client connection; the echoes in order. */
-async function sequentialRequests (port: number, count: number): Promise<Echo[]> {
+async function sequentialRequests (port: number, count: number): Promise<EchoReply[]> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
-  const echoes: Echo[] = []
+  const echoes: EchoReply[] = []
   try {
     for (let i = 0; i < count; i++) {
       const body = `body ${i}`
-      const echo = await new Promise<Echo>((resolve, reject) => {
+      const echo = await new Promise<EchoReply>((resolve, reject) => {
         const req = http.request({ host: '127.0.0.1', port, agent, method: 'POST', path: `/r/${i}?q=${i}`, headers: { 'content-length': Buffer.byteLength(body) } }, (res) => {
           const chunks: Buffer[] = []
           res.on('data', (c: Buffer) => chunks.push(c))
           res.on('end', () => {
             if (res.statusCode !== 200) reject(new Error(`status ${res.statusCode}`))
-            else resolve(JSON.parse(Buffer.concat(chunks).toString()) as Echo)
+            else resolve(JSON.parse(Buffer.concat(chunks).toString()) as EchoReply)
           })
           res.on('error', reject)
         })

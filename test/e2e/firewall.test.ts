@@ -11,7 +11,7 @@ import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import * as http from 'node:http'
 import { MODES, startLb, type RunningLb } from './harness'
-import { startEchoUpstream, httpRequest, rawExchange } from '../helpers'
+import { startEchoUpstream, httpRequest, rawExchange, type EchoReply } from '../helpers'
 import { H_FIREWALL_BLOCKED } from '../../src/shared/layout'
 
 // Configured rules, in order; their indexes are their positions. The built-in
@@ -39,8 +39,6 @@ const R = {
   script: 10,
 } as const
 const RULE_COUNT = 11
-
-interface Echo { url: string, method: string }
 
 for (const mode of MODES) {
   describe(`firewall through the proxy (${mode.name})`, () => {
@@ -85,7 +83,7 @@ for (const mode of MODES) {
       const before = upstream.count
       const reply = await httpRequest(run.port, { path, ...opts })
       assert.equal(reply.status, 200, `${opts.method ?? 'GET'} ${path}: ${reply.status} ${reply.body}`)
-      const echo = JSON.parse(reply.body) as Echo
+      const echo = JSON.parse(reply.body) as EchoReply
       assert.equal(echo.url, path, 'the upstream got the target byte for byte')
       assert.equal(upstream.count, before + 1)
     }

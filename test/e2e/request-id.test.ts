@@ -10,10 +10,8 @@ import { mkdtempSync, writeFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { MODES, spawnLb, type SpawnedLb } from './harness'
-import { startEchoUpstream, httpRequest, rawExchange, waitFor, freePort } from '../helpers'
+import { startEchoUpstream, httpRequest, rawExchange, waitFor, freePort, type EchoReply } from '../helpers'
 import { RequestIds, saneRequestId } from '../../src/proxy/request-id'
-
-interface Echo { headers: Record<string, string> }
 
 const GENERATED = /^[A-Za-z0-9_-]{8}-[0-9a-z]+$/
 
@@ -62,7 +60,7 @@ for (const mode of MODES) {
       for (let i = 0; i < 4; i++) {
         const res = await httpRequest(lb.port, { path: `/r${i}` })
         assert.equal(res.status, 200)
-        const sent = (JSON.parse(res.body) as Echo).headers['x-request-id']
+        const sent = (JSON.parse(res.body) as EchoReply).headers['x-request-id']
         assert.match(sent, GENERATED)
         assert.equal(res.headers['x-request-id'], sent, 'the client gets the ID the upstream got')
         seen.add(sent)
@@ -77,17 +75,17 @@ for (const mode of MODES) {
       t.after(async () => await up.close())
       const lb = await startCli(t, { workers: mode.workers, upstreams: [{ address: up.address }] })
       const kept = await httpRequest(lb.port, { path: '/k', headers: { 'X-Request-ID': 'client-id.42' } })
-      assert.equal((JSON.parse(kept.body) as Echo).headers['x-request-id'], 'client-id.42')
+      assert.equal((JSON.parse(kept.body) as EchoReply).headers['x-request-id'], 'client-id.42')
       assert.equal(kept.headers['x-request-id'], 'client-id.42')
       for (const bad of ['has space', 'q"uote', 'x'.repeat(200)]) {
         const res = await httpRequest(lb.port, { path: '/b', headers: { 'x-request-id': bad } })
-        const sent = (JSON.parse(res.body) as Echo).headers['x-request-id']
+        const sent = (JSON.parse(res.body) as EchoReply).headers['x-request-id']
         assert.match(sent, GENERATED, `replaced ${bad}`)
         assert.equal(res.headers['x-request-id'], sent)
       }
       const two = await rawExchange(lb.port, 'GET /two HTTP/1.1\r\nHost: x\r\nX-Request-Id: a\r\nX-Request-Id: b\r\nConnection: close\r\n\r\n', { timeoutMs: 3000 })
       const body = two.text.slice(two.text.indexOf('\r\n\r\n') + 4)
-      assert.match((JSON.parse(body) as Echo).headers['x-request-id'], GENERATED, 'two lines are one insane ID')
+      assert.match((JSON.parse(body) as EchoReply).headers['x-request-id'], GENERATED, 'two lines are one insane ID')
     })
 
     test('a local answer (502, no upstream) carries the ID too; the header name is configurable; off means none', async (t) => {
@@ -106,7 +104,7 @@ for (const mode of MODES) {
       const off = await startCli(t, { workers: mode.workers, upstreams: [{ address: up.address }], requestId: { enabled: false } })
       const plain = await httpRequest(off.port, { path: '/off' })
       assert.equal(plain.headers['x-request-id'], undefined)
-      assert.equal((JSON.parse(plain.body) as Echo).headers['x-request-id'], undefined)
+      assert.equal((JSON.parse(plain.body) as EchoReply).headers['x-request-id'], undefined)
     })
   })
 }

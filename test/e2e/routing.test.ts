@@ -10,13 +10,11 @@
 import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { MODES, startLb, type RunningLb } from './harness'
-import { startEchoUpstream, httpRequest, rawExchange, waitFor, type TestServer } from '../helpers'
+import { startEchoUpstream, httpRequest, rawExchange, waitFor, type TestServer, type EchoReply } from '../helpers'
 import { resolveConfig } from '../../src/config/load'
 import { startAdmin } from '../../src/admin/server'
 
 type Upstream = TestServer & { server: import('node:http').Server }
-
-interface Echo { name: string, method: string, url: string, headers: Record<string, string> }
 
 /** Upstreams that mark /cached and /nocache responses cacheable. */
 async function upstream (name: string): Promise<Upstream> {
@@ -29,10 +27,10 @@ async function upstream (name: string): Promise<Upstream> {
   })
 }
 
-async function get (port: number, path: string, headers: Record<string, string> = {}): Promise<{ status: number, headers: Record<string, unknown>, body: string, echo: Echo | null }> {
+async function get (port: number, path: string, headers: Record<string, string> = {}): Promise<{ status: number, headers: Record<string, unknown>, body: string, echo: EchoReply | null }> {
   const reply = await httpRequest(port, { path, headers })
-  let echo: Echo | null = null
-  try { echo = JSON.parse(reply.body) as Echo } catch { /* not an echo */ }
+  let echo: EchoReply | null = null
+  try { echo = JSON.parse(reply.body) as EchoReply } catch { /* not an echo */ }
   return { ...reply, headers: reply.headers as Record<string, unknown>, echo }
 }
 

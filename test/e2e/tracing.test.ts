@@ -13,7 +13,7 @@ import assert from 'node:assert/strict'
 import * as http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { MODES, startLb, type RunningLb } from './harness'
-import { startEchoUpstream, httpRequest, waitFor, freePort } from '../helpers'
+import { startEchoUpstream, httpRequest, waitFor, freePort, type EchoReply } from '../helpers'
 import { T_SPANS_DROPPED, T_SPANS_EXPORTED } from '../../src/shared/layout'
 import { parseTraceParent, sampledByRatio, TraceParent } from '../../src/tracing/trace-context'
 
@@ -85,8 +85,6 @@ async function startReceiver (): Promise<{ url: string, spans: Span[], requests:
   return receiver
 }
 
-interface Echo { headers: Record<string, string> }
-
 const INCOMING_TRACE = '4bf92f3577b34da6a3ce929d0e0e4736'
 const INCOMING_PARENT = '00f067aa0ba902b7'
 
@@ -137,7 +135,7 @@ for (const mode of MODES) {
         headers: { traceparent: `00-${INCOMING_TRACE}-${INCOMING_PARENT}-01`, tracestate: 'vendor=abc', 'user-agent': 'trace-test/1', 'x-request-id': 'rid-1' },
       })
       assert.equal(res.status, 200)
-      const seen = (JSON.parse(res.body) as Echo).headers
+      const seen = (JSON.parse(res.body) as EchoReply).headers
       assert.match(seen.traceparent, new RegExp(`^00-${INCOMING_TRACE}-[0-9a-f]{16}-01$`), 'same trace, our span as parent')
       assert.notEqual(seen.traceparent.slice(36, 52), INCOMING_PARENT)
       assert.equal(seen.tracestate, 'vendor=abc', 'tracestate forwarded as received')
@@ -173,7 +171,7 @@ for (const mode of MODES) {
 
       // no incoming traceparent: a new trace, still propagated
       const fresh = await httpRequest(run.port, { path: '/new' })
-      const sent = parseTraceParent((JSON.parse(fresh.body) as Echo).headers.traceparent, new TraceParent())
+      const sent = parseTraceParent((JSON.parse(fresh.body) as EchoReply).headers.traceparent, new TraceParent())
       assert.ok(sent)
       await waitFor(() => receiver.spans.filter((s) => s.parentSpanId === '' && s.kind === SERVER).length === 1, 10_000, 'a root server span')
     })
@@ -188,7 +186,7 @@ for (const mode of MODES) {
       const run = await start(t, { upstreams: [{ address: `127.0.0.1:${dead}` }, { address: up.address }], tracing: { otlpEndpoint: receiver.url, sampleRatio: 1 } })
       const res = await httpRequest(run.port, { path: '/retry' })
       assert.equal(res.status, 200)
-      const seen = (JSON.parse(res.body) as Echo).headers
+      const seen = (JSON.parse(res.body) as EchoReply).headers
       await waitFor(() => receiver.spans.length >= 3, 10_000, 'three spans')
       const server = receiver.spans.find((s) => s.kind === SERVER)
       assert.ok(server !== undefined)
@@ -213,11 +211,11 @@ for (const mode of MODES) {
       const run = await start(t, { upstreams: [{ address: up.address }], tracing: { otlpEndpoint: receiver.url, sampleRatio: 0 } })
       const incoming = `00-${INCOMING_TRACE}-${INCOMING_PARENT}-01`
       const res = await httpRequest(run.port, { path: '/quiet', headers: { traceparent: incoming, tracestate: 'a=1,b=2' } })
-      const seen = (JSON.parse(res.body) as Echo).headers
+      const seen = (JSON.parse(res.body) as EchoReply).headers
       assert.equal(seen.traceparent, incoming)
       assert.equal(seen.tracestate, 'a=1,b=2')
       const none = await httpRequest(run.port, { path: '/quiet2' })
-      assert.equal((JSON.parse(none.body) as Echo).headers.traceparent, undefined, 'nothing invented for an unsampled request')
+      assert.equal((JSON.parse(none.body) as EchoReply).headers.traceparent, undefined, 'nothing invented for an unsampled request')
       // two export periods: had anything been sampled, it would have arrived
       await new Promise((resolve) => setTimeout(resolve, 1500))
       assert.equal(receiver.requests, 0)
