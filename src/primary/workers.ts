@@ -178,15 +178,16 @@ export class WorkerPool {
     // A worker's threadId reads -1 once it has exited, so remember each one while it lives
     // and free its shared-state slot, and whatever it held, from its own 'exit' event.
     // 'workerCreate' fires once a worker is ready (piscina has its ready message)
+    this.watchThreads() // the first threads exist now (a thread that dies starting is watched too)
     this.pool.on('workerCreate', () => {
       this.respawnsSinceReady = 0
       this.watchThreads()
     })
-    this.pool.on('workerDestroy', (worker: { id: number }) => {
+    // (the crash is logged by the thread's own 'exit' handler, watchThreads: piscina's worker reads threadId -1 here)
+    this.pool.on('workerDestroy', () => {
       this.watchThreads()
       if (!this.stopping) {
         state.addHeader(H_WORKER_RESTARTS, 1)
-        logger.error({ code: 'SWY_ERR_WORKER_CRASHED' satisfies ErrorCode, threadId: worker.id }, 'worker thread exited; its connections were closed and a new worker replaces it')
         // piscina removes the worker and (maybe) adds its replacement in the same call: look after it
         queueMicrotask(() => { this.replenish() })
       }
@@ -201,7 +202,10 @@ export class WorkerPool {
       if (this.watched.has(worker) || worker.threadId < 0) continue
       this.watched.add(worker)
       const threadId = worker.threadId
-      worker.once('exit', () => { this.releaseDeadWorker(threadId) })
+      worker.once('exit', (exitCode: number) => {
+        if (!this.stopping) logger.error({ code: 'SWY_ERR_WORKER_CRASHED' satisfies ErrorCode, threadId, exitCode }, 'worker thread exited; its connections were closed and a new worker replaces it')
+        this.releaseDeadWorker(threadId)
+      })
     }
   }
 
@@ -238,6 +242,7 @@ export class WorkerPool {
       this.pool.run(startWorkerTask, { signal: withdraw.signal }).catch(() => {})
       withdraw.abort()
     }
+    this.watchThreads()
   }
 
   /**

@@ -18,6 +18,8 @@ import * as net from 'node:net'
 import * as http from 'node:http'
 import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
+import { spawn } from 'node:child_process'
+import { join } from 'node:path'
 import { MAX_WORKER_SLOTS, U_ACTIVE_REQUESTS, U_OPEN_SOCKETS, W_OPEN_CONNECTIONS, W_THREAD_ID } from '../../src/shared/layout'
 import { FILL_OFFSET, FILL_SLOTS } from '../../src/cache/layout'
 import { claimOwnerOf } from '../../src/cache/fill-claims'
@@ -253,5 +255,37 @@ describe('workers=2: a worker dies holding a cache fill claim', () => {
     assert.equal(state.upstream(upstream, U_OPEN_SOCKETS), heldByLiveWorkers(state, upstream, U_OPEN_SOCKETS),
       'open sockets: the live workers\' pooled sockets, none of the dead worker\'s')
     assert.ok(state.upstream(upstream, U_OPEN_SOCKETS) >= 1, 'the survivor keeps the socket of its fill in its pool')
+  })
+})
+
+describe('workers=2: the crash of a worker thread is logged once, naming the thread', () => {
+  it('SWY_ERR_WORKER_CRASHED carries the dead thread\'s threadId (piscina\'s own worker reads -1 by then) and its exit code', async () => {
+    // in a child process, whose stdout is the primary's log: start, kill one worker thread, stop
+    const index = join(__dirname, '..', '..', 'src', 'index.js')
+    const script = `
+      const { start } = require(${JSON.stringify(index)})
+      start({ listen: '127.0.0.1:0', upstreams: [{ address: '127.0.0.1:9' }], workers: 2, log: { level: 'info', access: false } }).then(async (lb) => {
+        const victim = lb.workerPool.pool.threads[0]
+        const threadId = victim.threadId
+        await victim.terminate()
+        await new Promise((resolve) => setTimeout(resolve, 200))
+        await lb.stop(100)
+        process.stderr.write('victim ' + threadId + '\\n')
+      }, (err) => { console.error(err); process.exit(1) })`
+    const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    let err = ''
+    child.stdout.on('data', (c: Buffer) => { out += c.toString() })
+    child.stderr.on('data', (c: Buffer) => { err += c.toString() })
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000)
+    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve))
+    clearTimeout(timer)
+    assert.equal(code, 0, `the child exited with ${code}: ${err}`)
+    const victim = Number(/victim (\d+)/.exec(err)?.[1])
+    assert.ok(victim > 0, `the victim's threadId: ${err}`)
+    const crashes = out.split('\n').filter((l) => l.includes('SWY_ERR_WORKER_CRASHED')).map((l) => JSON.parse(l) as { threadId: number, exitCode: number })
+    assert.equal(crashes.length, 1, `one crash line: ${out}`)
+    assert.equal(crashes[0].threadId, victim)
+    assert.equal(typeof crashes[0].exitCode, 'number')
   })
 })
