@@ -16,10 +16,8 @@
  * SIGTERM/SIGINT or when stdin closes. A devDependency: written for the bench, never shipped.
  */
 import * as http from 'node:http'
-import type * as net from 'node:net'
 import httpProxy from 'http-proxy'
-import { exitWithBench } from './exit-with-bench'
-import { parsePeerArgs } from './peer-args'
+import { parsePeerArgs, servePeer } from './peer-args'
 
 function main (): void {
   const { bind, upstreams } = parsePeerArgs('http-proxy-peer', process.argv.slice(2))
@@ -50,16 +48,7 @@ function main (): void {
     next = (next + 1) % perTarget.length
     proxy.web(req, res, target)
   })
-  server.on('error', (err) => {
-    process.stderr.write(`http-proxy-peer: ${err.message}\n`)
-    process.exit(1)
-  })
-  server.listen(bind.port, bind.host, () => {
-    const { port } = server.address() as net.AddressInfo
-    process.stdout.write(`${JSON.stringify({ msg: 'listening', port })}\n`)
-  })
-
-  exitWithBench()
+  servePeer('http-proxy-peer', server, bind)
 }
 
 main()

@@ -10,9 +10,7 @@
  * stdin closes.
  */
 import * as http from 'node:http'
-import type * as net from 'node:net'
-import { exitWithBench } from './exit-with-bench'
-import { parsePeerArgs } from './peer-args'
+import { parsePeerArgs, servePeer } from './peer-args'
 
 /** RFC 9110 §7.6.1: connection-specific fields are not forwarded. */
 const HOP_BY_HOP = new Set([
@@ -61,16 +59,7 @@ function main (): void {
     })
     req.pipe(upstreamReq)
   })
-  server.on('error', (err) => {
-    process.stderr.write(`node-proxy: ${err.message}\n`)
-    process.exit(1)
-  })
-  server.listen(bind.port, bind.host, () => {
-    const { port } = server.address() as net.AddressInfo
-    process.stdout.write(`${JSON.stringify({ msg: 'listening', port })}\n`)
-  })
-
-  exitWithBench()
+  servePeer('node-proxy', server, bind)
 }
 
 main()

@@ -1,3 +1,6 @@
+import type * as net from 'node:net'
+import { exitWithBench } from './exit-with-bench'
+
 /**
  * The command line every bench peer (bench/node-proxy.ts, bench/http-proxy-peer.ts, bench/relay.ts)
  * takes: switchyard's own `--bind HOST:PORT` and `--upstream HOST:PORT`..., so the load bench starts
@@ -34,4 +37,20 @@ export function parsePeerArgs (peer: string, argv: string[]): PeerArgs {
   }
   if (upstreams.length === 0) throw new Error(`${peer}: at least one --upstream`)
   return { bind, upstreams }
+}
+
+/**
+ * Listen on `bind` and say so the way the load bench waits for (`{"msg":"listening","port":N}` on stdout);
+ * a listen error ends the peer. Then exit with the bench (exitWithBench).
+ */
+export function servePeer (peer: string, server: net.Server, bind: Target): void {
+  server.on('error', (err) => {
+    process.stderr.write(`${peer}: ${err.message}\n`)
+    process.exit(1)
+  })
+  server.listen(bind.port, bind.host, () => {
+    const { port } = server.address() as net.AddressInfo
+    process.stdout.write(`${JSON.stringify({ msg: 'listening', port })}\n`)
+  })
+  exitWithBench()
 }

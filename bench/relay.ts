@@ -11,8 +11,7 @@
  * are accepted and ignored). Exits on SIGTERM/SIGINT or when stdin closes.
  */
 import * as net from 'node:net'
-import { exitWithBench } from './exit-with-bench'
-import { parsePeerArgs } from './peer-args'
+import { parsePeerArgs, servePeer } from './peer-args'
 
 /** One direction: `from`'s bytes written to `to`, reading paused while `to` is full. */
 function relay (from: net.Socket, to: net.Socket): void {
@@ -34,15 +33,7 @@ function main (): void {
     relay(client, upstream)
     relay(upstream, client)
   })
-  server.on('error', (err) => {
-    process.stderr.write(`relay: ${err.message}\n`)
-    process.exit(1)
-  })
-  server.listen(bind.port, bind.host, () => {
-    const { port } = server.address() as net.AddressInfo
-    process.stdout.write(`${JSON.stringify({ msg: 'listening', port })}\n`)
-  })
-  exitWithBench()
+  servePeer('relay', server, bind)
 }
 
 main()
