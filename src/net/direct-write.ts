@@ -53,8 +53,9 @@ export function directDescriptor (socket: net.Socket): number {
  * Write a[aStart, aEnd) then, when `b` is not null, b[bStart, bEnd) to
  * `socket` (whose direct descriptor is `fd`, -1 for none). `a` must be owned
  * (not a view of the read arena); `b` may be borrowed: what the kernel does not
- * take of it is copied before node keeps it. false under backpressure, as
- * `socket.write()` answers.
+ * take of it is copied before node keeps it. Whatever goes through node goes
+ * corked, so two spans still leave in one writev (TLS: one record). false under
+ * backpressure, as `socket.write()` answers.
  */
 export function writeSpans (socket: net.Socket, fd: number, a: Buffer, aStart: number, aEnd: number, b: Buffer | null, bStart: number, bEnd: number): boolean {
   if (fd !== -1 && socket.writableLength === 0 && socket.writableCorked === 0 && socket.writable) {
@@ -62,15 +63,25 @@ export function writeSpans (socket: net.Socket, fd: number, a: Buffer, aStart: n
     if (sent > 0) {
       const aBytes = aEnd - aStart
       if (sent >= aBytes) {
+        aStart = aEnd
         bStart += sent - aBytes
-        return b === null || bStart === bEnd || socket.write(owned(b.subarray(bStart, bEnd)))
+      } else {
+        aStart += sent
       }
-      aStart += sent
     }
   }
-  if (b === null || bStart === bEnd) return socket.write(aStart === 0 && aEnd === a.length ? a : a.subarray(aStart, aEnd))
-  if (aStart !== aEnd) socket.write(aStart === 0 && aEnd === a.length ? a : a.subarray(aStart, aEnd))
-  return socket.write(owned(bStart === 0 && bEnd === b.length ? b : b.subarray(bStart, bEnd)))
+  const bLeft = b !== null && bStart !== bEnd
+  if (aStart === aEnd) return bLeft ? socket.write(owned(span(b, bStart, bEnd))) : true
+  if (!bLeft) return socket.write(span(a, aStart, aEnd))
+  socket.cork()
+  socket.write(span(a, aStart, aEnd))
+  const ok = socket.write(owned(span(b, bStart, bEnd)))
+  socket.uncork()
+  return ok
+}
+
+function span (buf: Buffer, start: number, end: number): Buffer {
+  return start === 0 && end === buf.length ? buf : buf.subarray(start, end)
 }
 
 /** All of `data` (owned), as writeSpans. */

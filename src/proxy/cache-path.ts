@@ -481,14 +481,7 @@ export function writeCachedResponse (socket: net.Socket, fd: number, response: C
     return out.length
   }
   const head = Buffer.from(cachedHead(response, via, closing, http10, extra), 'latin1')
-  if (fd !== -1) {
-    writeSpans(socket, fd, head, 0, head.length, body, 0, body.length)
-  } else {
-    socket.cork()
-    socket.write(head)
-    socket.write(body)
-    socket.uncork()
-  }
+  writeSpans(socket, fd, head, 0, head.length, body, 0, body.length)
   return head.length + body.length
 }
 

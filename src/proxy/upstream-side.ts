@@ -381,24 +381,11 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
     const n = end - start
     this.bytesOut += n
     const head = this.heldHead
-    let ok: boolean
-    if (this.writeFd !== -1) {
-      // one sendmsg: the head and these body bytes as two spans, nothing copied unless the kernel leaves some
-      this.heldHead = null
-      ok = head !== null
-        ? writeSpans(this.socket, this.writeFd, head, 0, head.length, chunk, start, end)
-        : writeSpans(this.socket, this.writeFd, NO_BYTES, 0, 0, chunk, start, end)
-    } else if (head !== null && n <= COALESCE_BYTES) {
-      // one write, one syscall: head and the first body bytes together
-      this.heldHead = null
-      const out = Buffer.allocUnsafe(head.length + n)
-      head.copy(out, 0)
-      chunk.copy(out, head.length, start, end)
-      ok = this.socket.write(out)
-    } else {
-      if (head !== null) { this.heldHead = null; this.socket.write(head) }
-      ok = this.socket.write(owned(start === 0 && end === chunk.length ? chunk : chunk.subarray(start, end)))
-    }
+    this.heldHead = null
+    // one sendmsg (or one corked writev): the head and these body bytes, copied only where node keeps them
+    const ok = head !== null
+      ? writeSpans(this.socket, this.writeFd, head, 0, head.length, chunk, start, end)
+      : writeSpans(this.socket, this.writeFd, NO_BYTES, 0, 0, chunk, start, end)
     if (!ok && this.upstream !== null) this.upstream.socket.pause()
   }
 
