@@ -57,6 +57,8 @@ const T_AUTHORITY = 4 // host [ ":" port ]
 const T_ABS_PATH = 5 //  after the authority
 
 const MAX_CONNECTION_TOKENS = 16
+/** Heads up to this long are detached into the parser's reused buffer, longer ones into one of their own. */
+const KEPT_MAX_BYTES = 4096
 const MAX_METHOD_BYTES = 64
 
 const CLOSE = ascii('close')
@@ -161,6 +163,8 @@ export class HeadParser {
   private targetState = T_START
   private accumulating = false
   private acc: Buffer | null = null
+  /** Where detach() copies a head of up to KEPT_MAX_BYTES (made on first use, grown in 256-byte steps). */
+  private kept: Buffer | null = null
   private accLength = 0
   private chunkedSeen = false
   private otherCodingSeen = false
@@ -270,7 +274,12 @@ export class HeadParser {
     const buf = this.buf
     const start = this.base
     const end = this.headLength > 0 ? start + this.headLength : buf.length
-    const copy = Buffer.allocUnsafe(end - start)
+    const n = end - start
+    // a head of usual size goes into this parser's own buffer, reused by every head on the connection
+    // (nothing keeps a view of a parser's bytes past its message); a larger one into a buffer of its own
+    let copy = this.kept
+    if (n > KEPT_MAX_BYTES) copy = Buffer.allocUnsafe(n)
+    else if (copy === null || copy.length < n) copy = this.kept = Buffer.allocUnsafeSlow((n + 255) & ~255)
     buf.copy(copy, 0, start, end)
     this.buf = copy
     this.base = 0

@@ -288,11 +288,31 @@ function plainResponseTail (via: string, versionMinor: number, connection: Conne
  * client), Via, our Connection field, and `extra` lines (e.g. a sticky Set-Cookie).
  */
 export function buildResponseHead (p: HeadParser, via: string, connection: ConnectionField, extra: string, transferEncoding: TransferFraming, remove: readonly string[] | null = null): Buffer {
-  const buf = p.buf
-  const base = p.base
+  const out = Buffer.allocUnsafe(planResponseHead(p, via, connection, extra, transferEncoding, remove))
+  writeResponseHead(p, out, extra)
+  return out
+}
+
+/**
+ * buildResponseHead's head written into `out` from its start, when it fits
+ * (the thread's scratch region, read-arena.ts: no buffer per response): its
+ * length, or -1 when it does not fit and nothing was written.
+ */
+export function responseHeadInto (out: Buffer, p: HeadParser, via: string, connection: ConnectionField, extra: string, transferEncoding: TransferFraming, remove: readonly string[] | null = null): number {
+  const size = planResponseHead(p, via, connection, extra, transferEncoding, remove)
+  if (size > out.length) return -1
+  writeResponseHead(p, out, extra)
+  return size
+}
+
+/** The Via and Connection lines that end the response head being written (planResponseHead sets it). */
+let responseTail = ''
+
+/** Set `plan` and `responseTail` for a response head; its size. */
+function planResponseHead (p: HeadParser, via: string, connection: ConnectionField, extra: string, transferEncoding: TransferFraming, remove: readonly string[] | null): number {
   const priorVia = p.headerOfKind(H_VIA)
   // `extra` (a sticky Set-Cookie, X-Cache, a request ID) goes before Via, so the common tail stays cached
-  const tail = priorVia === null
+  responseTail = priorVia === null
     ? plainResponseTail(via, p.versionMinor, connection)
     : 'Via: ' + priorVia + ', ' + (p.versionMinor === 0 ? '1.0 ' : '1.1 ') + via + '\r\n' + CONNECTION_LINES[connection] + '\r\n'
   const status = p.status
@@ -303,15 +323,15 @@ export function buildResponseHead (p: HeadParser, via: string, connection: Conne
   plan.transferEncoding = transferEncoding
   plan.host = ''
   plan.remove = remove
-  const lineBytes = p.fieldsStart
-  const size = lineBytes + writeFields(p, null, 0) + extra.length + tail.length
-  const out = Buffer.allocUnsafe(size)
+  return p.fieldsStart + writeFields(p, null, 0) + extra.length + responseTail.length
+}
+
+function writeResponseHead (p: HeadParser, out: Buffer, extra: string): void {
   STATUS_PREFIX.copy(out, 0)
-  let o = 8 + buf.copy(out, 8, base + 8, base + lineBytes)
+  let o = 8 + p.buf.copy(out, 8, p.base + 8, p.base + p.fieldsStart)
   o = writeFields(p, out, o)
   if (extra !== '') o += out.latin1Write(extra, o)
-  out.latin1Write(tail, o)
-  return out
+  out.latin1Write(responseTail, o)
 }
 
 declare global {

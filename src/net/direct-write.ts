@@ -51,9 +51,9 @@ export function directDescriptor (socket: net.Socket): number {
 
 /**
  * Write a[aStart, aEnd) then, when `b` is not null, b[bStart, bEnd) to
- * `socket` (whose direct descriptor is `fd`, -1 for none). `a` must be owned
- * (not a view of the read arena); `b` may be borrowed: what the kernel does not
- * take of it is copied before node keeps it. Whatever goes through node goes
+ * `socket` (whose direct descriptor is `fd`, -1 for none). Either may be
+ * borrowed (a view of the read arena or the scratch region, read-arena.ts):
+ * what the kernel does not take is copied before node keeps it. Whatever goes through node goes
  * corked, so two spans still leave in one writev (TLS: one record). false under
  * backpressure, as `socket.write()` answers.
  */
@@ -72,9 +72,9 @@ export function writeSpans (socket: net.Socket, fd: number, a: Buffer, aStart: n
   }
   const bLeft = b !== null && bStart !== bEnd
   if (aStart === aEnd) return bLeft ? socket.write(owned(span(b, bStart, bEnd))) : true
-  if (!bLeft) return socket.write(span(a, aStart, aEnd))
+  if (!bLeft) return socket.write(owned(span(a, aStart, aEnd)))
   socket.cork()
-  socket.write(span(a, aStart, aEnd))
+  socket.write(owned(span(a, aStart, aEnd)))
   const ok = socket.write(owned(span(b, bStart, bEnd)))
   socket.uncork()
   return ok
@@ -84,7 +84,7 @@ function span (buf: Buffer, start: number, end: number): Buffer {
   return start === 0 && end === buf.length ? buf : buf.subarray(start, end)
 }
 
-/** All of `data` (owned), as writeSpans. */
+/** All of `data`, as writeSpans. */
 export function writeDirect (socket: net.Socket, fd: number, data: Buffer): boolean {
   return writeSpans(socket, fd, data, 0, data.length, null, 0, 0)
 }

@@ -12,6 +12,7 @@
  * cost well under 2 µs (bench/micro/access-log.ts measures it).
  */
 import { performance } from 'node:perf_hooks'
+import { monotonicNow } from './clock'
 import { accessLog, logger } from '../log'
 import type { UpstreamEntry } from '../shared/state'
 import type { ErrorCode } from '../errors'
@@ -221,7 +222,7 @@ export function logAccess (r: AccessRecord): void {
   const sink = accessLog.sink
   if (!sink.reserve(FIXED_BYTES + 6 * variable)) return
   const out = sink.buf
-  const now = performance.now()
+  const now = monotonicNow()
   let pos = putRaw(out, sink.len, accessLog.prefix)
   pos = putTime(out, pos, Math.floor(performance.timeOrigin + now))
   pos = putRaw(out, pos, accessLog.bindings)

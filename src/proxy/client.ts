@@ -26,7 +26,6 @@
  * again in resetRequest(). Socket handlers are module-level functions.
  */
 import type * as net from 'node:net'
-import { performance } from 'node:perf_hooks'
 import type { LeaseWaiter, ProxyContext, RateDecisionLike } from './context'
 import { W_OPEN_CONNECTIONS, W_REQUESTS, H_PROTOCOL_ERRORS, P_REQUESTS, P_NO_UPSTREAM } from '../shared/layout'
 import {
@@ -59,6 +58,7 @@ import type { ListenerRuntime } from '../net/accept'
 import { httpsRedirectReply, acmeChallengeReply } from '../tls/redirect'
 import { L_REDIRECTS } from '../shared/layout'
 import { borrowed, owned } from '../net/read-arena'
+import { monotonicNow, wallNow, deliverRead } from './clock'
 
 /**
  * After our last response on a connection we half-close and keep reading (and
@@ -151,7 +151,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     const ctx = this.ctx
     if (ctx.workerSlot === -1) return
     // a tunnel's life is not a request duration
-    const durationMs = this.status === 101 ? -1 : performance.now() - this.startedAt
+    const durationMs = this.status === 101 ? -1 : monotonicNow() - this.startedAt
     const entry = this.entry
     ctx.state.recordClientResponse(ctx.workerSlot, entry === null ? -1 : entry.slot, this.status, this.localAnswer, durationMs, this.bytesIn, this.bytesOut)
   }
@@ -288,7 +288,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     const start = this.inputStart
     this.input = null
     const p = this.parser
-    if (!p.started) this.startedAt = performance.now()
+    if (!p.started) this.startedAt = monotonicNow()
     if (this.deadlineKind !== 'header') this.setDeadline('header', this.ctx.config.timeouts.clientHeaderMs)
     const r = p.execute(buf, start, buf.length)
     if (r === HEAD_INCOMPLETE) return // the parser keeps what it needs
@@ -569,7 +569,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     const pool = this.pool as PoolRuntime
     const queue = pool.gate.queue
     if (queue === null) ctx.state.addPool(pool.slot, P_QUEUE_FULL, 1)
-    if (queue === null || !queue.enqueue(this, Date.now())) {
+    if (queue === null || !queue.enqueue(this, wallNow())) {
       this.failRequest('SWY_ERR_QUEUE_FULL', 'every upstream is at its maxConnections and the queue is full')
       return
     }
@@ -670,7 +670,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
 
   /** A request refused before it goes anywhere (parser errors, limits): count, warn, answer and close. */
   private rejectRequest (code: ErrorCode, detail: string): void {
-    if (this.startedAt === 0) this.startedAt = performance.now()
+    if (this.startedAt === 0) this.startedAt = monotonicNow()
     this.ctx.state.addHeader(H_PROTOCOL_ERRORS, 1)
     logRejected(this, code, detail)
     this.keepAlive = false // framing can no longer be trusted: failRequest closes after the answer
@@ -793,11 +793,10 @@ function driveLater (c: ClientConnection): void {
 }
 function onClientData (this: net.Socket, chunk: Buffer): void { client(this).handleData(chunk) }
 /** The `onread` callback of a client socket reading into the read arena (worker mode, plain listeners). */
-export function onClientRead (this: net.Socket, bytes: number, arena: Buffer): boolean {
+export function onClientRead (this: net.Socket, bytes: number, _arena: Buffer): boolean {
   const c = client(this)
   if (c === undefined) { this.destroy(); return false } // bytes before the request path took the socket: never expected
-  c.handleData(arena.subarray(0, bytes))
-  c.settleBorrowed()
+  deliverRead(c, bytes)
   return true
 }
 function onClientEnd (this: net.Socket): void { client(this).handleEnd() }

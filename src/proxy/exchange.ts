@@ -76,6 +76,8 @@ export abstract class Exchange implements AccessRecord {
   relay: BodyRelay = 'raw'
   /** Response head not yet written: sent together with the first body bytes in one write. */
   heldHead: Buffer | null = null
+  /** How many of heldHead's bytes are the head (it may be the thread's scratch region, read-arena.ts). */
+  heldHeadBytes = 0
   /** Set-Cookie line to add to the response (sticky sessions), '' for none. */
   setCookie = ''
   stickyIndex = -1

@@ -15,6 +15,7 @@ import type { ProxyContext } from './context'
 import type { PickContext } from '../balancer/types'
 import type { PoolRuntime } from '../routing/pools'
 import { H_STICKY_HITS, U_ACTIVE_REQUESTS } from '../shared/layout'
+import { wallNow } from './clock'
 
 export const PICK_NONE = -1
 export const PICK_FULL = -2
@@ -26,7 +27,7 @@ export function pickUpstream (ctx: ProxyContext, pool: PoolRuntime, pick: PickCo
   const table = pool.table
   const gate = pool.gate
   // the sweeper's clock is too coarse for a ramp (it ticks at a fraction of the shortest timeout): read the time only when a ramp may be on
-  gate.beginPick(gate.slowStart ? Date.now() : 0)
+  gate.beginPick(gate.slowStart ? wallNow() : 0)
   if (stickyIndex >= 0 && stickyIndex < table.length && pick.tried[stickyIndex] === 0) {
     const slot = table[stickyIndex].slot
     if (gate.isAvailable(slot) && gate.acquire(ctx.workerSlot, slot)) {

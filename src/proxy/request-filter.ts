@@ -12,6 +12,7 @@ import type { HeadParser } from '../http/head-parser'
 import { H_X_FORWARDED_FOR } from '../http/header-names'
 import { H_RATE_LIMITED } from '../shared/layout'
 import type { CompiledRoute } from '../routing/router'
+import { wallNow } from './clock'
 
 /** What the filter reads and fills in of the current request. */
 export interface FilteredRequest extends FirewallRequest {
@@ -53,7 +54,7 @@ export function limitRequest (ctx: ProxyContext, req: FilteredRequest): FilterVe
   const limiter = ctx.limiter
   if (limiter !== null) {
     const decision = req.rate ?? (req.rate = limiter.newDecision())
-    if (!limiter.check(req.clientIp, Date.now(), decision)) {
+    if (!limiter.check(req.clientIp, wallNow(), decision)) {
       if (decision.pending) return 'pending'
       ctx.state.addHeader(H_RATE_LIMITED, 1)
       req.lastFailure = 'rate limited'
@@ -66,7 +67,7 @@ export function limitRequest (ctx: ProxyContext, req: FilteredRequest): FilterVe
   const routeLimiter = route !== null ? route.limiter : null
   if (routeLimiter !== null) {
     const decision = req.routeRate ?? (req.routeRate = routeLimiter.newDecision())
-    if (!routeLimiter.check(req.clientIp, Date.now(), decision)) {
+    if (!routeLimiter.check(req.clientIp, wallNow(), decision)) {
       ctx.state.addHeader(H_RATE_LIMITED, 1)
       req.lastFailure = `rate limited by route ${(route as CompiledRoute).name}`
       req.rateHeaders = routeLimiter.headers(decision)

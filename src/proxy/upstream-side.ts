@@ -9,14 +9,13 @@
  */
 import { encodeProxyHeader } from '../net/proxy-protocol'
 import type * as net from 'node:net'
-import { performance } from 'node:perf_hooks'
 import type { ProxyContext } from './context'
 import type { UpstreamEntry } from '../shared/state'
 import { U_ACTIVE_REQUESTS, U_REQUESTS, U_RETRIES, U_RETRIES_ACTIVE, P_RETRIES, P_RETRY_BUDGET_DENIED } from '../shared/layout'
 import { type HeadParser, BODY_LENGTH, BODY_NONE } from '../http/head-parser'
 import { H_UPGRADE } from '../http/header-names'
 import { ChunkedScanner, CHUNKED_ERROR, CRLF, chunkSizeLine } from '../http/chunked'
-import { buildResponseHead } from '../http/serialize'
+import { buildResponseHead, responseHeadInto } from '../http/serialize'
 import type { ErrorCode } from '../errors'
 import { UpstreamConnection, type UpstreamClient, type HeadAction, type UpstreamFailure } from './upstream'
 import { recordUpstreamFailure, recordUpstreamSuccess, recordRequestFailure, clientHash } from '../health/passive'
@@ -31,8 +30,9 @@ import { receivedStatusLine } from '../http/proxy-status'
 import { logger } from '../log'
 import { upgradeAllowed } from './upgrade'
 import { planResponse, ResponsePlan } from './response-head'
-import { borrowed, owned } from '../net/read-arena'
+import { borrowed, owned, scratch } from '../net/read-arena'
 import { directDescriptor, writeDirect, writeSpans } from '../net/direct-write'
+import { monotonicNow, wallNow } from './clock'
 
 /** Where the connection is in its current request. */
 export type Phase =
@@ -107,7 +107,7 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
 
   protected setDeadline (kind: Deadline, ms: number): void {
     this.deadlineKind = kind
-    this.deadline = Date.now() + ms
+    this.deadline = wallNow() + ms
   }
 
   protected clearDeadline (): void {
@@ -183,8 +183,8 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
   /** Phase: send. The head (with the first body bytes), then the body as it comes. */
   onUpstreamConnected (up: UpstreamConnection): void {
     if (up !== this.upstream || this.phase !== 'connecting') return
-    this.sentAt = performance.now()
-    if (this.cacheState !== null) this.cacheState.requestSentAt = Date.now()
+    this.sentAt = monotonicNow()
+    if (this.cacheState !== null) this.cacheState.requestSentAt = wallNow()
     const s = up.socket
     let body = this.initialBody
     // a body too large to go with the head, still in the read arena: the write may keep it (read-arena.ts)
@@ -255,7 +255,7 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
           if (!up.socket.write(out)) this.socket.pause()
         } else {
           this.lostBody = true
-          if (!writeChunks(up.socket, buf, c, false, null)) this.socket.pause()
+          if (!writeChunks(up.socket, buf, c, false, null, 0)) this.socket.pause()
         }
         up.uploadActivity()
       }
@@ -304,7 +304,7 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
     const slot = (this.entry as UpstreamEntry).slot
     // the sweeper's clock (a tick late at most) is enough for passive health (recordRequestFailure)
     recordUpstreamSuccess(ctx.state, slot, (ctx.sweeper.nowMs - ctx.state.epochMs) | 0)
-    this.upstreamMs = performance.now() - this.sentAt
+    this.upstreamMs = monotonicNow() - this.sentAt
     ctx.state.recordResponse(slot, status, this.upstreamMs)
     if (plan.kind === 'unexpectedUpgrade') {
       // not an upgrade we asked for, to a protocol we allow: the upstream is not speaking HTTP any more
@@ -330,7 +330,8 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
     let extra = this.setCookie
     // the request's ID back to the client, unless the upstream answered with its own line
     const ids = ctx.requestIds
-    if (this.requestId !== '' && ids !== null && head.header(ids.header) === null) extra += ids.responseLine(this.requestId)
+    // the line sent upstream with a new ID is the line the client gets back
+    if (this.requestId !== '' && ids !== null && head.header(ids.header) === null) extra += this.requestIdLine !== '' ? this.requestIdLine : ids.responseLine(this.requestId)
     const cache = this.cacheState
     if (cache !== null) {
       const cached = cache.onResponseHead(head)
@@ -346,8 +347,7 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
           this.finishRequest()
           return 'abort'
         }
-        this.bytesOut += out.length
-        this.heldHead = out
+        this.holdHead(out, out.length)
         return 'final'
       }
       extra += cache.relayFields // X-Cache, Cache-Status
@@ -358,10 +358,20 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
     this.closeAfterResponse = plan.close
     const edits = this.route !== null ? this.route.responseEdits : null
     if (edits !== null) extra += edits.render(this)
-    const out = buildResponseHead(head, via, plan.connection, extra, plan.codings, edits !== null ? edits.remove : null)
-    this.bytesOut += out.length
-    this.heldHead = out
+    // built in the thread's scratch region: it leaves within this read (flushHead at its end, at the latest)
+    const remove = edits !== null ? edits.remove : null
+    const n = responseHeadInto(scratch, head, via, plan.connection, extra, plan.codings, remove)
+    if (n !== -1) this.holdHead(scratch, n)
+    else this.holdHead(buildResponseHead(head, via, plan.connection, extra, plan.codings, remove), -1)
     return 'final'
+  }
+
+  /** Keep a response head (its first `bytes` bytes; -1: all) to go out with the first body bytes. */
+  private holdHead (head: Buffer, bytes: number): void {
+    const n = bytes === -1 ? head.length : bytes
+    this.bytesOut += n
+    this.heldHead = head
+    this.heldHeadBytes = n
   }
 
   /** The request-ID field line for a response to the client ('' while request IDs are off). */
@@ -384,7 +394,7 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
     this.heldHead = null
     // one sendmsg (or one corked writev): the head and these body bytes, copied only where node keeps them
     const ok = head !== null
-      ? writeSpans(this.socket, this.writeFd, head, 0, head.length, chunk, start, end)
+      ? writeSpans(this.socket, this.writeFd, head, 0, this.heldHeadBytes, chunk, start, end)
       : writeSpans(this.socket, this.writeFd, NO_BYTES, 0, 0, chunk, start, end)
     if (!ok && this.upstream !== null) this.upstream.socket.pause()
   }
@@ -396,7 +406,7 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
     const head = this.heldHead
     this.heldHead = null
     this.bytesOut += n
-    if (!writeChunks(this.socket, chunk, scanner, dechunk, head) && this.upstream !== null && !done) this.upstream.socket.pause()
+    if (!writeChunks(this.socket, chunk, scanner, dechunk, head, this.heldHeadBytes) && this.upstream !== null && !done) this.upstream.socket.pause()
   }
 
   /** Write a held response head (a response without body bytes in this read). */
@@ -404,7 +414,7 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
     const head = this.heldHead
     if (head !== null) {
       this.heldHead = null
-      writeDirect(this.socket, this.writeFd, head)
+      writeSpans(this.socket, this.writeFd, head, 0, this.heldHeadBytes, null, 0, 0)
     }
   }
 
@@ -508,7 +518,7 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
     if (isBackOffStatus(status) && passive.honorRetryAfter) {
       const value = head.header('retry-after')
       if (value !== null) {
-        const ms = parseRetryAfter(value, Date.now())
+        const ms = parseRetryAfter(value, wallNow())
         const holdMs = Math.min(ms, passive.maxRetryAfterMs)
         if (ms > 0 && holdForRetryAfter(ctx.state, entry.slot, holdMs, ctx.state.now())) {
           logger.warn({ upstream: entry.address, id: entry.id, status, retryAfter: value, holdMs }, 'upstream out of rotation for its Retry-After')
@@ -537,7 +547,7 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
     // a refused connection says nothing of the request; anything after it was sent might (retry.ts)
     const ejected = code === 'SWY_ERR_UPSTREAM_CONNECT'
       ? recordUpstreamFailure(ctx.state, entry.slot, passive, now)
-      : recordRequestFailure(ctx.state, entry.slot, passive, now, this.sentAt === 0 ? now : (now - (performance.now() - this.sentAt)) | 0, clientHash(this.clientIp))
+      : recordRequestFailure(ctx.state, entry.slot, passive, now, this.sentAt === 0 ? now : (now - (monotonicNow() - this.sentAt)) | 0, clientHash(this.clientIp))
     if (ejected) logEjection(entry, `${passive.maxFailures} consecutive failure(s): ${this.lastFailure}`)
   }
 
@@ -566,16 +576,16 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
  * our own chunk lines (no copy; copies of a borrowed read arena, read-arena.ts),
  * corked into one writev. false under backpressure.
  */
-function writeChunks (socket: net.Socket, src: Buffer, scanner: ChunkedScanner, dechunk: boolean, head: Buffer | null): boolean {
+function writeChunks (socket: net.Socket, src: Buffer, scanner: ChunkedScanner, dechunk: boolean, head: Buffer | null, headBytes: number): boolean {
+  if (head === null) headBytes = 0
   if (scanner.spanBytes <= COALESCE_BYTES) {
-    const headBytes = head === null ? 0 : head.length
     const out = Buffer.allocUnsafe(headBytes + scanner.encodedLength(dechunk))
-    if (head !== null) head.copy(out, 0)
+    if (head !== null) head.copy(out, 0, 0, headBytes)
     scanner.encodeInto(src, out, headBytes, dechunk)
     return socket.write(out)
   }
   socket.cork()
-  if (head !== null) socket.write(head)
+  if (head !== null) socket.write(owned(head.subarray(0, headBytes)))
   if (!dechunk) socket.write(chunkSizeLine(scanner.spanBytes))
   const spans = scanner.spans
   for (let i = 0; i < scanner.spanCount; i++) socket.write(owned(src.subarray(spans[2 * i], spans[2 * i + 1])))

@@ -19,6 +19,7 @@ import type { Poolable } from './pool'
 import type { Expirable } from './sweeper'
 import { arenaRead, borrowed } from '../net/read-arena'
 import { directDescriptor } from '../net/direct-write'
+import { wallNow, deliverRead } from './clock'
 
 /** What the client side does with a response head (see ClientConnection.onResponseHead). */
 export type HeadAction = 'final' | 'interim' | 'tunnel' | 'abort'
@@ -140,7 +141,7 @@ export class UpstreamConnection implements Poolable, Expirable {
 
   private setDeadline (kind: Deadline, ms: number): void {
     this.deadlineKind = kind
-    this.deadline = Date.now() + ms
+    this.deadline = wallNow() + ms
   }
 
   private clearDeadline (): void {
@@ -372,10 +373,9 @@ function conn (socket: net.Socket): UpstreamConnection {
 
 function onConnect (this: net.Socket): void { conn(this).handleConnect() }
 function onData (this: net.Socket, chunk: Buffer): void { conn(this).handleData(chunk) }
-function onRead (this: net.Socket, bytes: number, arena: Buffer): boolean {
+function onRead (this: net.Socket, bytes: number, _arena: Buffer): boolean {
   const c = conn(this)
-  c.handleData(arena.subarray(0, bytes))
-  c.settleBorrowed()
+  deliverRead(c, bytes)
   return true
 }
 /** Plain TCP upstream sockets read into the thread's read arena (read-arena.ts); TLS ones emit 'data'. */

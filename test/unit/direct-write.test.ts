@@ -6,8 +6,9 @@
  *   node upgrade changes that, the first test fails before bytes go astray;
  * - TLS sockets are never written directly;
  * - order is kept across the switch between direct sends and node's queue, and
- *   a borrowed second span is copied when the kernel leaves part of it (the
- *   caller reuses its buffer right after the call, as the read arena does);
+ *   borrowed spans (the read arena, the scratch region a response head is built
+ *   in) are copied when the kernel leaves part of them (the caller reuses its
+ *   buffer right after the call);
  * - a destroyed socket's descriptor number is never written, even when a new
  *   connection has been given the same number.
  */
@@ -19,7 +20,7 @@ import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import { loadHandoff } from '../../src/primary/handoff'
 import { directDescriptor, writeDirect, writeSpans } from '../../src/net/direct-write'
-import { arenaRead, borrowed } from '../../src/net/read-arena'
+import { arenaRead, borrowed, scratch } from '../../src/net/read-arena'
 import { waitFor } from '../helpers'
 
 interface Pair { client: net.Socket, server: net.Socket, received: Buffer[], close: () => Promise<void> }
@@ -94,9 +95,10 @@ test('a TLS socket is never written directly', async () => {
   }
 })
 
-test('order holds across direct sends, partial sends and node\'s queue; a borrowed arena span is copied before the next read', async () => {
-  // bytes read into the thread's read arena are relayed, each read behind a small head of its own, to a
-  // paused reader: the kernel's buffers fill, sends go partial, then everything queues in node
+test('order holds across direct sends, partial sends and node\'s queue; borrowed spans are copied before they are reused', async () => {
+  // bytes read into the thread's read arena are relayed, each read behind a small head built in the scratch
+  // region (as a response head is), to a paused reader: the kernel's buffers fill, sends go partial, then
+  // everything queues in node. Every third read also sends a head alone (writeSpans without a second span).
   const sink = await pair(true)
   const expected: Buffer[] = []
   let reads = 0
@@ -111,10 +113,16 @@ test('order holds across direct sends, partial sends and node\'s queue; a borrow
     onread: arenaRead(function (bytes, arena) {
       const view = arena.subarray(0, bytes)
       assert.ok(borrowed(view))
-      const head = Buffer.from(`read ${reads++}\n`)
-      expected.push(head, Buffer.from(view))
+      assert.ok(borrowed(scratch))
       const queuedBefore = sink.client.writableLength
-      writeSpans(sink.client, fd, head, 0, head.length, view, 0, bytes)
+      if (reads % 3 === 0) {
+        const n = scratch.latin1Write(`alone ${reads}\n`, 0)
+        expected.push(Buffer.from(scratch.subarray(0, n)))
+        writeSpans(sink.client, fd, scratch, 0, n, null, 0, 0)
+      }
+      const n = scratch.latin1Write(`read ${reads++}\n`, 0)
+      expected.push(Buffer.from(scratch.subarray(0, n)), Buffer.from(view))
+      writeSpans(sink.client, fd, scratch, 0, n, view, 0, bytes)
       if (sink.client.writableLength > queuedBefore) partialOrQueued++
       return true
     }),
