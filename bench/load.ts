@@ -27,6 +27,7 @@ import { renderChart, type ChartInput } from './chart'
 import { runClusterBench } from './cluster'
 import { runSoakBench } from './soak'
 import { runTlsBench } from './tls'
+import { runPairedBench } from './paired'
 import { CLOCK_TICKS_PER_SEC, cpuMicrosOfTree } from './proc-cpu'
 import { pickLoadGenerator, type LoadGenerator, type LoadResult } from './loadgen'
 import {
@@ -99,6 +100,9 @@ const HELP = `npm run bench -- [options] [-- extra switchyard flags]
 
   --soak [--minutes 10] [--workers 2] [--sample-s 10] [--connections 64] [--access-log]
                         memory under sustained load: RSS per sample and whether it stays flat
+  --paired --baseline OTHER/dist/src/cli.js [--rounds 8] [--duration 6] [--workers 1] [--access-log-b]
+                        this build and another at the same time on the same cores: CPU per request B ÷ A
+                        per round (bench/paired.ts), for changes smaller than the machine's drift
 `
 
 function parseArgs (argv: string[]): Options {
@@ -486,6 +490,8 @@ async function main (): Promise<void> {
   if (process.argv.includes('--tls')) { await runTlsBench(process.argv.slice(2)); return }
   // memory over a long run (bench/soak.ts)
   if (process.argv.includes('--soak')) { await runSoakBench(process.argv.slice(2)); return }
+  // two builds at once, for a change too small to see in runs taken in turn (bench/paired.ts)
+  if (process.argv.includes('--paired')) { await runPairedBench(process.argv.slice(2)); return }
   const options = parseArgs(process.argv.slice(2))
 
   if (!fs.existsSync(path.join(ROOT, 'dist/bench/upstream.js'))) {

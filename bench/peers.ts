@@ -328,6 +328,27 @@ ${servers}
   return { kind: 'nginx', ports, processes: [managed] }
 }
 
+/** Where a one-balancer bench runs (--soak, --paired): the first half of the allowed CPUs for the balancer, the rest for load and upstreams. */
+export interface HalfPinning {
+  /** taskset is there and there are at least 2 CPUs; else nothing is pinned (both null). */
+  pinned: boolean
+  balancerCpus: number[] | null
+  loadCpus: number[] | null
+}
+
+export function halfPinning (): HalfPinning {
+  const cpus = allowedCpus()
+  const half = Math.max(1, Math.floor(cpus.length / 2))
+  const pinned = cpus.length >= 2 && which('taskset') !== null
+  return { pinned, balancerCpus: pinned ? cpus.slice(0, half) : null, loadCpus: pinned ? cpus.slice(half) : null }
+}
+
+/** Two upstreams on the load CPUs: nginx `return 200` when installed, else bench/upstream.ts. */
+export async function startBenchUpstreams (loadCpus: number[] | null): Promise<Upstreams> {
+  const nginx = which('nginx')
+  return nginx !== null ? await startNginxUpstreams(nginx, 2, loadCpus) : await startNodeUpstreams(2, loadCpus)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Peers
 // ---------------------------------------------------------------------------------------------

@@ -16,8 +16,7 @@
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import {
-  ROOT, which, allowedCpus, formatCpuList, spawnTracked, stopProcess, stopAll, freePort, waitForPort,
-  startNginxUpstreams, startNodeUpstreams, type Managed,
+  ROOT, formatCpuList, spawnTracked, stopProcess, stopAll, freePort, waitForPort, halfPinning, startBenchUpstreams, type Managed,
 } from './peers'
 import { pickLoadGenerator } from './loadgen'
 import { cpuMicrosOfTree } from './proc-cpu'
@@ -119,14 +118,9 @@ export async function runSoakBench (argv: string[]): Promise<void> {
   const script = options.balancerScript
   if (!fs.existsSync(script)) throw new Error(`${script} is missing: build first (npm run build)`)
   const loadgen = pickLoadGenerator(null)
-  const cpus = allowedCpus()
-  const half = Math.max(1, Math.floor(cpus.length / 2))
-  const pinned = cpus.length >= 2 && which('taskset') !== null
-  const balancerCpus = pinned ? cpus.slice(0, half) : null
-  const loadCpus = pinned ? cpus.slice(half) : null
+  const { pinned, balancerCpus, loadCpus } = halfPinning()
   const log = (line: string): void => { if (!options.json) process.stdout.write(line + '\n') }
-  const nginx = which('nginx')
-  const upstreams = nginx !== null ? await startNginxUpstreams(nginx, 2, loadCpus) : await startNodeUpstreams(2, loadCpus)
+  const upstreams = await startBenchUpstreams(loadCpus)
   let balancer: Managed | null = null
   const samples: SoakSample[] = []
   try {
