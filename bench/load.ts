@@ -100,7 +100,7 @@ const HELP = `npm run bench -- [options] [-- extra switchyard flags]
 
   --soak [--minutes 10] [--workers 2] [--sample-s 10] [--connections 64] [--access-log]
                         memory under sustained load: RSS per sample and whether it stays flat
-  --paired --baseline OTHER/dist/src/cli.js [--rounds 8] [--duration 6] [--workers 1] [--access-log-b]
+  --paired --baseline OTHER/dist/src/cli.js [--rounds 8] [--duration 6] [--workers 1] [--access-log(-b)]
                         this build and another at the same time on the same cores: CPU per request B ÷ A
                         per round (bench/paired.ts), for changes smaller than the machine's drift
 `

@@ -1,6 +1,6 @@
 /**
  * Paired A/B (#18): `npm run bench -- --paired --baseline OTHER/dist/src/cli.js [--rounds 8] [--duration 6]
- * [--workers 1] [--connections 64] [--access-log-b] [--balancer-script THIS/dist/src/cli.js] [--json]`
+ * [--workers 1] [--connections 64] [--access-log | --access-log-b] [--balancer-script THIS/dist/src/cli.js] [--json]`
  *
  * Two builds of switchyard measured at the same time, not one after the other. On a shared VM the CPU a
  * request costs drifts by tens of percent from one minute to the next (the host's other guests), far more
@@ -13,8 +13,9 @@
  * identical builds read on this machine.
  *
  * Both balancers share the cores, so the absolute µs per request read higher than in `npm run bench` (the
- * two evict each other's caches): compare the ratio, not the µs. `--access-log-b` turns the access log on
- * for B only (give the same build as --baseline): the logging tax as a ratio.
+ * two evict each other's caches): compare the ratio, not the µs. `--access-log` runs both with the access
+ * log on (to stdout, read by this process); `--access-log-b` turns it on for B only (give the same build as
+ * --baseline): the logging tax as a ratio.
  */
 import * as fs from 'node:fs'
 import * as path from 'node:path'
@@ -29,6 +30,7 @@ interface PairedOptions {
   durationS: number
   workers: number
   connections: number
+  accessLog: boolean
   accessLogB: boolean
   json: boolean
 }
@@ -41,6 +43,7 @@ function parseArgs (argv: string[]): PairedOptions {
     durationS: 6,
     workers: 1,
     connections: 64,
+    accessLog: false,
     accessLogB: false,
     json: false,
   }
@@ -58,9 +61,10 @@ function parseArgs (argv: string[]): PairedOptions {
     else if (arg === '--duration') options.durationS = number(1)
     else if (arg === '--workers') options.workers = Math.floor(number(0))
     else if (arg === '--connections') options.connections = Math.floor(number(2))
+    else if (arg === '--access-log') options.accessLog = true
     else if (arg === '--access-log-b') options.accessLogB = true
     else if (arg === '--json') options.json = true
-    else throw new Error(`--paired: unknown option ${arg} (--baseline, --balancer-script, --rounds, --duration, --workers, --connections, --access-log-b, --json)`)
+    else throw new Error(`--paired: unknown option ${arg} (--baseline, --balancer-script, --rounds, --duration, --workers, --connections, --access-log, --access-log-b, --json)`)
   }
   if (options.baseline === '') throw new Error('--paired needs --baseline PATH/dist/src/cli.js (the build to compare against)')
   for (const script of [options.baseline, options.script]) {
@@ -89,7 +93,7 @@ export async function runPairedBench (argv: string[]): Promise<void> {
   const rounds: PairedRound[] = []
   try {
     log(`switchyard paired A/B: A ${path.relative(ROOT, options.baseline) || options.baseline}, B ${path.relative(ROOT, options.script) || options.script}` +
-      `${options.accessLogB ? ' (access log on)' : ''}; --workers ${options.workers}, ${each} connections each, ${options.durationS} s rounds, ` +
+      `${options.accessLog ? ' (access log on for both)' : options.accessLogB ? ' (access log on)' : ''}; --workers ${options.workers}, ${each} connections each, ${options.durationS} s rounds, ` +
       `${loadgen.name}, ${upstreams.kind} upstreams` +
       (pinned ? `; both balancers on CPU ${formatCpuList(balancerCpus as number[])}, load on CPU ${formatCpuList(loadCpus as number[])}` : '; no pinning'))
     log(' round  kind   A µs/req   B µs/req    B ÷ A   A req/s   B req/s')
@@ -97,8 +101,8 @@ export async function runPairedBench (argv: string[]): Promise<void> {
       // round 0: the baseline against itself; then this build against it, swapping which starts first
       const kind = r === 0 ? 'A/A' : 'A/B'
       const sides = [
-        { script: options.baseline, accessLog: false },
-        { script: r === 0 ? options.baseline : options.script, accessLog: r !== 0 && options.accessLogB },
+        { script: options.baseline, accessLog: options.accessLog },
+        { script: r === 0 ? options.baseline : options.script, accessLog: options.accessLog || (r !== 0 && options.accessLogB) },
       ]
       const order = r % 2 === 0 ? [0, 1] : [1, 0]
       const started: Array<{ managed: Managed, port: number }> = []
