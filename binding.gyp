@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "fdhandoff",
-      "sources": ["native/fdhandoff.c"],
+      "sources": ["native/fdhandoff.c", "native/heap-pressure.cc"],
       "cflags": ["-O2", "-Wall", "-Wextra"]
     }
   ]

@@ -12,8 +12,11 @@ import type { WorkerInit, ConnectionTask, ControlMessage, StateUpdate } from '..
 import { ADOPT_TAKING, ADOPT_WRAPPED } from '../src/primary/adoption'
 import { logger, flushLogs, configureLog, reopenLogs, holdLogs, useLogRing } from '../src/log'
 import { LeaseBroker } from '../src/cluster/global-limiter'
+import { optionalHandoff } from '../src/primary/handoff'
 
 const init = workerData as WorkerInit
+// loading the addon registers this thread's V8 heap for the primary's memory release (src/primary/memory-release.ts)
+optionalHandoff()
 // stdout lines wait for this thread's slot: they go to its ring, which the primary writes
 holdLogs()
 const state = new SharedState(init.state)

@@ -338,6 +338,9 @@ export const configSchema = {
     // each worker thread's young generation (V8 semi-spaces), MB: capped so that resident memory stays flat
     // under load (src/primary/workers.ts, #18); read at start
     workerMaxYoungGenerationSizeMb: { type: 'integer', minimum: 3, maximum: 1024, default: 12 },
+    // how often the primary asks every thread's V8 heap for a memory-reducing collection and calls malloc_trim(0),
+    // so that resident memory stays low and flat under load (src/primary/memory-release.ts, #18); 0 = never
+    memoryReleaseIntervalMs: { type: 'integer', minimum: 0, maximum: 3_600_000, default: 10_000 },
     upstreams,
     balancing,
     retries: { type: 'integer', minimum: 0, maximum: 10, default: 1 },

@@ -214,6 +214,8 @@ export interface Config {
   workers: number
   /** Worker threads' resourceLimits.maxYoungGenerationSizeMb (src/primary/workers.ts). */
   workerMaxYoungGenerationSizeMb: number
+  /** How often the primary has every thread's V8 heap and malloc arenas give memory back, 0 = never (src/primary/memory-release.ts). */
+  memoryReleaseIntervalMs: number
   /** The pool "default" (absent when only `pools` are given). */
   upstreams?: UpstreamConfig[]
   balancing: { algorithm: Algorithm, hashKey: HashKeyConfig }

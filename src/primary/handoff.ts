@@ -10,6 +10,12 @@ export interface FdHandoff {
   close (fd: number): void
   /** "ip:port" of the socket's peer, or null when `fd` is not an open connected socket. */
   peer (fd: number): string | null
+  /** glibc only (feature-detect it): malloc_trim(0) on a libuv pool thread; resolves to its CPU microseconds (src/primary/memory-release.ts). */
+  trimMalloc?: () => Promise<number>
+  /** Ask every thread's V8 heap (each thread that loaded the addon) for a memory-reducing collection; returns how many. */
+  reduceHeaps?: () => number
+  /** glibc >= 2.33 only: mallinfo2 summed over every arena. */
+  mallocStats?: () => { arenaBytes: number, mmapBytes: number, inUseBytes: number, freeBytes: number }
 }
 
 let addon: FdHandoff | null = null

@@ -15,6 +15,7 @@ import { H_CONNECTIONS_ACCEPTED, L_ACCEPTED } from '../shared/layout'
 import { createThreadProxy, applyConfig, startThreadStats, drainThread } from '../proxy/thread'
 import { acceptConnection, adoptedSocketOptions, applyTlsMaterial, installListeners, readsIntoArena } from '../net/accept'
 import { optionalHandoff, type FdHandoff } from './handoff'
+import { startMemoryRelease } from './memory-release'
 import { TlsManager, TICKET_KEY_ROTATION_MS, type CertificateStatus } from '../tls/manager'
 import type { AcmeListener, ChallengeTable } from '../tls/acme'
 import type { ProxyContext } from '../proxy/context'
@@ -72,6 +73,8 @@ export class Switchyard implements AdminTarget {
   /** Certificates and ticket keys (null when no listener has TLS). */
   readonly tls: TlsManager | null
   private ticketTimer: NodeJS.Timeout | null = null
+  /** Stops the memory release timer (config.memoryReleaseIntervalMs; a no-op when off). */
+  private stopMemoryRelease: () => void = () => {}
   /** One per listener with tls.acme (tests and status read their state). */
   readonly acme: AcmeListener[] = []
   /** Connections accepted before the worker pool exists (it starts once the listeners are bound). */
@@ -255,6 +258,7 @@ export class Switchyard implements AdminTarget {
       lb.ticketTimer.unref()
       for (const c of lb.tls.status()) if (c.expired) logger.warn({ listener: c.listener, certificate: c.source, notAfter: c.notAfter }, 'certificate has expired')
     }
+    lb.stopMemoryRelease = startMemoryRelease(config.memoryReleaseIntervalMs)
     const bound = { address: lb.address.host, port: lb.address.port, family: lb.address.host.includes(':') ? 'IPv6' : 'IPv4' }
     // every pool's active checker shares its probes through the cluster (when on)
     lb.health.setCheckerHook((checker) => lb.clusterProbes(checker))
@@ -342,6 +346,10 @@ export class Switchyard implements AdminTarget {
       restartNeeded.push('routes[].rateLimit (the first rate limit needs shared memory allocated at start)')
     }
     Object.freeze(effective)
+    if (effective.memoryReleaseIntervalMs !== this.config.memoryReleaseIntervalMs) {
+      this.stopMemoryRelease()
+      this.stopMemoryRelease = startMemoryRelease(effective.memoryReleaseIntervalMs)
+    }
     const table = buildUpstreamTable(effective, this.state, this.table)
     resetMovedRouteCounters(this.state, this.config, effective)
     warnShadowedRoutes(effective)
@@ -386,6 +394,7 @@ export class Switchyard implements AdminTarget {
         server.close(() => resolve())
       })))
       if (this.ticketTimer !== null) clearInterval(this.ticketTimer)
+      this.stopMemoryRelease()
       for (const a of this.acme) a.stop()
       for (const { socket } of this.early) socket.destroy()
       this.early = []

@@ -1,14 +1,17 @@
 /**
  * What keeps resident memory down and flat (#18): each worker thread's young generation is capped
- * (config.workerMaxYoungGenerationSizeMb, passed to piscina as resourceLimits), and the primary
+ * (config.workerMaxYoungGenerationSizeMb, passed to piscina as resourceLimits), the primary
  * loads the ACME client and the admin API's metrics library only when the configuration uses them
- * (together 8 MB of its old generation, and their loading doubled its young generation at start).
+ * (together 8 MB of its old generation, and their loading doubled its young generation at start),
+ * and every worker registers its V8 heap for the primary's memory release (config.memoryReleaseIntervalMs,
+ * src/primary/memory-release.ts; the mechanism itself is tested in test/unit/memory-release.test.ts).
  */
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { startEchoUpstream, type TestServer } from '../helpers'
+import { loadHandoff } from '../../src/primary/handoff'
 import { startLb } from './harness'
 
 const upstreams: TestServer[] = []
@@ -40,6 +43,20 @@ test('workers=2: every worker thread runs with the young-generation cap (default
   } finally {
     await configured.stop()
   }
+})
+
+test('workers=2: both workers register their V8 heap for the memory release, and a stopped pool unregisters them', async () => {
+  const address = await upstream()
+  const reduceHeaps = loadHandoff().reduceHeaps as () => number
+  const before = reduceHeaps()
+  const run = await startLb({ upstreams: [{ address }] }, 2)
+  try {
+    assert.equal(run.lb.config.memoryReleaseIntervalMs, 10_000, 'on by default')
+    assert.equal(reduceHeaps(), before + 2)
+  } finally {
+    await run.stop()
+  }
+  assert.equal(reduceHeaps(), before)
 })
 
 /** Start switchyard in a fresh process with `config` and list the packages it loaded (node_modules names). */

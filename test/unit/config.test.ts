@@ -186,6 +186,7 @@ const COMPLETE: Complete<Config> = {
   }],
   workers: 0,
   workerMaxYoungGenerationSizeMb: 24,
+  memoryReleaseIntervalMs: 5000,
   upstreams: [{ address: '127.0.0.1:8001', weight: 2, tls: { serverName: 'backend.test', caFile: 'ca.pem', verify: false }, proxyProtocol: 'v2', backup: false, maxConnections: 3, slowStartMs: 4 }],
   balancing: { algorithm: 'consistent-hash', hashKey: { source: 'header', name: 'x-user' } },
   retries: 2,
