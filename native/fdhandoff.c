@@ -14,9 +14,10 @@
  * nothing queued for it.
  *
  * And, with glibc only, `trimMalloc` and `mallocStats`: giving the free pages
- * of every malloc arena back to the kernel (src/primary/malloc-trim.ts), and
+ * of every malloc arena back to the kernel (src/primary/memory-release.ts), and
  * what the arenas hold. Built elsewhere (musl), the two are not defined, and
- * the JS side feature-detects them.
+ * the JS side feature-detects them. And `reduceHeaps` (native/heap-pressure.cc):
+ * a memory-reducing collection asked of every thread's V8 heap.
  */
 #include <errno.h>
 #include <fcntl.h>
