@@ -361,17 +361,20 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
     // built in the thread's scratch region: it leaves within this read (flushHead at its end, at the latest)
     const remove = edits !== null ? edits.remove : null
     const n = responseHeadInto(scratch, head, via, plan.connection, extra, plan.codings, remove)
-    if (n !== -1) this.holdHead(scratch, n)
-    else this.holdHead(buildResponseHead(head, via, plan.connection, extra, plan.codings, remove), -1)
+    if (n !== -1) {
+      this.holdHead(scratch, n)
+    } else {
+      const out = buildResponseHead(head, via, plan.connection, extra, plan.codings, remove)
+      this.holdHead(out, out.length)
+    }
     return 'final'
   }
 
-  /** Keep a response head (its first `bytes` bytes; -1: all) to go out with the first body bytes. */
+  /** Keep a response head (its first `bytes` bytes) to go out with the first body bytes. */
   private holdHead (head: Buffer, bytes: number): void {
-    const n = bytes === -1 ? head.length : bytes
-    this.bytesOut += n
+    this.bytesOut += bytes
     this.heldHead = head
-    this.heldHeadBytes = n
+    this.heldHeadBytes = bytes
   }
 
   /** The request-ID field line for a response to the client ('' while request IDs are off). */
