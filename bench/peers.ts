@@ -100,7 +100,7 @@ export interface Managed {
   cpus: number[] | null
   /** The command line as run (after the taskset prefix). */
   argv: string[]
-  /** Resolves with the exit code (or signal name) once the process is gone. */
+  /** Resolves with the exit code (or signal name) once the process is gone and its output is read. */
   exited: Promise<number | string>
   /** null while running */
   exitStatus: number | string | null
@@ -109,6 +109,9 @@ export interface Managed {
   /** Called for each stdout chunk (e.g. to look for a "listening" line). */
   onStdout: ((chunk: string) => void) | null
 }
+
+/** How long `exited` waits after 'exit' for the child's pipes to close. */
+const PIPE_DRAIN_GRACE_MS = 2000
 
 const running = new Set<Managed>()
 const tempDirs = new Set<string>()
@@ -152,7 +155,15 @@ export function spawnTracked (command: string, args: string[], options: SpawnOpt
     child.once('exit', (code, signal) => {
       managed.exitStatus = code ?? signal ?? 'unknown'
       running.delete(managed)
-      resolve(managed.exitStatus)
+      // 'exit' can come before the last stdout chunk is read (wrk's whole report arrives at its
+      // end): resolve on 'close', when the pipes are drained, or after a grace period should a
+      // process the child left behind still hold them open.
+      const status = managed.exitStatus
+      const grace = setTimeout(() => resolve(status), PIPE_DRAIN_GRACE_MS)
+      child.once('close', () => {
+        clearTimeout(grace)
+        resolve(status)
+      })
     })
   })
   child.stdout?.setEncoding('utf8')

@@ -27,7 +27,7 @@ test('npm run bench -- --paired: a control round, a paired round, the summary an
   child.stdout.setEncoding('utf8').on('data', (c: string) => { out += c })
   child.stderr.setEncoding('utf8').on('data', (c: string) => { err += c })
   const deadline = setTimeout(() => child.kill('SIGTERM'), 110_000)
-  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve))
+  const code = await new Promise<number | null>((resolve) => child.once('close', resolve))
   clearTimeout(deadline)
   assert.equal(code, 0, `the bench exits 0\n${err}`)
   const result = JSON.parse(out) as {

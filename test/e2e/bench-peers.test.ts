@@ -9,7 +9,7 @@
 import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
 import * as http from 'node:http'
-import { freePort as benchFreePort, peerDefinitions, stopProcess, type Managed, type PeerDefinition } from '../../bench/peers'
+import { freePort as benchFreePort, peerDefinitions, spawnTracked, stopProcess, type Managed, type PeerDefinition } from '../../bench/peers'
 import { freePort, startEchoUpstream, type TestServer, type EchoReply } from '../helpers'
 
 /** Requests one after another on one kept-alive client connection; the echoes in order. */
@@ -127,5 +127,18 @@ describe('bench peers', () => {
         assert.equal(await stopProcess(running), 0)
       }
     })
+  }
+})
+
+test('spawnTracked: `exited` resolves once the output is read, not at the exit before it (wrk prints its report as it ends)', async () => {
+  // The child exits at once; a process it leaves behind on the same stdout writes the report 300 ms
+  // later, so 'exit' certainly comes before the report is read (under load that happens with wrk
+  // alone: its report and its exit arrive together and 'exit' may be handled first).
+  const late = "setTimeout(() => process.stdout.write('x'.repeat(100 * 1024) + '\\nreport: END\\n'), 300)"
+  const script = `require('child_process').spawn(process.execPath, ['-e', ${JSON.stringify(late)}], { stdio: ['ignore', 'inherit', 'ignore'] }).unref()`
+  for (let i = 0; i < 3; i++) {
+    const managed = spawnTracked(process.execPath, ['-e', script], { name: 'writer', cpus: null })
+    assert.equal(await managed.exited, 0)
+    assert.ok(managed.stdoutTail.endsWith('\nreport: END\n'), `run ${i}: the tail ends with the report: …${JSON.stringify(managed.stdoutTail.slice(-40))}`)
   }
 })

@@ -76,7 +76,7 @@ async function packagesLoaded (config: Record<string, unknown>): Promise<string[
   const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] })
   let out = ''
   child.stdout.on('data', (c: Buffer) => { out += c.toString() })
-  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve))
+  const code = await new Promise<number | null>((resolve) => child.once('close', resolve))
   assert.equal(code, 0, `the child exited with ${code}`)
   return JSON.parse(out) as string[]
 }

@@ -250,7 +250,7 @@ describe('TLS certificate files at start', () => {
     let output = ''
     child.stdout.on('data', (c: Buffer) => { output += c.toString() })
     child.stderr.on('data', (c: Buffer) => { output += c.toString() })
-    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve))
+    const code = await new Promise<number | null>((resolve) => child.once('close', resolve))
     return { code, output }
   }
 

@@ -278,7 +278,7 @@ describe('workers=2: the crash of a worker thread is logged once, naming the thr
     child.stdout.on('data', (c: Buffer) => { out += c.toString() })
     child.stderr.on('data', (c: Buffer) => { err += c.toString() })
     const timer = setTimeout(() => child.kill('SIGKILL'), 30_000)
-    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve))
+    const code = await new Promise<number | null>((resolve) => child.once('close', resolve))
     clearTimeout(timer)
     assert.equal(code, 0, `the child exited with ${code}: ${err}`)
     const victim = Number(/victim (\d+)/.exec(err)?.[1])
