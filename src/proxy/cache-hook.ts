@@ -8,6 +8,7 @@
 import type { CacheConfig } from '../config/types'
 import { type SharedCacheStore, BUSY, type CacheEntryInput } from '../cache/store'
 import type { HeadParser } from '../http/head-parser'
+import type { UpstreamEntry } from '../shared/state'
 import { logger } from '../log'
 
 /** How long a request waits for another thread's fill of the same key before going upstream itself. */
@@ -177,10 +178,17 @@ export interface CacheUser {
   /** Parked for a fill: look again (CacheState.lookupAgain) and act on the decision. */
   onCacheWaitTick (now: number): void
   /**
-   * The upstream ("host:port") a stale-while-revalidate background request
-   * for the current request goes to (./cache-revalidate.ts): where the
-   * balancer would send the request now; null when there is none (then the
-   * entry is not refreshed in the background).
+   * Where a stale-while-revalidate background request for the current
+   * request goes (./cache-revalidate.ts): the upstream the balancer would
+   * send the request to now, reached as the request path reaches it (TLS,
+   * a PROXY header); null when there is none (then the entry is not
+   * refreshed in the background).
    */
-  revalidationUpstream (): string | null
+  revalidationUpstream (): RevalidationTarget | null
+}
+
+/** An upstream to revalidate at, and the PROXY protocol header its connection opens with (null: none). */
+export interface RevalidationTarget {
+  readonly entry: UpstreamEntry
+  readonly prefix: Buffer | null
 }

@@ -12,7 +12,9 @@
  *   other uncacheable    -> the entry is removed (the origin no longer lets it be kept)
  *
  * Then the claim is released. The request goes out through node:http on a
- * connection of its own (it has no client connection to ride on), to the
+ * connection of its own (it has no client connection to ride on), opened as
+ * the request path opens one (src/tls/upstream.ts: TLS when the upstream has
+ * `tls`, the client's PROXY header first when it has `proxyProtocol`), to the
  * upstream the balancer picks for the request (CacheUser.revalidationUpstream), with the
  * client request's end-to-end fields (for Vary) minus its conditionals and
  * Range; it is bounded by the claim's lifetime. It runs once per stale
@@ -26,7 +28,8 @@ import {
 } from '../cache/policy'
 import { varyValues } from '../cache/key'
 import { mergeNotModified, storedHeadFrom, fieldsOfRaw, FieldsView, type FieldPairs } from '../cache/stored-head'
-import type { CacheHook } from './cache-hook'
+import type { CacheHook, RevalidationTarget } from './cache-hook'
+import { openUpstreamSocket } from '../tls/upstream'
 
 /** Request fields never copied into a background revalidation. */
 const NOT_FORWARDED = new Set([
@@ -38,8 +41,8 @@ const NOT_FORWARDED = new Set([
 /** What a background revalidation needs, copied out of the request and the entry (both are reused right after). */
 export class Revalidation {
   readonly key: string
-  /** "host:port" of the upstream to ask. */
-  readonly upstream: string
+  /** The upstream to ask, and the PROXY header its connection starts with. */
+  readonly upstream: RevalidationTarget
   readonly host: string
   readonly path: string
   readonly fields: Record<string, string> = {}
@@ -52,7 +55,7 @@ export class Revalidation {
   readonly hasAuthorization: boolean
   done = false
 
-  constructor (key: string, upstream: string, p: HeadParser, e: CacheEntry) {
+  constructor (key: string, upstream: RevalidationTarget, p: HeadParser, e: CacheEntry) {
     this.key = key
     this.upstream = upstream
     this.host = p.host()
@@ -79,19 +82,19 @@ export class Revalidation {
 }
 
 export function revalidateInBackground (hook: CacheHook, job: Revalidation): void {
-  const address = job.upstream
-  const colon = address.lastIndexOf(':')
+  const { entry, prefix } = job.upstream
   const headers: Record<string, string> = { ...job.fields }
   if (job.etag !== null) headers['if-none-match'] = job.etag
   if (job.lastModified !== null) headers['if-modified-since'] = job.lastModified
   const sentAt = Date.now()
+  // no agent: a connection of its own (closed after the response), opened like the request path's
   const req = http.request({
-    host: address.slice(0, colon).replace(/^\[|\]$/g, ''),
-    port: Number(address.slice(colon + 1)),
+    host: entry.host,
+    port: entry.port,
     method: 'GET',
     path: job.path,
     headers,
-    agent: false,
+    createConnection: () => openUpstreamSocket(entry, prefix),
     timeout: hook.fillTtlMs,
   }, (res) => {
     const chunks: Buffer[] = []

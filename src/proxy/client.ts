@@ -41,6 +41,7 @@ import { findCookie } from '../sticky/cookie'
 import { logAccess, logRejected } from './access-log'
 import type { Expirable } from './sweeper'
 import { CacheState, writeCachedResponse, type CacheUser, type CachedResponse, type CacheDecision } from './cache-path'
+import type { RevalidationTarget } from './cache-hook'
 import { filterRequest, limitRequest, type FilterVerdict, type FilteredRequest } from './request-filter'
 import { pickUpstream, peekUpstream, PICK_FULL, PICK_NONE } from './pick'
 import { isReplaySafe } from './retry'
@@ -473,7 +474,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
   }
 
   /** Where a stale-while-revalidate background request for this request goes (CacheUser): the balancer's pick now. */
-  revalidationUpstream (): string | null {
+  revalidationUpstream (): RevalidationTarget | null {
     // the request's own pool (its route's, or default); a background revalidation sends the request
     // as received, so a route that rewrites it gets none (the entry is refreshed by a foreground miss)
     const route = this.route
@@ -481,7 +482,10 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     if (pool === null || (route !== null && route.editsRequest)) return null
     revalidationPick.reset()
     const index = peekUpstream(this.ctx, pool, revalidationPick)
-    return index < 0 ? null : pool.table[index].address
+    if (index < 0) return null
+    const entry = pool.table[index]
+    const proxy = entry.proxyProtocol ?? null
+    return { entry, prefix: proxy !== null ? this.proxyHeader(proxy) : null }
   }
 
   /** Parked for a cache fill: the thread's poll timer nudges us. */

@@ -159,7 +159,7 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
   }
 
   /** The PROXY protocol header for a new upstream connection: this client, and the address it connected to. */
-  private proxyHeader (version: 'v1' | 'v2'): Buffer {
+  protected proxyHeader (version: 'v1' | 'v2'): Buffer {
     const s = this.socket
     const local = s.localAddress ?? ''
     return encodeProxyHeader(version, this.clientIp, local.startsWith('::ffff:') && local.includes('.') ? local.slice(7) : local, this.clientPort, s.localPort ?? 0)
