@@ -2,8 +2,9 @@
   "targets": [
     {
       "target_name": "fdhandoff",
-      "sources": ["native/fdhandoff.c", "native/heap-pressure.cc"],
-      "cflags": ["-O2", "-Wall", "-Wextra"]
+      "sources": ["native/fdhandoff.c", "native/heap-pressure.cc", "native/access-line.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra"],
+      "libraries": ["-lm"]
     }
   ]
 }

@@ -284,6 +284,10 @@ static void unregister_heap(void *isolate) {
   swy_heap_unregister(isolate);
 }
 
+/* native/access-line.c */
+napi_value swy_access_line(napi_env env, napi_callback_info info);
+napi_value swy_access_line_setup(napi_env env, napi_callback_info info);
+
 static napi_value Init(napi_env env, napi_value exports) {
   /* runs once per thread that loads the addon: remember its isolate until the thread's teardown */
   void *isolate = swy_heap_register();
@@ -294,6 +298,8 @@ static napi_value Init(napi_env env, napi_value exports) {
     { "peer", NULL, Peer, NULL, NULL, NULL, napi_default, NULL },
     { "send", NULL, Send, NULL, NULL, NULL, napi_default, NULL },
     { "reduceHeaps", NULL, ReduceHeaps, NULL, NULL, NULL, napi_default, NULL },
+    { "accessLine", NULL, swy_access_line, NULL, NULL, NULL, napi_default, NULL },
+    { "accessLineSetup", NULL, swy_access_line_setup, NULL, NULL, NULL, napi_default, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 #ifdef __GLIBC__

@@ -11,7 +11,7 @@ import * as fs from 'node:fs'
 import { performance } from 'node:perf_hooks'
 import pino from 'pino'
 import type { MicroSuite } from './types'
-import { logAccess } from '../../src/proxy/access-log'
+import { logAccess, useNativeLine } from '../../src/proxy/access-log'
 import { record } from '../access-record'
 import { accessLog } from '../../src/log'
 import { LogSink } from '../../src/log-sink'
@@ -21,7 +21,15 @@ const devNull = new LogSink('/dev/null')
 accessLog.on = true
 accessLog.sink = devNull
 
+// each case sets the builder it measures (a module variable: both pay the same)
 function ours (): void {
+  useNativeLine(true)
+  logAccess(record)
+  devNull.len = 0
+}
+
+function oursJs (): void {
+  useNativeLine(false)
   logAccess(record)
   devNull.len = 0
 }
@@ -73,7 +81,8 @@ export const suites: MicroSuite[] = [
   {
     name: 'access-log line (15 fields)',
     cases: [
-      { name: 'switchyard: bytes into the log buffer', fn: ours },
+      { name: 'switchyard: bytes into the log buffer, C (addon)', fn: ours },
+      { name: 'switchyard: bytes into the log buffer, JavaScript', fn: oursJs },
       { name: 'legacy string template + toISOString (8 fields)', fn: legacy },
       { name: 'naive pino logger.info(fields)', fn: naivePino },
     ],

@@ -10,6 +10,12 @@
  * once per millisecond. No string is built for a line, nothing is
  * serialised generically (JSON.stringify, pino's serializer): the line must
  * cost well under 2 µs (bench/micro/access-log.ts measures it).
+ *
+ * With the native addon the same bytes are written by one call into C
+ * (native/access-line.c, about a third of the JavaScript's cost): this module
+ * finds the fields and passes their spans and numbers; the JavaScript builder
+ * below stays the fallback and the reference (test/unit/access-line.test.ts
+ * compares the two on random records).
  */
 import { performance } from 'node:perf_hooks'
 import { monotonicNow } from './clock'
@@ -18,6 +24,7 @@ import type { UpstreamEntry } from '../shared/state'
 import type { ErrorCode } from '../errors'
 import { H_HOST } from '../http/header-names'
 import type { HeadParser } from '../http/head-parser'
+import { optionalHandoff } from '../primary/handoff'
 
 /** What one access-log line says about a request. */
 export interface AccessRecord {
@@ -153,9 +160,9 @@ function putInt (out: Buffer, pos: number, n: number): number {
   return pos + digits
 }
 
-/** Milliseconds with three decimals (microseconds). */
+/** Milliseconds with three decimals (microseconds); a negative duration (none should be) reads 0.000. */
 function putMillis (out: Buffer, pos: number, ms: number): number {
-  const us = Math.round(ms * 1000)
+  const us = Math.round((ms > 0 ? ms : 0) * 1000)
   pos = putInt(out, pos, Math.floor(us / 1000))
   const frac = us % 1000
   out[pos] = 0x2e
@@ -195,7 +202,55 @@ function putField (out: Buffer, pos: number, key: Uint8Array, p: HeadParser, i: 
 }
 
 /** Space a line can need at most: fixed text, and every variable byte escaped (6 bytes). */
-const FIXED_BYTES = 512
+const FIXED_BYTES = 1024
+
+// ---- the native builder (native/access-line.c): its arguments ----
+
+type NativeLine = (out: Buffer, pos: number, src: Buffer,
+  clientIp: string, method: string, address: string, requestId: string, flag: string, route: string, pool: string) => number
+type NativeLineSetup = (prefix: Buffer, bindings: Buffer, nums: Float64Array) => boolean
+
+/** The numbers of a line, in the order of native/access-line.c's N_* (a span's start is -1 when it is absent). */
+const nums = new Float64Array(18)
+/** undefined: not looked up yet; null: no addon (or turned off by useNativeLine). */
+let nativeLine: NativeLine | null | undefined
+
+/** The addon's builder, set up for this thread (its prefix and bindings, and `nums`), or null. */
+function lookUpNativeLine (): NativeLine | null {
+  const addon = optionalHandoff() as unknown as { accessLine?: NativeLine, accessLineSetup?: NativeLineSetup } | null
+  if (addon === null || typeof addon.accessLine !== 'function' || typeof addon.accessLineSetup !== 'function') return null
+  return addon.accessLineSetup(accessLog.prefix, accessLog.bindings, nums) ? addon.accessLine : null
+}
+
+/** Tests and benchmarks: build lines in C (true, when the addon has it) or in JavaScript (false). Returns whether C is used. */
+export function useNativeLine (on: boolean): boolean {
+  nativeLine = on ? lookUpNativeLine() : null
+  return nativeLine !== null
+}
+
+const N_TIME_MS = 0
+const N_PATH_START = 1
+const N_PATH_END = 2
+const N_STATUS = 3
+const N_HAS_UPSTREAM = 4
+const N_BYTES_OUT = 5
+const N_BYTES_IN = 6
+const N_DURATION_MS = 7
+const N_UPSTREAM_MS = 8
+const N_HOST_START = 9
+const N_HOST_END = 10
+const N_UA_START = 11
+const N_REFERER_START = 13
+const N_VERSION_MINOR = 15
+const N_RETRIES = 16
+const N_PROTO = 17
+
+/** src[start, end) of header field `i`'s value into nums[at], nums[at + 1]; -1 when absent. */
+function fieldSpan (p: HeadParser, i: number, at: number): void {
+  if (i === -1) { nums[at] = -1; nums[at + 1] = -1; return }
+  nums[at] = p.valueStart(i)
+  nums[at + 1] = p.valueEnd(i)
+}
 
 /**
  * One access-log line into the thread's log buffer: the same JSON pino would
@@ -223,8 +278,45 @@ export function logAccess (r: AccessRecord): void {
   if (!sink.reserve(FIXED_BYTES + 6 * variable)) return
   const out = sink.buf
   const now = monotonicNow()
+  const timeMs = Math.floor(performance.timeOrigin + now)
+  if (nativeLine === undefined) nativeLine = lookUpNativeLine()
+  if (nativeLine !== null) {
+    if (p.targetEnd > 0) {
+      const start = p.base + p.targetStart
+      let end = p.base + p.targetEnd
+      if (accessLog.redactQuery) {
+        const q = p.buf.indexOf(0x3f, start)
+        if (q !== -1 && q < end) end = q
+      }
+      nums[N_PATH_START] = start
+      nums[N_PATH_END] = end
+      nums[N_VERSION_MINOR] = p.versionMinor
+    } else {
+      nums[N_PATH_START] = -1
+      nums[N_VERSION_MINOR] = -1
+    }
+    nums[N_TIME_MS] = timeMs
+    nums[N_STATUS] = r.status
+    nums[N_HAS_UPSTREAM] = r.entry !== null ? 1 : 0
+    nums[N_BYTES_OUT] = r.bytesOut
+    nums[N_BYTES_IN] = r.bytesIn
+    nums[N_DURATION_MS] = now - r.startedAt
+    nums[N_UPSTREAM_MS] = r.upstreamMs
+    if (p.authorityStart !== -1 && complete) {
+      nums[N_HOST_START] = p.base + p.authorityStart
+      nums[N_HOST_END] = p.base + p.authorityEnd
+    } else {
+      fieldSpan(p, hostIndex, N_HOST_START)
+    }
+    fieldSpan(p, uaIndex, N_UA_START)
+    fieldSpan(p, refererIndex, N_REFERER_START)
+    nums[N_RETRIES] = r.retries ?? -1
+    nums[N_PROTO] = r.proto === undefined ? -1 : r.proto === 'https' ? 1 : 0
+    const end = nativeLine(out, sink.len, p.buf, r.clientIp, r.method, address, requestId, r.flag, route, pool)
+    if (end >= 0) { sink.commit(end); return }
+  }
   let pos = putRaw(out, sink.len, accessLog.prefix)
-  pos = putTime(out, pos, Math.floor(performance.timeOrigin + now))
+  pos = putTime(out, pos, timeMs)
   pos = putRaw(out, pos, accessLog.bindings)
 
   pos = putRaw(out, pos, K_CLIENT)

@@ -1,0 +1,191 @@
+/**
+ * The access log's two line builders write the same bytes: the C one (native/access-line.c, used when
+ * the addon is built) and the JavaScript one (src/proxy/access-log.ts, the fallback), on random
+ * records: request heads whose target, Host, User-Agent and Referer carry every byte a field value may
+ * (quotes, backslashes, tabs, obs-text: escaped), strings with controls, quotes and code units past
+ * latin1, numbers at their edges (durations on a half microsecond), absent fields, absolute-form
+ * targets, a head that never completed, the query redacted or not. Every line is also valid JSON
+ * that reads back the record's fields.
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import fc from 'fast-check'
+import { HeadParser, KIND_REQUEST } from '../../src/http/head-parser'
+import { logAccess, useNativeLine, type AccessRecord } from '../../src/proxy/access-log'
+import { accessLog } from '../../src/log'
+import { LogSink } from '../../src/log-sink'
+import type { UpstreamEntry } from '../../src/shared/state'
+import { beginRead, endRead, monotonicNow } from '../../src/proxy/clock'
+
+const LIMITS = { maxHeaderBytes: 16384, maxHeaderCount: 100, maxRequestTargetBytes: 8192 }
+
+/** Bytes a field value may hold (RFC 9110 §5.5): HTAB, SP, VCHAR, obs-text; no leading or trailing space. */
+const fieldByte = fc.oneof(fc.integer({ min: 0x21, max: 0x7e }), fc.constantFrom(0x09, 0x20, 0x22, 0x5c), fc.integer({ min: 0x80, max: 0xff }))
+const fieldValue = fc.array(fieldByte, { minLength: 1, maxLength: 60 })
+  .map((bytes) => Buffer.from(bytes))
+  .filter((b) => b[0] !== 0x20 && b[0] !== 0x09 && b[b.length - 1] !== 0x20 && b[b.length - 1] !== 0x09)
+/** Host is checked as an authority (RFC 3986 §3.2.2): a name or an address, maybe a port. */
+const hostValue = fc.tuple(fc.stringMatching(/^[a-z0-9][a-z0-9.-]{0,20}$/), fc.option(fc.integer({ min: 1, max: 65535 })))
+  .map(([name, port]) => Buffer.from(port === null ? name : `${name}:${port}`, 'latin1'))
+const pathChar = fc.constantFrom(...'abcXYZ019-._~!$&\'()*+,;=:@/%?'.split(''))
+const target = fc.array(pathChar, { maxLength: 40 }).map((cs) => '/' + cs.join('').replace(/%/g, '%25'))
+/** Strings as the record's string fields may hold them, past latin1 too (written as their low byte). */
+const text = fc.string({ unit: fc.oneof(fc.constantFrom('"', '\\', '\n', '\u0000', '\u007f', 'é', '\u20ac', 'a', '1', '.', ':'), fc.integer({ min: 0, max: 0xffff }).map((c) => String.fromCharCode(c))), maxLength: 24 })
+
+interface Shape {
+  absolute: boolean
+  incomplete: boolean
+  path: string
+  host: Buffer | null
+  ua: Buffer | null
+  referer: Buffer | null
+  minor: number
+}
+
+function parse (shape: Shape): HeadParser {
+  const p = new HeadParser(KIND_REQUEST, LIMITS)
+  if (shape.incomplete) {
+    const head = Buffer.from('GE', 'latin1')
+    p.execute(head, 0, head.length)
+    return p
+  }
+  const line = shape.absolute ? `GET http://abs.example:8080${shape.path} HTTP/1.${shape.minor}\r\n` : `GET ${shape.path} HTTP/1.${shape.minor}\r\n`
+  const parts: Buffer[] = [Buffer.from(line, 'latin1')]
+  if (shape.host !== null || shape.minor === 1) parts.push(Buffer.from('Host: ', 'latin1'), shape.host ?? Buffer.from('h.example', 'latin1'), Buffer.from('\r\n'))
+  if (shape.ua !== null) parts.push(Buffer.from('User-Agent: ', 'latin1'), shape.ua, Buffer.from('\r\n'))
+  if (shape.referer !== null) parts.push(Buffer.from('Referer: ', 'latin1'), shape.referer, Buffer.from('\r\n'))
+  parts.push(Buffer.from('\r\n'))
+  const head = Buffer.concat(parts)
+  const n = p.execute(head, 0, head.length)
+  assert.equal(n, head.length, `the head parses: ${JSON.stringify(head.toString('latin1'))}`)
+  return p
+}
+
+const record = fc.record({
+  shape: fc.record({
+    absolute: fc.boolean(),
+    incomplete: fc.integer({ min: 0, max: 9 }).map((n) => n < 2),
+    path: target,
+    host: fc.option(hostValue),
+    ua: fc.option(fieldValue),
+    referer: fc.option(fieldValue),
+    minor: fc.constantFrom(0, 1),
+  }),
+  clientIp: text,
+  method: text,
+  address: fc.option(text),
+  requestId: fc.option(text),
+  flag: text,
+  route: fc.option(text),
+  pool: fc.option(text),
+  status: fc.integer({ min: 100, max: 599 }),
+  bytesOut: fc.oneof(fc.constantFrom(0, 9, 10, 99, 100), fc.integer({ min: 0, max: 2 ** 40 })),
+  bytesIn: fc.integer({ min: 0, max: 2 ** 31 }),
+  durationMs: fc.oneof(fc.constantFrom(0, 0.0005, 0.0015, 1.2345, 999.9995, 1000, 86_400_000.25), fc.double({ min: 0, max: 1e7, noNaN: true })),
+  upstreamMs: fc.oneof(fc.constant(-1), fc.constantFrom(0, 0.0005, 2.0004999), fc.double({ min: 0, max: 1e6, noNaN: true })),
+  retries: fc.option(fc.integer({ min: 0, max: 20 }), { nil: undefined }),
+  proto: fc.option(fc.constantFrom('http', 'https'), { nil: undefined }),
+  redactQuery: fc.boolean(),
+})
+
+type Drawn = typeof record extends fc.Arbitrary<infer T> ? T : never
+
+function toRecord (d: Drawn, now: number): AccessRecord {
+  const parser = parse(d.shape)
+  return {
+    clientIp: d.clientIp,
+    method: d.method,
+    target: '',
+    parser,
+    status: d.status,
+    entry: d.address === null ? null : { address: d.address } as unknown as UpstreamEntry,
+    bytesOut: d.bytesOut,
+    bytesIn: d.bytesIn,
+    startedAt: now - d.durationMs,
+    upstreamMs: d.upstreamMs,
+    requestId: d.requestId ?? undefined,
+    retries: d.retries,
+    route: d.route === null ? null : { name: d.route },
+    pool: d.pool === null ? null : { name: d.pool },
+    proto: d.proto,
+    flag: d.flag,
+  }
+}
+
+/** Lines are built here and taken out at once: held, never written. */
+const sink = new LogSink('/dev/null')
+sink.hold()
+
+/** One line built the chosen way. */
+function lineOf (r: AccessRecord, native: boolean, redactQuery: boolean): Buffer {
+  const saved = { on: accessLog.on, sink: accessLog.sink, redactQuery: accessLog.redactQuery }
+  accessLog.on = true
+  accessLog.sink = sink
+  accessLog.redactQuery = redactQuery
+  try {
+    assert.equal(useNativeLine(native), native)
+    logAccess(r)
+    return Buffer.from(sink.buf.subarray(0, sink.len))
+  } finally {
+    Object.assign(accessLog, saved)
+    sink.len = 0
+  }
+}
+
+const haveNative = useNativeLine(true)
+
+test('the C builder is there (the addon is built with it)', () => {
+  assert.equal(haveNative, true, 'build/Release/fdhandoff.node exports accessLine')
+})
+
+test('C and JavaScript write the same line for random records, and it is JSON that reads back', { skip: !haveNative }, () => {
+  // one clock reading for both builds of a record: durations are `now - startedAt`
+  const { performance } = require('node:perf_hooks') as typeof import('node:perf_hooks')
+  fc.assert(fc.property(record, (d) => {
+    const r = toRecord(d, performance.now())
+    // the same millisecond for both lines' time: build until two readings agree
+    let js: Buffer
+    let c: Buffer
+    let tries = 0
+    do {
+      js = lineOf(r, false, d.redactQuery)
+      c = lineOf(r, true, d.redactQuery)
+      const tj = js.toString('latin1').slice(24, 48)
+      const tc = c.toString('latin1').slice(24, 48)
+      if (tj === tc) break
+    } while (++tries < 5)
+    // durations come from one monotonic reading per line; outside a read callback each call reads
+    // the clock, so compare with durationMs masked, then check it separately
+    const mask = (b: Buffer): string => b.toString('latin1').replace(/"durationMs":[0-9.]+/, '"durationMs":X')
+    assert.equal(mask(c), mask(js))
+    const line = JSON.parse(c.toString('latin1')) as Record<string, unknown>
+    assert.equal(line.status, d.status)
+    assert.equal(line.bytes, d.bytesOut)
+    assert.equal(line.upstreamMs, d.upstreamMs >= 0 ? Math.round(d.upstreamMs * 1000) / 1000 : null)
+    assert.ok(typeof line.durationMs === 'number' && line.durationMs >= Math.round(d.durationMs * 1000) / 1000 - 0.001)
+    assert.equal(line.retries, d.retries)
+    assert.equal(line.tls, d.proto === undefined ? undefined : d.proto === 'https')
+    assert.equal(c[c.length - 1], 0x0a)
+  }), { numRuns: 2000 })
+})
+
+test('durations and times are the same to the byte when the clock is the same', { skip: !haveNative }, () => {
+  const parser = parse({ absolute: false, incomplete: false, path: '/x?q=1', host: Buffer.from('a.example'), ua: null, referer: null, minor: 1 })
+  for (const durationMs of [0, 0.0005, 0.0004999, 1.0005, 12.3455, 999.9995, 1234567.891]) {
+    // inside a read callback the clock is read once (src/proxy/clock.ts): both lines see one reading
+    beginRead()
+    try {
+      const r: AccessRecord = { clientIp: '192.0.2.1', method: 'GET', target: '', parser, status: 200, entry: null, bytesOut: 1, bytesIn: 2, startedAt: monotonicNow() - durationMs, upstreamMs: durationMs, flag: '-' }
+      const [c, js] = [lineOf(r, true, false), lineOf(r, false, false)]
+      assert.equal(c.toString('latin1'), js.toString('latin1'))
+    } finally { endRead() }
+  }
+})
+
+test('a line that might not fit is left to the JavaScript builder (same bytes)', { skip: !haveNative }, () => {
+  const parser = parse({ absolute: false, incomplete: false, path: '/', host: null, ua: null, referer: null, minor: 1 })
+  const long = 'x'.repeat(5000) // longer than the C side copies: it declines, JavaScript writes it
+  const r: AccessRecord = { clientIp: '192.0.2.1', method: 'GET', target: '', parser, status: 200, entry: null, bytesOut: 1, bytesIn: 2, startedAt: 0, upstreamMs: -1, requestId: long, flag: '-' }
+  const line = JSON.parse(lineOf(r, true, false).toString('latin1')) as { requestId: string }
+  assert.equal(line.requestId, long)
+})
