@@ -57,6 +57,8 @@ export interface AccessRecord {
 }
 
 // ---- the time, formatted once per millisecond ----
+/** performance.timeOrigin, fixed for the thread's life (its getter is a call per read). */
+const TIME_ORIGIN = performance.timeOrigin
 let timeMs = -1
 const timeBytes = Buffer.alloc(24)
 
@@ -278,7 +280,7 @@ export function logAccess (r: AccessRecord): void {
   if (!sink.reserve(FIXED_BYTES + 6 * variable)) return
   const out = sink.buf
   const now = monotonicNow()
-  const timeMs = Math.floor(performance.timeOrigin + now)
+  const timeMs = Math.floor(TIME_ORIGIN + now)
   if (nativeLine === undefined) nativeLine = lookUpNativeLine()
   if (nativeLine !== null) {
     if (p.targetEnd > 0) {
