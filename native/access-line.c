@@ -1,30 +1,34 @@
 /*
- * The access log's line builder in C (src/proxy/access-line.ts): the same bytes
- * as the JavaScript builder in src/proxy/access-log.ts, which stays the
- * fallback and the reference (test/unit/access-line.test.ts compares the two
- * on random records). JavaScript writes a line a byte at a time (1.5-3 ns a
- * byte, and 26 ns per builtin copy of a key); here a line is one call.
+ * The access log's line builder in C: the same bytes as the JavaScript builder
+ * in src/proxy/access-log.ts, which stays the fallback and the reference
+ * (test/unit/access-line.test.ts compares the two on random records).
+ * JavaScript writes a line a byte at a time (1.5-3 ns a byte, and 26 ns per
+ * builtin copy of a key); here a line is one call.
  *
- * accessLineSetup(prefix, bindings, nums) -> true, once per thread before accessLine:
+ * accessLineSetup(prefix, bindings, nums) -> a builder function, or null:
  *   prefix    '{"level":"info","time":"'; bindings: '","pid":…,"type":"access",' (copied)
- *   nums      a Float64Array of N_COUNT the caller fills before each line, the N_* indices
- *             below (kept: the caller holds it for the thread's life)
+ *   nums      a Float64Array of N_COUNT the caller fills before each line, the N_*
+ *             indices below (referenced by the builder: kept alive with it)
+ * Each builder has its own state (no globals): every thread, and every copy of
+ * the module, sets up its own.
  *
- * accessLine(out, pos, src, clientIp, method, address, requestId, flag, route,
- *            pool) -> the end of the line in `out`, or -1 when the line might
- *            not fit or there was no setup (the caller then builds it in JS)
+ * builder(out, pos, limit, src, clientIp, method, address, requestId, flag,
+ *         route, pool) -> the end of the line in `out`, or -1 when it declines
+ *         (the line might not pass `limit`, a string is over MAX_TEXT, a span is
+ *         not inside `src`): the caller then builds the line in JavaScript.
  *
- *   out       the log buffer; the line goes at `pos`
+ *   out       the log buffer; the line goes at `pos`, and never reaches `limit`
+ *             (what the caller reserved: in worker mode the buffer is a ring
+ *             whose unread lines lie past it)
  *   src       the request head's bytes (path, host, user agent, referer read from it)
  *   strings   written as their latin1 reading (low byte of each code unit), escaped
  *
- * The setup is thread-local (every worker thread loads the addon; the prefix
- * names the thread).
- *
  * JSON escaping as the JS builder does it: '"' and '\' as \" and \\, other
- * bytes below 0x20 and from 0x7f as \u00XX (lower-case hex).
+ * bytes below 0x20 and from 0x7f as \u00XX (lower-case hex). Numbers that are
+ * not non-negative (none should be) read 0, as in the JS builder.
  */
 #include <node_api.h>
+#include <stdlib.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -44,13 +48,20 @@ enum {
 
 static const char HEX[] = "0123456789abcdef";
 
-/* This thread's setup (accessLineSetup). */
 #define MAX_AFFIX 512
-static _Thread_local uint8_t line_prefix[MAX_AFFIX];
-static _Thread_local size_t line_prefix_len;
-static _Thread_local uint8_t line_bindings[MAX_AFFIX];
-static _Thread_local size_t line_bindings_len;
-static _Thread_local const double *line_nums;
+
+/* One builder's state (accessLineSetup). */
+typedef struct {
+  uint8_t prefix[MAX_AFFIX];
+  size_t prefix_len;
+  uint8_t bindings[MAX_AFFIX];
+  size_t bindings_len;
+  const double *nums;
+  napi_ref nums_ref;
+  /* the ISO time of `cached_ms`, formatted once per millisecond */
+  double cached_ms;
+  char cached_time[24];
+} line_setup;
 
 static int needs_escape(uint8_t b) {
   return b < 0x20 || b == 0x22 || b == 0x5c || b >= 0x7f;
@@ -112,25 +123,23 @@ static size_t put_millis(uint8_t *out, size_t o, double ms) {
   return o;
 }
 
-/* The ISO time of `ms` (24 bytes), formatted once per millisecond per thread. */
-static _Thread_local double cached_ms = -1;
-static _Thread_local char cached_time[25];
-
-static size_t put_time(uint8_t *out, size_t o, double ms) {
-  if (ms != cached_ms) {
+/* The ISO time of `ms` (24 bytes), formatted once per millisecond; (size_t)-1 outside years 0-9999. */
+static size_t put_time(line_setup *setup, uint8_t *out, size_t o, double ms) {
+  if (ms != setup->cached_ms) {
+    if (!(ms >= 0 && ms < 253402300800000.0)) return (size_t)-1;
     time_t seconds = (time_t)floor(ms / 1000);
     int millis = (int)(ms - (double)seconds * 1000);
     struct tm tm;
     gmtime_r(&seconds, &tm);
-    /* Date#toISOString: YYYY-MM-DDTHH:mm:ss.sssZ (years 0-9999) */
+    /* Date#toISOString: YYYY-MM-DDTHH:mm:ss.sssZ */
     char text[64];
     int n = snprintf(text, sizeof text, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, millis);
     if (n != 24) return (size_t)-1;
-    memcpy(cached_time, text, 24);
-    cached_ms = ms;
+    memcpy(setup->cached_time, text, 24);
+    setup->cached_ms = ms;
   }
-  memcpy(out + o, cached_time, 24);
+  memcpy(out + o, setup->cached_time, 24);
   return o + 24;
 }
 
@@ -141,10 +150,15 @@ static int text_of(napi_env env, napi_value value, char *tmp) {
   return (int)n;
 }
 
-/* src[start, end) inside quotes, or null when start is -1; -1 when the span is not inside src. */
-static size_t put_span(uint8_t *out, size_t o, const uint8_t *src, size_t src_len, double start, double end, int *bad) {
-  if (start < 0) return put_raw(out, o, "null");
-  if (end < start || end > (double)src_len) { *bad = 1; return o; }
+/* A span of src: 0 absent (start is -1), 1 whole offsets inside src, -1 anything else (NaN fails every test). */
+static int span_state(double start, double end, size_t src_len) {
+  if (start == -1) return 0;
+  return start >= 0 && end >= start && end <= (double)src_len && start == floor(start) && end == floor(end) ? 1 : -1;
+}
+
+/* src[start, end) inside quotes, or null when absent (the span was checked by span_state). */
+static size_t put_span(uint8_t *out, size_t o, const uint8_t *src, double start, double end) {
+  if (start == -1) return put_raw(out, o, "null");
   out[o++] = '"';
   o = put_escaped(out, o, src + (size_t)start, (size_t)(end - start));
   out[o++] = '"';
@@ -157,6 +171,15 @@ static napi_value result_of(napi_env env, double value) {
   return result;
 }
 
+static napi_value swy_access_line(napi_env env, napi_callback_info info);
+
+static void finalize_setup(napi_env env, void *data, void *hint) {
+  (void)hint;
+  line_setup *setup = (line_setup *)data;
+  napi_delete_reference(env, setup->nums_ref);
+  free(setup);
+}
+
 napi_value swy_access_line_setup(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
@@ -165,70 +188,77 @@ napi_value swy_access_line_setup(napi_env env, napi_callback_info info) {
   napi_typedarray_type type;
   void *nums_data;
   napi_value result;
-  int ok = napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc >= 3 &&
-    napi_get_buffer_info(env, argv[0], (void **)&prefix, &prefix_len) == napi_ok && prefix_len <= MAX_AFFIX &&
-    napi_get_buffer_info(env, argv[1], (void **)&bindings, &bindings_len) == napi_ok && bindings_len <= MAX_AFFIX &&
-    napi_get_typedarray_info(env, argv[2], &type, &count, &nums_data, NULL, NULL) == napi_ok &&
-    type == napi_float64_array && count >= N_COUNT;
-  if (ok) {
-    memcpy(line_prefix, prefix, prefix_len);
-    line_prefix_len = prefix_len;
-    memcpy(line_bindings, bindings, bindings_len);
-    line_bindings_len = bindings_len;
-    line_nums = (const double *)nums_data;
+  napi_get_null(env, &result);
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3 ||
+      napi_get_buffer_info(env, argv[0], (void **)&prefix, &prefix_len) != napi_ok || prefix_len > MAX_AFFIX ||
+      napi_get_buffer_info(env, argv[1], (void **)&bindings, &bindings_len) != napi_ok || bindings_len > MAX_AFFIX ||
+      napi_get_typedarray_info(env, argv[2], &type, &count, &nums_data, NULL, NULL) != napi_ok ||
+      type != napi_float64_array || count < N_COUNT) return result;
+  line_setup *setup = (line_setup *)calloc(1, sizeof *setup);
+  if (setup == NULL) return result;
+  memcpy(setup->prefix, prefix, prefix_len);
+  setup->prefix_len = prefix_len;
+  memcpy(setup->bindings, bindings, bindings_len);
+  setup->bindings_len = bindings_len;
+  setup->nums = (const double *)nums_data;
+  setup->cached_ms = -1;
+  napi_value fn;
+  if (napi_create_reference(env, argv[2], 1, &setup->nums_ref) != napi_ok) { free(setup); return result; }
+  if (napi_create_function(env, "accessLine", NAPI_AUTO_LENGTH, swy_access_line, setup, &fn) != napi_ok ||
+      napi_add_finalizer(env, fn, setup, finalize_setup, NULL, NULL) != napi_ok) {
+    napi_delete_reference(env, setup->nums_ref);
+    free(setup);
+    return result;
   }
-  napi_get_boolean(env, ok, &result);
-  return result;
+  return fn;
 }
 
-napi_value swy_access_line(napi_env env, napi_callback_info info) {
-  size_t argc = 10;
-  napi_value argv[10];
-  const double *nums = line_nums;
-  if (nums == NULL || napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 10) return result_of(env, -1);
+static napi_value swy_access_line(napi_env env, napi_callback_info info) {
+  size_t argc = 11;
+  napi_value argv[11];
+  void *data = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, &data) != napi_ok || argc < 11 || data == NULL) return result_of(env, -1);
+  line_setup *setup = (line_setup *)data;
+  const double *nums = setup->nums;
   uint8_t *out, *src;
   size_t out_len, src_len;
-  const uint8_t *prefix = line_prefix, *bindings = line_bindings;
-  size_t prefix_len = line_prefix_len, bindings_len = line_bindings_len;
-  int32_t pos;
+  int32_t pos, limit;
   if (napi_get_buffer_info(env, argv[0], (void **)&out, &out_len) != napi_ok ||
       napi_get_value_int32(env, argv[1], &pos) != napi_ok || pos < 0 ||
-      napi_get_buffer_info(env, argv[2], (void **)&src, &src_len) != napi_ok) return result_of(env, -1);
+      napi_get_value_int32(env, argv[2], &limit) != napi_ok || limit < pos || (size_t)limit > out_len ||
+      napi_get_buffer_info(env, argv[3], (void **)&src, &src_len) != napi_ok) return result_of(env, -1);
   char texts[7][MAX_TEXT + 1];
   int lens[7];
   size_t variable = 0;
   for (int i = 0; i < 7; i++) {
-    lens[i] = text_of(env, argv[3 + i], texts[i]);
+    lens[i] = text_of(env, argv[4 + i], texts[i]);
     if (lens[i] < 0) return result_of(env, -1);
     variable += (size_t)lens[i];
   }
-  /* the worst case: fixed text (keys about 230 bytes, time 24, seven numbers of at most 24), and
-     every variable byte escaped (6 bytes) */
-  double spans = 0;
+  /* every span absent or inside src; the worst case: fixed text (keys about 230 bytes, time 24,
+     seven numbers of at most 24), and every variable byte escaped (6 bytes) */
   const int span_starts[] = { N_PATH_START, N_HOST_START, N_UA_START, N_REFERER_START };
+  double spans = 0;
   for (int i = 0; i < 4; i++) {
     double a = nums[span_starts[i]], b = nums[span_starts[i] + 1];
-    if (a >= 0 && b > a) spans += b - a;
+    int state = span_state(a, b, src_len);
+    if (state < 0) return result_of(env, -1);
+    if (state > 0) spans += b - a;
   }
-  double need = (double)FIXED_BYTES + prefix_len + bindings_len + 6.0 * ((double)variable + spans);
-  if ((double)pos + need > (double)out_len) return result_of(env, -1);
+  double need = (double)FIXED_BYTES + setup->prefix_len + setup->bindings_len + 6.0 * ((double)variable + spans);
+  if ((double)pos + need > (double)limit) return result_of(env, -1);
 
   size_t o = (size_t)pos;
-  int bad = 0;
-  memcpy(out + o, prefix, prefix_len); o += prefix_len;
-  o = put_time(out, o, nums[N_TIME_MS]);
+  memcpy(out + o, setup->prefix, setup->prefix_len); o += setup->prefix_len;
+  o = put_time(setup, out, o, nums[N_TIME_MS]);
   if (o == (size_t)-1) return result_of(env, -1);
-  memcpy(out + o, bindings, bindings_len); o += bindings_len;
+  memcpy(out + o, setup->bindings, setup->bindings_len); o += setup->bindings_len;
   o = put_raw(out, o, "\"client\":\"");
   o = put_escaped(out, o, (const uint8_t *)texts[0], (size_t)lens[0]);
   o = put_raw(out, o, "\",\"method\":\"");
   o = put_escaped(out, o, (const uint8_t *)texts[1], (size_t)lens[1]);
   o = put_raw(out, o, "\",\"path\":\"");
-  if (nums[N_PATH_START] >= 0) {
-    double a = nums[N_PATH_START], b = nums[N_PATH_END];
-    if (b < a || b > (double)src_len) return result_of(env, -1);
-    o = put_escaped(out, o, src + (size_t)a, (size_t)(b - a));
-  }
+  if (nums[N_PATH_START] != -1) o = put_escaped(out, o, src + (size_t)nums[N_PATH_START], (size_t)(nums[N_PATH_END] - nums[N_PATH_START]));
   o = put_raw(out, o, "\",\"status\":");
   o = put_int(out, o, nums[N_STATUS]);
   if (nums[N_HAS_UPSTREAM] != 0) {
@@ -250,13 +280,12 @@ napi_value swy_access_line(napi_env env, napi_callback_info info) {
   o = put_escaped(out, o, (const uint8_t *)texts[4], (size_t)lens[4]);
   out[o++] = '"';
   o = put_raw(out, o, ",\"host\":");
-  o = put_span(out, o, src, src_len, nums[N_HOST_START], nums[N_HOST_END], &bad);
+  o = put_span(out, o, src, nums[N_HOST_START], nums[N_HOST_END]);
   o = put_raw(out, o, ",\"userAgent\":");
-  o = put_span(out, o, src, src_len, nums[N_UA_START], nums[N_UA_END], &bad);
+  o = put_span(out, o, src, nums[N_UA_START], nums[N_UA_END]);
   o = put_raw(out, o, ",\"referer\":");
-  o = put_span(out, o, src, src_len, nums[N_REFERER_START], nums[N_REFERER_END], &bad);
-  if (bad) return result_of(env, -1);
-  if (nums[N_VERSION_MINOR] >= 0) {
+  o = put_span(out, o, src, nums[N_REFERER_START], nums[N_REFERER_END]);
+  if (nums[N_VERSION_MINOR] != -1) {
     o = put_raw(out, o, ",\"httpVersion\":\"1.");
     o = put_int(out, o, nums[N_VERSION_MINOR]);
     out[o++] = '"';
@@ -268,7 +297,7 @@ napi_value swy_access_line(napi_env env, napi_callback_info info) {
     o = put_escaped(out, o, (const uint8_t *)texts[3], (size_t)lens[3]);
     out[o++] = '"';
   }
-  if (nums[N_RETRIES] >= 0) {
+  if (nums[N_RETRIES] != -1) {
     o = put_raw(out, o, ",\"retries\":");
     o = put_int(out, o, nums[N_RETRIES]);
   }
@@ -282,7 +311,7 @@ napi_value swy_access_line(napi_env env, napi_callback_info info) {
     o = put_escaped(out, o, (const uint8_t *)texts[6], (size_t)lens[6]);
     out[o++] = '"';
   }
-  if (nums[N_PROTO] >= 0) o = put_raw(out, o, nums[N_PROTO] > 0 ? ",\"tls\":true" : ",\"tls\":false");
+  if (nums[N_PROTO] != -1) o = put_raw(out, o, nums[N_PROTO] > 0 ? ",\"tls\":true" : ",\"tls\":false");
   out[o++] = '}';
   out[o++] = '\n';
   return result_of(env, (double)o);

@@ -285,7 +285,6 @@ static void unregister_heap(void *isolate) {
 }
 
 /* native/access-line.c */
-napi_value swy_access_line(napi_env env, napi_callback_info info);
 napi_value swy_access_line_setup(napi_env env, napi_callback_info info);
 
 static napi_value Init(napi_env env, napi_value exports) {
@@ -298,7 +297,6 @@ static napi_value Init(napi_env env, napi_value exports) {
     { "peer", NULL, Peer, NULL, NULL, NULL, napi_default, NULL },
     { "send", NULL, Send, NULL, NULL, NULL, napi_default, NULL },
     { "reduceHeaps", NULL, ReduceHeaps, NULL, NULL, NULL, napi_default, NULL },
-    { "accessLine", NULL, swy_access_line, NULL, NULL, NULL, napi_default, NULL },
     { "accessLineSetup", NULL, swy_access_line_setup, NULL, NULL, NULL, napi_default, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

@@ -21,7 +21,7 @@ const devNull = new LogSink('/dev/null')
 accessLog.on = true
 accessLog.sink = devNull
 
-// each case sets the builder it measures (a module variable: both pay the same)
+// each case sets the builder it measures (useNativeLine is an assignment once the addon was looked up: both pay the same)
 function ours (): void {
   useNativeLine(true)
   logAccess(record)

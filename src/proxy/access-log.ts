@@ -152,8 +152,9 @@ function putBytes (out: Buffer, pos: number, src: Buffer, start: number, end: nu
   return pos
 }
 
-/** A non-negative integer's digits. */
+/** A non-negative integer's digits (anything else, none should be, reads 0 as in native/access-line.c). */
 function putInt (out: Buffer, pos: number, n: number): number {
+  if (!(n > 0)) n = 0
   if (n < 10) { out[pos] = 0x30 + n; return pos + 1 }
   let digits = 1
   for (let m = n; m >= 10; m = Math.floor(m / 10)) digits++
@@ -208,26 +209,35 @@ const FIXED_BYTES = 1024
 
 // ---- the native builder (native/access-line.c): its arguments ----
 
-type NativeLine = (out: Buffer, pos: number, src: Buffer,
+type NativeLine = (out: Buffer, pos: number, limit: number, src: Buffer,
   clientIp: string, method: string, address: string, requestId: string, flag: string, route: string, pool: string) => number
-type NativeLineSetup = (prefix: Buffer, bindings: Buffer, nums: Float64Array) => boolean
+type NativeLineSetup = (prefix: Buffer, bindings: Buffer, nums: Float64Array) => NativeLine | null
 
 /** The numbers of a line, in the order of native/access-line.c's N_* (a span's start is -1 when it is absent). */
 const nums = new Float64Array(18)
-/** undefined: not looked up yet; null: no addon (or turned off by useNativeLine). */
+/** This module's builder from the addon (set up with this thread's prefix and bindings); undefined: not looked up yet. */
+let nativeBuilder: NativeLine | null | undefined
+/** The builder in use: nativeBuilder, or null for the JavaScript one (useNativeLine). */
 let nativeLine: NativeLine | null | undefined
+/** Lines the native builder declined (the JavaScript one wrote them). */
+let nativeDeclined = 0
 
-/** The addon's builder, set up for this thread (its prefix and bindings, and `nums`), or null. */
 function lookUpNativeLine (): NativeLine | null {
-  const addon = optionalHandoff() as unknown as { accessLine?: NativeLine, accessLineSetup?: NativeLineSetup } | null
-  if (addon === null || typeof addon.accessLine !== 'function' || typeof addon.accessLineSetup !== 'function') return null
-  return addon.accessLineSetup(accessLog.prefix, accessLog.bindings, nums) ? addon.accessLine : null
+  const addon = optionalHandoff() as unknown as { accessLineSetup?: NativeLineSetup } | null
+  if (addon === null || typeof addon.accessLineSetup !== 'function') return null
+  return addon.accessLineSetup(accessLog.prefix, accessLog.bindings, nums)
 }
 
 /** Tests and benchmarks: build lines in C (true, when the addon has it) or in JavaScript (false). Returns whether C is used. */
 export function useNativeLine (on: boolean): boolean {
-  nativeLine = on ? lookUpNativeLine() : null
+  if (nativeBuilder === undefined) nativeBuilder = lookUpNativeLine()
+  nativeLine = on ? nativeBuilder : null
   return nativeLine !== null
+}
+
+/** Lines the native builder declined so far on this thread (tests: it declines only what it cannot write). */
+export function nativeLineDeclines (): number {
+  return nativeDeclined
 }
 
 const N_TIME_MS = 0
@@ -273,16 +283,18 @@ export function logAccess (r: AccessRecord): void {
   const targetBytes = p.targetEnd - p.targetStart
   const variable = targetBytes + r.method.length + r.clientIp.length + address.length + requestId.length + r.flag.length +
     route.length + pool.length +
-    (hostIndex !== -1 ? p.valueEnd(hostIndex) - p.valueStart(hostIndex) : p.authorityEnd - p.authorityStart) +
+    (hostIndex !== -1 ? p.valueEnd(hostIndex) - p.valueStart(hostIndex) : Math.max(0, p.authorityEnd - p.authorityStart)) +
     (uaIndex !== -1 ? p.valueEnd(uaIndex) - p.valueStart(uaIndex) : 0) +
     (refererIndex !== -1 ? p.valueEnd(refererIndex) - p.valueStart(refererIndex) : 0)
   const sink = accessLog.sink
-  if (!sink.reserve(FIXED_BYTES + 6 * variable)) return
+  const reserved = FIXED_BYTES + 6 * variable
+  if (!sink.reserve(reserved)) return
   const out = sink.buf
   const now = monotonicNow()
   const timeMs = Math.floor(TIME_ORIGIN + now)
-  if (nativeLine === undefined) nativeLine = lookUpNativeLine()
-  if (nativeLine !== null) {
+  if (nativeLine === undefined) useNativeLine(true)
+  const native = nativeLine as NativeLine | null
+  if (native !== null) {
     if (p.targetEnd > 0) {
       const start = p.base + p.targetStart
       let end = p.base + p.targetEnd
@@ -314,8 +326,9 @@ export function logAccess (r: AccessRecord): void {
     fieldSpan(p, refererIndex, N_REFERER_START)
     nums[N_RETRIES] = r.retries ?? -1
     nums[N_PROTO] = r.proto === undefined ? -1 : r.proto === 'https' ? 1 : 0
-    const end = nativeLine(out, sink.len, p.buf, r.clientIp, r.method, address, requestId, r.flag, route, pool)
+    const end = native(out, sink.len, sink.len + reserved, p.buf, r.clientIp, r.method, address, requestId, r.flag, route, pool)
     if (end >= 0) { sink.commit(end); return }
+    nativeDeclined++
   }
   let pos = putRaw(out, sink.len, accessLog.prefix)
   pos = putTime(out, pos, timeMs)
