@@ -174,8 +174,12 @@ describe('stdout with worker threads: one writer', () => {
     assert.equal(report.exits[1], 0)
     assert.ok(report.flushMs < 2000, `the last flush took ${report.flushMs} ms`)
     const byThread = linesByThread(stdout)
-    assert.equal(byThread.get('0')?.length, LINES + 1, 'every line worker 0 committed before it died')
-    assert.equal(byThread.get('1')?.length, LINES + 1)
+    // when the test's reader of stdout lags (a loaded machine), the primary cannot write and a full
+    // ring drops lines, counted (seen in CI: 259 of 20,001; a reader stalled 3 s: 12,505); none that
+    // went into the ring is lost with the worker
+    assert.equal(byThread.get('0')?.length, LINES + 1 - report.dropped[0], `every line worker 0 committed before it died (${report.dropped[0]} dropped)`)
+    assert.equal(byThread.get('1')?.length, LINES + 1 - report.dropped[1])
+    assert.ok(report.dropped[0] < LINES && report.dropped[1] < LINES, `lines were written: ${JSON.stringify(report.dropped)} dropped`)
   })
 
   it('nobody reads stdout: lines are dropped and counted, memory stays bounded, the last flush gives up at its deadline', async () => {
