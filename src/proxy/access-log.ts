@@ -257,6 +257,15 @@ const N_VERSION_MINOR = 15
 const N_RETRIES = 16
 const N_PROTO = 17
 
+/** Where the logged path ends in p.buf: the target's end, or its '?' with log.redactQuery. */
+function loggedPathEnd (p: HeadParser): number {
+  const start = p.base + p.targetStart
+  const end = p.base + p.targetEnd
+  if (!accessLog.redactQuery) return end
+  const q = p.buf.indexOf(0x3f, start)
+  return q !== -1 && q < end ? q : end
+}
+
 /** src[start, end) of header field `i`'s value into nums[at], nums[at + 1]; -1 when absent. */
 function fieldSpan (p: HeadParser, i: number, at: number): void {
   if (i === -1) { nums[at] = -1; nums[at + 1] = -1; return }
@@ -296,14 +305,8 @@ export function logAccess (r: AccessRecord): void {
   const native = nativeLine as NativeLine | null
   if (native !== null) {
     if (p.targetEnd > 0) {
-      const start = p.base + p.targetStart
-      let end = p.base + p.targetEnd
-      if (accessLog.redactQuery) {
-        const q = p.buf.indexOf(0x3f, start)
-        if (q !== -1 && q < end) end = q
-      }
-      nums[N_PATH_START] = start
-      nums[N_PATH_END] = end
+      nums[N_PATH_START] = p.base + p.targetStart
+      nums[N_PATH_END] = loggedPathEnd(p)
       nums[N_VERSION_MINOR] = p.versionMinor
     } else {
       nums[N_PATH_START] = -1
@@ -339,15 +342,7 @@ export function logAccess (r: AccessRecord): void {
   pos = putRaw(out, pos, K_METHOD)
   pos = putText(out, pos, r.method)
   pos = putRaw(out, pos, K_PATH)
-  if (p.targetEnd > 0) {
-    const start = p.base + p.targetStart
-    let end = p.base + p.targetEnd
-    if (accessLog.redactQuery) {
-      const q = p.buf.indexOf(0x3f, start)
-      if (q !== -1 && q < end) end = q
-    }
-    pos = putBytes(out, pos, p.buf, start, end)
-  }
+  if (p.targetEnd > 0) pos = putBytes(out, pos, p.buf, p.base + p.targetStart, loggedPathEnd(p))
   pos = putRaw(out, pos, K_STATUS)
   pos = putInt(out, pos, r.status)
   if (r.entry !== null) {
