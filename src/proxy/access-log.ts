@@ -12,7 +12,7 @@
  * cost well under 2 µs (bench/micro/access-log.ts measures it).
  *
  * With the native addon the same bytes are written by one call into C
- * (native/access-line.c, about a third of the JavaScript's cost): this module
+ * (native/access-line.c, under half the JavaScript's cost): this module
  * finds the fields and passes their spans and numbers; the JavaScript builder
  * below stays the fallback and the reference (test/unit/access-line.test.ts
  * compares the two on random records).
