@@ -93,6 +93,14 @@ static size_t put_raw(uint8_t *out, size_t o, const char *text) {
   return o + n;
 }
 
+/* `key` (ending in the opening quote), the escaped text, the closing quote. */
+static size_t put_text_field(uint8_t *out, size_t o, const char *key, const char *text, int len) {
+  o = put_raw(out, o, key);
+  o = put_escaped(out, o, (const uint8_t *)text, (size_t)len);
+  out[o++] = '"';
+  return o;
+}
+
 /* A non-negative integer's digits (as the JS putInt: the value is an integer here). */
 static size_t put_int(uint8_t *out, size_t o, double value) {
   char digits[24];
@@ -261,13 +269,7 @@ static napi_value swy_access_line(napi_env env, napi_callback_info info) {
   if (nums[N_PATH_START] != -1) o = put_escaped(out, o, src + (size_t)nums[N_PATH_START], (size_t)(nums[N_PATH_END] - nums[N_PATH_START]));
   o = put_raw(out, o, "\",\"status\":");
   o = put_int(out, o, nums[N_STATUS]);
-  if (nums[N_HAS_UPSTREAM] != 0) {
-    o = put_raw(out, o, ",\"upstream\":\"");
-    o = put_escaped(out, o, (const uint8_t *)texts[2], (size_t)lens[2]);
-    out[o++] = '"';
-  } else {
-    o = put_raw(out, o, ",\"upstream\":null");
-  }
+  o = nums[N_HAS_UPSTREAM] != 0 ? put_text_field(out, o, ",\"upstream\":\"", texts[2], lens[2]) : put_raw(out, o, ",\"upstream\":null");
   o = put_raw(out, o, ",\"bytes\":");
   o = put_int(out, o, nums[N_BYTES_OUT]);
   o = put_raw(out, o, ",\"bytesIn\":");
@@ -276,9 +278,7 @@ static napi_value swy_access_line(napi_env env, napi_callback_info info) {
   o = put_millis(out, o, nums[N_DURATION_MS]);
   o = put_raw(out, o, ",\"upstreamMs\":");
   o = nums[N_UPSTREAM_MS] >= 0 ? put_millis(out, o, nums[N_UPSTREAM_MS]) : put_raw(out, o, "null");
-  o = put_raw(out, o, ",\"flag\":\"");
-  o = put_escaped(out, o, (const uint8_t *)texts[4], (size_t)lens[4]);
-  out[o++] = '"';
+  o = put_text_field(out, o, ",\"flag\":\"", texts[4], lens[4]);
   o = put_raw(out, o, ",\"host\":");
   o = put_span(out, o, src, nums[N_HOST_START], nums[N_HOST_END]);
   o = put_raw(out, o, ",\"userAgent\":");
@@ -292,25 +292,13 @@ static napi_value swy_access_line(napi_env env, napi_callback_info info) {
   } else {
     o = put_raw(out, o, ",\"httpVersion\":null");
   }
-  if (lens[3] > 0) {
-    o = put_raw(out, o, ",\"requestId\":\"");
-    o = put_escaped(out, o, (const uint8_t *)texts[3], (size_t)lens[3]);
-    out[o++] = '"';
-  }
+  if (lens[3] > 0) o = put_text_field(out, o, ",\"requestId\":\"", texts[3], lens[3]);
   if (nums[N_RETRIES] != -1) {
     o = put_raw(out, o, ",\"retries\":");
     o = put_int(out, o, nums[N_RETRIES]);
   }
-  if (lens[5] > 0) {
-    o = put_raw(out, o, ",\"route\":\"");
-    o = put_escaped(out, o, (const uint8_t *)texts[5], (size_t)lens[5]);
-    out[o++] = '"';
-  }
-  if (lens[6] > 0) {
-    o = put_raw(out, o, ",\"pool\":\"");
-    o = put_escaped(out, o, (const uint8_t *)texts[6], (size_t)lens[6]);
-    out[o++] = '"';
-  }
+  if (lens[5] > 0) o = put_text_field(out, o, ",\"route\":\"", texts[5], lens[5]);
+  if (lens[6] > 0) o = put_text_field(out, o, ",\"pool\":\"", texts[6], lens[6]);
   if (nums[N_PROTO] != -1) o = put_raw(out, o, nums[N_PROTO] > 0 ? ",\"tls\":true" : ",\"tls\":false");
   out[o++] = '}';
   out[o++] = '\n';

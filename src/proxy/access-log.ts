@@ -194,16 +194,6 @@ function findKind (p: HeadParser, kind: number): number {
   return -1
 }
 
-/** "key": then the field's value as a JSON string, or null when absent. */
-function putField (out: Buffer, pos: number, key: Uint8Array, p: HeadParser, i: number): number {
-  pos = putRaw(out, pos, key)
-  if (i === -1) return putRaw(out, pos, K_NULL)
-  out[pos++] = 0x22
-  pos = putBytes(out, pos, p.buf, p.valueStart(i), p.valueEnd(i))
-  out[pos++] = 0x22
-  return pos
-}
-
 /** Space a line can need at most: fixed text, and every variable byte escaped (6 bytes). */
 const FIXED_BYTES = 1024
 
@@ -213,7 +203,7 @@ type NativeLine = (out: Buffer, pos: number, limit: number, src: Buffer,
   clientIp: string, method: string, address: string, requestId: string, flag: string, route: string, pool: string) => number
 type NativeLineSetup = (prefix: Buffer, bindings: Buffer, nums: Float64Array) => NativeLine | null
 
-/** The numbers of a line, in the order of native/access-line.c's N_* (a span's start is -1 when it is absent). */
+/** A line's spans of the request head and its numbers, which both builders write from, in the order of native/access-line.c's N_* (a span's start is -1 when it is absent). */
 const nums = new Float64Array(18)
 /** This module's builder from the addon (set up with this thread's prefix and bindings); undefined: not looked up yet. */
 let nativeBuilder: NativeLine | null | undefined
@@ -250,7 +240,6 @@ const N_BYTES_IN = 6
 const N_DURATION_MS = 7
 const N_UPSTREAM_MS = 8
 const N_HOST_START = 9
-const N_HOST_END = 10
 const N_UA_START = 11
 const N_REFERER_START = 13
 const N_VERSION_MINOR = 15
@@ -266,11 +255,57 @@ function loggedPathEnd (p: HeadParser): number {
   return q !== -1 && q < end ? q : end
 }
 
-/** src[start, end) of header field `i`'s value into nums[at], nums[at + 1]; -1 when absent. */
-function fieldSpan (p: HeadParser, i: number, at: number): void {
-  if (i === -1) { nums[at] = -1; nums[at + 1] = -1; return }
-  nums[at] = p.valueStart(i)
-  nums[at + 1] = p.valueEnd(i)
+/** src[start, end) into nums[at], nums[at + 1] (-1 for an absent one); its length. */
+function span (at: number, start: number, end: number): number {
+  nums[at] = start
+  nums[at + 1] = end
+  return start === -1 ? 0 : end - start
+}
+
+/** Header field `i`'s value as a span (i = -1: absent). */
+function fieldSpan (p: HeadParser, i: number, at: number): number {
+  return i === -1 ? span(at, -1, -1) : span(at, p.valueStart(i), p.valueEnd(i))
+}
+
+/**
+ * What of the request head the line shows, as spans of p.buf in `nums` (both
+ * builders write from them): the path, the host, the user agent, the
+ * referer, and the version. Returns their bytes.
+ */
+function headSpans (p: HeadParser): number {
+  let bytes = 0
+  if (p.targetEnd > 0) {
+    bytes += span(N_PATH_START, p.base + p.targetStart, loggedPathEnd(p))
+    nums[N_VERSION_MINOR] = p.versionMinor
+  } else {
+    bytes += span(N_PATH_START, -1, -1)
+    nums[N_VERSION_MINOR] = -1
+  }
+  if (p.headLength === 0) { // header fields are only read from a complete head
+    return bytes + span(N_HOST_START, -1, -1) + span(N_UA_START, -1, -1) + span(N_REFERER_START, -1, -1)
+  }
+  // an absolute-form target's authority is the request's host (RFC 9112 §3.2.2)
+  bytes += p.authorityStart !== -1
+    ? span(N_HOST_START, p.base + p.authorityStart, p.base + p.authorityEnd)
+    : fieldSpan(p, findKind(p, H_HOST), N_HOST_START)
+  return bytes + fieldSpan(p, findField(p, 'user-agent'), N_UA_START) + fieldSpan(p, findField(p, 'referer'), N_REFERER_START)
+}
+
+/** `key` (ending in the opening quote), `text` inside the JSON string, the closing quote. */
+function putTextField (out: Buffer, pos: number, key: Uint8Array, text: string): number {
+  pos = putText(out, putRaw(out, pos, key), text)
+  out[pos++] = 0x22
+  return pos
+}
+
+/** "key": then nums[at]'s span of `src` as a JSON string, or null when absent. */
+function putSpanField (out: Buffer, pos: number, key: Uint8Array, src: Buffer, at: number): number {
+  pos = putRaw(out, pos, key)
+  if (nums[at] === -1) return putRaw(out, pos, K_NULL)
+  out[pos++] = 0x22
+  pos = putBytes(out, pos, src, nums[at], nums[at + 1])
+  out[pos++] = 0x22
+  return pos
 }
 
 /**
@@ -281,129 +316,81 @@ function fieldSpan (p: HeadParser, i: number, at: number): void {
 export function logAccess (r: AccessRecord): void {
   if (!accessLog.on) return
   const p = r.parser
-  const complete = p.headLength > 0 // header fields are only read from a complete head
-  const hostIndex = complete && p.authorityStart === -1 ? findKind(p, H_HOST) : -1
-  const uaIndex = complete ? findField(p, 'user-agent') : -1
-  const refererIndex = complete ? findField(p, 'referer') : -1
   const requestId = r.requestId ?? ''
   const route = r.route?.name ?? ''
   const pool = r.pool?.name ?? ''
   const address = r.entry !== null ? r.entry.address : ''
-  const targetBytes = p.targetEnd - p.targetStart
-  const variable = targetBytes + r.method.length + r.clientIp.length + address.length + requestId.length + r.flag.length +
-    route.length + pool.length +
-    (hostIndex !== -1 ? p.valueEnd(hostIndex) - p.valueStart(hostIndex) : Math.max(0, p.authorityEnd - p.authorityStart)) +
-    (uaIndex !== -1 ? p.valueEnd(uaIndex) - p.valueStart(uaIndex) : 0) +
-    (refererIndex !== -1 ? p.valueEnd(refererIndex) - p.valueStart(refererIndex) : 0)
+  const variable = headSpans(p) + r.method.length + r.clientIp.length + address.length + requestId.length + r.flag.length +
+    route.length + pool.length
   const sink = accessLog.sink
   const reserved = FIXED_BYTES + 6 * variable
   if (!sink.reserve(reserved)) return
-  const out = sink.buf
   const now = monotonicNow()
-  const timeMs = Math.floor(TIME_ORIGIN + now)
+  nums[N_TIME_MS] = Math.floor(TIME_ORIGIN + now)
+  nums[N_STATUS] = r.status
+  nums[N_HAS_UPSTREAM] = r.entry !== null ? 1 : 0
+  nums[N_BYTES_OUT] = r.bytesOut
+  nums[N_BYTES_IN] = r.bytesIn
+  nums[N_DURATION_MS] = now - r.startedAt
+  nums[N_UPSTREAM_MS] = r.upstreamMs
+  nums[N_RETRIES] = r.retries ?? -1
+  nums[N_PROTO] = r.proto === undefined ? -1 : r.proto === 'https' ? 1 : 0
   if (nativeLine === undefined) useNativeLine(true)
   const native = nativeLine as NativeLine | null
   if (native !== null) {
-    if (p.targetEnd > 0) {
-      nums[N_PATH_START] = p.base + p.targetStart
-      nums[N_PATH_END] = loggedPathEnd(p)
-      nums[N_VERSION_MINOR] = p.versionMinor
-    } else {
-      nums[N_PATH_START] = -1
-      nums[N_VERSION_MINOR] = -1
-    }
-    nums[N_TIME_MS] = timeMs
-    nums[N_STATUS] = r.status
-    nums[N_HAS_UPSTREAM] = r.entry !== null ? 1 : 0
-    nums[N_BYTES_OUT] = r.bytesOut
-    nums[N_BYTES_IN] = r.bytesIn
-    nums[N_DURATION_MS] = now - r.startedAt
-    nums[N_UPSTREAM_MS] = r.upstreamMs
-    if (p.authorityStart !== -1 && complete) {
-      nums[N_HOST_START] = p.base + p.authorityStart
-      nums[N_HOST_END] = p.base + p.authorityEnd
-    } else {
-      fieldSpan(p, hostIndex, N_HOST_START)
-    }
-    fieldSpan(p, uaIndex, N_UA_START)
-    fieldSpan(p, refererIndex, N_REFERER_START)
-    nums[N_RETRIES] = r.retries ?? -1
-    nums[N_PROTO] = r.proto === undefined ? -1 : r.proto === 'https' ? 1 : 0
-    const end = native(out, sink.len, sink.len + reserved, p.buf, r.clientIp, r.method, address, requestId, r.flag, route, pool)
+    const end = native(sink.buf, sink.len, sink.len + reserved, p.buf, r.clientIp, r.method, address, requestId, r.flag, route, pool)
     if (end >= 0) { sink.commit(end); return }
     nativeDeclined++
   }
-  let pos = putRaw(out, sink.len, accessLog.prefix)
-  pos = putTime(out, pos, timeMs)
+  sink.commit(writeLine(sink.buf, sink.len, p.buf, r.clientIp, r.method, address, requestId, r.flag, route, pool))
+}
+
+/** The JavaScript builder: the line from `nums` and the strings into out at `pos`; its end. */
+function writeLine (out: Buffer, pos: number, src: Buffer, clientIp: string, method: string, address: string,
+  requestId: string, flag: string, route: string, pool: string): number {
+  pos = putRaw(out, pos, accessLog.prefix)
+  pos = putTime(out, pos, nums[N_TIME_MS])
   pos = putRaw(out, pos, accessLog.bindings)
 
   pos = putRaw(out, pos, K_CLIENT)
-  pos = putText(out, pos, r.clientIp)
+  pos = putText(out, pos, clientIp)
   pos = putRaw(out, pos, K_METHOD)
-  pos = putText(out, pos, r.method)
+  pos = putText(out, pos, method)
   pos = putRaw(out, pos, K_PATH)
-  if (p.targetEnd > 0) pos = putBytes(out, pos, p.buf, p.base + p.targetStart, loggedPathEnd(p))
+  if (nums[N_PATH_START] !== -1) pos = putBytes(out, pos, src, nums[N_PATH_START], nums[N_PATH_END])
   pos = putRaw(out, pos, K_STATUS)
-  pos = putInt(out, pos, r.status)
-  if (r.entry !== null) {
-    pos = putRaw(out, pos, K_UPSTREAM)
-    pos = putText(out, pos, address)
-    out[pos++] = 0x22
-  } else {
-    pos = putRaw(out, pos, K_UPSTREAM_NULL)
-  }
+  pos = putInt(out, pos, nums[N_STATUS])
+  pos = nums[N_HAS_UPSTREAM] !== 0 ? putTextField(out, pos, K_UPSTREAM, address) : putRaw(out, pos, K_UPSTREAM_NULL)
   pos = putRaw(out, pos, K_BYTES)
-  pos = putInt(out, pos, r.bytesOut)
+  pos = putInt(out, pos, nums[N_BYTES_OUT])
   pos = putRaw(out, pos, K_BYTESIN)
-  pos = putInt(out, pos, r.bytesIn)
+  pos = putInt(out, pos, nums[N_BYTES_IN])
   pos = putRaw(out, pos, K_DURATIONMS)
-  pos = putMillis(out, pos, now - r.startedAt)
+  pos = putMillis(out, pos, nums[N_DURATION_MS])
   pos = putRaw(out, pos, K_UPSTREAMMS)
-  pos = r.upstreamMs >= 0 ? putMillis(out, pos, r.upstreamMs) : putRaw(out, pos, K_NULL)
-  pos = putRaw(out, pos, K_FLAG)
-  pos = putText(out, pos, r.flag)
-  out[pos++] = 0x22
-  // an absolute-form target's authority is the request's host (RFC 9112 §3.2.2)
-  if (p.authorityStart !== -1 && complete) {
-    pos = putRaw(out, pos, K_HOST)
-    out[pos++] = 0x22
-    pos = putBytes(out, pos, p.buf, p.base + p.authorityStart, p.base + p.authorityEnd)
-    out[pos++] = 0x22
-  } else {
-    pos = putField(out, pos, K_HOST, p, hostIndex)
-  }
-  pos = putField(out, pos, K_USERAGENT, p, uaIndex)
-  pos = putField(out, pos, K_REFERER, p, refererIndex)
-  if (p.targetEnd > 0) {
+  pos = nums[N_UPSTREAM_MS] >= 0 ? putMillis(out, pos, nums[N_UPSTREAM_MS]) : putRaw(out, pos, K_NULL)
+  pos = putTextField(out, pos, K_FLAG, flag)
+  pos = putSpanField(out, pos, K_HOST, src, N_HOST_START)
+  pos = putSpanField(out, pos, K_USERAGENT, src, N_UA_START)
+  pos = putSpanField(out, pos, K_REFERER, src, N_REFERER_START)
+  if (nums[N_VERSION_MINOR] !== -1) {
     pos = putRaw(out, pos, K_HTTPVERSION)
-    pos = putInt(out, pos, p.versionMinor)
+    pos = putInt(out, pos, nums[N_VERSION_MINOR])
     out[pos++] = 0x22
   } else {
     pos = putRaw(out, pos, K_HTTPVERSION_NULL)
   }
-  if (requestId !== '') {
-    pos = putRaw(out, pos, K_REQUESTID)
-    pos = putText(out, pos, requestId)
-    out[pos++] = 0x22
-  }
-  if (r.retries !== undefined) {
+  if (requestId !== '') pos = putTextField(out, pos, K_REQUESTID, requestId)
+  if (nums[N_RETRIES] !== -1) {
     pos = putRaw(out, pos, K_RETRIES)
-    pos = putInt(out, pos, r.retries)
+    pos = putInt(out, pos, nums[N_RETRIES])
   }
-  if (route !== '') {
-    pos = putRaw(out, pos, K_ROUTE)
-    pos = putText(out, pos, route)
-    out[pos++] = 0x22
-  }
-  if (pool !== '') {
-    pos = putRaw(out, pos, K_POOL)
-    pos = putText(out, pos, pool)
-    out[pos++] = 0x22
-  }
-  if (r.proto !== undefined) pos = putRaw(out, pos, r.proto === 'https' ? K_TLS_TRUE : K_TLS_FALSE)
+  if (route !== '') pos = putTextField(out, pos, K_ROUTE, route)
+  if (pool !== '') pos = putTextField(out, pos, K_POOL, pool)
+  if (nums[N_PROTO] !== -1) pos = putRaw(out, pos, nums[N_PROTO] > 0 ? K_TLS_TRUE : K_TLS_FALSE)
   out[pos++] = 0x7d // }
   out[pos++] = 0x0a
-  sink.commit(pos)
+  return pos
 }
 
 export function logRejected (r: AccessRecord, code: ErrorCode, detail: string): void {

@@ -174,6 +174,17 @@ test('C and JavaScript write the same line for random records, and it is JSON th
     assert.equal(line.upstreamMs, d.upstreamMs >= 0 ? Math.round(d.upstreamMs * 1000) / 1000 : null)
     assert.equal(line.retries, d.retries)
     assert.equal(line.tls, d.proto === undefined ? undefined : d.proto === 'https')
+    // what both builders take from the head (headSpans): path, host, user agent, referer, version
+    const sh = d.shape
+    const headDone = !sh.incomplete && !sh.partial
+    const target = (sh.absolute ? 'http://abs.example:8080' : '') + sh.path // the target as received
+    const path = sh.incomplete ? '' : d.redactQuery ? target.split('?')[0] : target
+    assert.equal(line.path, path)
+    assert.equal(line.httpVersion, sh.incomplete ? null : `1.${sh.minor}`)
+    const host = !headDone ? null : sh.absolute ? 'abs.example:8080' : sh.host !== null ? sh.host.toString('latin1') : sh.minor === 1 ? 'h.example' : null
+    assert.equal(line.host, host)
+    assert.equal(line.userAgent, headDone && sh.ua !== null ? sh.ua.toString('latin1') : null)
+    assert.equal(line.referer, headDone && sh.referer !== null ? sh.referer.toString('latin1') : null)
     assert.equal(c[c.length - 1], 0x0a)
   }), { numRuns: 2000 })
   assert.equal(nativeLineDeclines(), declinedBefore, 'C wrote every line (none left to JavaScript)')
