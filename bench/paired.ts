@@ -1,6 +1,6 @@
 /**
  * Paired A/B (#18): `npm run bench -- --paired --baseline OTHER/dist/src/cli.js [--rounds 8] [--duration 6]
- * [--workers 1] [--connections 64] [--access-log | --access-log-b] [--balancer-script THIS/dist/src/cli.js] [--json]`
+ * [--workers 1] [--connections 64] [--access-log | --access-log-b] [--connection-close] [--balancer-script THIS/dist/src/cli.js] [--json]`
  *
  * Two builds of switchyard measured at the same time, not one after the other. On a shared VM the CPU a
  * request costs drifts by tens of percent from one minute to the next (the host's other guests), far more
@@ -15,7 +15,8 @@
  * Both balancers share the cores, so the absolute µs per request read higher than in `npm run bench` (the
  * two evict each other's caches): compare the ratio, not the µs. `--access-log` runs both with the access
  * log on (to stdout, read by this process); `--access-log-b` turns it on for B only (give the same build as
- * --baseline): the logging tax as a ratio.
+ * --baseline): the logging tax as a ratio. `--connection-close` sends `Connection: close` on every request
+ * (wrk): each request is a new connection, so the ratio is the cost of a new connection (accept, hand-off).
  */
 import * as fs from 'node:fs'
 import * as path from 'node:path'
@@ -32,6 +33,7 @@ interface PairedOptions {
   connections: number
   accessLog: boolean
   accessLogB: boolean
+  connectionClose: boolean
   json: boolean
 }
 
@@ -45,6 +47,7 @@ function parseArgs (argv: string[]): PairedOptions {
     connections: 64,
     accessLog: false,
     accessLogB: false,
+    connectionClose: false,
     json: false,
   }
   for (let i = 0; i < argv.length; i++) {
@@ -63,8 +66,9 @@ function parseArgs (argv: string[]): PairedOptions {
     else if (arg === '--connections') options.connections = Math.floor(number(2))
     else if (arg === '--access-log') options.accessLog = true
     else if (arg === '--access-log-b') options.accessLogB = true
+    else if (arg === '--connection-close') options.connectionClose = true
     else if (arg === '--json') options.json = true
-    else throw new Error(`--paired: unknown option ${arg} (--baseline, --balancer-script, --rounds, --duration, --workers, --connections, --access-log, --access-log-b, --json)`)
+    else throw new Error(`--paired: unknown option ${arg} (--baseline, --balancer-script, --rounds, --duration, --workers, --connections, --access-log, --access-log-b, --connection-close, --json)`)
   }
   if (options.baseline === '') throw new Error('--paired needs --baseline PATH/dist/src/cli.js (the build to compare against)')
   for (const script of [options.baseline, options.script]) {
@@ -90,10 +94,11 @@ export async function runPairedBench (argv: string[]): Promise<void> {
   const log = (line: string): void => { if (!options.json) process.stdout.write(line + '\n') }
   const upstreams = await startBenchUpstreams(loadCpus)
   const each = Math.max(1, Math.floor(options.connections / 2))
+  const headers = options.connectionClose ? ['Connection: close'] : []
   const rounds: PairedRound[] = []
   try {
     log(`switchyard paired A/B: A ${path.relative(ROOT, options.baseline) || options.baseline}, B ${path.relative(ROOT, options.script) || options.script}` +
-      `${options.accessLog ? ' (access log on for both)' : options.accessLogB ? ' (access log on)' : ''}; --workers ${options.workers}, ${each} connections each, ${options.durationS} s rounds, ` +
+      `${options.accessLog ? ' (access log on for both)' : options.accessLogB ? ' (access log on)' : ''}${options.connectionClose ? ', a new connection per request' : ''}; --workers ${options.workers}, ${each} connections each, ${options.durationS} s rounds, ` +
       `${loadgen.name}, ${upstreams.kind} upstreams` +
       (pinned ? `; both balancers on CPU ${formatCpuList(balancerCpus as number[])}, load on CPU ${formatCpuList(loadCpus as number[])}` : '; no pinning'))
     log(' round  kind   A µs/req   B µs/req    B ÷ A   A req/s   B req/s')
@@ -117,7 +122,7 @@ export async function runPairedBench (argv: string[]): Promise<void> {
           started[i] = { managed, port }
         }
         const load = (i: number, durationS: number): Promise<LoadResult> =>
-          loadgen.run({ url: `http://127.0.0.1:${started[i].port}/`, connections: each, durationS, threads: 1, cpus: loadCpus })
+          loadgen.run({ url: `http://127.0.0.1:${started[i].port}/`, connections: each, durationS, threads: 1, cpus: loadCpus, headers })
         await Promise.all([load(0, 1), load(1, 1)]) // warm-up: code optimised, pools filled
         const before = [cpuMicrosOfTree(started[0].managed.pid), cpuMicrosOfTree(started[1].managed.pid)]
         const results = await Promise.all([load(0, options.durationS), load(1, options.durationS)])

@@ -104,6 +104,11 @@ export function adoptedSocketOptions (ctx: ProxyContext, index: number, fd: numb
     : { fd, readable: true, writable: true, allowHalfOpen: true }
 }
 
+/** How listener `index`'s client sockets read: into the read arena (its `onread`), or undefined for 'data'. */
+export function clientOnRead (ctx: ProxyContext, index: number): net.OnReadOpts | undefined {
+  return readsIntoArena(ctx, index) ? CLIENT_READ : undefined
+}
+
 /** Does the request path read listener `index`'s sockets into the read arena (plain HTTP, no PROXY header)? */
 export function readsIntoArena (ctx: ProxyContext, index: number): boolean {
   const listener = ctx.listeners[index] ?? ctx.listeners[0]

@@ -13,7 +13,8 @@ import { SharedState, type UpstreamEntry } from '../shared/state'
 import { buildUpstreamTable } from '../shared/upstreams'
 import { H_CONNECTIONS_ACCEPTED, L_ACCEPTED } from '../shared/layout'
 import { createThreadProxy, applyConfig, startThreadStats, drainThread } from '../proxy/thread'
-import { acceptConnection, adoptedSocketOptions, applyTlsMaterial, installListeners, readsIntoArena } from '../net/accept'
+import { acceptConnection, adoptedSocketOptions, applyTlsMaterial, clientOnRead, installListeners, readsIntoArena } from '../net/accept'
+import { takeAccepts, socketOnHandle, type AcceptedHandle } from '../net/raw-accept'
 import { optionalHandoff, type FdHandoff } from './handoff'
 import { startMemoryRelease } from './memory-release'
 import { TlsManager, TICKET_KEY_ROTATION_MS, type CertificateStatus } from '../tls/manager'
@@ -128,8 +129,9 @@ export class Switchyard implements AdminTarget {
       this.stopThreadStats = startThreadStats(ctx)
       this.sequential = ctx
     }
-    // sequential mode wraps a plain listener's connections again, from a duplicated descriptor as worker
-    // mode does, so that they read into the read arena (src/net/read-arena.ts); without the addon, as accepted
+    // sequential mode takes accepted handles (takeAccepts); where it cannot, it wraps a plain listener's
+    // connections again, from a duplicated descriptor as worker mode does, so that they read into the
+    // read arena (src/net/read-arena.ts); without the addon either, as accepted
     this.rewrap = config.workers === 0 ? optionalHandoff() : null
     this.servers = listenersOf(config).map((_, index) => {
       const server = config.workers === 0
@@ -169,6 +171,33 @@ export class Switchyard implements AdminTarget {
       if (fd >= 0) handoff.close(fd)
       return null
     }
+  }
+
+  /**
+   * From here on the listeners' connections come as handles (src/net/raw-accept.ts): no net.Socket
+   * made and destroyed on this thread per connection. Where node's server handle is not what that
+   * relies on, they keep coming as 'connection' (onSequentialConnection, onWorkerConnection).
+   */
+  private takeAccepts (): void {
+    const onHandle = this.workers === null ? this.onSequentialHandle : this.onWorkerHandle
+    for (let i = 0; i < this.servers.length; i++) takeAccepts(this.servers[i], i, onHandle)
+  }
+
+  /** Sequential mode: one socket on the accepted handle, reading into the read arena on a plain listener. */
+  private readonly onSequentialHandle = (handle: AcceptedHandle, listener: number): void => {
+    this.state.addHeader(H_CONNECTIONS_ACCEPTED, 1)
+    this.state.addListener(listener, L_ACCEPTED, 1)
+    const ctx = this.sequential as ProxyContext
+    const socket = socketOnHandle(handle, clientOnRead(ctx, listener))
+    const peer = socket.remoteAddress
+    if (peer === undefined) { socket.destroy(); return }
+    acceptConnection(ctx, listener, socket, peer)
+  }
+
+  private readonly onWorkerHandle = (handle: AcceptedHandle, listener: number): void => {
+    this.state.addHeader(H_CONNECTIONS_ACCEPTED, 1)
+    this.state.addListener(listener, L_ACCEPTED, 1)
+    ;(this.workers as WorkerPool).dispatchHandle(handle, listener)
   }
 
   private onWorkerConnection (socket: net.Socket, listener: number): void {
@@ -248,6 +277,7 @@ export class Switchyard implements AdminTarget {
       for (const { socket, listener } of lb.early) lb.workers.dispatch(socket, listener)
       lb.early = []
     }
+    lb.takeAccepts()
     // ordering starts only now: an HTTP-01 validation can reach any thread, and every thread exists
     for (const a of lb.acme) a.begin()
     for (const u of lb.table) {

@@ -19,6 +19,7 @@ import { ownerOfWorkerSlot } from '../cache/fill-claims'
 import { logger, openLogRings, closeLogRings } from '../log'
 import type { ErrorCode } from '../errors'
 import type { TlsMaterial } from '../tls/terminator'
+import { peerOf, type AcceptedHandle } from '../net/raw-accept'
 
 export interface WorkerInit {
   config: Config
@@ -317,23 +318,36 @@ export class WorkerPool {
     if (timer !== null) clearTimeout(timer)
   }
 
-  /** Hand an accepted, paused socket from listener `listener` to a worker. */
+  /** Hand an accepted, paused socket from listener `listener` to a worker (node's own accept: the fallback of dispatchHandle). */
   dispatch (socket: net.Socket, listener = 0): void {
     const handle = (socket as unknown as { _handle: { fd: number } | null })._handle
     const peerIp = socket.remoteAddress
     const peerPort = socket.remotePort ?? 0
     if (handle === null || peerIp === undefined || handle.fd < 0) { socket.destroy(); return }
-    let fd: number
-    try {
-      fd = this.handoff.duplicate(handle.fd)
-    } catch (err) {
-      logger.error({ code: 'SWY_ERR_FD_HANDOFF' satisfies ErrorCode, err: (err as Error).message }, 'could not duplicate an accepted descriptor; connection dropped')
-      socket.destroy()
-      return
-    }
+    const fd = this.duplicate(handle.fd)
     // our copy goes; the worker's duplicate keeps the connection open
     socket.destroy()
-    this.handOff({ fd, peerIp, peerPort, listener, adopted: new Int32Array(new SharedArrayBuffer(4)) }, 1)
+    if (fd >= 0) this.handOff({ fd, peerIp, peerPort, listener, adopted: new Int32Array(new SharedArrayBuffer(4)) }, 1)
+  }
+
+  /** Hand an accepted connection's handle (src/net/raw-accept.ts) from listener `listener` to a worker. */
+  dispatchHandle (handle: AcceptedHandle, listener: number): void {
+    const peer = peerOf(handle)
+    const peerIp = peer.address
+    const peerPort = peer.port ?? 0
+    const fd = peerIp !== undefined ? this.duplicate(handle.fd) : -1
+    handle.close() // as above: the duplicate keeps the connection open
+    if (fd >= 0) this.handOff({ fd, peerIp: peerIp as string, peerPort, listener, adopted: new Int32Array(new SharedArrayBuffer(4)) }, 1)
+  }
+
+  /** A duplicate of `fd` for a worker, or -1 (logged: the connection is dropped). */
+  private duplicate (fd: number): number {
+    try {
+      return this.handoff.duplicate(fd)
+    } catch (err) {
+      logger.error({ code: 'SWY_ERR_FD_HANDOFF' satisfies ErrorCode, err: (err as Error).message }, 'could not duplicate an accepted descriptor; connection dropped')
+      return -1
+    }
   }
 
   private handOff (task: ConnectionTask, attempt: number): void {
