@@ -4,6 +4,7 @@
  */
 import * as net from 'node:net'
 import * as http from 'node:http'
+import { Worker } from 'node:worker_threads'
 import type { AddressInfo } from 'node:net'
 
 export async function waitFor (condition: () => boolean | Promise<boolean>, timeoutMs = 5000, what = 'condition'): Promise<void> {
@@ -167,4 +168,24 @@ export async function httpRequest (port: number, opts: http.RequestOptions & { b
     req.on('error', reject)
     req.end(opts.body)
   })
+}
+
+/**
+ * Run a test worker thread (`file`, compiled .js) with `workerData` and resolve with the one message it
+ * posts. The worker is expected to end on its own after reporting; its exit is awaited rather than forced:
+ * on Node 20, terminate() while V8 still compiles in the background for the worker can abort the whole
+ * process (nodejs/node#54918). Only a worker still alive 10 s after reporting is terminated.
+ */
+export async function runThreadJob<R> (file: string, workerData: unknown): Promise<R> {
+  const worker = new Worker(file, { workerData })
+  const exited = new Promise<number>((resolve) => worker.once('exit', resolve))
+  const report = await new Promise<R>((resolve, reject) => {
+    worker.once('message', resolve)
+    worker.once('error', reject)
+    void exited.then((code) => reject(new Error(`worker exited with ${code} before reporting`)))
+  })
+  const timer = setTimeout(() => { void worker.terminate() }, 10_000)
+  await exited
+  clearTimeout(timer)
+  return report
 }

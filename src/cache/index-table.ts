@@ -13,7 +13,8 @@
  * Deletion is Knuth's backward shift (TAOCP 6.4 Algorithm R), so there are no
  * tombstones and probe runs never grow with churn. A reader racing a shift
  * may stop at the hole and miss an entry that is present: a spurious miss,
- * never a wrong hit.
+ * never a wrong hit, and one the store's find() does not trust while a writer
+ * was at work (it looks again once the writer is done).
  */
 import { I_KEY_HI, I_KEY_LO, I_OFFSET, I_ID, INDEX_INTS, MAX_PROBE } from './layout'
 
@@ -40,7 +41,7 @@ export function fillSlot (index: Int32Array, refs: Uint8Array, slot: number, hi:
 /**
  * Point an occupied slot at a record's new place. OFFSET before ID: a reader
  * that sees the new offset with the old id (or the reverse) finds no record
- * carrying that id there and misses.
+ * carrying that id there, and reads the slot again (the store's probe).
  */
 export function repointSlot (index: Int32Array, slot: number, offset: number, id: number): void {
   const base = slot * INDEX_INTS

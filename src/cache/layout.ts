@@ -71,6 +71,7 @@ export const C_EVICTIONS = 18 //     live records evicted by the ring
 export const C_REINSERTIONS = 19 //  referenced records given a second chance
 export const C_LOCK_TAKEOVERS = 20 // locks taken from a holder whose lease expired or that died (then reset)
 export const C_LOCK_OWNER = 21 //    lockOwnerWord(token, owner) of the holder, 0 = none: see lockOwnerWord
+export const C_WRITES = 22 //        writer sections begun + ended: odd while one runs (a reader's miss that overlapped one looks again)
 export const CTL_INTS = 32
 
 export const MAGIC = 0x53574343 // 'SWCC'

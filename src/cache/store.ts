@@ -23,7 +23,10 @@
  * commit), never Atomics.wait. Readers take
  * no lock: a record's first word is its id, a seqlock. A reader checks the id
  * (the index slot's copy) before reading, copies everything out, fences and
- * checks again; any change means a miss. A writer clears the id of a record
+ * checks again; any change means a miss, which find() does not take at its
+ * word while a writer was at work (a slot repointed under the reader is read
+ * again, and a miss that overlapped a writer's section looks again once it
+ * ends: C_WRITES), so replacing an entry never reads as its absence. A writer clears the id of a record
  * it evicts or moves, fences, and only then overwrites those bytes; it writes
  * a new record's id last, after a fence. So a reader either copies a record
  * that nobody touched meanwhile, or misses. Ids come from a counter through a
@@ -55,6 +58,7 @@
  * expiry or the lease (releaseFillsOf, recoverLockOf).
  */
 import { randomBytes } from 'node:crypto'
+import { performance } from 'node:perf_hooks'
 import type { SharedState } from '../shared/state'
 import { H_CACHE_BYTES, H_CACHE_ENTRIES, H_CACHE_HITS, H_CACHE_MISSES } from '../shared/layout'
 import * as C from './layout'
@@ -104,6 +108,12 @@ export interface CacheStoreStats {
 
 /** Second chances given per store before the tail is evicted regardless. */
 const REINSERT_BUDGET = 16
+/** Probes of one find() when misses overlap writer sections (see find). */
+const FIND_ATTEMPTS = 3
+/** Reads of one index slot that a writer keeps repointing (see probe). */
+const SLOT_READS = 8
+/** How long find() waits for a writer section to end before it trusts a miss (a section is one record copy and its evictions). */
+const WRITER_WAIT_MS = 1
 const DEFAULT_LOCK_LEASE_MS = 5000
 const MAX_MAKE_ROOM_STEPS = 1 << 24
 
@@ -219,13 +229,41 @@ export class SharedCacheStore {
     return true
   }
 
-  /** Probe the index for `key`: KIND_ENTRY (copied into out), KIND_MARKER (markerGen/Names set) or 0. */
+  /**
+   * Probe the index for `key`: KIND_ENTRY (copied into out), KIND_MARKER
+   * (markerGen/Names set) or 0. A miss that overlapped a writer's section is
+   * not trusted: replacing a key repoints its slot (offset, then id: two
+   * words) and then retires the old record, so a reader in between finds
+   * neither. It looks again once the writer is out (C_WRITES even and
+   * unchanged), a bounded number of times, so a replaced entry reads as the
+   * old version or the new one, never as nothing.
+   */
   private find (key: string, out: CacheEntry): number {
     if (key.length > C.MAX_KEY_BYTES) return 0
     const h = this.hash
     hashKey(key, this.seed, this.hashBits, h)
     const hi = h[0]
     const lo = h[1]
+    for (let attempt = 0; ; attempt++) {
+      const writes = Atomics.load(this.ctl, C.C_WRITES)
+      const kind = this.probe(key, hi, lo, out)
+      if (kind !== 0 || ((writes & 1) === 0 && Atomics.load(this.ctl, C.C_WRITES) === writes)) return kind
+      if (attempt === FIND_ATTEMPTS - 1 || !this.writerOut()) return 0
+    }
+  }
+
+  /** Spin until no writer section runs (C_WRITES even), at most WRITER_WAIT_MS; false if one still does. */
+  private writerOut (): boolean {
+    const ctl = this.ctl
+    if ((Atomics.load(ctl, C.C_WRITES) & 1) === 0) return true
+    const deadline = performance.now() + WRITER_WAIT_MS
+    for (let round = 1; ; round++) {
+      if ((Atomics.load(ctl, C.C_WRITES) & 1) === 0) return true
+      if ((round & 63) === 0 && performance.now() > deadline) return false
+    }
+  }
+
+  private probe (key: string, hi: number, lo: number, out: CacheEntry): number {
     const index = this.index
     const mask = this.mask
     for (let p = 0; p < C.MAX_PROBE && p <= mask; p++) {
@@ -234,11 +272,22 @@ export class SharedCacheStore {
       const slotHi = Atomics.load(index, base + C.I_KEY_HI)
       if (slotHi === 0) return 0
       if (slotHi !== hi || Atomics.load(index, base + C.I_KEY_LO) !== lo) continue
-      const kind = this.readRecord(Atomics.load(index, base + C.I_OFFSET), Atomics.load(index, base + C.I_ID), key, out)
-      if (kind !== 0) {
-        // CLOCK reference bit; a slot recycled meanwhile only flatters another entry
-        if (Atomics.load(this.refs, slot) === 0) Atomics.store(this.refs, slot, 1)
-        return kind
+      let offset = Atomics.load(index, base + C.I_OFFSET)
+      let id = Atomics.load(index, base + C.I_ID)
+      for (let read = 1; ; read++) {
+        const kind = this.readRecord(offset, id, key, out)
+        if (kind !== 0) {
+          // CLOCK reference bit; a slot recycled meanwhile only flatters another entry
+          if (Atomics.load(this.refs, slot) === 0) Atomics.store(this.refs, slot, 1)
+          return kind
+        }
+        // repointed meanwhile (the key replaced, or its record moved by the ring), or read half
+        // repointed (offset and id are two words): read the slot again
+        const nextOffset = Atomics.load(index, base + C.I_OFFSET)
+        const nextId = Atomics.load(index, base + C.I_ID)
+        if ((nextOffset === offset && nextId === id) || read === SLOT_READS) break
+        offset = nextOffset
+        id = nextId
       }
     }
     return 0
@@ -705,14 +754,23 @@ export class SharedCacheStore {
     Atomics.load(this.fenceWord, 0)
   }
 
-  /** Take the write lock, spinning up to `spinMs`; a lock taken over from a dead holder resets the cache first. */
+  /**
+   * Take the write lock, spinning up to `spinMs`; a lock taken over from a dead holder resets the cache first.
+   * Holding it, C_WRITES is odd (find() looks again after a miss that overlapped this).
+   */
   private lock (spinMs = 0): boolean {
     const result = this.writeLock.acquireWithin(this.ownerId, spinMs)
+    if (result === LOCK_BUSY) return false
+    const writes = Atomics.load(this.ctl, C.C_WRITES)
+    // odd, and changed even when a dead holder left it odd
+    Atomics.store(this.ctl, C.C_WRITES, (writes + ((writes & 1) === 0 ? 1 : 2)) | 0)
     if (result === LOCK_TAKEN_OVER) this.reset()
-    return result !== LOCK_BUSY
+    return true
   }
 
   private unlock (): void {
+    const writes = Atomics.load(this.ctl, C.C_WRITES)
+    if ((writes & 1) !== 0) Atomics.store(this.ctl, C.C_WRITES, (writes + 1) | 0)
     this.writeLock.release()
   }
 

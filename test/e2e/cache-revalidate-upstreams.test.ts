@@ -55,7 +55,7 @@ async function staleThenRefreshed (port: number, path: string, seen: Seen[]): Pr
   assert.equal(hit.headers['x-cache'], 'HIT')
   assert.equal(hit.body, 'version 2\n')
   const requests = seen.filter((s) => s.path === path)
-  assert.equal(requests.length, 2, 'the miss and one background revalidation')
+  assert.equal(requests.length, 2, `the miss and one background revalidation; the upstream saw ${JSON.stringify(requests)}`)
   assert.equal(requests[1].ifNoneMatch, '"v1"', 'the revalidation carries our validator')
   return requests[1]
 }

@@ -8,13 +8,15 @@
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { join } from 'node:path'
-import { Worker } from 'node:worker_threads'
+import { runThreadJob } from '../helpers'
 import { SharedCacheStore } from '../../src/cache/store'
 import { SharedState } from '../../src/shared/state'
 import * as L from '../../src/shared/layout'
 import type { CacheThreadJob, CacheThreadReport } from './cache-store-thread-worker'
+import type { ReplaceJob, ReplaceReport } from './cache-replace-worker'
 
 const WORKER = join(__dirname, 'cache-store-thread-worker.js')
+const REPLACE_WORKER = join(__dirname, 'cache-replace-worker.js')
 const NOW = 1_760_000_000_000
 
 async function runThreads (maxBytes: number, iterations: number, seed: number): Promise<{ reports: CacheThreadReport[], store: SharedCacheStore, state: SharedState }> {
@@ -26,22 +28,11 @@ async function runThreads (maxBytes: number, iterations: number, seed: number): 
     const job: CacheThreadJob = {
       cache, state: state.toInit(), role, seed: seed + t * 7919, iterations, threads: roles.length, keys: 48, barrier, nowMs: NOW,
     }
-    // The worker reports, lingers 100 ms and ends on its own; we wait for its
-    // exit rather than terminate() it: on Node 20 terminating a worker while
-    // a background TurboFan job is still compiling for it can abort the whole
-    // process (NodePlatform::ForIsolate assertion; seen here ~1 run in 30).
-    // See the worker's last lines for the exit-time deadlock it avoids.
-    const worker = new Worker(WORKER, { workerData: job })
-    const exited = new Promise<number>((resolve) => worker.once('exit', resolve))
-    const report = await new Promise<CacheThreadReport>((resolve, reject) => {
-      worker.once('message', resolve)
-      worker.once('error', reject)
-      void exited.then((code) => reject(new Error(`worker exited with ${code} before reporting`)))
-    })
-    const timer = setTimeout(() => { void worker.terminate() }, 10_000)
-    await exited
-    clearTimeout(timer)
-    return report
+    // The worker reports, lingers 100 ms and ends on its own (see its last lines for the exit-time
+    // deadlock that avoids); runThreadJob waits for that exit rather than terminate() it (on Node 20
+    // terminating a worker while a background TurboFan job is still compiling for it can abort the
+    // whole process: NodePlatform::ForIsolate assertion, seen here ~1 run in 30).
+    return await runThreadJob<CacheThreadReport>(WORKER, job)
   }))
   return { reports, store: new SharedCacheStore(cache, state), state }
 }
@@ -69,4 +60,23 @@ describe('SharedCacheStore across threads', () => {
       assert.equal(stats.skippedStores, reports.reduce((sum, r) => sum + r.notStored, 0) - stats.refusedStores)
     })
   }
+
+  // A replacement repoints the key's index slot (two words: offset, id) and then retires the old
+  // record; a reader between those steps found neither and missed. In the proxy that miss went to
+  // the upstream, and its answer could overwrite the entry just stored (seen as a stale-while-
+  // revalidate refresh undone under load, test/e2e/cache-revalidate-upstreams.test.ts).
+  it('an entry replaced while another thread reads it is found every time: the old version or the new, never a miss', async () => {
+    const state = SharedState.create(0)
+    const cache = SharedCacheStore.allocate(1024 * 1024, 64 * 1024)
+    const flags = new SharedArrayBuffer(8)
+    const reports = await Promise.all((['writer', 'reader'] as const).map(async (role) => {
+      const job: ReplaceJob = { cache, state: state.toInit(), role, rounds: 20_000, flags, nowMs: NOW }
+      return await runThreadJob<ReplaceReport>(REPLACE_WORKER, job)
+    }))
+    const [writer, reader] = reports
+    assert.equal(writer.stored, 20_000, 'every replacement stored')
+    assert.ok(reader.lastSeen >= 0 && reader.lookups > 1000, `the reader read while the writer wrote (${reader.lookups} lookups, last version ${reader.lastSeen})`)
+    assert.equal(reader.misses, 0, `misses after the key was first stored, in ${reader.lookups} lookups`)
+    assert.equal(reader.backwards, 0, 'a version older than one already read')
+  })
 })

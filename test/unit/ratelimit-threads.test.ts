@@ -6,7 +6,7 @@
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { join } from 'node:path'
-import { Worker } from 'node:worker_threads'
+import { runThreadJob } from '../helpers'
 import { SharedState } from '../../src/shared/state'
 import * as L from '../../src/shared/layout'
 import type { RateLimitConfig } from '../../src/config/types'
@@ -22,22 +22,8 @@ async function hammer (overrides: Partial<RateLimitConfig>, ips: string[], attem
   const config: RateLimitConfig = { algorithm: 'fixed-window', maxRequests: 5, windowMs: 60_000, tableSize: 1024, trustProxy: [], ...overrides }
   const state = SharedState.create(config.tableSize)
   const job: ThreadJob = { init: state.toInit(), config, ips, attemptsPerPhase, phaseNowMs, threads: THREADS, barrier: new SharedArrayBuffer(4) }
-  const results = await Promise.all(Array.from({ length: THREADS }, async () => {
-    // The worker reports and then ends on its own; wait for that exit rather than
-    // terminate() it: on Node 20, terminating a worker while V8 still compiles in the
-    // background for it can abort the whole process (nodejs/node#54918).
-    const worker = new Worker(WORKER, { workerData: job })
-    const exited = new Promise<number>((resolve) => worker.once('exit', resolve))
-    const report = await new Promise<{ allowedPerPhase: number[], allowedPerIp: number[] }>((resolve, reject) => {
-      worker.once('message', resolve)
-      worker.once('error', reject)
-      void exited.then((code) => reject(new Error(`worker exited with ${code} before reporting`)))
-    })
-    const timer = setTimeout(() => { void worker.terminate() }, 10_000)
-    await exited
-    clearTimeout(timer)
-    return report
-  }))
+  const results = await Promise.all(Array.from({ length: THREADS }, async () =>
+    await runThreadJob<{ allowedPerPhase: number[], allowedPerIp: number[] }>(WORKER, job)))
   const perPhase = phaseNowMs.map((_, p) => results.reduce((sum, r) => sum + r.allowedPerPhase[p], 0))
   const perIp = ips.map((_, i) => results.reduce((sum, r) => sum + r.allowedPerIp[i], 0))
   return { perPhase, perIp, state }
