@@ -109,7 +109,7 @@ export interface CacheStoreStats {
 /** Second chances given per store before the tail is evicted regardless. */
 const REINSERT_BUDGET = 16
 /** Probes of one find() when misses overlap writer sections (see find). */
-const FIND_ATTEMPTS = 3
+const FIND_ATTEMPTS = 2
 /** Reads of one index slot that a writer keeps repointing (see probe). */
 const SLOT_READS = 8
 /** How long find() waits for a writer section to end before it trusts a miss (a section is one record copy and its evictions). */
@@ -141,6 +141,8 @@ export class SharedCacheStore {
   /** This instance's own word for fence(): never contended. */
   private readonly fenceWord = new Int32Array(new SharedArrayBuffer(4))
   private readonly writeLock: WriteLock
+  /** The C_WRITES value this instance set when it took the lock (odd). */
+  private writes = 0
   /** Who this instance claims fills and takes the lock as (see Ownership above). */
   private ownerId = 0
   // the last marker read (find -> KIND_MARKER): its generation and names, kept by id
@@ -234,9 +236,12 @@ export class SharedCacheStore {
    * (markerGen/Names set) or 0. A miss that overlapped a writer's section is
    * not trusted: replacing a key repoints its slot (offset, then id: two
    * words) and then retires the old record, so a reader in between finds
-   * neither. It looks again once the writer is out (C_WRITES even and
-   * unchanged), a bounded number of times, so a replaced entry reads as the
-   * old version or the new one, never as nothing.
+   * neither (probe() reads such a slot again, which covers most of it). It
+   * looks once more after the writer is out (C_WRITES even and unchanged),
+   * waiting at most WRITER_WAIT_MS, so a replaced entry reads as the old
+   * version or the new one, not as nothing. C_WRITES is one word for the
+   * whole store: a miss that overlapped a store of any key pays that one
+   * extra probe (and the wait for that writer's section, a record copy).
    */
   private find (key: string, out: CacheEntry): number {
     if (key.length > C.MAX_KEY_BYTES) return 0
@@ -479,6 +484,7 @@ export class SharedCacheStore {
    */
   recoverLockOf (owner: number): boolean {
     if (!this.writeLock.takeOverFrom(owner, this.ownerId)) return false
+    this.beginWrites()
     this.reset()
     this.unlock()
     return true
@@ -761,16 +767,21 @@ export class SharedCacheStore {
   private lock (spinMs = 0): boolean {
     const result = this.writeLock.acquireWithin(this.ownerId, spinMs)
     if (result === LOCK_BUSY) return false
-    const writes = Atomics.load(this.ctl, C.C_WRITES)
-    // odd, and changed even when a dead holder left it odd
-    Atomics.store(this.ctl, C.C_WRITES, (writes + ((writes & 1) === 0 ? 1 : 2)) | 0)
+    this.beginWrites()
     if (result === LOCK_TAKEN_OVER) this.reset()
     return true
   }
 
-  private unlock (): void {
+  /** Holding the lock: C_WRITES odd, and changed even when a dead holder left it odd. */
+  private beginWrites (): void {
     const writes = Atomics.load(this.ctl, C.C_WRITES)
-    if ((writes & 1) !== 0) Atomics.store(this.ctl, C.C_WRITES, (writes + 1) | 0)
+    this.writes = (writes + ((writes & 1) === 0 ? 1 : 2)) | 0
+    Atomics.store(this.ctl, C.C_WRITES, this.writes)
+  }
+
+  private unlock (): void {
+    // compareExchange: a holder whose lease was taken over must not end the new holder's section
+    Atomics.compareExchange(this.ctl, C.C_WRITES, this.writes, (this.writes + 1) | 0)
     this.writeLock.release()
   }
 

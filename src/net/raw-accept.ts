@@ -25,8 +25,10 @@
  *
  * Connections taken here are not counted in the server's `_connections`
  * (nothing of ours reads it: each thread counts its clients itself), and
- * `server.close()` no longer waits for them, as it never waited for the
- * descriptors handed to workers.
+ * `server.close()` does not wait for them: sequential mode keeps its own set
+ * of them for the drain at stop (src/primary/server.ts), and worker mode's
+ * descriptors were never the server's. Nor is node's `net.server.socket`
+ * diagnostics channel published for them.
  */
 import * as net from 'node:net'
 

@@ -49,6 +49,14 @@ function loadAdmin (): typeof import('../admin/server').startAdmin {
   return (require('../admin/server') as typeof import('../admin/server')).startAdmin
 }
 
+const kAcceptedSet = Symbol('switchyard.acceptedSet')
+type TrackedSocket = net.Socket & { [kAcceptedSet]?: Set<net.Socket> }
+
+/** 'close' of a socket in Switchyard.accepted. */
+function untrack (this: TrackedSocket): void {
+  this[kAcceptedSet]?.delete(this)
+}
+
 function formatAddress (a: ListenAddress): string {
   return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`
 }
@@ -78,6 +86,8 @@ export class Switchyard implements AdminTarget {
   private stopMemoryRelease: () => void = () => {}
   /** One per listener with tls.acme (tests and status read their state). */
   readonly acme: AcmeListener[] = []
+  /** Sequential mode: sockets made from accepted handles, until they close (see onSequentialHandle). */
+  private readonly accepted = new Set<net.Socket>()
   /** Connections accepted before the worker pool exists (it starts once the listeners are bound). */
   private early: Array<{ socket: net.Socket, listener: number }> = []
   private sequential: ProxyContext | null = null
@@ -183,14 +193,21 @@ export class Switchyard implements AdminTarget {
     for (let i = 0; i < this.servers.length; i++) takeAccepts(this.servers[i], i, onHandle)
   }
 
-  /** Sequential mode: one socket on the accepted handle, reading into the read arena on a plain listener. */
+  /**
+   * Sequential mode: one socket on the accepted handle, reading into the read arena on a plain listener.
+   * Kept in `accepted` until it closes: stop() drains those still in a TLS handshake or a PROXY header
+   * too (not yet in ctx.clients), as server.close() did while node made these sockets.
+   */
   private readonly onSequentialHandle = (handle: AcceptedHandle, listener: number): void => {
     this.state.addHeader(H_CONNECTIONS_ACCEPTED, 1)
     this.state.addListener(listener, L_ACCEPTED, 1)
     const ctx = this.sequential as ProxyContext
-    const socket = socketOnHandle(handle, clientOnRead(ctx, listener))
+    const socket = socketOnHandle(handle, clientOnRead(ctx, listener)) as TrackedSocket
     const peer = socket.remoteAddress
     if (peer === undefined) { socket.destroy(); return }
+    this.accepted.add(socket)
+    socket[kAcceptedSet] = this.accepted
+    socket.once('close', untrack)
     acceptConnection(ctx, listener, socket, peer)
   }
 
@@ -433,8 +450,9 @@ export class Switchyard implements AdminTarget {
         const ctx = this.sequential
         drainThread(ctx)
         const deadline = Date.now() + drainMs
-        while (ctx.clients.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20))
+        while ((ctx.clients.size > 0 || this.accepted.size > 0) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20))
         for (const c of ctx.clients) c.destroy()
+        for (const socket of this.accepted) socket.destroy() // still in a handshake or a PROXY header
         ctx.sweeper.stop()
         this.stopThreadStats()
         ctx.pool.drain()

@@ -9,7 +9,8 @@
 import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import * as http from 'node:http'
-import type * as net from 'node:net'
+import * as net from 'node:net'
+import { once } from 'node:events'
 import { MODES, startLb, type RunningLb } from './harness'
 import { TlsClient } from './tls-client'
 import { makeTestCa, type TestCa } from '../tls-fixtures'
@@ -97,6 +98,25 @@ for (const mode of MODES) {
       }
       await waitFor(() => run.lb.state.listener(1, L_OPEN_CONNECTIONS) === 0, 5000, 'TLS connections closed')
       assert.equal(nodeConnections, 0)
+    })
+
+    test('stop() drains a connection still in its TLS handshake too, and closes it at the deadline', async () => {
+      const leaf = ca.leaf('drain', ['localhost'])
+      const other = await startLb({
+        listen: [{ address: '127.0.0.1:0', tls: { certificates: [{ certFile: leaf.certFile, keyFile: leaf.keyFile }] } }],
+        upstreams: [{ address: upstream.address }],
+        timeouts: { clientHeaderMs: 60_000 }, // only stop() may end it
+      }, mode.workers)
+      const raw = net.connect(other.port, '127.0.0.1')
+      raw.on('error', () => {})
+      let rawClosed = false
+      raw.on('close', () => { rawClosed = true })
+      await once(raw, 'connect')
+      await waitFor(() => other.lb.state.listener(0, L_OPEN_CONNECTIONS) === 1, 5000, 'the connection accepted')
+      const started = Date.now()
+      await other.lb.stop(400) // the connection never sends a ClientHello
+      assert.ok(Date.now() - started >= 300, `stop waited for the handshaking connection (${Date.now() - started} ms)`)
+      await waitFor(() => rawClosed, 2000, 'the connection closed by stop()')
     })
   })
 }

@@ -400,6 +400,32 @@ describe('SharedCacheStore: the write lock', () => {
     assert.equal(C.lockHeldMs(lockToken(wrap - 10), wrap + 10), 20)
   })
 
+  it('C_WRITES is odd exactly while a writer holds the lock; a holder overtaken after its lease does not end the new holder\'s section', () => {
+    const { store: a, state, buffer } = open(1 << 20, 1 << 20, { lockLeaseMs: 1000 })
+    const b = new SharedCacheStore({ buffer }, state) // another thread's view of the same cache
+    const ctl = new Int32Array(buffer)
+    const writes = (): number => Atomics.load(ctl, C.C_WRITES)
+    const inside = (s: SharedCacheStore): { lock (spinMs?: number): boolean, unlock (): void } => s as unknown as { lock (spinMs?: number): boolean, unlock (): void }
+    assert.equal(writes() & 1, 0)
+    const before = writes()
+    assert.equal(a.store('h /w', entry('h /w', 10)), true)
+    assert.equal(writes(), before + 2, 'one section: odd, then even again')
+    assert.equal(inside(a).lock(), true)
+    const aSection = writes()
+    assert.equal(aSection & 1, 1)
+    // A stalls past its lease; B takes the lock over (and resets the cache)
+    Atomics.store(ctl, C_LOCK, lockToken(Date.now() - 60_000))
+    assert.equal(inside(b).lock(), true)
+    const bSection = writes()
+    assert.equal(bSection & 1, 1)
+    assert.notEqual(bSection, aSection, 'a new section, so a reader that began in A\'s looks again')
+    inside(a).unlock() // A wakes up and lets go: B is still writing
+    assert.equal(writes(), bSection)
+    inside(b).unlock()
+    assert.equal(writes(), (bSection + 1) | 0)
+    assert.equal(b.stats().lockTakeovers, 1)
+  })
+
   it('a lock held past its lease (a thread killed mid-write) is taken over and the cache reset', () => {
     const { store, state, buffer } = open(1 << 20, 1 << 20, { lockLeaseMs: 1000 })
     store.store('h /old', entry('h /old', 10))
