@@ -108,8 +108,6 @@ export interface CacheStoreStats {
 
 /** Second chances given per store before the tail is evicted regardless. */
 const REINSERT_BUDGET = 16
-/** Probes of one find() when misses overlap writer sections (see find). */
-const FIND_ATTEMPTS = 2
 /** Reads of one index slot that a writer keeps repointing (see probe). */
 const SLOT_READS = 8
 /** How long find() waits for a writer section to end before it trusts a miss (a section is one record copy and its evictions). */
@@ -249,12 +247,10 @@ export class SharedCacheStore {
     hashKey(key, this.seed, this.hashBits, h)
     const hi = h[0]
     const lo = h[1]
-    for (let attempt = 0; ; attempt++) {
-      const writes = Atomics.load(this.ctl, C.C_WRITES)
-      const kind = this.probe(key, hi, lo, out)
-      if (kind !== 0 || ((writes & 1) === 0 && Atomics.load(this.ctl, C.C_WRITES) === writes)) return kind
-      if (attempt === FIND_ATTEMPTS - 1 || !this.writerOut()) return 0
-    }
+    const writes = Atomics.load(this.ctl, C.C_WRITES)
+    const kind = this.probe(key, hi, lo, out)
+    if (kind !== 0 || ((writes & 1) === 0 && Atomics.load(this.ctl, C.C_WRITES) === writes)) return kind
+    return this.writerOut() ? this.probe(key, hi, lo, out) : 0 // a miss with a writer at work: once more, after it
   }
 
   /** Spin until no writer section runs (C_WRITES even), at most WRITER_WAIT_MS; false if one still does. */

@@ -40,6 +40,8 @@ export class ListenerRuntime {
   /** proxyProtocol.trustedCidrs: peers that must send a PROXY header (and only they may); null when off. */
   proxyTrusted: CidrSet | null = null
   readonly ctx: ProxyContext
+  /** Its connections accepted on this thread and not yet closed, in a TLS handshake or a PROXY header included (the drain at stop). */
+  readonly open = new Set<net.Socket>()
 
   constructor (ctx: ProxyContext, index: number, config: ListenerConfig) {
     this.ctx = ctx
@@ -122,6 +124,7 @@ export function acceptConnection (ctx: ProxyContext, index: number, socket: net.
   s[kListener] = listener
   s[kClientPort] = socket.remotePort ?? 0
   ctx.state.addListener(listener.index, L_OPEN_CONNECTIONS, 1)
+  listener.open.add(socket)
   socket.once('close', onAcceptedClose)
   // an IPv4 peer on a dual-stack socket reads '::ffff:1.2.3.4': it is 1.2.3.4
   const ip = peerIp.startsWith('::ffff:') && peerIp.includes('.') ? peerIp.slice(7) : peerIp
@@ -215,6 +218,19 @@ function afterProxyHeader (listener: ListenerRuntime, socket: AcceptedSocket, cl
 function onAcceptedClose (this: AcceptedSocket): void {
   const listener = this[kListener]
   listener.ctx.state.addListener(listener.index, L_OPEN_CONNECTIONS, -1)
+  listener.open.delete(this)
+}
+
+/** Connections the thread's listeners accepted that are still open (see ListenerRuntime.open). */
+export function openAccepted (ctx: ProxyContext): number {
+  let n = 0
+  for (const listener of ctx.listeners) n += listener.open.size
+  return n
+}
+
+/** Destroy every connection the thread's listeners accepted that is still open (the end of a drain). */
+export function destroyAccepted (ctx: ProxyContext): void {
+  for (const listener of ctx.listeners) for (const socket of listener.open) socket.destroy()
 }
 
 /** The raw TCP socket under a server-side TLSSocket (node keeps it as `_parent`). */

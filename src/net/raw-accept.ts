@@ -25,9 +25,9 @@
  *
  * Connections taken here are not counted in the server's `_connections`
  * (nothing of ours reads it: each thread counts its clients itself), and
- * `server.close()` does not wait for them: sequential mode keeps its own set
- * of them for the drain at stop (src/primary/server.ts), and worker mode's
- * descriptors were never the server's. Nor is node's `net.server.socket`
+ * `server.close()` does not wait for them: the drain at stop reaches them
+ * through each thread's listeners (ListenerRuntime.open, src/net/accept.ts),
+ * and worker mode's descriptors were never the server's. Nor is node's `net.server.socket`
  * diagnostics channel published for them.
  */
 import * as net from 'node:net'

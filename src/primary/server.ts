@@ -13,7 +13,7 @@ import { SharedState, type UpstreamEntry } from '../shared/state'
 import { buildUpstreamTable } from '../shared/upstreams'
 import { H_CONNECTIONS_ACCEPTED, L_ACCEPTED } from '../shared/layout'
 import { createThreadProxy, applyConfig, startThreadStats, drainThread } from '../proxy/thread'
-import { acceptConnection, adoptedSocketOptions, applyTlsMaterial, clientOnRead, installListeners, readsIntoArena } from '../net/accept'
+import { acceptConnection, adoptedSocketOptions, applyTlsMaterial, clientOnRead, destroyAccepted, installListeners, openAccepted, readsIntoArena } from '../net/accept'
 import { takeAccepts, socketOnHandle, type AcceptedHandle } from '../net/raw-accept'
 import { optionalHandoff, type FdHandoff } from './handoff'
 import { startMemoryRelease } from './memory-release'
@@ -49,14 +49,6 @@ function loadAdmin (): typeof import('../admin/server').startAdmin {
   return (require('../admin/server') as typeof import('../admin/server')).startAdmin
 }
 
-const kAcceptedSet = Symbol('switchyard.acceptedSet')
-type TrackedSocket = net.Socket & { [kAcceptedSet]?: Set<net.Socket> }
-
-/** 'close' of a socket in Switchyard.accepted. */
-function untrack (this: TrackedSocket): void {
-  this[kAcceptedSet]?.delete(this)
-}
-
 function formatAddress (a: ListenAddress): string {
   return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`
 }
@@ -86,8 +78,6 @@ export class Switchyard implements AdminTarget {
   private stopMemoryRelease: () => void = () => {}
   /** One per listener with tls.acme (tests and status read their state). */
   readonly acme: AcmeListener[] = []
-  /** Sequential mode: sockets made from accepted handles, until they close (see onSequentialHandle). */
-  private readonly accepted = new Set<net.Socket>()
   /** Connections accepted before the worker pool exists (it starts once the listeners are bound). */
   private early: Array<{ socket: net.Socket, listener: number }> = []
   private sequential: ProxyContext | null = null
@@ -153,8 +143,7 @@ export class Switchyard implements AdminTarget {
   }
 
   private onSequentialConnection (accepted: net.Socket, listener: number): void {
-    this.state.addHeader(H_CONNECTIONS_ACCEPTED, 1)
-    this.state.addListener(listener, L_ACCEPTED, 1)
+    this.countAccepted(listener)
     const peer = accepted.remoteAddress
     if (peer === undefined) { accepted.destroy(); return }
     const ctx = this.sequential as ProxyContext
@@ -193,33 +182,28 @@ export class Switchyard implements AdminTarget {
     for (let i = 0; i < this.servers.length; i++) takeAccepts(this.servers[i], i, onHandle)
   }
 
-  /**
-   * Sequential mode: one socket on the accepted handle, reading into the read arena on a plain listener.
-   * Kept in `accepted` until it closes: stop() drains those still in a TLS handshake or a PROXY header
-   * too (not yet in ctx.clients), as server.close() did while node made these sockets.
-   */
+  /** Sequential mode: one socket on the accepted handle, reading into the read arena on a plain listener. */
   private readonly onSequentialHandle = (handle: AcceptedHandle, listener: number): void => {
-    this.state.addHeader(H_CONNECTIONS_ACCEPTED, 1)
-    this.state.addListener(listener, L_ACCEPTED, 1)
+    this.countAccepted(listener)
     const ctx = this.sequential as ProxyContext
-    const socket = socketOnHandle(handle, clientOnRead(ctx, listener)) as TrackedSocket
+    const socket = socketOnHandle(handle, clientOnRead(ctx, listener))
     const peer = socket.remoteAddress
     if (peer === undefined) { socket.destroy(); return }
-    this.accepted.add(socket)
-    socket[kAcceptedSet] = this.accepted
-    socket.once('close', untrack)
     acceptConnection(ctx, listener, socket, peer)
   }
 
   private readonly onWorkerHandle = (handle: AcceptedHandle, listener: number): void => {
-    this.state.addHeader(H_CONNECTIONS_ACCEPTED, 1)
-    this.state.addListener(listener, L_ACCEPTED, 1)
+    this.countAccepted(listener)
     ;(this.workers as WorkerPool).dispatchHandle(handle, listener)
   }
 
-  private onWorkerConnection (socket: net.Socket, listener: number): void {
+  private countAccepted (listener: number): void {
     this.state.addHeader(H_CONNECTIONS_ACCEPTED, 1)
     this.state.addListener(listener, L_ACCEPTED, 1)
+  }
+
+  private onWorkerConnection (socket: net.Socket, listener: number): void {
+    this.countAccepted(listener)
     if (this.workers === null) { this.early.push({ socket, listener }); return }
     this.workers.dispatch(socket, listener)
   }
@@ -450,9 +434,10 @@ export class Switchyard implements AdminTarget {
         const ctx = this.sequential
         drainThread(ctx)
         const deadline = Date.now() + drainMs
-        while ((ctx.clients.size > 0 || this.accepted.size > 0) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20))
+        // the accepted connections include those still in a TLS handshake or a PROXY header (not yet clients)
+        while ((ctx.clients.size > 0 || openAccepted(ctx) > 0) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20))
         for (const c of ctx.clients) c.destroy()
-        for (const socket of this.accepted) socket.destroy() // still in a handshake or a PROXY header
+        destroyAccepted(ctx)
         ctx.sweeper.stop()
         this.stopThreadStats()
         ctx.pool.drain()
