@@ -32,7 +32,7 @@ import { CLOCK_TICKS_PER_SEC, cpuMicrosOfTree } from './proc-cpu'
 import { pickLoadGenerator, type LoadGenerator, type LoadResult } from './loadgen'
 import {
   ROOT, allowedCpus, formatCpuList, freePort, indentTail, killAllSync, parseCpuList, peerDefinitions,
-  spawnTracked, startNginxUpstreams, startNodeUpstreams, stopAll, stopProcess, waitForPort, which,
+  spawnTracked, startNginxPeer, startNginxUpstreams, startNodeUpstreams, stopAll, stopProcess, waitForPort, which,
   INSTALL_HINT, type Managed, type Upstreams,
 } from './peers'
 
@@ -85,7 +85,8 @@ const HELP = `npm run bench -- [options] [-- extra switchyard flags]
   --connection-close    every request on a new connection (Connection: close): req/s = new
                         connections/s, including the hand-off of each one to a worker
   --access-log          each switchyard configuration twice: access log off, and on (the default
-                        JSON lines to stdout, read by the bench), to measure the logging tax
+                        JSON lines to stdout, read by the bench), to measure the logging tax; with
+                        --peers, nginx too (its combined log to stdout, 64 KiB buffer) as the yardstick
   --peer-threads N      nginx worker_processes / haproxy nbthread (default: CPUs given to the balancer)
   --upstreams N         upstream processes (default 2)
   --nginx-upstreams     nginx 'return 200' servers as upstreams (the default when nginx is installed:
@@ -565,8 +566,20 @@ async function main (): Promise<void> {
       start: (port) => peer.start(port, upstreams.ports, peerThreads, pinning.balancerCpus),
     })
   }
-  // --scaling: nginx with worker_processes N at each step N
+  // --access-log --peers: nginx with its access log on, the yardstick for the logging tax
   const nginxPeer = peerDefinitions().find((p) => p.id === 'nginx')
+  if (options.accessLog && peers.some((p) => p.id === 'nginx' && p.binary !== null) && nginxPeer?.binary != null) {
+    const binary = nginxPeer.binary
+    configs.push({
+      id: 'nginx-log',
+      label: `nginx ${nginxPeer.version} (${peerThreads} worker${peerThreads > 1 ? 's' : ''}) + access log`,
+      kind: 'peer',
+      workers: null,
+      accessLog: true,
+      start: (port) => startNginxPeer(binary, port, upstreams.ports, peerThreads, pinning.balancerCpus, true),
+    })
+  }
+  // --scaling: nginx with worker_processes N at each step N
   if (scaling !== null) {
     if (nginxPeer?.binary == null) {
       notes.push(`--scaling: nginx is not installed (${INSTALL_HINT}); no nginx column.`)
@@ -729,12 +742,15 @@ function sequentialOverHttpProxy (summaries: Summary[]): { requestsPerSec: numbe
 function accessLogTax (summaries: Summary[]): string {
   const parts: string[] = []
   for (const on of summaries.filter((s) => s.accessLog)) {
-    const off = summaries.find((s) => s.kind === 'switchyard' && !s.accessLog && s.workers === on.workers)
-    if (off === undefined) continue
+    // each configuration with the log on ("…-log") next to the same one without
+    const off = summaries.find((s) => !s.accessLog && `${s.id}-log` === on.id)
+    if (off === undefined || !Number.isFinite(on.cpuMicrosPerRequest) || !Number.isFinite(off.cpuMicrosPerRequest)) continue
     const delta = on.cpuMicrosPerRequest - off.cpuMicrosPerRequest
     parts.push(`${off.label}: ${delta >= 0 ? '+' : ''}${formatNumber(delta, 1)} µs/req`)
   }
-  return parts.length === 0 ? '' : `access log (default, JSON lines to stdout) costs, in CPU µs per request: ${parts.join('; ')}`
+  return parts.length === 0
+    ? ''
+    : `access log costs, in CPU µs per request (switchyard: the default JSON lines to stdout; nginx: combined, 64 KiB buffer, to a FIFO; both read by the bench): ${parts.join('; ')}`
 }
 
 interface ScalingPlan {

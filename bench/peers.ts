@@ -16,7 +16,7 @@
  *   node-relay bench/relay.ts: no HTTP at all, a TCP relay with one upstream connection per client
  *              connection: the floor of what Node's socket I/O costs (a reference, not a balancer).
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as net from 'node:net'
 import * as os from 'node:os'
@@ -450,13 +450,22 @@ events { worker_connections 16384; multi_accept on; }
 `
 }
 
-async function startNginxPeer (nginx: string, port: number, upstreamPorts: number[], workers: number,
-  cpus: number[] | null): Promise<Managed> {
+/**
+ * nginx as a proxy peer. `accessLog`: nginx's own access log, as a production
+ * nginx keeps it, as the yardstick for switchyard's (`--access-log`): the
+ * combined format, written in 64 KiB batches (`buffer=`) as switchyard
+ * batches its own (unbuffered, nginx makes one write per request), to a FIFO
+ * that this process reads and discards, as it reads switchyard's stdout.
+ * (Not nginx's stdout: a child's stdout here is a socket, which
+ * `access_log /dev/stdout` cannot open.)
+ */
+export async function startNginxPeer (nginx: string, port: number, upstreamPorts: number[], workers: number,
+  cpus: number[] | null, accessLog = false): Promise<Managed> {
   const dir = makeTempDir('switchyard-nginx-')
   const servers = upstreamPorts.map((p) => `    server 127.0.0.1:${p};`).join('\n')
   fs.writeFileSync(path.join(dir, 'nginx.conf'), nginxHead(dir, workers) + `
 http {
-  access_log off;
+  access_log ${accessLog ? `${logFifo(dir)} combined buffer=64k flush=1s` : 'off'};
   client_body_temp_path ${dir}/client_body;
   proxy_temp_path ${dir}/proxy;
   fastcgi_temp_path ${dir}/fastcgi;
@@ -479,9 +488,25 @@ ${servers}
   }
 }
 `)
+  const reader = accessLog ? readFifo(logFifo(dir)) : null // open before nginx opens it to write
   const managed = spawnTracked(nginx, nginxArgs(dir), { name: 'nginx', cpus })
+  if (reader !== null) void managed.exited.then(() => reader.destroy())
   await waitForPort(managed, port)
   return managed
+}
+
+function logFifo (dir: string): string {
+  return path.join(dir, 'access.fifo')
+}
+
+/** Makes a FIFO at `file` and reads it to nowhere (a non-blocking pipe stream: no thread-pool read). */
+function readFifo (file: string): net.Socket {
+  execFileSync('mkfifo', ['-m', '600', file])
+  const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK)
+  const stream = new net.Socket({ fd, readable: true, writable: false })
+  stream.on('error', () => {})
+  stream.resume()
+  return stream
 }
 
 async function startHaproxyPeer (haproxy: string, port: number, upstreamPorts: number[], threads: number,

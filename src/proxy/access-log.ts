@@ -251,8 +251,9 @@ function loggedPathEnd (p: HeadParser): number {
   const start = p.base + p.targetStart
   const end = p.base + p.targetEnd
   if (!accessLog.redactQuery) return end
-  const q = p.buf.indexOf(0x3f, start)
-  return q !== -1 && q < end ? q : end
+  const buf = p.buf
+  for (let i = start; i < end; i++) if (buf[i] === 0x3f) return i // the target only, not the rest of the head
+  return end
 }
 
 /** src[start, end) into nums[at], nums[at + 1] (-1 for an absent one); its length. */

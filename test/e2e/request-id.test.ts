@@ -12,6 +12,7 @@ import { join } from 'node:path'
 import { MODES, spawnLb, type SpawnedLb } from './harness'
 import { startEchoUpstream, httpRequest, rawExchange, waitFor, freePort, type EchoReply } from '../helpers'
 import { RequestIds, saneRequestId } from '../../src/proxy/request-id'
+import { HeadParser, KIND_REQUEST } from '../../src/http/head-parser'
 
 const GENERATED = /^[A-Za-z0-9_-]{8}-[0-9a-z]+$/
 
@@ -34,6 +35,16 @@ function accessLines (lb: SpawnedLb): Array<Record<string, unknown>> {
   return lb.output().split('\n').filter((l) => l.includes('"type":"access"')).map((l) => JSON.parse(l) as Record<string, unknown>)
 }
 
+/** What assign() gives a request with these header lines: [requestId, requestIdLine]. */
+function assigned (ids: RequestIds, fields: string): [string, string] {
+  const p = new HeadParser(KIND_REQUEST, { maxHeaderBytes: 16_384, maxHeaderCount: 100, maxRequestTargetBytes: 8192 })
+  const head = Buffer.from(`GET / HTTP/1.1\r\nHost: h\r\n${fields}\r\n`, 'latin1')
+  assert.ok(p.execute(head, 0, head.length) > 0)
+  const out = { requestId: '', requestIdLine: '' }
+  ids.assign(p, out)
+  return [out.requestId, out.requestIdLine]
+}
+
 describe('request IDs: unit', () => {
   test('what a kept ID may hold', () => {
     for (const id of ['abc', 'f81d4fae-7dec-11d0-a765-00a0c91e6bf6', 'a.b:c+d/e=f@g_h', 'x'.repeat(128)]) assert.ok(saneRequestId(id), id)
@@ -42,11 +53,22 @@ describe('request IDs: unit', () => {
 
   test('new IDs: the thread prefix and a base-36 counter; a reload keeps counting', () => {
     const ids = new RequestIds({ enabled: true, header: 'x-request-id' }, 'PFX')
-    assert.deepEqual([ids.next(), ids.next()], ['PFX-1', 'PFX-2'])
+    assert.deepEqual([assigned(ids, ''), assigned(ids, '')], [['PFX-1', 'X-Request-Id: PFX-1\r\n'], ['PFX-2', 'X-Request-Id: PFX-2\r\n']])
     ids.configure({ enabled: true, header: 'X-Correlation-ID' })
     assert.equal(ids.header, 'x-correlation-id')
     assert.equal(ids.responseLine('z'), 'X-Correlation-ID: z\r\n')
-    assert.equal(ids.next(), 'PFX-3')
+    assert.deepEqual(assigned(ids, ''), ['PFX-3', 'X-Correlation-ID: PFX-3\r\n'])
+  })
+
+  test("a client's sane ID is kept and forwarded as received; an insane one is replaced", () => {
+    const ids = new RequestIds({ enabled: true, header: 'x-request-id' }, 'a-longer-prefix')
+    assert.deepEqual(assigned(ids, 'X-Request-ID: abc-123\r\n'), ['abc-123', ''])
+    // an ID long enough to be a string V8 joins lazily: the same characters as the line carries
+    for (let i = 0; i < 40; i++) {
+      const [id, line] = assigned(ids, 'X-Request-Id: a b\r\n')
+      assert.equal(id, `a-longer-prefix-${(i + 1).toString(36)}`)
+      assert.equal(line, `X-Request-Id: ${id}\r\n`)
+    }
   })
 })
 
