@@ -104,10 +104,30 @@ export interface Managed {
   exited: Promise<number | string>
   /** null while running */
   exitStatus: number | string | null
-  stdoutTail: string
-  stderrTail: string
-  /** Called for each stdout chunk (e.g. to look for a "listening" line). */
-  onStdout: ((chunk: string) => void) | null
+  /** The last TAIL_BYTES or more of its output, decoded when read. */
+  readonly stdoutTail: string
+  readonly stderrTail: string
+}
+
+/**
+ * The end of a child's output, kept as the chunks read (nothing decoded or copied per chunk): a
+ * balancer's access log arrives here at megabytes a second, and this process may share a core with
+ * what it measures. Holds the newest chunks adding up to TAIL_BYTES or more.
+ */
+class Tail {
+  private chunks: Buffer[] = []
+  private bytes = 0
+
+  push (chunk: Buffer): void {
+    this.chunks.push(chunk)
+    this.bytes += chunk.length
+    while (this.bytes - this.chunks[0].length >= TAIL_BYTES) this.bytes -= (this.chunks.shift() as Buffer).length
+  }
+
+  /** The last TAIL_BYTES as text. */
+  text (): string {
+    return Buffer.concat(this.chunks).subarray(-TAIL_BYTES).toString('utf8')
+  }
 }
 
 /** How long `exited` waits after 'exit' for the child's pipes to close. */
@@ -133,6 +153,8 @@ export function spawnTracked (command: string, args: string[], options: SpawnOpt
     detached: true,
     stdio: [options.stdinPipe === true ? 'pipe' : 'ignore', 'pipe', 'pipe'],
   })
+  const stdout = new Tail()
+  const stderr = new Tail()
   const managed: Managed = {
     name: options.name,
     child,
@@ -141,13 +163,12 @@ export function spawnTracked (command: string, args: string[], options: SpawnOpt
     argv,
     exited: Promise.resolve(0),
     exitStatus: null,
-    stdoutTail: '',
-    stderrTail: '',
-    onStdout: null,
+    get stdoutTail () { return stdout.text() },
+    get stderrTail () { return stderr.text() },
   }
   managed.exited = new Promise((resolve) => {
     child.once('error', (err) => {
-      managed.stderrTail += `\nspawn failed: ${err.message}`
+      stderr.push(Buffer.from(`\nspawn failed: ${err.message}`))
       managed.exitStatus = 'spawn-error'
       running.delete(managed)
       resolve('spawn-error')
@@ -166,16 +187,9 @@ export function spawnTracked (command: string, args: string[], options: SpawnOpt
       })
     })
   })
-  child.stdout?.setEncoding('utf8')
-  child.stderr?.setEncoding('utf8')
   // Always drain both pipes: a child blocked on a full pipe would skew the measurement.
-  child.stdout?.on('data', (chunk: string) => {
-    managed.stdoutTail = (managed.stdoutTail + chunk).slice(-TAIL_BYTES)
-    if (managed.onStdout !== null) managed.onStdout(chunk)
-  })
-  child.stderr?.on('data', (chunk: string) => {
-    managed.stderrTail = (managed.stderrTail + chunk).slice(-TAIL_BYTES)
-  })
+  child.stdout?.on('data', (chunk: Buffer) => { stdout.push(chunk) })
+  child.stderr?.on('data', (chunk: Buffer) => { stderr.push(chunk) })
   child.stdin?.on('error', () => {
     // EPIPE after the child exited
   })

@@ -142,3 +142,18 @@ test('spawnTracked: `exited` resolves once the output is read, not at the exit b
     assert.ok(managed.stdoutTail.endsWith('\nreport: END\n'), `run ${i}: the tail ends with the report: …${JSON.stringify(managed.stdoutTail.slice(-40))}`)
   }
 })
+
+test('spawnTracked: the tails keep the last 64 KiB of each stream, whole, across many chunks', async () => {
+  // 300 chunks of 1 KiB (each line numbered), then a last line; stderr gets a short line
+  const write = "let i = 0; const t = setInterval(() => { process.stdout.write(String(i).padStart(6, '0') + ' ' + 'y'.repeat(1016) + '\\n'); " +
+    "if (++i === 300) { clearInterval(t); process.stdout.write('last\\n'); process.stderr.write('err line\\n') } }, 0)"
+  const managed = spawnTracked(process.execPath, ['-e', write], { name: 'chunks', cpus: null })
+  assert.equal(await managed.exited, 0)
+  const tail = managed.stdoutTail
+  assert.equal(tail.length, 64 * 1024)
+  assert.ok(tail.endsWith('\n000299 ' + 'y'.repeat(1016) + '\nlast\n'))
+  // every whole line in the tail is intact and in order
+  const lines = tail.split('\n').slice(1, -2)
+  for (let k = 1; k < lines.length; k++) assert.equal(Number(lines[k].slice(0, 6)), Number(lines[k - 1].slice(0, 6)) + 1)
+  assert.equal(managed.stderrTail, 'err line\n')
+})
