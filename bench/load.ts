@@ -86,7 +86,7 @@ const HELP = `npm run bench -- [options] [-- extra switchyard flags]
                         connections/s, including the hand-off of each one to a worker
   --access-log          each switchyard configuration twice: access log off, and on (the default
                         JSON lines to stdout, read by the bench), to measure the logging tax; with
-                        --peers, nginx too (its combined log to stdout, 64 KiB buffer) as the yardstick
+                        --peers, nginx too (its combined log, 64 KiB buffer, to a FIFO the bench reads)
   --peer-threads N      nginx worker_processes / haproxy nbthread (default: CPUs given to the balancer)
   --upstreams N         upstream processes (default 2)
   --nginx-upstreams     nginx 'return 200' servers as upstreams (the default when nginx is installed:
@@ -568,7 +568,7 @@ async function main (): Promise<void> {
   }
   // --access-log --peers: nginx with its access log on, the yardstick for the logging tax
   const nginxPeer = peerDefinitions().find((p) => p.id === 'nginx')
-  if (options.accessLog && peers.some((p) => p.id === 'nginx' && p.binary !== null) && nginxPeer?.binary != null) {
+  if (options.accessLog && options.peers && nginxPeer?.binary != null) {
     const binary = nginxPeer.binary
     configs.push({
       id: 'nginx-log',
