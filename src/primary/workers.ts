@@ -327,7 +327,7 @@ export class WorkerPool {
     const fd = this.duplicate(handle.fd)
     // our copy goes; the worker's duplicate keeps the connection open
     socket.destroy()
-    if (fd >= 0) this.handOff({ fd, peerIp, peerPort, listener, adopted: new Int32Array(new SharedArrayBuffer(4)) }, 1)
+    if (fd >= 0) this.handOffFd(fd, peerIp, peerPort, listener)
   }
 
   /** Hand an accepted connection's handle (src/net/raw-accept.ts) from listener `listener` to a worker. */
@@ -337,7 +337,12 @@ export class WorkerPool {
     const peerPort = peer.port ?? 0
     const fd = peerIp !== undefined ? this.duplicate(handle.fd) : -1
     handle.close() // as above: the duplicate keeps the connection open
-    if (fd >= 0) this.handOff({ fd, peerIp: peerIp as string, peerPort, listener, adopted: new Int32Array(new SharedArrayBuffer(4)) }, 1)
+    if (fd >= 0) this.handOffFd(fd, peerIp as string, peerPort, listener)
+  }
+
+  /** A duplicated descriptor's first hand-off attempt. */
+  private handOffFd (fd: number, peerIp: string, peerPort: number, listener: number): void {
+    this.handOff({ fd, peerIp, peerPort, listener, adopted: new Int32Array(new SharedArrayBuffer(4)) }, 1)
   }
 
   /** A duplicate of `fd` for a worker, or -1 (logged: the connection is dropped). */

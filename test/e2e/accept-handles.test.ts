@@ -8,27 +8,17 @@
  */
 import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import * as http from 'node:http'
 import * as net from 'node:net'
 import { once } from 'node:events'
 import { MODES, startLb, type RunningLb } from './harness'
 import { TlsClient } from './tls-client'
 import { makeTestCa, type TestCa } from '../tls-fixtures'
-import { startEchoUpstream, waitFor, type TestServer } from '../helpers'
+import { httpRequest, startEchoUpstream, waitFor, type TestServer } from '../helpers'
 import { H_CONNECTIONS_ACCEPTED, L_OPEN_CONNECTIONS } from '../../src/shared/layout'
 
 /** One request on a connection of its own (Connection: close), answered. */
 async function freshRequest (port: number, path: string): Promise<{ status: number, body: string }> {
-  return await new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, path, agent: false, headers: { connection: 'close' } }, (res) => {
-      const chunks: Buffer[] = []
-      res.on('data', (c: Buffer) => chunks.push(c))
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString() }))
-      res.on('error', reject)
-    })
-    req.on('error', reject)
-    req.end()
-  })
+  return await httpRequest(port, { path, headers: { connection: 'close' } })
 }
 
 for (const mode of MODES) {

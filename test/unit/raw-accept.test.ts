@@ -32,6 +32,14 @@ async function listening (): Promise<{ server: net.Server, port: number, connect
   return { server, port: (server.address() as AddressInfo).port, connections }
 }
 
+/** `client` writes `text`; `socket` (the server's side) receives exactly it with 'data'. */
+async function readsWithData (socket: net.Socket, client: net.Socket, text: string, what: string): Promise<void> {
+  const chunks: Buffer[] = []
+  socket.on('data', (b: Buffer) => chunks.push(b))
+  client.write(text)
+  await waitFor(() => Buffer.concat(chunks).toString() === text, 5000, what)
+}
+
 async function connect (port: number): Promise<net.Socket> {
   const client = net.connect(port, '127.0.0.1')
   client.on('error', () => {})
@@ -108,10 +116,7 @@ test('without onread the socket reads with \'data\' (TLS and PROXY protocol list
   const client = await connect(port)
   await waitFor(() => taken.length === 1, 5000, 'the handle')
   const socket = socketOnHandle(taken[0], undefined)
-  const chunks: Buffer[] = []
-  socket.on('data', (b: Buffer) => chunks.push(b))
-  client.write('hello')
-  await waitFor(() => Buffer.concat(chunks).toString() === 'hello', 5000, '\'data\'')
+  await readsWithData(socket, client, 'hello', '\'data\'')
   socket.destroy()
   client.destroy()
   await close(server)
@@ -142,10 +147,7 @@ test('a client handle without what is used here goes to node: a socket of node\'
   assert.equal(taken.length, 1, 'not taken again')
   assert.equal(connections.length, 1, 'node\'s own onconnection made the socket')
   const socket = connections[0]
-  const chunks: Buffer[] = []
-  socket.on('data', (b: Buffer) => chunks.push(b))
-  client.write('via node')
-  await waitFor(() => Buffer.concat(chunks).toString() === 'via node', 5000, 'node\'s socket reads')
+  await readsWithData(socket, client, 'via node', 'node\'s socket reads')
   socket.destroy()
   client.destroy()
   await close(server)
