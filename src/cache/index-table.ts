@@ -41,7 +41,8 @@ export function fillSlot (index: Int32Array, refs: Uint8Array, slot: number, hi:
 /**
  * Point an occupied slot at a record's new place. OFFSET before ID: a reader
  * that sees the new offset with the old id (or the reverse) finds no record
- * carrying that id there, and reads the slot again (the store's probe).
+ * carrying that id there, and reads the slot again, or the record at the new
+ * offset by its own id when the writer stalls between the two (the store's probe).
  */
 export function repointSlot (index: Int32Array, slot: number, offset: number, id: number): void {
   const base = slot * INDEX_INTS

@@ -276,14 +276,19 @@ export class SharedCacheStore {
       let offset = Atomics.load(index, base + C.I_OFFSET)
       let id = Atomics.load(index, base + C.I_ID)
       for (let read = 1; ; read++) {
-        const kind = this.readRecord(offset, id, key, out)
+        let kind = this.readRecord(offset, id, key, out)
+        // read half repointed (offset and id are two words, offset first) by a writer that stalls in
+        // between (preempted, a pause): the record at the new offset is complete, its own id written last
+        if (kind === 0) {
+          const own = this.idAt(offset)
+          if (own !== id && own !== 0) kind = this.readRecord(offset, own, key, out)
+        }
         if (kind !== 0) {
           // CLOCK reference bit; a slot recycled meanwhile only flatters another entry
           if (Atomics.load(this.refs, slot) === 0) Atomics.store(this.refs, slot, 1)
           return kind
         }
-        // repointed meanwhile (the key replaced, or its record moved by the ring), or read half
-        // repointed (offset and id are two words): read the slot again
+        // repointed meanwhile (the key replaced, or its record moved by the ring): read the slot again
         const nextOffset = Atomics.load(index, base + C.I_OFFSET)
         const nextId = Atomics.load(index, base + C.I_ID)
         if ((nextOffset === offset && nextId === id) || read === SLOT_READS) break
@@ -300,6 +305,12 @@ export class SharedCacheStore {
    * every length is bounds-checked (garbage must not throw or allocate much)
    * and nothing reaches `out` before the second check passes.
    */
+  /** The id a record at `offset` carries (0: none, or not a record's place). */
+  private idAt (offset: number): number {
+    if (offset < 0 || (offset & 7) !== 0 || offset > this.arenaBytes - C.RECORD_HEADER_BYTES) return 0
+    return Atomics.load(this.words, offset >> 2)
+  }
+
   private readRecord (offset: number, id: number, key: string, out: CacheEntry): number {
     if (id === 0 || offset < 0 || (offset & 7) !== 0 || offset > this.arenaBytes - C.RECORD_HEADER_BYTES) return 0
     const words = this.words
