@@ -25,6 +25,9 @@ export const H_AUTHORIZATION = 17
 export const H_PROXY_AUTHORIZATION = 18
 export const H_AGE = 19
 export const H_HTTP2_SETTINGS = 20
+/** Read by the access log only (classified so that it finds them by kind): header() looks them up by name. */
+export const H_USER_AGENT = 21
+export const H_REFERER = 22
 
 const known: Array<[string, number]> = [
   ['content-length', H_CONTENT_LENGTH],
@@ -48,11 +51,16 @@ const known: Array<[string, number]> = [
   ['age', H_AGE],
   ['http2-settings', H_HTTP2_SETTINGS],
 ]
+/** Classified for the access log alone: classifyName leaves them out (config/load.ts: the request ID's field may be one). */
+const logged: Array<[string, number]> = [
+  ['user-agent', H_USER_AGENT],
+  ['referer', H_REFERER],
+]
 const byName = new Map<string, number>(known)
 
 // byLength[n] = list of [bytes, kind] of names with n bytes
 const byLength: Array<Array<[Uint8Array, number]>> = []
-for (const [name, kind] of known) {
+for (const [name, kind] of [...known, ...logged]) {
   (byLength[name.length] ??= []).push([ascii(name), kind])
 }
 
@@ -68,7 +76,7 @@ export function classifyHeader (buf: Uint8Array, start: number, end: number): nu
   return H_OTHER
 }
 
-/** The kind of a lower-case field name given as a string (H_OTHER when the parser does not classify it). */
+/** The kind of a lower-case field name given as a string (H_OTHER when the parser does not classify it, or only for the access log). */
 export function classifyName (lowerName: string): number {
   return byName.get(lowerName) ?? H_OTHER
 }

@@ -13,18 +13,19 @@
  *
  * With the native addon the same bytes are written by one call into C
  * (native/access-line.c, under half the JavaScript's cost): this module
- * finds the fields and passes their spans and numbers; the JavaScript builder
- * below stays the fallback and the reference (test/unit/access-line.test.ts
- * compares the two on random records).
+ * finds the fields and passes their spans, numbers and names
+ * (src/proxy/access-line-native.ts); the JavaScript builder below stays the
+ * fallback and the reference (test/unit/access-line.test.ts compares the two
+ * on random records).
  */
 import { performance } from 'node:perf_hooks'
 import { monotonicNow } from './clock'
 import { accessLog, logger } from '../log'
 import type { UpstreamEntry } from '../shared/state'
 import type { ErrorCode } from '../errors'
-import { H_HOST } from '../http/header-names'
+import { H_HOST, H_REFERER, H_USER_AGENT } from '../http/header-names'
 import type { HeadParser } from '../http/head-parser'
-import { optionalHandoff } from '../primary/handoff'
+import { NAME_ADDRESS, NAME_FLAG, NAME_POOL, NAME_ROUTE, NativeLineBuilder } from './access-line-native'
 
 /** What one access-log line says about a request. */
 export interface AccessRecord {
@@ -175,52 +176,40 @@ function putMillis (out: Buffer, pos: number, ms: number): number {
   return pos + 4
 }
 
-/** Index of the first field named `name` (lower case, not a classified name), -1 when absent. */
-function findField (p: HeadParser, name: string): number {
-  const buf = p.buf
-  const n = name.length
-  outer:
-  for (let i = 0; i < p.headerCount; i++) {
-    const s = p.nameStart(i)
-    if (p.nameEnd(i) - s !== n) continue
-    for (let j = 0; j < n; j++) if ((buf[s + j] | 0x20) !== name.charCodeAt(j)) continue outer
-    return i
-  }
-  return -1
-}
+/** The first Host, User-Agent and Referer fields of the head findLogged() looked at (-1: absent). */
+let hostAt = -1
+let userAgentAt = -1
+let refererAt = -1
 
-function findKind (p: HeadParser, kind: number): number {
-  for (let i = 0; i < p.headerCount; i++) if (p.fieldKinds[i] === kind) return i
-  return -1
+/** One pass over the head's fields for the three the line shows (the parser classified them). */
+function findLogged (p: HeadParser): void {
+  hostAt = userAgentAt = refererAt = -1
+  const kinds = p.fieldKinds
+  for (let i = 0; i < p.headerCount; i++) {
+    const kind = kinds[i]
+    if (kind === H_HOST && hostAt === -1) hostAt = i
+    else if (kind === H_USER_AGENT && userAgentAt === -1) userAgentAt = i
+    else if (kind === H_REFERER && refererAt === -1) refererAt = i
+  }
 }
 
 /** Space a line can need at most: fixed text, and every variable byte escaped (6 bytes). */
 const FIXED_BYTES = 1024
 
-// ---- the native builder (native/access-line.c): its arguments ----
+// ---- the native builder (native/access-line.c, through src/proxy/access-line-native.ts) ----
 
-type NativeLine = (out: Buffer, pos: number, limit: number, src: Buffer,
-  clientIp: string, method: string, address: string, requestId: string, flag: string, route: string, pool: string) => number
-type NativeLineSetup = (prefix: Buffer, bindings: Buffer, nums: Float64Array) => NativeLine | null
-
-/** A line's spans of the request head and its numbers, which both builders write from, in the order of native/access-line.c's N_* (a span's start is -1 when it is absent). */
-const nums = new Float64Array(18)
-/** This module's builder from the addon (set up with this thread's prefix and bindings); undefined: not looked up yet. */
-let nativeBuilder: NativeLine | null | undefined
+/** A line's spans of the request head, its numbers and its names, which the builders write from, in the order of native/access-line.c's N_* (a span's start is -1 when it is absent). */
+const nums = new Float64Array(24)
+/** This thread's C builder (set up with its prefix and bindings); undefined: not looked up yet. */
+let nativeBuilder: NativeLineBuilder | null | undefined
 /** The builder in use: nativeBuilder, or null for the JavaScript one (useNativeLine). */
-let nativeLine: NativeLine | null | undefined
+let nativeLine: NativeLineBuilder | null | undefined
 /** Lines the native builder declined (the JavaScript one wrote them). */
 let nativeDeclined = 0
 
-function lookUpNativeLine (): NativeLine | null {
-  const addon = optionalHandoff() as unknown as { accessLineSetup?: NativeLineSetup } | null
-  if (addon === null || typeof addon.accessLineSetup !== 'function') return null
-  return addon.accessLineSetup(accessLog.prefix, accessLog.bindings, nums)
-}
-
 /** Tests and benchmarks: build lines in C (true, when the addon has it) or in JavaScript (false). Returns whether C is used. */
 export function useNativeLine (on: boolean): boolean {
-  if (nativeBuilder === undefined) nativeBuilder = lookUpNativeLine()
+  if (nativeBuilder === undefined) nativeBuilder = NativeLineBuilder.setUp(accessLog.prefix, accessLog.bindings, nums)
   nativeLine = on ? nativeBuilder : null
   return nativeLine !== null
 }
@@ -245,6 +234,11 @@ const N_REFERER_START = 13
 const N_VERSION_MINOR = 15
 const N_RETRIES = 16
 const N_PROTO = 17
+const N_METHOD_START = 18
+const N_ADDRESS = 20
+const N_FLAG = 21
+const N_ROUTE = 22
+const N_POOL = 23
 
 /** Where the logged path ends in p.buf: the target's end, or its '?' with log.redactQuery. */
 function loggedPathEnd (p: HeadParser): number {
@@ -270,15 +264,19 @@ function fieldSpan (p: HeadParser, i: number, at: number): number {
 
 /**
  * What of the request head the line shows, as spans of p.buf in `nums` (both
- * builders write from them): the path, the host, the user agent, the
- * referer, and the version. Returns their bytes.
+ * builders write from them; JavaScript writes the record's method, C the
+ * head's, which is the same string): the method, the path, the host, the
+ * user agent, the referer, and the version. Returns their bytes but the method's.
  */
 function headSpans (p: HeadParser): number {
   let bytes = 0
   if (p.targetEnd > 0) {
+    const methodEnd = p.base + p.targetStart - 1 // the request line's first SP
+    span(N_METHOD_START, methodEnd - p.method.length, methodEnd)
     bytes += span(N_PATH_START, p.base + p.targetStart, loggedPathEnd(p))
     nums[N_VERSION_MINOR] = p.versionMinor
   } else {
+    span(N_METHOD_START, -1, -1)
     bytes += span(N_PATH_START, -1, -1)
     nums[N_VERSION_MINOR] = -1
   }
@@ -286,10 +284,11 @@ function headSpans (p: HeadParser): number {
     return bytes + span(N_HOST_START, -1, -1) + span(N_UA_START, -1, -1) + span(N_REFERER_START, -1, -1)
   }
   // an absolute-form target's authority is the request's host (RFC 9112 §3.2.2)
+  findLogged(p)
   bytes += p.authorityStart !== -1
     ? span(N_HOST_START, p.base + p.authorityStart, p.base + p.authorityEnd)
-    : fieldSpan(p, findKind(p, H_HOST), N_HOST_START)
-  return bytes + fieldSpan(p, findField(p, 'user-agent'), N_UA_START) + fieldSpan(p, findField(p, 'referer'), N_REFERER_START)
+    : fieldSpan(p, hostAt, N_HOST_START)
+  return bytes + fieldSpan(p, userAgentAt, N_UA_START) + fieldSpan(p, refererAt, N_REFERER_START)
 }
 
 /** `key` (ending in the opening quote), `text` inside the JSON string, the closing quote. */
@@ -337,12 +336,18 @@ export function logAccess (r: AccessRecord): void {
   nums[N_RETRIES] = r.retries ?? -1
   nums[N_PROTO] = r.proto === undefined ? -1 : r.proto === 'https' ? 1 : 0
   if (nativeLine === undefined) useNativeLine(true)
-  const native = nativeLine as NativeLine | null
-  if (native !== null) {
-    const end = native(sink.buf, sink.len, sink.len + reserved, p.buf, r.clientIp, r.method, address, requestId, r.flag, route, pool)
+  const native = nativeLine as NativeLineBuilder | null
+  // C writes the head's method (headSpans): the record's is the same string, else JavaScript writes the line
+  if (native !== null && r.method === p.method) {
+    native.makeRoom()
+    nums[N_ADDRESS] = r.entry !== null ? native.nameId(NAME_ADDRESS, address) : -1
+    nums[N_FLAG] = native.nameId(NAME_FLAG, r.flag)
+    nums[N_ROUTE] = route !== '' ? native.nameId(NAME_ROUTE, route) : -1
+    nums[N_POOL] = pool !== '' ? native.nameId(NAME_POOL, pool) : -1
+    const end = native.line(sink.buf, sink.len, sink.len + reserved, p.buf, r.clientIp, requestId)
     if (end >= 0) { sink.commit(end); return }
-    nativeDeclined++
   }
+  if (native !== null) nativeDeclined++
   sink.commit(writeLine(sink.buf, sink.len, p.buf, r.clientIp, r.method, address, requestId, r.flag, route, pool))
 }
 

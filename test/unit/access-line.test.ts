@@ -34,6 +34,8 @@ const target = fc.array(pathChar, { maxLength: 40 }).map((cs) => '/' + cs.join('
 const text = fc.string({ unit: fc.oneof(fc.constantFrom('"', '\\', '\n', '\u0000', '\u007f', 'é', '\u20ac', 'a', '1', '.', ':'), fc.integer({ min: 0, max: 0xffff }).map((c) => String.fromCharCode(c))), maxLength: 24 })
 
 interface Shape {
+  /** The request line's method (the record's is the head's, as on the request path). */
+  method: string
   absolute: boolean
   incomplete: boolean
   /** The request line complete, the head not. */
@@ -54,7 +56,7 @@ function parse (shape: Shape): HeadParser {
     p.execute(head, 0, head.length)
     return p
   }
-  const line = shape.absolute ? `GET http://abs.example:8080${shape.path} HTTP/1.${shape.minor}\r\n` : `GET ${shape.path} HTTP/1.${shape.minor}\r\n`
+  const line = shape.absolute ? `${shape.method} http://abs.example:8080${shape.path} HTTP/1.${shape.minor}\r\n` : `${shape.method} ${shape.path} HTTP/1.${shape.minor}\r\n`
   const parts: Buffer[] = [Buffer.alloc(shape.offset, 0x41), Buffer.from(line, 'latin1')]
   if (shape.host !== null || shape.minor === 1) parts.push(Buffer.from('Host: ', 'latin1'), shape.host ?? Buffer.from('h.example', 'latin1'), Buffer.from('\r\n'))
   if (shape.ua !== null) parts.push(Buffer.from('User-Agent: ', 'latin1'), shape.ua, Buffer.from('\r\n'))
@@ -70,6 +72,7 @@ function parse (shape: Shape): HeadParser {
 
 const record = fc.record({
   shape: fc.record({
+    method: fc.oneof(fc.constantFrom('GET', 'HEAD', 'POST', 'OPTIONS'), fc.stringMatching(/^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,20}$/).filter((m) => m !== 'CONNECT')),
     absolute: fc.boolean(),
     incomplete: fc.integer({ min: 0, max: 9 }).map((n) => n < 2),
     partial: fc.integer({ min: 0, max: 9 }).map((n) => n < 2),
@@ -81,7 +84,6 @@ const record = fc.record({
     minor: fc.constantFrom(0, 1),
   }),
   clientIp: text,
-  method: text,
   address: fc.option(text),
   requestId: fc.option(text),
   flag: text,
@@ -105,7 +107,7 @@ function toRecord (d: Drawn, now: number): AccessRecord {
   const parser = parse(d.shape)
   return {
     clientIp: d.clientIp,
-    method: d.method,
+    method: parser.method,
     target: '',
     parser,
     status: d.status,
@@ -180,6 +182,7 @@ test('C and JavaScript write the same line for random records, and it is JSON th
     const target = (sh.absolute ? 'http://abs.example:8080' : '') + sh.path // the target as received
     const path = sh.incomplete ? '' : d.redactQuery ? target.split('?')[0] : target
     assert.equal(line.path, path)
+    assert.equal(line.method, sh.incomplete ? '' : sh.method)
     assert.equal(line.httpVersion, sh.incomplete ? null : `1.${sh.minor}`)
     const host = !headDone ? null : sh.absolute ? 'abs.example:8080' : sh.host !== null ? sh.host.toString('latin1') : sh.minor === 1 ? 'h.example' : null
     assert.equal(line.host, host)
@@ -191,7 +194,7 @@ test('C and JavaScript write the same line for random records, and it is JSON th
 })
 
 test('durations and times are the same to the byte when the clock is the same', { skip: !haveNative }, () => {
-  const parser = parse({ absolute: false, incomplete: false, partial: false, offset: 0, path: '/x?q=1', host: Buffer.from('a.example'), ua: null, referer: null, minor: 1 })
+  const parser = parse({ method: 'GET', absolute: false, incomplete: false, partial: false, offset: 0, path: '/x?q=1', host: Buffer.from('a.example'), ua: null, referer: null, minor: 1 })
   for (const durationMs of [0, 0.0005, 0.0004999, 1.0005, 12.3455, 999.9995, 1234567.891]) {
     // inside a read callback the clock is read once (src/proxy/clock.ts): both lines see one reading
     beginRead()
@@ -204,7 +207,7 @@ test('durations and times are the same to the byte when the clock is the same', 
 })
 
 test('strings up to 1,023 units are written in C; a longer one is left to JavaScript, the same bytes', { skip: !haveNative }, () => {
-  const parser = parse({ absolute: false, incomplete: false, partial: false, offset: 0, path: '/', host: null, ua: null, referer: null, minor: 1 })
+  const parser = parse({ method: 'GET', absolute: false, incomplete: false, partial: false, offset: 0, path: '/', host: null, ua: null, referer: null, minor: 1 })
   for (const [length, declines] of [[1023, 0], [1024, 1], [5000, 1]]) {
     const requestId = 'x'.repeat(length - 1) + '"'
     const r: AccessRecord = { clientIp: '192.0.2.1', method: 'GET', target: '', parser, status: 200, entry: null, bytesOut: 1, bytesIn: 2, startedAt: 0, upstreamMs: -1, requestId, flag: '-' }
@@ -219,26 +222,132 @@ test('strings up to 1,023 units are written in C; a longer one is left to JavaSc
   }
 })
 
-test('the C builder declines spans outside the head, NaN and a limit it could pass, and writes nothing', { skip: !haveNative }, () => {
-  const addon = optionalHandoff() as unknown as { accessLineSetup: (prefix: Buffer, bindings: Buffer, nums: Float64Array) => ((...args: unknown[]) => number) | null }
-  const nums = new Float64Array(18).fill(-1)
-  const build = addon.accessLineSetup(Buffer.from('{"t":"'), Buffer.from('",'), nums)
-  assert.ok(build !== null)
+test('every byte at every place of a 16- and an 8-byte block is escaped as JavaScript does', { skip: !haveNative }, () => {
+  // C looks at 16 bytes at a time (SSE2) or 8 (elsewhere), then at one: a byte to escape in any of
+  // them, first, last or alone, and the blocks around it clean
+  const parser = parse({ method: 'GET', absolute: false, incomplete: false, partial: false, offset: 0, path: '/', host: null, ua: null, referer: null, minor: 1 })
+  const declinedBefore = nativeLineDeclines()
+  beginRead()
+  try {
+    for (const length of [8, 16, 17, 25, 40]) {
+      for (let at = 0; at < length; at++) {
+        for (let b = 0; b < 256; b++) {
+          const requestId = 'a'.repeat(at) + String.fromCharCode(b) + 'z'.repeat(length - at - 1)
+          const r: AccessRecord = { clientIp: '192.0.2.1', method: 'GET', target: '', parser, status: 200, entry: null, bytesOut: 1, bytesIn: 2, startedAt: 0, upstreamMs: -1, requestId, flag: '-' }
+          const c = lineOf(r, true, false)
+          const js = lineOf(r, false, false)
+          if (!c.equals(js)) assert.equal(c.toString('latin1'), js.toString('latin1'), `byte ${b} at ${at} of ${length}`)
+        }
+      }
+    }
+  } finally { endRead() }
+  assert.equal(nativeLineDeclines(), declinedBefore)
+})
+
+test('a record whose method is not the one in its head is written by JavaScript, the same bytes', { skip: !haveNative }, () => {
+  const parser = parse({ method: 'GET', absolute: false, incomplete: false, partial: false, offset: 0, path: '/', host: null, ua: null, referer: null, minor: 1 })
+  const r: AccessRecord = { clientIp: '192.0.2.1', method: 'PURGE', target: '', parser, status: 200, entry: null, bytesOut: 1, bytesIn: 2, startedAt: 0, upstreamMs: -1, flag: '-' }
+  beginRead()
+  try {
+    const before = nativeLineDeclines()
+    const c = lineOf(r, true, false)
+    assert.equal(nativeLineDeclines() - before, 1)
+    assert.equal(c.toString('latin1'), lineOf(r, false, false).toString('latin1'))
+    assert.equal((JSON.parse(c.toString('latin1')) as { method: string }).method, 'PURGE')
+  } finally { endRead() }
+})
+
+test('names past what C keeps are numbered again from 0: every line still right, none declined', { skip: !haveNative }, () => {
+  const parser = parse({ method: 'GET', absolute: false, incomplete: false, partial: false, offset: 0, path: '/', host: null, ua: null, referer: null, minor: 1 })
+  const declinedBefore = nativeLineDeclines()
+  beginRead()
+  try {
+    // two or three new names a line, about 10,700 in all: two renumberings of the 4,096 C keeps; the address
+    // and the flag come back as earlier lines had them, after being renumbered
+    for (let i = 0; i < 4000; i++) {
+      const r: AccessRecord = {
+        clientIp: '192.0.2.1',
+        method: 'GET',
+        target: '',
+        parser,
+        status: 200,
+        entry: { address: `10.0.${i % 7}.1:80` } as unknown as UpstreamEntry,
+        bytesOut: 1,
+        bytesIn: 2,
+        startedAt: 0,
+        upstreamMs: -1,
+        route: { name: `route-${i}` },
+        pool: { name: `pool-${i}` },
+        flag: i % 3 === 0 ? '-' : `F${i}`,
+      }
+      const c = lineOf(r, true, false)
+      if (i % 97 === 0 || i > 3990) assert.equal(c.toString('latin1'), lineOf(r, false, false).toString('latin1'), `line ${i}`)
+      const line = JSON.parse(c.toString('latin1')) as { upstream: string, route: string, pool: string, flag: string }
+      assert.deepEqual([line.upstream, line.route, line.pool, line.flag], [`10.0.${i % 7}.1:80`, `route-${i}`, `pool-${i}`, i % 3 === 0 ? '-' : `F${i}`])
+    }
+  } finally { endRead() }
+  assert.equal(nativeLineDeclines(), declinedBefore)
+})
+
+test('a name of 1,024 units or more is left to JavaScript, the same bytes', { skip: !haveNative }, () => {
+  const parser = parse({ method: 'GET', absolute: false, incomplete: false, partial: false, offset: 0, path: '/', host: null, ua: null, referer: null, minor: 1 })
+  for (const [length, declines] of [[1023, 0], [1024, 1]]) {
+    const name = 'r'.repeat(length - 1) + '\\'
+    const r: AccessRecord = { clientIp: '192.0.2.1', method: 'GET', target: '', parser, status: 200, entry: null, bytesOut: 1, bytesIn: 2, startedAt: 0, upstreamMs: -1, route: { name }, flag: '-' }
+    beginRead()
+    try {
+      const before = nativeLineDeclines()
+      const c = lineOf(r, true, false)
+      assert.equal(nativeLineDeclines() - before, declines, `${length} units`)
+      assert.equal(c.toString('latin1'), lineOf(r, false, false).toString('latin1'))
+      assert.equal((JSON.parse(c.toString('latin1')) as { route: string }).route, name)
+    } finally { endRead() }
+  }
+})
+
+interface LineFunctions {
+  line: (pos: number, limit: number, src: Buffer, clientIp: string, requestId: string) => number
+  target: (out: unknown) => boolean
+  name: (id: number, text: unknown) => boolean
+  maxNames: number
+}
+
+test('the C builder declines without a target, an unset name, spans outside the head, NaN and a limit it could pass, and writes nothing', { skip: !haveNative }, () => {
+  const addon = optionalHandoff() as unknown as { accessLineSetup: (prefix: Buffer, bindings: Buffer, nums: Float64Array) => LineFunctions | null }
+  const nums = new Float64Array(24).fill(-1)
+  const fns = addon.accessLineSetup(Buffer.from('{"t":"'), Buffer.from('",'), nums)
+  assert.ok(fns !== null)
+  assert.equal(fns.maxNames, 4096)
   const src = Buffer.from('GET /x HTTP/1.1\r\n\r\n')
   const out = Buffer.alloc(4096, 0x2e)
-  const write = (limit = out.length): number => build(out, 10, limit, src, '1.2.3.4', 'GET', '', '', '-', '', '')
+  const write = (limit = out.length): number => fns.line(10, limit, src, '1.2.3.4', '')
   nums[0] = Date.UTC(2026, 11, 2)
   nums[3] = 200
-  nums[1] = 4
+  nums[1] = 4 // path
   nums[2] = 6
+  nums[18] = 0 // method
+  nums[19] = 3
+  nums[4] = 0 // no upstream
+  nums[21] = 7 // flag: name 7
+  assert.equal(write(), -1, 'no target yet')
+  assert.equal(fns.target('not a buffer'), false)
+  assert.equal(fns.target(out), true)
+  assert.equal(write(), -1, 'name 7 is not set')
+  assert.equal(fns.name(4096, '-'), false, 'no such name')
+  assert.equal(fns.name(-1, '-'), false, 'no such name')
+  assert.equal(fns.name(7, 'x'.repeat(1024)), false, 'too long')
+  assert.equal(fns.name(7, 5), false, 'not a string')
+  assert.ok(out.every((b) => b === 0x2e), 'nothing was written')
+  assert.equal(fns.name(7, '-'), true)
   const end = write()
   assert.ok(end > 10)
-  assert.equal(JSON.parse(out.subarray(10, end).toString('latin1')).path, '/x')
+  const line = JSON.parse(out.subarray(10, end).toString('latin1')) as Record<string, unknown>
+  assert.deepEqual([line.method, line.path, line.flag, line.upstream], ['GET', '/x', '-', null])
   out.fill(0x2e)
   // [which span's start index, start, end]: NaN, outside the head, backwards, a fraction
   const spans: Array<[number, number, number]> = [
     [1, 4, Number.NaN], [1, Number.NaN, 6], [1, 4, 99], [1, -5, 6], [1, 6, 4], [1, 4.5, 6],
-    [9, Number.NaN, 2], [9, 3, 1], [11, 0, 100], [13, 0.5, 2], [13, -2, 2],
+    [9, Number.NaN, 2], [9, 3, 1], [11, 0, 100], [13, 0.5, 2], [13, -2, 2], [18, 0, 99], [18, Number.NaN, 3],
   ]
   for (const [at, start, end] of spans) {
     const saved = Float64Array.from(nums)
@@ -247,6 +356,20 @@ test('the C builder declines spans outside the head, NaN and a limit it could pa
     assert.equal(write(), -1, `nums[${at}], nums[${at + 1}] = ${start}, ${end}`)
     nums.set(saved)
   }
+  // names: an upstream whose name is unset, one not a whole number, a route out of range
+  for (const [at, value] of [[20, 3], [21, 7.5], [22, 4096], [23, Number.NaN], [21, -2]]) {
+    const saved = Float64Array.from(nums)
+    nums[4] = at === 20 ? 1 : 0
+    nums[at] = value
+    assert.equal(write(), -1, `nums[${at}] = ${value}`)
+    nums.set(saved)
+  }
   assert.equal(write(10 + 200), -1, 'a limit the worst case could pass')
   assert.ok(out.every((b) => b === 0x2e), 'nothing was written')
+  // a new target: lines go there, the old buffer is left alone
+  const other = Buffer.alloc(1024, 0x2e)
+  assert.equal(fns.target(other), true)
+  assert.ok(fns.line(0, other.length, src, '1.2.3.4', 'id-1') > 0)
+  assert.equal((JSON.parse(other.subarray(0, other.indexOf(0x0a)).toString('latin1')) as { requestId: string }).requestId, 'id-1')
+  assert.ok(out.every((b) => b === 0x2e), 'nothing was written to the old target')
 })

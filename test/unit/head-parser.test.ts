@@ -10,7 +10,7 @@ import {
   BODY_NONE, BODY_LENGTH, BODY_CHUNKED, BODY_CLOSE, type HeadLimits,
 } from '../../src/http/head-parser'
 import { ChunkedScanner, CHUNKED_ERROR, CHUNKED_MORE } from '../../src/http/chunked'
-import { H_HOST } from '../../src/http/header-names'
+import { H_HOST, H_OTHER, H_REFERER, H_USER_AGENT, classifyName } from '../../src/http/header-names'
 import { describe as errorInfo, type ErrorCode } from '../../src/errors'
 import {
   sameAllWays, bytes, show, DEFAULT_LIMITS, REQUEST_REJECTS, deepEqual, singleCuts, type HeadSnapshot, type Cuts,
@@ -140,6 +140,19 @@ describe('HeadParser: valid requests', () => {
       assert.equal(p.header('x-one'), '1')
       assert.equal(p.header('x-three'), null)
     }
+  })
+
+  it('classifies User-Agent and Referer for the access log; header() still finds them by name', () => {
+    const p = new HeadParser(KIND_REQUEST, DEFAULT_LIMITS)
+    const text = `GET / HTTP/1.1\r\n${H}USER-AGENT: ua/1\r\nreferer: https://r.example/\r\nX-Referer: x\r\nUser-Agents: y\r\nUser-Agent: ua/2\r\n\r\n`
+    const msg = Buffer.from(text, 'latin1')
+    assert.equal(p.execute(msg, 0, msg.length), msg.length)
+    assert.deepEqual(Array.from(p.fieldKinds.subarray(0, p.headerCount)), [H_HOST, H_USER_AGENT, H_REFERER, H_OTHER, H_OTHER, H_USER_AGENT])
+    assert.equal(p.header('user-agent'), 'ua/1, ua/2')
+    assert.equal(p.header('referer'), 'https://r.example/')
+    // named by the log alone: a config may still name the request ID's field so (config/load.ts)
+    assert.equal(classifyName('user-agent'), H_OTHER)
+    assert.equal(classifyName('referer'), H_OTHER)
   })
 
   it('reports started only once a byte of a head is taken', () => {
