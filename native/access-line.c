@@ -21,7 +21,9 @@
  * the module, sets up its own.
  *
  * target(out) -> true: lines go to the Buffer `out` from now on (referenced
- *         until the next target). false: not a Buffer (no target: line declines).
+ *         until the next target: a sink's old buffer lives until then). false:
+ *         not a Buffer or typed array; the target stays what it was (none at
+ *         first: line declines).
  * name(id, text) -> true: the name `id` (0 to maxNames - 1) is text's latin1
  *         reading from now on; false: no such id, or text is MAX_TEXT units or more.
  * line(pos, limit, src, clientIp, requestId) -> the end of the line in `out`, or -1
@@ -303,7 +305,7 @@ static napi_value boolean_of(napi_env env, int value) {
   return result;
 }
 
-/* target(out): lines go to `out` from now on. */
+/* target(out): lines go to `out` from now on; false (and the target unchanged) when it is not a Buffer. */
 static napi_value swy_access_line_target(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];

@@ -305,6 +305,47 @@ test('a name of 1,024 units or more is left to JavaScript, the same bytes', { sk
   }
 })
 
+test('lines follow the sink: its buffer grown, another sink, and back', { skip: !haveNative }, () => {
+  // C is told the buffer only when it changes (src/proxy/access-line-native.ts): every line must land in the
+  // sink's buffer of the moment, the same bytes as JavaScript's
+  const parser = parse({ method: 'GET', absolute: false, incomplete: false, partial: false, offset: 0, path: '/p', host: null, ua: null, referer: null, minor: 1 })
+  const r: AccessRecord = { clientIp: '192.0.2.1', method: 'GET', target: '', parser, status: 200, entry: null, bytesOut: 1, bytesIn: 2, startedAt: 0, upstreamMs: -1, requestId: 'id', flag: '-' }
+  const first = new LogSink('/dev/null')
+  const second = new LogSink('/dev/null')
+  first.hold()
+  second.hold()
+  const saved = { on: accessLog.on, sink: accessLog.sink }
+  const declinedBefore = nativeLineDeclines()
+  accessLog.on = true
+  beginRead()
+  try {
+    useNativeLine(false)
+    accessLog.sink = first
+    logAccess(r)
+    const expected = Buffer.from(first.buf.subarray(0, first.len))
+    first.len = 0
+    useNativeLine(true)
+    const buffers = new Set<Buffer>()
+    for (let i = 0; i < 600; i++) {
+      const sink = i % 200 < 100 ? first : second // 100 lines to one, 100 to the other...
+      accessLog.sink = sink
+      const before = sink.len
+      logAccess(r)
+      buffers.add(sink.buf)
+      assert.ok(sink.buf.subarray(before, sink.len).equals(expected), `line ${i}`)
+    }
+    assert.ok(buffers.size >= 4, `the buffers grew (${buffers.size} seen)`)
+    for (const sink of [first, second]) {
+      const text = sink.buf.subarray(0, sink.len).toString('latin1')
+      assert.equal(text, expected.toString('latin1').repeat(300), 'every line in its own sink, whole')
+    }
+  } finally {
+    endRead()
+    Object.assign(accessLog, saved)
+  }
+  assert.equal(nativeLineDeclines(), declinedBefore)
+})
+
 interface LineFunctions {
   line: (pos: number, limit: number, src: Buffer, clientIp: string, requestId: string) => number
   target: (out: unknown) => boolean
@@ -329,9 +370,13 @@ test('the C builder declines without a target, an unset name, spans outside the 
   nums[19] = 3
   nums[4] = 0 // no upstream
   nums[21] = 7 // flag: name 7
+  assert.equal(fns.name(6, '-'), true)
+  nums[21] = 6
   assert.equal(write(), -1, 'no target yet')
   assert.equal(fns.target('not a buffer'), false)
+  assert.equal(write(), -1, 'still no target')
   assert.equal(fns.target(out), true)
+  nums[21] = 7
   assert.equal(write(), -1, 'name 7 is not set')
   assert.equal(fns.name(4096, '-'), false, 'no such name')
   assert.equal(fns.name(-1, '-'), false, 'no such name')
