@@ -17,7 +17,8 @@
  * of every malloc arena back to the kernel (src/primary/memory-release.ts), and
  * what the arenas hold. Built elsewhere (musl), the two are not defined, and
  * the JS side feature-detects them. And `reduceHeaps` (native/heap-pressure.cc):
- * a memory-reducing collection asked of every thread's V8 heap.
+ * a memory-reducing collection asked of every thread's V8 heap. And, on Linux,
+ * `pipeSize`: a larger buffer for the pipe stdout writes to (src/log-sink.ts).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -74,6 +75,38 @@ static napi_value Close(napi_env env, napi_callback_info info) {
   if (close(fd) != 0 && errno != EINTR) return throw_errno(env, "close", errno);
   return NULL;
 }
+
+#ifdef __linux__
+#ifndef F_SETPIPE_SZ
+#define F_SETPIPE_SZ 1031
+#define F_GETPIPE_SZ 1032
+#endif
+/*
+ * pipeSize(fd, bytes) -> the buffer of the pipe `fd` writes to, in bytes, after
+ * growing it toward `bytes` (F_SETPIPE_SZ): each half of `bytes` is tried in
+ * turn while it is above the current size (an unprivileged process may not pass
+ * /proc/sys/fs/pipe-max-size, nor a user's pipe-user-pages limits). Never
+ * shrinks it. -1 when `fd` is not a pipe.
+ */
+static napi_value PipeSize(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], result;
+  int32_t fd, bytes;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 ||
+      napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 ||
+      napi_get_value_int32(env, argv[1], &bytes) != napi_ok || bytes < 0) {
+    napi_throw_type_error(env, "SWY_ERR_FD_HANDOFF", "pipeSize(fd, bytes) needs two non-negative integers");
+    return NULL;
+  }
+  int size = fcntl(fd, F_GETPIPE_SZ);
+  for (int want = bytes; size >= 0 && want > size; want /= 2) {
+    int grown = fcntl(fd, F_SETPIPE_SZ, want);
+    if (grown >= 0) { size = grown; break; }
+  }
+  napi_create_int32(env, size < 0 ? -1 : size, &result);
+  return result;
+}
+#endif
 
 /*
  * peer(fd) -> "ip:port" of the socket's peer, or null when fd is not an open,
@@ -300,6 +333,12 @@ static napi_value Init(napi_env env, napi_value exports) {
     { "accessLineSetup", NULL, swy_access_line_setup, NULL, NULL, NULL, napi_default, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+#ifdef __linux__
+  napi_property_descriptor linux_only[] = {
+    { "pipeSize", NULL, PipeSize, NULL, NULL, NULL, napi_default, NULL },
+  };
+  napi_define_properties(env, exports, sizeof linux_only / sizeof linux_only[0], linux_only);
+#endif
 #ifdef __GLIBC__
   napi_property_descriptor glibc[] = {
     { "trimMalloc", NULL, TrimMalloc, NULL, NULL, NULL, napi_default, NULL },

@@ -16,6 +16,8 @@ export interface FdHandoff {
   reduceHeaps?: () => number
   /** glibc >= 2.33 only: mallinfo2 summed over every arena. */
   mallocStats?: () => { arenaBytes: number, mmapBytes: number, inUseBytes: number, freeBytes: number }
+  /** Linux only: grow the buffer of the pipe `fd` toward `bytes` (never shrinks it); its size after, or -1 when `fd` is no pipe. */
+  pipeSize?: (fd: number, bytes: number) => number
 }
 
 let addon: FdHandoff | null = null

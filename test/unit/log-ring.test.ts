@@ -14,9 +14,12 @@
  */
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
+import * as fs from 'node:fs'
+import * as os from 'node:os'
 import { join } from 'node:path'
 import { LogSink } from '../../src/log-sink'
+import { optionalHandoff } from '../../src/primary/handoff'
 import { LogRing, allocateRing, RING_READ, RING_WRITE } from '../../src/log-ring'
 
 const PROCESS = join(__dirname, 'log-ring-process.js')
@@ -190,5 +193,50 @@ describe('stdout with worker threads: one writer', () => {
     assert.ok(report.flushMs < 1500, `the last flush came back after ${report.flushMs} ms (deadline 300)`)
     // each worker wrote ~50 MB of lines: what is kept is its ring (8 MiB) and the pipe's buffer
     assert.ok(report.rssMB < 150, `resident memory ${report.rssMB.toFixed(0)} MB`)
+  })
+})
+
+describe('a sink on a pipe', () => {
+  const addon = optionalHandoff()
+  const canGrow = addon?.pipeSize !== undefined
+
+  it('grows the pipe it writes to toward 1 MiB (what pipe-max-size allows); a socket and a file are left alone', { skip: !canGrow }, async () => {
+    const maxSize = Number(fs.readFileSync('/proc/sys/fs/pipe-max-size', 'utf8'))
+    const expected = Math.min(1024 * 1024, maxSize) // 1 MiB, or the largest half of it the limit allows
+    const dir = fs.mkdtempSync(join(os.tmpdir(), 'swy-pipe-'))
+    const fifo = join(dir, 'stdout')
+    execFileSync('mkfifo', [fifo])
+    // a real pipe for the child's stdout (node's own stdio pipes are socket pairs)
+    const reader = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK)
+    const writer = fs.openSync(fifo, fs.constants.O_WRONLY)
+    try {
+      assert.equal(addon?.pipeSize?.(reader, 0), 65536, 'a new pipe: 64 KiB')
+      const sinkModule = join(__dirname, '..', '..', 'src', 'log-sink.js')
+      const code = `const { LogSink } = require(${JSON.stringify(sinkModule)}); ` +
+        `const pipe = new LogSink(1); const file = new LogSink(${JSON.stringify(join(dir, 'file.log'))}); ` +
+        'process.stderr.write(JSON.stringify({ pipe: pipe.pipeBytes, file: file.pipeBytes }) + "\\n"); process.exit(0)'
+      const env = { ...process.env, NODE_TEST_CONTEXT: undefined }
+      const child = spawn(process.execPath, ['-e', code], { stdio: ['ignore', writer, 'pipe'], env })
+      let err = ''
+      child.stderr?.on('data', (c: Buffer) => { err += c.toString() })
+      const exit = await new Promise<number | null>((resolve) => child.once('close', resolve))
+      assert.equal(exit, 0, err)
+      const report = JSON.parse(err.trim().split('\n').pop() ?? '') as { pipe: number, file: number }
+      assert.equal(report.pipe, expected, 'the sink grew its pipe')
+      assert.equal(report.file, -1, 'a file is no pipe')
+      assert.equal(addon?.pipeSize?.(reader, 0), expected, 'the reader sees the same pipe grown')
+      assert.equal(addon?.pipeSize?.(reader, 4096), expected, 'never shrunk')
+      // a socket pair (node's stdio pipes) is not a pipe
+      const child2 = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'pipe'], env })
+      let err2 = ''
+      child2.stderr.on('data', (c: Buffer) => { err2 += c.toString() })
+      child2.stdout.resume()
+      assert.equal(await new Promise<number | null>((resolve) => child2.once('close', resolve)), 0, err2)
+      assert.equal((JSON.parse(err2.trim().split('\n').pop() ?? '') as { pipe: number }).pipe, -1)
+    } finally {
+      fs.closeSync(writer)
+      fs.closeSync(reader)
+      fs.rmSync(dir, { recursive: true, force: true })
+    }
   })
 })
