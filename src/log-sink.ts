@@ -68,8 +68,9 @@ const RINGS_INTERVAL_MS = 50
  * 1 MiB by default): a whole batch of the primary's then fits while the reader
  * keeps up. With the default 64 KiB, each batch filled the pipe, and the
  * primary went back and forth with the reader a page at a time, on the core it
- * shares with a worker: +2 µs per request at --workers 1 (four runs each way,
- * stdout read by another process on the other core).
+ * shares with a worker: twice the context switches per request at --workers 1,
+ * and +2 µs per request when the reader (on the other core) reads 1 MiB at a
+ * time (four runs each way; no difference to tell with node reading 64 KiB).
  */
 const PIPE_BYTES = 1024 * 1024
 /** EAGAIN (a non-blocking pipe that is full): try again after this long. */
