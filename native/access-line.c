@@ -189,7 +189,8 @@ static const char TWO_DIGITS[] =
 static size_t put_int(uint8_t *out, size_t o, double value) {
   char digits[24];
   int n = 24;
-  uint64_t v = !(value > 0) ? 0 : value >= 18446744073709549568.0 ? UINT64_MAX : (uint64_t)value;
+  /* up to 2^53, as the JS putInt (past it a double's digits are not what halving by 10 gives) */
+  uint64_t v = !(value > 0) ? 0 : value >= 9007199254740992.0 ? 9007199254740992ULL : (uint64_t)value;
   while (v >= 100) {
     unsigned pair = (unsigned)(v % 100);
     v /= 100;

@@ -153,9 +153,13 @@ function putBytes (out: Buffer, pos: number, src: Buffer, start: number, end: nu
   return pos
 }
 
+/** 2^53: numbers are written up to it (as native/access-line.c does); none comes near. */
+const MAX_EXACT = 2 ** 53
+
 /** A non-negative integer's digits (anything else, none should be, reads 0 as in native/access-line.c). */
 function putInt (out: Buffer, pos: number, n: number): number {
   if (!(n > 0)) n = 0
+  else if (n > MAX_EXACT) n = MAX_EXACT // past it a double's digits are not what halving by 10 gives (and Infinity never ends)
   if (n < 10) { out[pos] = 0x30 + n; return pos + 1 }
   let digits = 1
   for (let m = n; m >= 10; m = Math.floor(m / 10)) digits++
@@ -166,7 +170,7 @@ function putInt (out: Buffer, pos: number, n: number): number {
 
 /** Milliseconds with three decimals (microseconds); a negative duration (none should be) reads 0.000. */
 function putMillis (out: Buffer, pos: number, ms: number): number {
-  const us = Math.round((ms > 0 ? ms : 0) * 1000)
+  const us = Math.min(Math.round((ms > 0 ? ms : 0) * 1000), MAX_EXACT)
   pos = putInt(out, pos, Math.floor(us / 1000))
   const frac = us % 1000
   out[pos] = 0x2e

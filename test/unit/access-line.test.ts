@@ -206,6 +206,21 @@ test('durations and times are the same to the byte when the clock is the same', 
   }
 })
 
+test('numbers past 2^53, Infinity and NaN are written the same by both, as 2^53 and 0', { skip: !haveNative }, () => {
+  const parser = parse({ method: 'GET', absolute: false, incomplete: false, partial: false, offset: 0, path: '/', host: null, ua: null, referer: null, minor: 1 })
+  for (const n of [2 ** 53 - 1, 2 ** 53, 2 ** 53 + 2, 2 ** 60, 1e300, Infinity, Number.NaN, -Infinity]) {
+    beginRead()
+    try {
+      const r: AccessRecord = { clientIp: '192.0.2.1', method: 'GET', target: '', parser, status: 200, entry: null, bytesOut: n, bytesIn: n, startedAt: monotonicNow() - n, upstreamMs: n, retries: n, flag: '-' }
+      const [c, js] = [lineOf(r, true, false), lineOf(r, false, false)]
+      assert.equal(c.toString('latin1'), js.toString('latin1'), String(n))
+      const line = JSON.parse(c.toString('latin1')) as { bytes: number, retries: number }
+      const expected = n > 2 ** 53 ? 2 ** 53 : n > 0 ? n : 0
+      assert.deepEqual([line.bytes, line.retries], [expected, expected], String(n))
+    } finally { endRead() }
+  }
+})
+
 test('strings and names up to 1,023 units are written in C; a longer one is left to JavaScript, the same bytes', { skip: !haveNative }, () => {
   const parser = parse({ method: 'GET', absolute: false, incomplete: false, partial: false, offset: 0, path: '/', host: null, ua: null, referer: null, minor: 1 })
   // the request ID is a string handed to each call, a route's name one C keeps by number (name())
