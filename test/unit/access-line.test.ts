@@ -70,6 +70,16 @@ function parse (shape: Shape): HeadParser {
   return p
 }
 
+/** A complete GET head with only Host (or none), for the tests of one field at a time. */
+function plainHead (path = '/', host: Buffer | null = null): HeadParser {
+  return parse({ method: 'GET', absolute: false, incomplete: false, partial: false, offset: 0, path, host, ua: null, referer: null, minor: 1 })
+}
+
+/** A record of such a head with nothing to say but `fields`. */
+function plainRecord (parser: HeadParser, fields: Partial<AccessRecord> = {}): AccessRecord {
+  return { clientIp: '192.0.2.1', method: 'GET', target: '', parser, status: 200, entry: null, bytesOut: 1, bytesIn: 2, startedAt: 0, upstreamMs: -1, flag: '-', ...fields }
+}
+
 const record = fc.record({
   shape: fc.record({
     method: fc.oneof(fc.constantFrom('GET', 'HEAD', 'POST', 'OPTIONS'), fc.stringMatching(/^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,20}$/).filter((m) => m !== 'CONNECT')),
@@ -194,12 +204,12 @@ test('C and JavaScript write the same line for random records, and it is JSON th
 })
 
 test('durations and times are the same to the byte when the clock is the same', { skip: !haveNative }, () => {
-  const parser = parse({ method: 'GET', absolute: false, incomplete: false, partial: false, offset: 0, path: '/x?q=1', host: Buffer.from('a.example'), ua: null, referer: null, minor: 1 })
+  const parser = plainHead('/x?q=1', Buffer.from('a.example'))
   for (const durationMs of [0, 0.0005, 0.0004999, 1.0005, 12.3455, 999.9995, 1234567.891]) {
     // inside a read callback the clock is read once (src/proxy/clock.ts): both lines see one reading
     beginRead()
     try {
-      const r: AccessRecord = { clientIp: '192.0.2.1', method: 'GET', target: '', parser, status: 200, entry: null, bytesOut: 1, bytesIn: 2, startedAt: monotonicNow() - durationMs, upstreamMs: durationMs, flag: '-' }
+      const r: AccessRecord = plainRecord(parser, { startedAt: monotonicNow() - durationMs, upstreamMs: durationMs })
       const [c, js] = [lineOf(r, true, false), lineOf(r, false, false)]
       assert.equal(c.toString('latin1'), js.toString('latin1'))
     } finally { endRead() }
@@ -207,11 +217,11 @@ test('durations and times are the same to the byte when the clock is the same', 
 })
 
 test('numbers past 2^53, Infinity and NaN are written the same by both, as 2^53 and 0', { skip: !haveNative }, () => {
-  const parser = parse({ method: 'GET', absolute: false, incomplete: false, partial: false, offset: 0, path: '/', host: null, ua: null, referer: null, minor: 1 })
+  const parser = plainHead()
   for (const n of [2 ** 53 - 1, 2 ** 53, 2 ** 53 + 2, 2 ** 60, 1e300, Infinity, Number.NaN, -Infinity]) {
     beginRead()
     try {
-      const r: AccessRecord = { clientIp: '192.0.2.1', method: 'GET', target: '', parser, status: 200, entry: null, bytesOut: n, bytesIn: n, startedAt: monotonicNow() - n, upstreamMs: n, retries: n, flag: '-' }
+      const r: AccessRecord = plainRecord(parser, { bytesOut: n, bytesIn: n, startedAt: monotonicNow() - n, upstreamMs: n, retries: n })
       const [c, js] = [lineOf(r, true, false), lineOf(r, false, false)]
       assert.equal(c.toString('latin1'), js.toString('latin1'), String(n))
       const line = JSON.parse(c.toString('latin1')) as { bytes: number, retries: number }
@@ -222,7 +232,7 @@ test('numbers past 2^53, Infinity and NaN are written the same by both, as 2^53 
 })
 
 test('strings and names up to 1,023 units are written in C; a longer one is left to JavaScript, the same bytes', { skip: !haveNative }, () => {
-  const parser = parse({ method: 'GET', absolute: false, incomplete: false, partial: false, offset: 0, path: '/', host: null, ua: null, referer: null, minor: 1 })
+  const parser = plainHead()
   // the request ID is a string handed to each call, a route's name one C keeps by number (name())
   const cases: Array<[string, number, number, (text: string) => Partial<AccessRecord>, (line: Record<string, unknown>) => unknown]> = [
     ['request ID', 1023, 0, (requestId) => ({ requestId }), (line) => line.requestId],
@@ -233,7 +243,7 @@ test('strings and names up to 1,023 units are written in C; a longer one is left
   ]
   for (const [field, length, declines, fields, read] of cases) {
     const text = 'x'.repeat(length - 1) + (field === 'route' ? '\\' : '"')
-    const r: AccessRecord = { clientIp: '192.0.2.1', method: 'GET', target: '', parser, status: 200, entry: null, bytesOut: 1, bytesIn: 2, startedAt: 0, upstreamMs: -1, flag: '-', ...fields(text) }
+    const r: AccessRecord = plainRecord(parser, fields(text))
     beginRead()
     try {
       const before = nativeLineDeclines()
@@ -248,7 +258,7 @@ test('strings and names up to 1,023 units are written in C; a longer one is left
 test('every byte at every place of a 16- and an 8-byte block is escaped as JavaScript does', { skip: !haveNative }, () => {
   // C looks at 16 bytes at a time (SSE2) or 8 (elsewhere), then at one: a byte to escape in any of
   // them, first, last or alone, and the blocks around it clean
-  const parser = parse({ method: 'GET', absolute: false, incomplete: false, partial: false, offset: 0, path: '/', host: null, ua: null, referer: null, minor: 1 })
+  const parser = plainHead()
   const declinedBefore = nativeLineDeclines()
   beginRead()
   try {
@@ -256,7 +266,7 @@ test('every byte at every place of a 16- and an 8-byte block is escaped as JavaS
       for (let at = 0; at < length; at++) {
         for (let b = 0; b < 256; b++) {
           const requestId = 'a'.repeat(at) + String.fromCharCode(b) + 'z'.repeat(length - at - 1)
-          const r: AccessRecord = { clientIp: '192.0.2.1', method: 'GET', target: '', parser, status: 200, entry: null, bytesOut: 1, bytesIn: 2, startedAt: 0, upstreamMs: -1, requestId, flag: '-' }
+          const r: AccessRecord = plainRecord(parser, { requestId })
           const c = lineOf(r, true, false)
           const js = lineOf(r, false, false)
           if (!c.equals(js)) assert.equal(c.toString('latin1'), js.toString('latin1'), `byte ${b} at ${at} of ${length}`)
@@ -268,8 +278,8 @@ test('every byte at every place of a 16- and an 8-byte block is escaped as JavaS
 })
 
 test('a record whose method is not the one in its head is written by JavaScript, the same bytes', { skip: !haveNative }, () => {
-  const parser = parse({ method: 'GET', absolute: false, incomplete: false, partial: false, offset: 0, path: '/', host: null, ua: null, referer: null, minor: 1 })
-  const r: AccessRecord = { clientIp: '192.0.2.1', method: 'PURGE', target: '', parser, status: 200, entry: null, bytesOut: 1, bytesIn: 2, startedAt: 0, upstreamMs: -1, flag: '-' }
+  const parser = plainHead()
+  const r: AccessRecord = plainRecord(parser, { method: 'PURGE' })
   beginRead()
   try {
     const before = nativeLineDeclines()
@@ -281,28 +291,19 @@ test('a record whose method is not the one in its head is written by JavaScript,
 })
 
 test('names past what C keeps are numbered again from 0: every line still right, none declined', { skip: !haveNative }, () => {
-  const parser = parse({ method: 'GET', absolute: false, incomplete: false, partial: false, offset: 0, path: '/', host: null, ua: null, referer: null, minor: 1 })
+  const parser = plainHead()
   const declinedBefore = nativeLineDeclines()
   beginRead()
   try {
     // two or three new names a line, about 10,700 in all: two renumberings of the 4,096 C keeps; the address
     // and the flag come back as earlier lines had them, after being renumbered
     for (let i = 0; i < 4000; i++) {
-      const r: AccessRecord = {
-        clientIp: '192.0.2.1',
-        method: 'GET',
-        target: '',
-        parser,
-        status: 200,
+      const r = plainRecord(parser, {
         entry: { address: `10.0.${i % 7}.1:80` } as unknown as UpstreamEntry,
-        bytesOut: 1,
-        bytesIn: 2,
-        startedAt: 0,
-        upstreamMs: -1,
         route: { name: `route-${i}` },
         pool: { name: `pool-${i}` },
         flag: i % 3 === 0 ? '-' : `F${i}`,
-      }
+      })
       const c = lineOf(r, true, false)
       if (i % 97 === 0 || i > 3990) assert.equal(c.toString('latin1'), lineOf(r, false, false).toString('latin1'), `line ${i}`)
       const line = JSON.parse(c.toString('latin1')) as { upstream: string, route: string, pool: string, flag: string }
@@ -315,8 +316,8 @@ test('names past what C keeps are numbered again from 0: every line still right,
 test('lines follow the sink: its buffer grown, another sink, and back', { skip: !haveNative }, () => {
   // C is told the buffer only when it changes (src/proxy/access-line-native.ts): every line must land in the
   // sink's buffer of the moment, the same bytes as JavaScript's
-  const parser = parse({ method: 'GET', absolute: false, incomplete: false, partial: false, offset: 0, path: '/p', host: null, ua: null, referer: null, minor: 1 })
-  const r: AccessRecord = { clientIp: '192.0.2.1', method: 'GET', target: '', parser, status: 200, entry: null, bytesOut: 1, bytesIn: 2, startedAt: 0, upstreamMs: -1, requestId: 'id', flag: '-' }
+  const parser = plainHead('/p')
+  const r: AccessRecord = plainRecord(parser, { requestId: 'id' })
   const first = new LogSink('/dev/null')
   const second = new LogSink('/dev/null')
   first.hold()
