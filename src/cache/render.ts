@@ -16,10 +16,21 @@ export class CachedResponse {
   body: Buffer | null = null
 }
 
-export const ONLY_IF_CACHED_BODY = Buffer.from('504 Gateway Timeout: not in the cache\n', 'latin1')
-export const ONLY_IF_CACHED_HEAD = 'HTTP/1.1 504 Gateway Timeout\r\nContent-Type: text/plain; charset=utf-8\r\n' +
+const ONLY_IF_CACHED_BODY = Buffer.from('504 Gateway Timeout: not in the cache\n', 'latin1')
+const ONLY_IF_CACHED_HEAD = 'HTTP/1.1 504 Gateway Timeout\r\nContent-Type: text/plain; charset=utf-8\r\n' +
   `Content-Length: ${ONLY_IF_CACHED_BODY.length}\r\nCache-Control: no-store\r\n` +
   'Cache-Status: switchyard; fwd=miss; detail=only-if-cached\r\n'
+
+/**
+ * RFC 9111 §5.2.1.7: only-if-cached and nothing stored we may use. A HEAD
+ * gets the same head, Content-Length included, and no body (RFC 9110 §9.3.2).
+ */
+export function renderOnlyIfCached (head: boolean, out: CachedResponse): CachedResponse {
+  out.status = 504
+  out.head = ONLY_IF_CACHED_HEAD
+  out.body = head ? null : ONLY_IF_CACHED_BODY
+  return out
+}
 
 /** Fields a 304 carries from the stored 200 (RFC 9110 §15.4.5). */
 const NOT_MODIFIED_FIELDS = new Set(['cache-control', 'content-location', 'date', 'etag', 'expires', 'vary', 'last-modified'])

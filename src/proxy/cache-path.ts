@@ -27,7 +27,7 @@ import {
   parseHttpDate, staleAllowed, staleUse, currentAgeMs, CacheControl, CACHE_BYPASS, CACHE_LOOKUP, STALE_NEVER, STALE_REVALIDATE,
 } from '../cache/policy'
 import { mergeNotModified, fieldsOfParser, FieldsView } from '../cache/stored-head'
-import { CachedResponse, renderStored, renderPartial, cacheStatusHit, ONLY_IF_CACHED_HEAD, ONLY_IF_CACHED_BODY } from '../cache/render'
+import { CachedResponse, renderStored, renderPartial, cacheStatusHit, renderOnlyIfCached } from '../cache/render'
 import { ByteRange, parseRange, ifRangeAllows, RANGE_SATISFIABLE, RANGE_UNSATISFIABLE } from '../cache/range'
 import { Revalidation, revalidateInBackground } from './cache-revalidate'
 import type { ErrorCode } from '../errors'
@@ -198,10 +198,7 @@ export class CacheState {
     if (this.requestCc.onlyIfCached && !this.revalidating) {
       // RFC 9111 §5.2.1.7: nothing stored that we may use: 504
       this.hook.count(H_CACHE_MISSES)
-      const r = this.response
-      r.status = 504
-      r.head = ONLY_IF_CACHED_HEAD
-      r.body = ONLY_IF_CACHED_BODY
+      renderOnlyIfCached(this.isHead, this.response)
       return 'hit'
     }
     if (this.hook.isPass(this.key, now)) {

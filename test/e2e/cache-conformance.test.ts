@@ -12,8 +12,9 @@ import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import type * as http from 'node:http'
 import { MODES, startLb, type RunningLb } from './harness'
-import { Origin, send } from './cache-origin'
-import { httpRequest } from '../helpers'
+import { Origin, send, fixed } from './cache-origin'
+import { frame, values } from './wire'
+import { httpRequest, rawExchange } from '../helpers'
 
 const DAYS = ['Sunday', 'Monday', 'Tuesday', 'Wednesday', 'Thursday', 'Friday', 'Saturday']
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec']
@@ -190,6 +191,25 @@ for (const mode of MODES) {
         const onlyIfCached = await get('/status/never-stored', { 'cache-control': 'only-if-cached' })
         assert.equal(onlyIfCached.status, 504)
         assert.equal(onlyIfCached.headers['cache-status'], 'switchyard; fwd=miss; detail=only-if-cached')
+      })
+
+      test('§5.2.1.7 a HEAD with only-if-cached and nothing stored: the 504 has no body, and the next response on the connection follows cleanly', async () => {
+        origin.route('/status/after-head', fixed({ 'cache-control': 'no-store' }, 'second\n'))
+        const r = await rawExchange(run.port,
+          'HEAD /status/head-never-stored HTTP/1.1\r\nHost: a.test\r\nCache-Control: only-if-cached\r\n\r\n' +
+          'GET /status/after-head HTTP/1.1\r\nHost: a.test\r\n\r\n',
+          { until: (b) => b.includes('second\n'), timeoutMs: 5000 })
+        const first = frame(r.data, { response: true, noBody: true })
+        assert.ok(first !== null && typeof first !== 'string', `no first response in ${JSON.stringify(r.text)}`)
+        assert.equal(first.message.status, 504)
+        assert.equal(values(first.message.fields, 'content-length')[0], String('504 Gateway Timeout: not in the cache\n'.length), 'the HEAD answer announces the GET body length')
+        const rest = r.data.subarray(first.length)
+        assert.ok(rest.toString('latin1').startsWith('HTTP/1.1 200 '), `the bytes after the HEAD answer: ${JSON.stringify(rest.toString('latin1').slice(0, 120))}`)
+        const second = frame(rest, { response: true })
+        assert.ok(second !== null && typeof second !== 'string')
+        assert.equal(second.message.body.toString(), 'second\n')
+        assert.equal(second.length, rest.length, 'nothing after the second response')
+        assert.equal(origin.count('/status/head-never-stored'), 0, 'only-if-cached never reaches the upstream')
       })
     })
   })
