@@ -34,6 +34,8 @@ export const errorCatalogue = {
   SWY_ERR_URI_TOO_LONG: { status: 414, flag: 'DPE', message: 'URI too long' },
   SWY_ERR_BODY_TOO_LARGE: { status: 413, flag: 'DPE', message: 'Content too large' },
   SWY_ERR_CLIENT_TIMEOUT: { status: 408, flag: 'DT', message: 'Request timeout' },
+  // An upgraded connection (after a 101) with no byte either way for tunnelIdleMs: both sides are closed.
+  SWY_ERR_TUNNEL_IDLE: { status: 408, flag: 'SI', message: 'Upgraded connection idle' },
   // Policy.
   SWY_ERR_RATE_LIMITED: { status: 429, flag: 'RL', message: 'Too many requests' },
   SWY_ERR_FIREWALL_DENIED: { status: 403, flag: 'FW', message: 'Forbidden' },

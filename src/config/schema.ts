@@ -314,7 +314,7 @@ const routes = {
       timeouts: {
         type: 'object',
         additionalProperties: false,
-        properties: { responseMs: positiveMs, upstreamIdleMs: positiveMs },
+        properties: { responseMs: positiveMs, upstreamIdleMs: positiveMs, tunnelIdleMs: positiveMs },
       },
       retries: { type: 'integer', minimum: 0, maximum: 10 },
       maxBodyBytes: { type: 'integer', minimum: 0 },
@@ -365,6 +365,7 @@ export const configSchema = {
         upstreamIdleMs: { ...positiveMs, default: 30_000 },
         clientHeaderMs: { ...positiveMs, default: 10_000 },
         clientIdleMs: { ...positiveMs, default: 60_000 },
+        tunnelIdleMs: { ...positiveMs, default: 3_600_000 },
         drainMs: { ...positiveMs, default: 10_000 },
       },
     },

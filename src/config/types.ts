@@ -201,7 +201,7 @@ export interface RouteConfig {
   respond?: { status: number, body?: string, contentType?: string }
   rateLimit?: { algorithm?: RateLimitAlgorithm, maxRequests: number, windowMs?: number, burst?: number }
   cache?: boolean
-  timeouts?: { responseMs?: number, upstreamIdleMs?: number }
+  timeouts?: { responseMs?: number, upstreamIdleMs?: number, tunnelIdleMs?: number }
   retries?: number
   maxBodyBytes?: number
   firewall?: boolean
@@ -232,6 +232,7 @@ export interface Config {
     upstreamIdleMs: number
     clientHeaderMs: number
     clientIdleMs: number
+    tunnelIdleMs: number
     drainMs: number
   }
   limits: {

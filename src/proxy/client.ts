@@ -170,6 +170,11 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     this.clearDeadline()
     if (kind === 'header' && this.phase === 'head') this.rejectRequest('SWY_ERR_CLIENT_TIMEOUT', 'client did not complete the request head in time')
     else if ((kind === 'idle' && this.phase === 'head') || kind === 'linger') this.socket.destroy()
+    else if (kind === 'tunnelIdle' && this.phase === 'tunnel') {
+      // no byte either way for tunnelIdleMs: close both sides (the 101 went out, so there is no answer to give)
+      this.detachUpstream(true)
+      this.logAndClose('SWY_ERR_TUNNEL_IDLE')
+    }
   }
 
   /** Graceful shutdown: close now if no request is in progress. */
@@ -200,6 +205,8 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
         break
       case 'body': this.forwardBody(chunk, 0); break
       case 'tunnel': {
+        this.bytesIn += chunk.length
+        this.deadline = wallNow() + this.tunnelIdleMs
         const up = this.upstream
         if (up !== null && !up.socket.write(owned(chunk))) this.socket.pause()
         break
@@ -720,6 +727,12 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
         // given up (a browser's cancel looks like this); its request never takes a slot
         this.dropIncomplete()
         break
+      case 'tunnel': {
+        // the client's half-close goes on to the upstream, which may still answer before it closes too
+        const up = this.upstream
+        if (up !== null) up.socket.end()
+        break
+      }
       case 'body':
       case 'connecting':
         // a response already under way (an upstream that answered early) is still relayed, then we close
@@ -728,6 +741,12 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
         break
       default:
     }
+  }
+
+  onTunnelEnd (): void {
+    this.upstream = null
+    this.logRequest()
+    this.lingerAndClose() // what the upstream sent last still reaches the client, then our FIN
   }
 
   /** The request body can never be completed (the client half-closed): drop the exchange, blame no upstream. */
@@ -754,7 +773,9 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     if (this.upstream !== null) {
       // mid-exchange: the upstream connection cannot be trusted for reuse
       this.detachUpstream(true)
-      if (this.phase !== 'tunnel' && this.phase !== 'closed') {
+      if (this.phase === 'tunnel') {
+        this.logRequest() // the client ended the tunnel: its one line, as when the upstream ends it
+      } else if (this.phase !== 'closed') {
         this.flag = 'DC'
         if (this.status === 0) this.status = 499
         this.logRequest()

@@ -118,8 +118,8 @@ function limitsOf (config: Config): HeadLimits {
 
 function shortestTimeout (config: Config): number {
   const t = config.timeouts
-  let shortest = Math.min(t.connectMs, t.responseMs, t.upstreamIdleMs, t.clientHeaderMs, t.clientIdleMs)
+  let shortest = Math.min(t.connectMs, t.responseMs, t.upstreamIdleMs, t.clientHeaderMs, t.clientIdleMs, t.tunnelIdleMs)
   // a route's own timeouts are deadlines on the same sweeper
-  for (const r of config.routes ?? []) shortest = Math.min(shortest, r.timeouts?.responseMs ?? shortest, r.timeouts?.upstreamIdleMs ?? shortest)
+  for (const r of config.routes ?? []) shortest = Math.min(shortest, r.timeouts?.responseMs ?? shortest, r.timeouts?.upstreamIdleMs ?? shortest, r.timeouts?.tunnelIdleMs ?? shortest)
   return shortest
 }

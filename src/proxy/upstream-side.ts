@@ -51,6 +51,7 @@ export type Deadline =
   | 'header' // a request head has started and must complete (slowloris)
   | 'idle' //   no request, or a client that does not read what we queued for it
   | 'linger' // closing: reading and discarding until the client closes too
+  | 'tunnelIdle' // after 101: no byte either way (timeouts.tunnelIdleMs, or the route's)
 
 const NO_BYTES = Buffer.alloc(0)
 
@@ -69,6 +70,8 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
   phase: Phase = 'head'
   deadline = 0
   deadlineKind: Deadline = 'none'
+  /** After a 101: how long the tunnel may carry no byte either way. */
+  tunnelIdleMs = 0
   /** Bytes received and not yet parsed: input[inputStart..]. */
   input: Buffer | null = null
   inputStart = 0
@@ -104,6 +107,8 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
   protected abstract logAndClose (code: ErrorCode | null): void
   /** Keep client bytes that belong to the next requests. */
   protected abstract appendInput (chunk: Buffer): void
+  /** The upstream ended the tunnel (closed, or broke): log it, and close toward the client after what is queued. */
+  abstract onTunnelEnd (): void
 
   protected setDeadline (kind: Deadline, ms: number): void {
     this.deadlineKind = kind
@@ -318,7 +323,9 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
       this.responseStarted = true
       this.writeOut(buildResponseHead(head, via, 'upgrade', this.setCookie, 'drop'))
       this.phase = 'tunnel'
-      this.clearDeadline()
+      const route = this.route
+      this.tunnelIdleMs = route !== null && route.tunnelIdleMs > 0 ? route.tunnelIdleMs : ctx.config.timeouts.tunnelIdleMs
+      this.setDeadline('tunnelIdle', this.tunnelIdleMs)
       this.releaseActive()
       const held = this.input
       if (held !== null) { up.socket.write(owned(this.inputStart === 0 ? held : held.subarray(this.inputStart))); this.input = null }
@@ -556,12 +563,8 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
 
   onTunnelData (chunk: Buffer): void {
     this.bytesOut += chunk.length
+    this.deadline = wallNow() + this.tunnelIdleMs
     if (!this.socket.write(owned(chunk)) && this.upstream !== null) this.upstream.socket.pause()
-  }
-
-  onTunnelEnd (): void {
-    this.upstream = null
-    this.logAndClose(null)
   }
 
   protected detachUpstream (destroy: boolean): void {

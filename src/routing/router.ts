@@ -76,6 +76,7 @@ export class CompiledRoute {
   /** Overrides of the top level; -1 = as the top level says. */
   readonly responseMs: number
   readonly upstreamIdleMs: number
+  readonly tunnelIdleMs: number
   readonly retries: number
   readonly maxBodyBytes: number
 
@@ -108,6 +109,7 @@ export class CompiledRoute {
     this.firewall = route.firewall !== false
     this.responseMs = route.timeouts?.responseMs ?? -1
     this.upstreamIdleMs = route.timeouts?.upstreamIdleMs ?? -1
+    this.tunnelIdleMs = route.timeouts?.tunnelIdleMs ?? -1
     this.retries = route.retries ?? -1
     this.maxBodyBytes = route.maxBodyBytes ?? -1
   }

@@ -196,7 +196,7 @@ const COMPLETE: Complete<Config> = {
   retryBodyMaxBytes: 10,
   retryBudgetPercent: 30,
   queue: { maxSize: 5, timeoutMs: 6 },
-  timeouts: { connectMs: 1, responseMs: 2, upstreamIdleMs: 3, clientHeaderMs: 4, clientIdleMs: 5, drainMs: 6 },
+  timeouts: { connectMs: 1, responseMs: 2, upstreamIdleMs: 3, clientHeaderMs: 4, clientIdleMs: 5, tunnelIdleMs: 19, drainMs: 6 },
   limits: { maxHeaderBytes: 2048, maxHeaderCount: 10, maxRequestTargetBytes: 512, maxBodyBytes: 1 },
   pool: { maxIdlePerUpstream: 1, idleTimeoutMs: 7 },
   healthCheck: {
@@ -258,7 +258,7 @@ const COMPLETE: Complete<Config> = {
     respond: { status: 403, body: 'no', contentType: 'text/plain' },
     rateLimit: { algorithm: 'sliding-window', maxRequests: 3, windowMs: 15, burst: 4 },
     cache: false,
-    timeouts: { responseMs: 16, upstreamIdleMs: 17 },
+    timeouts: { responseMs: 16, upstreamIdleMs: 17, tunnelIdleMs: 20 },
     retries: 0,
     maxBodyBytes: 18,
     firewall: false,
