@@ -574,10 +574,9 @@ export class HeadParser {
         return this.fail('SWY_ERR_BAD_REQUEST_LINE', 'malformed HTTP version')
       }
       const minor = buf[v + 7]
-      if (minor !== 0x30 && minor !== 0x31) {
-        return isDigit(minor) ? this.fail('SWY_ERR_BAD_VERSION', 'unsupported HTTP version') : this.fail('SWY_ERR_BAD_REQUEST_LINE', 'malformed HTTP version')
-      }
-      this.versionMinor = minor - 0x30
+      if (!isDigit(minor)) return this.fail('SWY_ERR_BAD_REQUEST_LINE', 'malformed HTTP version')
+      // RFC 9112 §2.3: a higher minor version of a major version we implement is processed as the highest we do
+      this.versionMinor = minor === 0x30 ? 0 : 1
       this.method = internMethod(buf, base + this.lineStart, base + this.sp1)
       this.targetStart = this.sp1 + 1
       this.targetEnd = this.sp2
@@ -586,11 +585,11 @@ export class HeadParser {
     // status-line = HTTP-version SP status-code SP [ reason-phrase ]
     const s = base + this.lineStart
     const len = lineEnd - this.lineStart
-    if (len < 12 || !startsWith(buf, s, HTTP_1_DOT) || (buf[s + 7] !== 0x30 && buf[s + 7] !== 0x31) || buf[s + 8] !== SP ||
+    if (len < 12 || !startsWith(buf, s, HTTP_1_DOT) || !isDigit(buf[s + 7]) || buf[s + 8] !== SP ||
         !isDigit(buf[s + 9]) || !isDigit(buf[s + 10]) || !isDigit(buf[s + 11]) || (len > 12 && buf[s + 12] !== SP)) {
       return this.fail('SWY_ERR_UPSTREAM_PROTOCOL', 'malformed status line')
     }
-    this.versionMinor = buf[s + 7] - 0x30
+    this.versionMinor = buf[s + 7] === 0x30 ? 0 : 1 // HTTP/1.2 and up as 1.1 (RFC 9112 §2.3)
     this.status = (buf[s + 9] - 0x30) * 100 + (buf[s + 10] - 0x30) * 10 + (buf[s + 11] - 0x30)
     if (this.status < 100) return this.fail('SWY_ERR_UPSTREAM_PROTOCOL', 'status code below 100')
     return 0

@@ -23,7 +23,7 @@
 import type { HeadParser } from './head-parser'
 import {
   H_CONNECTION, H_KEEP_ALIVE, H_PROXY_CONNECTION, H_TE, H_TRAILER, H_UPGRADE, H_HTTP2_SETTINGS,
-  H_X_FORWARDED_FOR, H_X_FORWARDED_PROTO, H_FORWARDED, H_VIA, H_AGE, H_CONTENT_LENGTH, H_TRANSFER_ENCODING, H_HOST,
+  H_X_FORWARDED_FOR, H_X_FORWARDED_PROTO, H_FORWARDED, H_VIA, H_AGE, H_CONTENT_LENGTH, H_TRANSFER_ENCODING, H_HOST, H_EXPECT,
 } from './header-names'
 import { LOWER } from './tables'
 
@@ -31,6 +31,10 @@ const KINDS = 32
 // fields that are hop-by-hop, or that the proxy rewrites itself
 const DROP_REQUEST = new Uint8Array(KINDS)
 for (const k of [H_CONNECTION, H_KEEP_ALIVE, H_PROXY_CONNECTION, H_TE, H_TRAILER, H_UPGRADE, H_HTTP2_SETTINGS, H_X_FORWARDED_FOR, H_X_FORWARDED_PROTO, H_FORWARDED, H_VIA]) DROP_REQUEST[k] = 1
+// an HTTP/1.0 request goes on as HTTP/1.1: its Expect is dropped (RFC 9110 §10.1.1: a 100-continue
+// expectation in an HTTP/1.0 request MUST be ignored), where forwarded it would become one
+const DROP_REQUEST_10 = DROP_REQUEST.slice()
+DROP_REQUEST_10[H_EXPECT] = 1
 const DROP_RESPONSE = new Uint8Array(KINDS)
 for (const k of [H_CONNECTION, H_KEEP_ALIVE, H_PROXY_CONNECTION, H_TE, H_TRAILER, H_UPGRADE, H_HTTP2_SETTINGS, H_VIA]) DROP_RESPONSE[k] = 1
 // what a stored response leaves out: hop-by-hop, and what the cache sets itself on every hit (Age, Via)
@@ -195,8 +199,8 @@ function addedFields (id: ForwardIdentity, priorXff: string, priorForwarded: str
 }
 
 /**
- * The request head sent upstream: the request line (origin-form: an
- * absolute-form target loses its scheme and authority, which go into Host),
+ * The request head sent upstream: the request line as HTTP/1.1 (origin-form:
+ * an absolute-form target loses its scheme and authority, which go into Host),
  * the kept fields with the proxy's framing and Host, then X-Forwarded-For /
  * X-Forwarded-Proto / Forwarded / Via with this hop appended, and Connection:
  * upgrade when upgrading. `extra` is more field lines (e.g. the cache's
@@ -207,7 +211,7 @@ export function buildRequestHead (p: HeadParser, id: ForwardIdentity, upgrading:
   const buf = p.buf
   const base = p.base
   const http10 = p.versionMinor === 0
-  plan.drop = DROP_REQUEST
+  plan.drop = http10 ? DROP_REQUEST_10 : DROP_REQUEST
   plan.keepUpgrade = upgrading
   plan.contentLength = true
   plan.transferEncoding = 'chunked'
@@ -247,6 +251,10 @@ export function buildRequestHead (p: HeadParser, id: ForwardIdentity, upgrading:
   } else {
     o = buf.copy(out, 0, lineStart, lineEnd)
   }
+  // RFC 9110 §2.5: an intermediary sends its own HTTP-version. The line ends `HTTP/1.x` CRLF: x becomes 1,
+  // for HTTP/1.0 (and 1.2 and up, processed as 1.1) too; an HTTP/1.0 request with no Host at all stays
+  // HTTP/1.0, as an HTTP/1.1 request without Host would be refused (RFC 9112 §3.2)
+  if (!http10 || p.hostCount > 0 || addHost !== '') out[o - 3] = 0x31
   if (addHost !== '') o += out.latin1Write(addHost, o)
   o = writeFields(p, out, o)
   if (extra !== '') o += out.latin1Write(extra, o)

@@ -184,5 +184,73 @@ for (const mode of MODES) {
         assert.match(r.text, /^HTTP\/1\.1 502 /, `response: ${JSON.stringify(r.text.slice(0, 120))}`)
       })
     })
+
+    describe('HTTP versions: the proxy sends its own (RFC 9110 §2.5), and takes 1.2 and up as 1.1 (RFC 9112 §2.3)', () => {
+      const KEEP = 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok'
+
+      test('HTTP/1.0 with Host goes upstream as HTTP/1.1 (Via says 1.0, Expect dropped)', async (t) => {
+        up.use(t, () => KEEP)
+        for (const path of ['/ten-a', '/ten-b']) { // the second on a kept upstream connection
+          const r = await rawExchange(lb.port, `POST ${path} HTTP/1.0\r\n${H}Expect: 100-continue\r\nContent-Length: 2\r\n\r\nhi`, { timeoutMs: 3000 })
+          assert.match(r.text, /^HTTP\/1\.1 200 /)
+          assert.ok(r.text.endsWith('\r\n\r\nok'), JSON.stringify(r.text))
+        }
+        assert.deepEqual(up.requests.map((m) => m.startLine), ['POST /ten-a HTTP/1.1', 'POST /ten-b HTTP/1.1'])
+        for (const got of up.requests) {
+          assert.deepEqual(values(got.fields, 'host'), ['a'])
+          assert.deepEqual(values(got.fields, 'expect'), [], 'the 1.0 expectation is ignored, not forwarded as a 1.1 one')
+          assert.match(values(got.fields, 'via').join(), /^1\.0 /)
+          assert.equal(got.body.toString('latin1'), 'hi')
+        }
+      })
+
+      test('HTTP/1.0 without any Host stays HTTP/1.0 upstream (an HTTP/1.1 request without Host is refused)', async (t) => {
+        up.use(t)
+        const r = await rawExchange(lb.port, 'GET /no-host HTTP/1.0\r\n\r\n', { timeoutMs: 3000 })
+        assert.match(r.text, /^HTTP\/1\.1 200 /)
+        const got = up.only()
+        assert.equal(got.startLine, 'GET /no-host HTTP/1.0')
+        assert.deepEqual(values(got.fields, 'host'), [])
+      })
+
+      test('an HTTP/1.0 absolute-form request goes upstream as HTTP/1.1 with the target\'s authority as Host', async (t) => {
+        up.use(t)
+        const r = await rawExchange(lb.port, 'GET http://b.example/abs HTTP/1.0\r\n\r\n', { timeoutMs: 3000 })
+        assert.match(r.text, /^HTTP\/1\.1 200 /)
+        const got = up.only()
+        assert.equal(got.startLine, 'GET /abs HTTP/1.1')
+        assert.deepEqual(values(got.fields, 'host'), ['b.example'])
+      })
+
+      test('HTTP/1.2 and HTTP/1.9 requests are answered as HTTP/1.1 (keep-alive, chunked allowed) and go upstream as HTTP/1.1', async (t) => {
+        up.use(t, () => KEEP)
+        const client = await RawClient.open(lb.port)
+        t.after(() => client.close())
+        client.send(`POST /one-two HTTP/1.2\r\n${H}Transfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n`)
+        const first = await client.response()
+        assert.equal(first.status, 200)
+        assert.match(first.startLine, /^HTTP\/1\.1 /)
+        client.send(`GET /one-nine HTTP/1.9\r\n${H}\r\n`)
+        assert.equal((await client.response()).status, 200, 'the connection stayed open, as an HTTP/1.1 one does')
+        assert.deepEqual(up.requests.map((m) => m.startLine), ['POST /one-two HTTP/1.1', 'GET /one-nine HTTP/1.1'])
+        assert.equal(up.requests[0].data.toString('latin1'), 'hi')
+      })
+
+      test('HTTP/2.0 and HTTP/0.9 request lines are still a 505', async (t) => {
+        up.use(t)
+        await expectRefused(`GET / HTTP/2.0\r\n${H}\r\n`, 505)
+        await expectRefused(`GET / HTTP/0.9\r\n${H}\r\n`, 505)
+      })
+
+      test('an upstream answering HTTP/1.2 is relayed as HTTP/1.1', async (t) => {
+        up.use(t, () => 'HTTP/1.2 200 OK\r\nContent-Length: 3\r\n\r\nabc')
+        for (const path of ['/up-a', '/up-b']) {
+          const res = await send(`GET ${path} HTTP/1.1\r\n${H}\r\n`)
+          assert.equal(res.status, 200)
+          assert.match(res.startLine, /^HTTP\/1\.1 200 /)
+          assert.equal(res.body.toString('latin1'), 'abc')
+        }
+      })
+    })
   })
 }

@@ -63,12 +63,15 @@ const VALID_REQUESTS: ValidCase[] = [
   { name: 'absolute-form with pct-encoded reg-name', text: `GET http://ex%41mple!$&'()*+,;=.com/ HTTP/1.1\r\n${H}\r\n`, expect: { target: "http://ex%41mple!$&'()*+,;=.com/" } },
   // persistence (RFC 9112 §9.3)
   { name: 'HTTP/1.0 without Host, closes', text: 'GET / HTTP/1.0\r\n\r\n', expect: { versionMinor: 0, keepAlive: false, hostCount: 0, headers: [] } },
+  { name: 'HTTP/1.2 is taken as 1.1 (RFC 9112 §2.3): Host required, persistent', text: `GET / HTTP/1.2\r\n${H}\r\n`, expect: { versionMinor: 1, keepAlive: true } },
+  { name: 'HTTP/1.9 with chunked, as 1.1', text: `POST / HTTP/1.9\r\n${H}Transfer-Encoding: chunked\r\n\r\n`, expect: { versionMinor: 1, bodyKind: BODY_CHUNKED } },
   { name: 'HTTP/1.0 keep-alive', text: 'GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n', expect: { keepAlive: true, connectionKeepAlive: true } },
   { name: 'HTTP/1.0 Keep-Alive, mixed case', text: 'GET / HTTP/1.0\r\nconnection: Keep-Alive\r\n\r\n', expect: { keepAlive: true } },
   { name: 'HTTP/1.0 keep-alive and close', text: 'GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n', expect: { keepAlive: false, connectionClose: true } },
   { name: 'HTTP/1.0 with Host and CL body', text: 'POST / HTTP/1.0\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc', expect: { keepAlive: false, bodyKind: BODY_LENGTH, contentLength: 3 } },
   { name: 'HTTP/1.1 persists by default', text: `GET / HTTP/1.1\r\n${H}\r\n`, expect: { keepAlive: true, connectionClose: false } },
   { name: 'HTTP/1.1 close', text: `GET / HTTP/1.1\r\n${H}Connection: close\r\n\r\n`, expect: { keepAlive: false, connectionClose: true } },
+  { name: '16 Connection options, and close, keep-alive, upgrade besides', text: `GET / HTTP/1.1\r\n${H}Connection: close, keep-alive, upgrade, ${Array.from({ length: 16 }, (_, i) => `x-${i}`).join(', ')}\r\n\r\n`, expect: { keepAlive: false, connectionTokens: Array.from({ length: 16 }, (_, i) => `x-${i}`) } },
   { name: 'HTTP/1.1 CLOSE in a second Connection field', text: `GET / HTTP/1.1\r\n${H}Connection: x-a\r\nConnection: CLOSE\r\n\r\n`, expect: { keepAlive: false, connectionTokens: ['x-a'] } },
   // fields (RFC 9112 §5, RFC 9110 §5.5)
   {
@@ -269,6 +272,7 @@ const VALID_RESPONSES: ResponseCase[] = [
   { name: 'response to HEAD chunked', text: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n', noBodyExpected: true, expect: { bodyKind: BODY_NONE } },
   { name: 'HTTP/1.0 keep-alive with Content-Length', text: 'HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok', expect: { versionMinor: 0, keepAlive: true, bodyKind: BODY_LENGTH } },
   { name: 'HTTP/1.0 with Content-Length, no keep-alive', text: 'HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok', expect: { versionMinor: 0, keepAlive: false } },
+  { name: 'HTTP/1.2 is taken as 1.1 (RFC 9112 §2.3): persistent, chunked allowed', text: 'HTTP/1.2 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n', expect: { versionMinor: 1, keepAlive: true, bodyKind: BODY_CHUNKED } },
   { name: 'HTTP/1.0 keep-alive but close-delimited', text: 'HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n\r\n', expect: { bodyKind: BODY_CLOSE, keepAlive: false } },
   { name: 'HTTP/1.1 close', text: 'HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n', expect: { keepAlive: false } },
   { name: 'no reason phrase', text: 'HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n', expect: { status: 200 } },
@@ -295,7 +299,7 @@ const RESPONSE_REJECTS: Array<{ name: string, text: string, code: ErrorCode | nu
   { name: 'four-digit status', text: 'HTTP/1.1 2000 OK\r\n\r\n', code: 'SWY_ERR_UPSTREAM_PROTOCOL' },
   { name: 'status below 100', text: 'HTTP/1.1 099 X\r\n\r\n', code: 'SWY_ERR_UPSTREAM_PROTOCOL' },
   { name: 'HTTP/2', text: 'HTTP/2 200 OK\r\n\r\n', code: 'SWY_ERR_UPSTREAM_PROTOCOL' },
-  { name: 'HTTP/1.2', text: 'HTTP/1.2 200 OK\r\n\r\n', code: 'SWY_ERR_UPSTREAM_PROTOCOL' },
+  { name: 'HTTP/1.x, x not a digit', text: 'HTTP/1.x 200 OK\r\n\r\n', code: 'SWY_ERR_UPSTREAM_PROTOCOL' },
   { name: 'lower-case version', text: 'http/1.1 200 OK\r\n\r\n', code: 'SWY_ERR_UPSTREAM_PROTOCOL' },
   { name: 'two spaces after version', text: 'HTTP/1.1  200 OK\r\n\r\n', code: 'SWY_ERR_UPSTREAM_PROTOCOL' },
   { name: 'no space after status', text: 'HTTP/1.1 200OK\r\n\r\n', code: 'SWY_ERR_UPSTREAM_PROTOCOL' },

@@ -557,6 +557,8 @@ export const REQUEST_REJECTS: RejectCase[] = [
   { name: 'non-token byte in name', text: `GET / HTTP/1.1\r\n${H}X(A): one\r\n\r\n`, code: 'SWY_ERR_BAD_HEADER', status: 400 },
   { name: 'obs-text in name', text: `GET / HTTP/1.1\r\n${H}X-\xe9: one\r\n\r\n`, code: 'SWY_ERR_BAD_HEADER', status: 400 },
   { name: 'invalid Connection syntax', text: `GET / HTTP/1.1\r\n${H}Connection: close x\r\n\r\n`, code: 'SWY_ERR_BAD_HEADER', status: 400 },
+  // at most 16 fields named for removal (README); close, keep-alive and upgrade do not count
+  { name: '17 Connection options over two lines', text: `GET / HTTP/1.1\r\n${H}Connection: close, ${Array.from({ length: 9 }, (_, i) => `x-${i}`).join(', ')}\r\nConnection: upgrade, ${Array.from({ length: 8 }, (_, i) => `y-${i}`).join(', ')}\r\n\r\n`, code: 'SWY_ERR_BAD_HEADER', status: 400 },
   // line ends (RFC 9112 §2.2)
   { name: 'bare CR in request line', text: `GET /\r HTTP/1.1\r\n${H}\r\n`, code: 'SWY_ERR_BARE_CR_LF', status: 400 },
   { name: 'bare CR in field name', text: `GET / HTTP/1.1\r\n${H}X\rA: one\r\n\r\n`, code: 'SWY_ERR_BARE_CR_LF', status: 400 },
@@ -599,7 +601,8 @@ export const REQUEST_REJECTS: RejectCase[] = [
   { name: 'HTTP/1', text: `GET / HTTP/1\r\n${H}\r\n`, code: 'SWY_ERR_BAD_REQUEST_LINE', status: 400 },
   { name: 'HTTP/1.x', text: `GET / HTTP/1.x\r\n${H}\r\n`, code: 'SWY_ERR_BAD_REQUEST_LINE', status: 400 },
   { name: 'HTTP/2.0', text: `GET / HTTP/2.0\r\n${H}\r\n`, code: 'SWY_ERR_BAD_VERSION', status: 505 },
-  { name: 'HTTP/1.2', text: `GET / HTTP/1.2\r\n${H}\r\n`, code: 'SWY_ERR_BAD_VERSION', status: 505 },
+  { name: 'HTTP/1.2 without Host (taken as 1.1)', text: 'GET / HTTP/1.2\r\n\r\n', code: 'SWY_ERR_MISSING_HOST', status: 400 },
+  { name: 'HTTP/1.x', text: `GET / HTTP/1.x\r\n${H}\r\n`, code: 'SWY_ERR_BAD_REQUEST_LINE', status: 400 },
   { name: 'HTTP/0.9', text: `GET / HTTP/0.9\r\n${H}\r\n`, code: 'SWY_ERR_BAD_VERSION', status: 505 },
   { name: 'HTTP/3.0', text: `GET / HTTP/3.0\r\n${H}\r\n`, code: 'SWY_ERR_BAD_VERSION', status: 505 },
   { name: 'asterisk-form with GET', text: `GET * HTTP/1.1\r\n${H}\r\n`, code: 'SWY_ERR_BAD_REQUEST_LINE', status: 400 },

@@ -315,7 +315,7 @@ const KNOWN_DIFFERENCES: KnownDifference[] = [
     specimen: `POST / HTTP/1.1\r\n${H}Transfer-Encoding: \r\n\r\n`,
   },
   {
-    id: 'HTTP versions other than 1.0 and 1.1 (llhttp takes 0.9 and 2.0 heads)',
+    id: 'HTTP/0.9 and HTTP/2.0 request lines (llhttp takes both heads)',
     clause: 'RFC 9110 §15.6.6 (505) and RFC 9112 §2.3: this is an HTTP/1.1 implementation; an HTTP/2 preface is not an HTTP/1.x message',
     direction: 'stricter',
     matches: OURS('SWY_ERR_BAD_VERSION'),
@@ -450,6 +450,13 @@ const KNOWN_DIFFERENCES: KnownDifference[] = [
     direction: 'laxer',
     matches: (d) => d.node.status === 417 && field(d, 'expect').some((v) => v.toLowerCase() !== '100-continue'),
     specimen: `GET / HTTP/1.1\r\n${H}Expect: 200-ok\r\n\r\n`,
+  },
+  {
+    id: 'HTTP/1.2 to HTTP/1.9, taken as HTTP/1.1',
+    clause: 'RFC 9112 §2.3: a recipient SHOULD process a message of a higher minor version than it implements as if it were in the highest minor version within that major version to which it is conformant',
+    direction: 'laxer',
+    matches: (d) => d.node.code === 'HPE_INVALID_VERSION' && /^[^\r\n]* HTTP\/1\.[2-9]\r\n/.test(d.msg.latin1Slice(d.start, d.msg.length).replace(/^[\r\n]+/, '')),
+    specimen: `GET / HTTP/1.2\r\n${H}\r\n`,
   },
 ]
 
