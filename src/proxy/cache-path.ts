@@ -195,8 +195,9 @@ export class CacheState {
       const clientConditional = this.view.header('if-none-match') !== null || this.view.header('if-modified-since') !== null
       if ((entry.etag !== null || entry.lastModified !== null) && !clientConditional && entry.status === 200) this.revalidating = true
     } else this.fwd = entry.varyNames !== null ? 'vary-miss' : 'uri-miss'
-    if (this.requestCc.onlyIfCached && !this.revalidating) {
-      // RFC 9111 §5.2.1.7: nothing stored that we may use: 504
+    if (this.requestCc.onlyIfCached) {
+      // RFC 9111 §5.2.1.7: the client wants a stored response or nothing, and nothing stored may be used
+      // as it is (a stale one would need the upstream to revalidate it): 504
       this.hook.count(H_CACHE_MISSES)
       renderOnlyIfCached(this.isHead, this.response)
       return 'hit'

@@ -193,6 +193,21 @@ for (const mode of MODES) {
         assert.equal(onlyIfCached.headers['cache-status'], 'switchyard; fwd=miss; detail=only-if-cached')
       })
 
+      test('§5.2.1.7 only-if-cached with a stale entry: a 504, not a revalidation upstream', async () => {
+        const path = '/status/only-if-cached-stale'
+        // stored stale: its age is its whole freshness lifetime; it has a validator, so a revalidation would be possible
+        origin.route(path, (_req, res) => { res.setHeader('age', '3600'); send(res, 200, { 'cache-control': 'max-age=3600', etag: '"s1"' }, 'stale body\n') })
+        assert.equal((await get(path)).status, 200)
+        const refused = await get(path, { 'cache-control': 'only-if-cached' })
+        assert.equal(refused.status, 504)
+        assert.equal(refused.headers['cache-status'], 'switchyard; fwd=miss; detail=only-if-cached')
+        assert.equal(origin.count(path), 1, 'only-if-cached never reaches the upstream')
+        // without the directive the same request revalidates (the entry was stored, and is stale)
+        const revalidated = await get(path)
+        assert.equal(revalidated.status, 200)
+        assert.equal(origin.seen(path)[1].headers['if-none-match'], '"s1"')
+      })
+
       test('§5.2.1.7 a HEAD with only-if-cached and nothing stored: the 504 has no body, and the next response on the connection follows cleanly', async () => {
         origin.route('/status/after-head', fixed({ 'cache-control': 'no-store' }, 'second\n'))
         const r = await rawExchange(run.port,
