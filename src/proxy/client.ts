@@ -94,8 +94,6 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
   yielded = false
   /** The loop stopped because the client is not reading what we queued ('drain' restarts it). */
   outputFull = false
-  /** The client half-closed: answer what it sent, then close. */
-  clientEnded = false
   /** Bytes discarded while lingering. */
   discarded = 0
   /** The listener this connection came in on (TLS or not, httpsRedirect); null for a bare attach (tests). */

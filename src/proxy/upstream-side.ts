@@ -72,6 +72,8 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
   deadlineKind: Deadline = 'none'
   /** After a 101: how long the tunnel may carry no byte either way. */
   tunnelIdleMs = 0
+  /** The client half-closed: answer what it sent, then close (in a tunnel: the FIN goes on to the upstream). */
+  clientEnded = false
   /** Bytes received and not yet parsed: input[inputStart..]. */
   input: Buffer | null = null
   inputStart = 0
@@ -329,6 +331,8 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
       this.releaseActive()
       const held = this.input
       if (held !== null) { up.socket.write(owned(this.inputStart === 0 ? held : held.subarray(this.inputStart))); this.input = null }
+      // a client that half-closed before the 101 (its upgrade and FIN in one go): the FIN goes on now
+      if (this.clientEnded) up.socket.end()
       this.socket.resume()
       return 'tunnel'
     }

@@ -190,7 +190,7 @@ for (const mode of MODES) {
 
       test('HTTP/1.0 with Host goes upstream as HTTP/1.1 (Via says 1.0, Expect dropped)', async (t) => {
         up.use(t, () => KEEP)
-        for (const path of ['/ten-a', '/ten-b']) { // the second on a kept upstream connection
+        for (const path of ['/ten-a', '/ten-b']) {
           const r = await rawExchange(lb.port, `POST ${path} HTTP/1.0\r\n${H}Expect: 100-continue\r\nContent-Length: 2\r\n\r\nhi`, { timeoutMs: 3000 })
           assert.match(r.text, /^HTTP\/1\.1 200 /)
           assert.ok(r.text.endsWith('\r\n\r\nok'), JSON.stringify(r.text))

@@ -91,7 +91,7 @@ for (const mode of MODES) {
           if (side === null) return
           side.ended = true
           // the client's half-close reached us: a last word, then our own close
-          if (side.path === '/half-close') socket.end('bye')
+          if (side.path.startsWith('/half-close')) socket.end('bye')
         })
         socket.on('close', () => { if (side !== null) side.closed = true })
         socket.on('error', () => {})
@@ -101,7 +101,7 @@ for (const mode of MODES) {
       lb = await startLb({
         upstreams: [{ address: upstream.address }],
         timeouts: { tunnelIdleMs: 60_000 },
-        routes: [{ name: 'short', match: { pathPrefix: '/idle' }, timeouts: { tunnelIdleMs: 400 } }, { match: { pathPrefix: '/' } }],
+        routes: [{ name: 'short', match: { pathPrefix: '/idle' }, timeouts: { tunnelIdleMs: 1000 } }, { match: { pathPrefix: '/' } }],
         log: { level: 'info', access: true, accessFile },
       }, mode.workers)
     })
@@ -166,6 +166,26 @@ for (const mode of MODES) {
       }
     })
 
+    test('the client sends its upgrade and its FIN in one go: the FIN reaches the upstream after the 101, the answer the client', async () => {
+      const socket = net.connect({ port: lb.port, host: '127.0.0.1', allowHalfOpen: true })
+      let text = ''
+      let ended = false
+      socket.on('data', (c: Buffer) => { text += c.toString('latin1') })
+      socket.on('end', () => { ended = true })
+      socket.on('error', () => {})
+      try {
+        await new Promise<void>((resolve) => socket.once('connect', () => resolve()))
+        socket.end(UPGRADE('/half-close-early'))
+        await waitFor(() => ended, 5000, `the upstream's answer and close (have ${JSON.stringify(text.slice(0, 200))})`)
+        assert.match(text, /^HTTP\/1\.1 101 /)
+        assert.ok(text.endsWith('\r\n\r\nbye'), JSON.stringify(text))
+        assert.equal(sideFor('/half-close-early').ended, true)
+        await waitFor(() => accessLines('/half-close-early').length === 1, 5000, 'its access line')
+      } finally {
+        socket.destroy()
+      }
+    })
+
     test('the client closes the tunnel: the upstream connection closes and the tunnel has its access line', async () => {
       const client = await TunnelClient.open(lb.port, '/echo')
       client.socket.write('ping')
@@ -175,7 +195,7 @@ for (const mode of MODES) {
       await waitFor(() => accessLines('/echo').length === 1, 5000, 'its access line')
       const [line] = accessLines('/echo')
       assert.equal(line.status, 101)
-      assert.ok((line.bytesIn as number) > 'ping'.length, `bytesIn ${String(line.bytesIn)} counts the tunnel's bytes`)
+      assert.equal(line.bytesIn, UPGRADE('/echo').length + 'ping'.length, 'bytesIn: the upgrade request and the tunnel\'s bytes')
     })
 
     test('the client resets the tunnel: the upstream connection closes and the tunnel has its access line', async () => {
@@ -188,23 +208,24 @@ for (const mode of MODES) {
       assert.equal(accessLines('/reset')[0].status, 101)
     })
 
-    test('timeouts.tunnelIdleMs (the route\'s 400 ms): traffic keeps the tunnel open past it; silence closes both sides, flag SI', async () => {
+    test('timeouts.tunnelIdleMs (the route\'s 1000 ms): traffic keeps the tunnel open past it; silence closes both sides, flag SI', async () => {
       const client = await TunnelClient.open(lb.port, '/idle')
       try {
         const side = sideFor('/idle')
-        // a byte every 100 ms for 1.2 s, three times the idle limit: each one moves the deadline
-        const until = Date.now() + 1200
+        // a byte every 100 ms for 2.5 s, two and a half times the idle limit: each one moves the deadline
+        const until = Date.now() + 2500
+        let lastWrite = 0
         while (Date.now() < until) {
           client.socket.write('.')
+          lastWrite = Date.now()
           await new Promise((resolve) => setTimeout(resolve, 100))
           assert.equal(client.closed || client.ended, false, 'closed while bytes were flowing')
         }
-        await waitFor(() => side.received >= 10, 3000, 'the keep-alive bytes at the upstream')
-        const quietFrom = Date.now()
+        await waitFor(() => side.received >= 20, 3000, 'the keep-alive bytes at the upstream')
         await waitFor(() => client.ended || client.closed, 5000, 'the client side closed')
+        const quietMs = Date.now() - lastWrite
         await waitFor(() => side.closed, 5000, 'the upstream side closed')
-        const quietMs = Date.now() - quietFrom
-        assert.ok(quietMs >= 300, `closed ${quietMs} ms after the last byte (limit 400)`)
+        assert.ok(quietMs >= 900, `closed ${quietMs} ms after the last byte (limit 1000)`)
         await waitFor(() => accessLines('/idle').length === 1, 5000, 'its access line')
         const [line] = accessLines('/idle')
         assert.equal(line.status, 101)
@@ -217,7 +238,7 @@ for (const mode of MODES) {
     test('the top level\'s tunnelIdleMs applies outside the route: a tunnel quiet for longer than the route\'s limit stays open', async () => {
       const client = await TunnelClient.open(lb.port, '/echo-quiet')
       try {
-        await new Promise((resolve) => setTimeout(resolve, 1000)) // 2.5× the route's 400 ms, far below 60 s
+        await new Promise((resolve) => setTimeout(resolve, 1500)) // 1.5× the route's 1000 ms, far below 60 s
         assert.equal(client.closed || client.ended, false)
         assert.equal(sideFor('/echo-quiet').closed, false)
       } finally {
