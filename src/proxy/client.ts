@@ -204,7 +204,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
       case 'body': this.forwardBody(chunk, 0); break
       case 'tunnel': {
         this.bytesIn += chunk.length
-        this.deadline = wallNow() + this.tunnelIdleMs
+        this.setDeadline('tunnelIdle', this.tunnelIdleMs)
         const up = this.upstream
         if (up !== null && !up.socket.write(owned(chunk))) this.socket.pause()
         break

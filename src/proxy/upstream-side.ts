@@ -567,7 +567,7 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
 
   onTunnelData (chunk: Buffer): void {
     this.bytesOut += chunk.length
-    this.deadline = wallNow() + this.tunnelIdleMs
+    this.setDeadline('tunnelIdle', this.tunnelIdleMs)
     if (!this.socket.write(owned(chunk)) && this.upstream !== null) this.upstream.socket.pause()
   }
 

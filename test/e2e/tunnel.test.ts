@@ -44,11 +44,13 @@ class TunnelClient {
     socket.on('error', () => { this.closed = true })
   }
 
-  static async open (port: number, path: string, opts: { paused?: boolean } = {}): Promise<TunnelClient> {
+  /** `halfClose`: the upgrade request goes with the client's FIN, in one go. */
+  static async open (port: number, path: string, opts: { paused?: boolean, halfClose?: boolean } = {}): Promise<TunnelClient> {
     const socket = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true })
     await new Promise<void>((resolve) => socket.once('connect', () => resolve()))
     const c = new TunnelClient(socket)
-    socket.write(UPGRADE(path))
+    if (opts.halfClose === true) socket.end(UPGRADE(path))
+    else socket.write(UPGRADE(path))
     await waitFor(() => c.text.includes('\r\n\r\n'), 3000, 'the 101')
     assert.match(c.text, /^HTTP\/1\.1 101 /)
     if (opts.paused === true) socket.pause()
@@ -167,22 +169,15 @@ for (const mode of MODES) {
     })
 
     test('the client sends its upgrade and its FIN in one go: the FIN reaches the upstream after the 101, the answer the client', async () => {
-      const socket = net.connect({ port: lb.port, host: '127.0.0.1', allowHalfOpen: true })
-      let text = ''
-      let ended = false
-      socket.on('data', (c: Buffer) => { text += c.toString('latin1') })
-      socket.on('end', () => { ended = true })
-      socket.on('error', () => {})
+      const client = await TunnelClient.open(lb.port, '/half-close-early', { halfClose: true })
       try {
-        await new Promise<void>((resolve) => socket.once('connect', () => resolve()))
-        socket.end(UPGRADE('/half-close-early'))
-        await waitFor(() => ended, 5000, `the upstream's answer and close (have ${JSON.stringify(text.slice(0, 200))})`)
-        assert.match(text, /^HTTP\/1\.1 101 /)
-        assert.ok(text.endsWith('\r\n\r\nbye'), JSON.stringify(text))
+        await waitFor(() => client.ended, 5000, `the upstream's answer and close (have ${JSON.stringify(client.text.slice(0, 200))})`)
+        assert.match(client.text, /^HTTP\/1\.1 101 /)
+        assert.ok(client.text.endsWith('\r\n\r\nbye'), JSON.stringify(client.text))
         assert.equal(sideFor('/half-close-early').ended, true)
         await waitFor(() => accessLines('/half-close-early').length === 1, 5000, 'its access line')
       } finally {
-        socket.destroy()
+        client.socket.destroy()
       }
     })
 
