@@ -687,14 +687,30 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     this.failRequest(code, detail)
   }
 
-  /** Half-close after the last response; discard input until the client closes or LINGER_MS passes. */
+  /**
+   * Half-close after the last response; discard input until the client closes.
+   * What is still queued for the client goes first: it has `clientIdleMs` to
+   * take it (a cache hit can queue a whole entry), and LINGER_MS from when
+   * the last byte is out ('finish': our FIN is sent) to close its side.
+   */
   private lingerAndClose (): void {
     this.phase = 'closed'
     this.input = null
     this.discarded = 0
-    this.socket.end()
-    if (this.socket.isPaused()) this.socket.resume()
-    this.setDeadline('linger', LINGER_MS)
+    const socket = this.socket
+    socket.end()
+    if (socket.isPaused()) socket.resume()
+    if (socket.writableLength > 0) {
+      socket.once('finish', onClientFlushed)
+      this.setDeadline('linger', this.ctx.config.timeouts.clientIdleMs)
+    } else {
+      this.setDeadline('linger', LINGER_MS)
+    }
+  }
+
+  /** Everything queued for the client reached the kernel and our FIN went: LINGER_MS for the client's close. */
+  handleFlushed (): void {
+    if (this.phase === 'closed' && this.deadlineKind === 'linger' && !this.socket.destroyed) this.setDeadline('linger', LINGER_MS)
   }
 
   /** Failure after the response started (or a tunnel ended): log and cut. */
@@ -715,7 +731,8 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     if (this.input === null) this.keepAlive = false
     switch (this.phase) {
       case 'closed':
-        this.socket.destroy() // we had half-closed already: done
+        // we had half-closed already: done, once what is queued is out (node closes the socket then by itself)
+        if (this.socket.writableLength === 0) this.socket.destroy()
         break
       case 'head':
         if (this.input === null && !this.yielded) this.awaitInput()
@@ -826,3 +843,4 @@ function onClientEnd (this: net.Socket): void { client(this).handleEnd() }
 function onClientError (this: net.Socket): void { /* 'close' follows; nothing to add */ }
 function onClientClose (this: net.Socket): void { client(this).handleClose() }
 function onClientDrain (this: net.Socket): void { client(this).handleDrain() }
+function onClientFlushed (this: net.Socket): void { client(this).handleFlushed() }
