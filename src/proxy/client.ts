@@ -689,9 +689,10 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
 
   /**
    * Half-close after the last response; discard input until the client closes.
-   * What is still queued for the client goes first: it has `clientIdleMs` to
-   * take it (a cache hit can queue a whole entry), and LINGER_MS from when
-   * the last byte is out ('finish': our FIN is sent) to close its side.
+   * What is still queued for the client goes first: it has `clientIdleMs`
+   * (never less than LINGER_MS) to take it, in all (a cache hit can queue a
+   * whole entry), and LINGER_MS from when the last byte is out ('finish': our
+   * FIN is sent) to close its side.
    */
   private lingerAndClose (): void {
     this.phase = 'closed'
@@ -702,7 +703,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     if (socket.isPaused()) socket.resume()
     if (socket.writableLength > 0) {
       socket.once('finish', onClientFlushed)
-      this.setDeadline('linger', this.ctx.config.timeouts.clientIdleMs)
+      this.setDeadline('linger', Math.max(this.ctx.config.timeouts.clientIdleMs, LINGER_MS))
     } else {
       this.setDeadline('linger', LINGER_MS)
     }

@@ -2,7 +2,7 @@
  * The close after a last response, in both modes: bytes still queued for a
  * client when the proxy half-closes are delivered to a client that reads
  * late (or sends its own FIN meanwhile), and a client that takes none of
- * them for `timeouts.clientIdleMs` is cut. A cache hit is written in one go,
+ * them for `timeouts.clientIdleMs` (at least the 2 s linger) is cut. A cache hit is written in one go,
  * so a 32 MiB entry leaves far more queued than two loopback sockets' kernel
  * buffers hold: the case is deterministic.
  */
@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { listenHttp, waitFor, type TestServer } from '../helpers'
 import { MODES, startLb, type RunningLb } from './harness'
+import { W_OPEN_CONNECTIONS, MAX_WORKER_SLOTS } from '../../src/shared/layout'
 
 const BIG = 32 * 1024 * 1024
 /** Longer than the 2 s the proxy waits for a client's close once everything is out. */
@@ -57,11 +58,19 @@ class LateReader {
 const get = (path: string, close: boolean): string => `GET ${path} HTTP/1.1\r\nHost: linger.test\r\n${close ? 'Connection: close\r\n' : ''}\r\n`
 const sleep = async (ms: number): Promise<void> => await new Promise((resolve) => setTimeout(resolve, ms))
 
+/** Client connections the balancer holds open, over every thread (sequential mode has a worker slot too). */
+function openClientConnections (r: RunningLb): number {
+  let n = 0
+  for (let slot = 0; slot < MAX_WORKER_SLOTS; slot++) n += r.lb.state.worker(slot, W_OPEN_CONNECTIONS)
+  return n
+}
+
 for (const mode of MODES) {
   describe(`the close after the last response (${mode.name})`, () => {
     let upstream: TestServer
     let dir: string
     const lbs: Array<{ lb: RunningLb, accessFile: string }> = []
+    let patient: Promise<{ lb: RunningLb, accessFile: string }> | null = null
 
     /** A balancer caching BIG responses, logging to its own file. */
     async function startCaching (name: string, timeouts: Record<string, number>): Promise<{ lb: RunningLb, accessFile: string }> {
@@ -75,6 +84,12 @@ for (const mode of MODES) {
       const started = { lb, accessFile }
       lbs.push(started)
       return started
+    }
+
+    /** The balancer with the default clientIdleMs, started by the first test that needs it. */
+    async function patientLb (): Promise<{ lb: RunningLb, accessFile: string }> {
+      if (patient === null) patient = startCaching('patient', { clientIdleMs: 60_000 })
+      return await patient
     }
 
     before(async () => {
@@ -98,26 +113,35 @@ for (const mode of MODES) {
         .map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.path === path)
     }
 
-    /** Fetch `path` whole through `port` (the miss that stores it), then wait for its line. */
+    /** Fetch `path` whole through the balancer (the miss that stores it), then wait for its line and its close. */
     async function warm (target: { lb: RunningLb, accessFile: string }, path: string): Promise<void> {
       const c = await LateReader.send(target.lb.port, get(path, true))
-      c.socket.resume()
-      await waitFor(() => c.ended || c.closed, 30_000, `the miss for ${path} (have ${c.received})`)
-      assert.equal(c.received, c.expected)
-      assert.match(c.head, /^HTTP\/1\.1 200 /)
-      c.socket.destroy()
+      try {
+        c.socket.resume()
+        await waitFor(() => c.ended || c.closed, 30_000, `the miss for ${path} (have ${c.received})`)
+        assert.equal(c.received, c.expected)
+        assert.match(c.head, /^HTTP\/1\.1 200 /)
+      } finally {
+        c.socket.destroy()
+      }
       await waitFor(() => accessLines(target.accessFile, path).length === 1, 5000, `the miss's access line for ${path}`)
+      await waitFor(() => openClientConnections(target.lb) === 0, 5000, 'the miss\'s connection closed')
     }
 
     /** Send `request` for `path`, read nothing until its access line is written: the proxy has half-closed by then. */
     async function answeredUnread (target: { lb: RunningLb, accessFile: string }, path: string, request: string): Promise<LateReader> {
       const c = await LateReader.send(target.lb.port, request)
-      await waitFor(() => accessLines(target.accessFile, path).length === 2, 10_000, `the hit's access line for ${path}`)
+      try {
+        await waitFor(() => accessLines(target.accessFile, path).length === 2, 10_000, `the hit's access line for ${path}`)
+      } catch (err) {
+        c.socket.destroy()
+        throw err
+      }
       return c
     }
 
     test(`a client that starts reading ${STALL_MS} ms after a cache hit with Connection: close gets every byte, then a FIN`, async () => {
-      const target = await startCaching('patient', { clientIdleMs: 60_000 })
+      const target = await patientLb()
       await warm(target, '/late')
       const c = await answeredUnread(target, '/late', get('/late', true))
       try {
@@ -128,13 +152,15 @@ for (const mode of MODES) {
         assert.match(c.head, /\r\nconnection: close\r\n/i)
         assert.equal(c.received, c.expected, 'every byte of the response')
         assert.equal(c.ended, true, 'a FIN, not a reset')
+        // the client keeps its side open: 2 s after the last byte went out the balancer lets go
+        await waitFor(() => openClientConnections(target.lb) === 0, 6000, 'the balancer closing the connection after the linger')
       } finally {
         c.socket.destroy()
       }
     })
 
     test('a client that half-closes while its answer is still queued gets every byte, then a FIN', async () => {
-      const target = lbs[0]
+      const target = await patientLb()
       await warm(target, '/half')
       const c = await answeredUnread(target, '/half', get('/half', true))
       try {
@@ -144,12 +170,14 @@ for (const mode of MODES) {
         await waitFor(() => c.ended || c.closed, 30_000, `the end of the response (have ${c.received})`)
         assert.equal(c.received, c.expected, 'every byte of the response')
         assert.equal(c.ended, true, 'a FIN, not a reset')
+        // both sides have ended once the last byte is out: node closes the socket then, without the 2 s linger
+        await waitFor(() => openClientConnections(target.lb) === 0, 1500, 'the connection closed once everything was out')
       } finally {
         c.socket.destroy()
       }
     })
 
-    test('a client that takes nothing of a queued answer for clientIdleMs is cut', async () => {
+    test('a client that takes nothing of a queued answer for clientIdleMs (at least 2 s) is cut', async () => {
       const target = await startCaching('strict', { clientIdleMs: 1000 })
       await warm(target, '/never')
       const c = await answeredUnread(target, '/never', get('/never', true))
@@ -158,6 +186,7 @@ for (const mode of MODES) {
         c.socket.resume()
         await waitFor(() => c.ended || c.closed, 10_000, `the cut (have ${c.received})`)
         assert.ok(c.received > 0 && c.received < c.expected, `part of the response: ${c.received} of ${c.expected}`)
+        await waitFor(() => openClientConnections(target.lb) === 0, 2000, 'the connection closed')
       } finally {
         c.socket.destroy()
       }
