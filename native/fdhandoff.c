@@ -27,6 +27,9 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#ifdef __linux__
+#include <netinet/tcp.h>
+#endif
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <node_api.h>
@@ -104,6 +107,28 @@ static napi_value PipeSize(napi_env env, napi_callback_info info) {
     if (grown >= 0) { size = grown; break; }
   }
   napi_create_int32(env, size < 0 ? -1 : size, &result);
+  return result;
+}
+#endif
+
+#ifdef __linux__
+/*
+ * tcpState(fd) -> the state of TCP socket `fd` as Linux's TCP_INFO reports it
+ * (tcpi_state: 1 ESTABLISHED ... 7 CLOSE, 8 CLOSE_WAIT), or -1 when `fd` is
+ * not a TCP socket. src/net/peer-reset.ts tells a reset from a half-close by it.
+ */
+static napi_value TcpState(napi_env env, napi_callback_info info) {
+  int32_t fd;
+  if (!read_fd_arg(env, info, &fd)) {
+    napi_throw_type_error(env, "SWY_ERR_FD_HANDOFF", "tcpState(fd) needs a non-negative integer");
+    return NULL;
+  }
+  struct tcp_info ti;
+  socklen_t len = sizeof ti;
+  int state = -1;
+  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 && len >= 1) state = ti.tcpi_state;
+  napi_value result;
+  napi_create_int32(env, state, &result);
   return result;
 }
 #endif
@@ -336,6 +361,7 @@ static napi_value Init(napi_env env, napi_value exports) {
 #ifdef __linux__
   napi_property_descriptor linux_only[] = {
     { "pipeSize", NULL, PipeSize, NULL, NULL, NULL, napi_default, NULL },
+    { "tcpState", NULL, TcpState, NULL, NULL, NULL, napi_default, NULL },
   };
   napi_define_properties(env, exports, sizeof linux_only / sizeof linux_only[0], linux_only);
 #endif

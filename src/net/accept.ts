@@ -17,6 +17,7 @@ import { listenerName } from '../config/listeners'
 import type { ProxyContext } from '../proxy/context'
 import { ClientConnection, onClientRead } from '../proxy/client'
 import { arenaRead } from './read-arena'
+import { tcpDescriptor } from './peer-reset'
 import { TlsTerminator, type TlsListenerMaterial, type TlsMaterial } from '../tls/terminator'
 import {
   L_OPEN_CONNECTIONS, L_HANDSHAKES_OK, L_HANDSHAKES_RESUMED, L_HANDSHAKE_ERRORS, TLS_ERROR_REASONS, L_PROXY_REJECTED,
@@ -247,7 +248,9 @@ function onHandshake (socket: tls.TLSSocket): void {
   const state = listener.ctx.state
   state.addListener(listener.index, L_HANDSHAKES_OK, 1)
   if (socket.isSessionReused()) state.addListener(listener.index, L_HANDSHAKES_RESUMED, 1)
-  new ClientConnection(listener.ctx, socket, raw[kClientIp], listener).clientPort = raw[kClientPort]
+  const client = new ClientConnection(listener.ctx, socket, raw[kClientIp], listener)
+  client.clientPort = raw[kClientPort]
+  client.tcpFd = tcpDescriptor(raw)
 }
 
 function onHandshakeError (err: NodeJS.ErrnoException, socket: tls.TLSSocket): void {

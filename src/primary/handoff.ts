@@ -18,6 +18,8 @@ export interface FdHandoff {
   mallocStats?: () => { arenaBytes: number, mmapBytes: number, inUseBytes: number, freeBytes: number }
   /** Linux only: grow the buffer of the pipe `fd` toward `bytes` (never shrinks it); its size after, or -1 when `fd` is no pipe. */
   pipeSize?: (fd: number, bytes: number) => number
+  /** Linux only: the TCP state of socket `fd` (TCP_INFO's tcpi_state: 7 CLOSE, 8 CLOSE_WAIT), or -1 when it is not a TCP socket. */
+  tcpState?: (fd: number) => number
 }
 
 let addon: FdHandoff | null = null

@@ -57,6 +57,7 @@ import { normalisedPath, type RouteLookup } from '../routing/router'
 import type { PoolRuntime } from '../routing/pools'
 import type { ListenerRuntime } from '../net/accept'
 import { httpsRedirectReply, acmeChallengeReply } from '../tls/redirect'
+import { connectionGone } from '../net/peer-reset'
 import { L_REDIRECTS } from '../shared/layout'
 import { borrowed, owned } from '../net/read-arena'
 import { monotonicNow, wallNow, deliverRead } from './clock'
@@ -100,6 +101,8 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
   readonly listener: ListenerRuntime | null
   /** The scheme the client used, for the access log's "tls" key (undefined without a listener). */
   readonly proto: 'http' | 'https' | undefined
+  /** A TLS client's TCP descriptor, to tell its reset from a half-close (src/net/peer-reset.ts); -1 otherwise. */
+  tcpFd = -1
 
   constructor (ctx: ProxyContext, socket: net.Socket, peerIp: string, listener: ListenerRuntime | null = null) {
     // an IPv4 peer on a dual-stack socket reads '::ffff:1.2.3.4': it is 1.2.3.4
@@ -726,6 +729,8 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
   // ---- socket lifecycle ----
 
   handleEnd (): void {
+    // node reports a TLS client's reset as an end (src/net/peer-reset.ts): nothing can reach that client any more
+    if (this.tcpFd !== -1 && connectionGone(this.tcpFd)) { this.socket.destroy(); return }
     // the client half-closed: answer what it sent (pipelined requests included), then close
     this.clientEnded = true
     // the request in progress is the last one: say so in its response (Connection: close)
