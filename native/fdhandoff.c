@@ -18,7 +18,9 @@
  * what the arenas hold. Built elsewhere (musl), the two are not defined, and
  * the JS side feature-detects them. And `reduceHeaps` (native/heap-pressure.cc):
  * a memory-reducing collection asked of every thread's V8 heap. And, on Linux,
- * `pipeSize`: a larger buffer for the pipe stdout writes to (src/log-sink.ts).
+ * `pipeSize`: a larger buffer for the pipe stdout writes to (src/log-sink.ts),
+ * and `tcpState`: a TLS client's TCP state, to tell its reset from its
+ * half-close (src/net/peer-reset.ts).
  */
 #include <errno.h>
 #include <fcntl.h>

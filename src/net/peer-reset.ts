@@ -9,9 +9,11 @@
  * it, were held until a timeout: 30 s for a response, an hour for a tunnel.
  * A plain TCP socket reports the same reset as an error at once.
  *
- * The TCP state tells the two apart when the 'end' comes: after a FIN the
- * socket is in CLOSE_WAIT (it can still send); after a reset it is CLOSE,
- * and nothing can be sent on it any more.
+ * The TCP state tells the two apart when the 'end' comes: after a FIN, while
+ * our side is open, the socket is in CLOSE_WAIT (it can still send); after a
+ * reset it is CLOSE, and nothing can be sent on it any more. CLOSE also
+ * follows a FIN once our own FIN was acknowledged (TIME_WAIT, LAST_ACK): every
+ * byte before it was delivered then, so closing loses nothing either.
  *
  * What this relies on, each feature-detected (without any of them the
  * descriptor is -1 and 'end' means a half-close, as before), and pinned by

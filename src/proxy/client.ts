@@ -730,7 +730,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
 
   handleEnd (): void {
     // node reports a TLS client's reset as an end (src/net/peer-reset.ts): nothing can reach that client any more
-    if (this.tcpFd !== -1 && connectionGone(this.tcpFd)) { this.socket.destroy(); return }
+    if (this.tcpFd !== -1 && !this.socket.destroyed && connectionGone(this.tcpFd)) { this.socket.destroy(); return }
     // the client half-closed: answer what it sent (pipelined requests included), then close
     this.clientEnded = true
     // the request in progress is the last one: say so in its response (Connection: close)

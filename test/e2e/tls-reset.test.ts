@@ -14,9 +14,12 @@ import { once } from 'node:events'
 import { MODES, startLb, type RunningLb } from './harness'
 import { startEchoUpstream, waitFor, type TestServer } from '../helpers'
 import { makeTestCa, type TestCa } from '../tls-fixtures'
-import { W_OPEN_CONNECTIONS, MAX_WORKER_SLOTS, U_OPEN_SOCKETS } from '../../src/shared/layout'
+import { optionalHandoff } from '../../src/primary/handoff'
+import { W_OPEN_CONNECTIONS, MAX_WORKER_SLOTS, U_OPEN_SOCKETS, L_HANDSHAKES_OK } from '../../src/shared/layout'
 
 const BIG = 3 * 1024 * 1024
+/** Without Linux's TCP_INFO through the addon a reset TLS client is taken for a half-close (README, HTTPS). */
+const skip = typeof optionalHandoff()?.tcpState !== 'function' ? 'no tcpState (Linux only, needs the addon)' : false
 const UPGRADE = 'GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n'
 
 function openClientConnections (r: RunningLb): number {
@@ -73,26 +76,38 @@ for (const mode of MODES) {
       return { raw, client }
     }
 
+    /** Handshakes the balancer completed: one more once its side of a new connection is done. */
+    const handshakes = (): number => run.lb.state.listener(0, L_HANDSHAKES_OK)
+
+    /**
+     * Send `request` and reset right behind it, before the balancer's side of the handshake is done, so the
+     * request and the reset arrive together (what node takes for a half-close); then wait until the balancer
+     * has had that connection, so the checks after watch this one.
+     */
+    async function requestAndReset (request: string): Promise<void> {
+      const before = handshakes()
+      const { raw, client } = await connect()
+      client.write(request)
+      raw.resetAndDestroy()
+      await waitFor(() => handshakes() === before + 1, 5000, 'the balancer\'s side of the handshake')
+    }
+
     /** The client connection let go and, unless `pooled` (a response that completed), the upstream one closed. */
     async function settled (what: string, pooled = false): Promise<void> {
       await waitFor(() => openClientConnections(run) === 0, 5000, `the client connection let go (${what})`)
       if (!pooled) await waitFor(() => run.lb.state.upstream(run.lb.table[0].slot, U_OPEN_SOCKETS) === 0, 5000, `the upstream connection closed (${what})`)
     }
 
-    test('a reset right behind a request for 3 MB: both connections are let go at once', async () => {
+    test('a reset right behind a request for 3 MB: both connections are let go at once', { skip }, async () => {
       for (let i = 0; i < 3; i++) {
-        const { raw, client } = await connect()
-        client.write('GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n')
-        raw.resetAndDestroy()
+        await requestAndReset('GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n')
         await settled(`try ${i + 1}`)
       }
     })
 
-    test('a reset right behind a WebSocket upgrade: the tunnel is closed on both sides', async () => {
+    test('a reset right behind a WebSocket upgrade: the tunnel is closed on both sides', { skip }, async () => {
       for (let i = 0; i < 3; i++) {
-        const { raw, client } = await connect()
-        client.write(UPGRADE)
-        raw.resetAndDestroy()
+        await requestAndReset(UPGRADE)
         await settled(`try ${i + 1}`)
       }
     })
@@ -101,7 +116,7 @@ for (const mode of MODES) {
       const { client } = await connect()
       let received = 0
       let head = ''
-      client.on('data', (c: Buffer) => { if (head.length < 200) head += c.toString('latin1', 0, 200); received += c.length })
+      client.on('data', (c: Buffer) => { if (head.length < 4096) head += c.toString('latin1', 0, 4096); received += c.length })
       client.write('GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n')
       client.end()
       await waitFor(() => client.readableEnded || client.destroyed, 10_000, `the end of the response (have ${received})`)

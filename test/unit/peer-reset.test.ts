@@ -14,12 +14,18 @@ import * as tls from 'node:tls'
 import { readFileSync } from 'node:fs'
 import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
-import { loadHandoff } from '../../src/primary/handoff'
+import { loadHandoff, optionalHandoff } from '../../src/primary/handoff'
 import { tcpDescriptor, connectionGone } from '../../src/net/peer-reset'
 import { makeTestCa, type TestCa } from '../tls-fixtures'
 import { waitFor } from '../helpers'
 
-interface Accepted { raw: net.Socket, secure: tls.TLSSocket | null, fd: number, ended: boolean, errored: string | null, goneAtEnd: boolean | null, closed: boolean }
+/** Linux's TCP_INFO through the addon; elsewhere (or without the addon) every test here is skipped: a reset is then a half-close. */
+const tcpState = optionalHandoff()?.tcpState
+const skip = typeof tcpState !== 'function' ? 'no tcpState (Linux only, needs the addon)' : false
+const TCP_ESTABLISHED = 1
+const TCP_CLOSE_WAIT = 8
+
+interface Accepted { raw: net.Socket, secure: tls.TLSSocket | null, fd: number, ended: boolean, errored: string | null, goneAtEnd: boolean | null, stateAtEnd: number, closed: boolean }
 
 let ca: TestCa
 let server: net.Server
@@ -38,13 +44,13 @@ before(async () => {
     s.allowHalfOpen = true // as accept.ts's onHandshake
     a.fd = tcpDescriptor(a.raw)
     s.on('data', () => {})
-    s.on('end', () => { a.ended = true; a.goneAtEnd = connectionGone(a.fd) })
+    s.on('end', () => { a.ended = true; a.goneAtEnd = connectionGone(a.fd); a.stateAtEnd = (tcpState as (fd: number) => number)(a.fd) })
     s.on('error', (err: NodeJS.ErrnoException) => { a.errored = err.code ?? err.message })
     s.on('close', () => { a.closed = true })
   })
   tlsServer.on('tlsClientError', () => {})
   server = net.createServer((raw) => {
-    accepted.push({ raw, secure: null, fd: -1, ended: false, errored: null, goneAtEnd: null, closed: false })
+    accepted.push({ raw, secure: null, fd: -1, ended: false, errored: null, goneAtEnd: null, stateAtEnd: -1, closed: false })
     raw.allowHalfOpen = false // as accept.ts before the handshake
     tlsServer.emit('connection', raw)
   })
@@ -61,29 +67,30 @@ after(async () => {
 
 /** A TLS client on a raw socket of its own (so it can reset it); resolves once the server has its TLS socket. */
 async function connect (): Promise<{ raw: net.Socket, client: tls.TLSSocket, side: Accepted }> {
-  const before = accepted.length
+  const index = accepted.length
   const raw = net.connect(port, '127.0.0.1')
   raw.on('error', () => {})
   await once(raw, 'connect')
   const client = tls.connect({ socket: raw, servername: 'localhost', ca: ca.ca })
   client.on('error', () => {})
   await once(client, 'secureConnect')
-  await waitFor(() => accepted.length > before && accepted[before].secure !== null, 5000, 'the server side of the handshake')
-  return { raw, client, side: accepted[before] }
+  await waitFor(() => accepted.length > index && accepted[index].secure !== null, 5000, 'the server side of the handshake')
+  return { raw, client, side: accepted[index] }
 }
 
-test('the raw socket under a server TLSSocket has a descriptor, and it names the connection', async () => {
+test('the raw socket under a server TLSSocket has a descriptor, and it names the connection', { skip }, async () => {
   const { raw, client, side } = await connect()
   try {
     assert.ok(side.fd >= 0, `a descriptor: ${side.fd}`)
     assert.equal(loadHandoff().peer(side.fd), `127.0.0.1:${raw.localPort ?? 0}`)
+    assert.equal((tcpState as (fd: number) => number)(side.fd), TCP_ESTABLISHED)
     assert.equal(connectionGone(side.fd), false, 'an open connection is not gone')
   } finally {
     client.destroy()
   }
 })
 
-test('a client that resets after its request: an end that reads as gone, or an error', async () => {
+test('a client that resets after its request: an end that reads as gone, or an error', { skip }, async () => {
   const { raw, client, side } = await connect()
   // the reset right behind the request, as a client that gives up at once sends it: node 20 reads the
   // request, then says 'end' (a reset on its own, with nothing unread, comes as ECONNRESET)
@@ -95,13 +102,14 @@ test('a client that resets after its request: an end that reads as gone, or an e
   secure.destroy()
 })
 
-test('a client that half-closes after its request: not gone, and the answer written after the end arrives', async () => {
+test('a client that half-closes after its request: not gone, and the answer written after the end arrives', { skip }, async () => {
   const { client, side } = await connect()
   const received: Buffer[] = []
   client.on('data', (c: Buffer) => received.push(c))
   client.write('GET / HTTP/1.1\r\nHost: localhost\r\n\r\n')
   client.end() // close_notify and FIN; the client still reads
   await waitFor(() => side.ended, 5000, 'the half-close at the server')
+  assert.equal(side.stateAtEnd, TCP_CLOSE_WAIT)
   assert.equal(side.goneAtEnd, false, 'a half-closed connection can still send')
   const secure = side.secure as tls.TLSSocket
   secure.end('the answer')
