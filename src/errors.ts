@@ -57,6 +57,8 @@ export const errorCatalogue = {
   SWY_ERR_ADMIN_UNAUTHORIZED: { status: 401, flag: '-', message: 'Unauthorized' },
   // TLS and PROXY protocol at the listeners (the connection closes: no HTTP answer is possible).
   SWY_ERR_TLS_HANDSHAKE: { status: 400, flag: 'TLS', message: 'TLS handshake failed' },
+  // (this one is answered, in plain text, before the close: the client speaks HTTP, just not TLS)
+  SWY_ERR_TLS_PLAIN_HTTP: { status: 400, flag: 'TLS', message: 'Plain HTTP request sent to an HTTPS port' },
   SWY_ERR_PROXY_PROTOCOL: { status: 400, flag: 'PPE', message: 'Missing, malformed or untrusted PROXY protocol header' },
   SWY_ERR_TLS_CERTIFICATE: { status: 500, flag: '-', message: 'Certificate or key cannot be used' },
 } as const satisfies Record<string, ErrorInfo>

@@ -18,6 +18,8 @@ import type { ProxyContext } from '../proxy/context'
 import { ClientConnection, onClientRead } from '../proxy/client'
 import { arenaRead } from './read-arena'
 import { tcpDescriptor } from './peer-reset'
+import { directDescriptor, sendLastWord } from './direct-write'
+import { errorReply } from '../http/replies'
 import { TlsTerminator, type TlsListenerMaterial, type TlsMaterial } from '../tls/terminator'
 import {
   L_OPEN_CONNECTIONS, L_HANDSHAKES_OK, L_HANDSHAKES_RESUMED, L_HANDSHAKE_ERRORS, TLS_ERROR_REASONS, L_PROXY_REJECTED,
@@ -255,10 +257,13 @@ function onHandshake (socket: tls.TLSSocket): void {
 
 function onHandshakeError (err: NodeJS.ErrnoException, socket: tls.TLSSocket): void {
   const raw = rawOf(socket)
+  const reason = handshakeErrorReason(err)
+  // plain HTTP on a TLS port (OpenSSL saw `GET `, `POST`, `HEAD` or `PUT ` where a record should be): a plain
+  // 400 that says so before the close, as nginx and Caddy answer; the socket is fresh, so one send takes it
+  if (raw !== null && reason === 'plain_http' && !raw.destroyed) sendLastWord(directDescriptor(raw), errorReply('SWY_ERR_TLS_PLAIN_HTTP', true))
   socket.destroy()
   if (raw === null) return
   const listener = raw[kListener]
-  const reason = handshakeErrorReason(err)
   listener.ctx.state.addListener(listener.index, L_HANDSHAKE_ERRORS + TLS_ERROR_REASONS.indexOf(reason), 1)
   logger.warn({ code: 'SWY_ERR_TLS_HANDSHAKE' satisfies ErrorCode, listener: listener.name, client: raw[kClientIp], reason, detail: err.code ?? err.message }, 'TLS handshake failed; connection closed')
 }

@@ -88,3 +88,13 @@ function span (buf: Buffer, start: number, end: number): Buffer {
 export function writeDirect (socket: net.Socket, fd: number, data: Buffer): boolean {
   return writeSpans(socket, fd, data, 0, data.length, null, 0, 0)
 }
+
+/**
+ * A last word before a close, on a socket node no longer writes for itself
+ * (the raw TCP socket under a TLS socket whose handshake failed): one
+ * nonblocking send of `data` to `fd` (from directDescriptor), whatever the
+ * kernel does not take dropped. True when it all went.
+ */
+export function sendLastWord (fd: number, data: Buffer): boolean {
+  return fd !== -1 && (sender as Send)(fd, data, 0, data.length, null, 0, 0) === data.length
+}

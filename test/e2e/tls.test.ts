@@ -187,6 +187,14 @@ for (const mode of MODES) {
       const hello = await clientHelloPrefix()
       const plain = await rawTls(run.port, Buffer.from('GET / HTTP/1.1\r\nHost: localhost\r\n\r\n'), 'wait')
       assert.ok(plain.closedByPeer)
+      // a plain HTTP client is told, in plain HTTP, what went wrong (as nginx and Caddy do)
+      const said = plain.received.toString('latin1')
+      assert.match(said, /^HTTP\/1\.1 400 Bad Request\r\n/)
+      assert.match(said, /\r\nConnection: close\r\n/)
+      assert.ok(said.endsWith('\r\n\r\n400 Bad Request: Plain HTTP request sent to an HTTPS port\n'), JSON.stringify(said))
+      // anything else that is not TLS gets no answer: it speaks neither
+      const garbage = await rawTls(run.port, Buffer.from('\x00\x01\x02\x03 more garbage'), 'wait')
+      assert.equal(garbage.received.length, 0)
       await rawTls(run.port, Buffer.from('\x16\x03\x01\xff\xff garbage that is no TLS record at all'), 'wait')
       await rawTls(run.port, Buffer.from('\x00\x01\x02\x03 garbage'), 'wait')
       await rawTls(run.port, hello.subarray(0, 20), 'end') // truncated ClientHello, then EOF
