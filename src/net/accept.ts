@@ -258,8 +258,11 @@ function onHandshake (socket: tls.TLSSocket): void {
 function onHandshakeError (err: NodeJS.ErrnoException, socket: tls.TLSSocket): void {
   const raw = rawOf(socket)
   const reason = handshakeErrorReason(err)
-  // plain HTTP on a TLS port (OpenSSL saw `GET `, `POST`, `HEAD` or `PUT ` where a record should be): a plain
-  // 400 that says so before the close, as nginx and Caddy answer; the socket is fresh, so one send takes it
+  // plain HTTP on a TLS port (OpenSSL 3.0 saw `GET `, `POST `, `HEAD `, `PUT ` or `CONNE` where a record should
+  // be): a plain 400 that says so before the close, as nginx and Caddy answer; the socket is fresh, so one send
+  // takes it. With the body even after a HEAD: OpenSSL consumed the method, and Connection: close frames it.
+  // Needs the addon (directDescriptor is -1 without it: the close alone, as before). No linger: request bytes
+  // still unread (a body) make the close a reset, which can cost the client the 400
   if (raw !== null && reason === 'plain_http' && !raw.destroyed) sendLastWord(directDescriptor(raw), errorReply('SWY_ERR_TLS_PLAIN_HTTP', true))
   socket.destroy()
   if (raw === null) return

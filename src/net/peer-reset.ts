@@ -6,8 +6,8 @@
  * writes that follow neither fail nor drain: they stay queued in the TLS
  * layer. Since a half-closed client still gets its responses (RFC 9112 §9.6,
  * `allowHalfOpen`), such a connection, and the upstream connection serving
- * it, were held until a timeout (30 s for a large response, up to an hour for
- * a tunnel).
+ * it, were held until a timeout (30 s for a large response, 60 s for one that
+ * was all queued, up to an hour for a tunnel).
  * A plain TCP socket reports the same reset as an error at once.
  *
  * The TCP state tells the two apart when the 'end' comes: after a FIN, while
