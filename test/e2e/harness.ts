@@ -6,6 +6,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { join } from 'node:path'
 import { start, type Switchyard } from '../../src/index'
+import { W_OPEN_CONNECTIONS, MAX_WORKER_SLOTS } from '../../src/shared/layout'
 
 /** The two modes every end-to-end suite runs in. */
 export const MODES = [
@@ -28,6 +29,13 @@ export async function startLb (config: Record<string, unknown>, workers: number)
     workers,
   })
   return { lb, port: lb.address.port, stop: async () => await lb.stop(2000) }
+}
+
+/** Client connections the balancer holds open, over every thread (sequential mode has a worker slot too). */
+export function openClientConnections (r: RunningLb): number {
+  let n = 0
+  for (let slot = 0; slot < MAX_WORKER_SLOTS; slot++) n += r.lb.state.worker(slot, W_OPEN_CONNECTIONS)
+  return n
 }
 
 export interface SpawnedLb {

@@ -14,8 +14,7 @@ import { mkdtempSync, readFileSync, existsSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { listenHttp, waitFor, type TestServer } from '../helpers'
-import { MODES, startLb, type RunningLb } from './harness'
-import { W_OPEN_CONNECTIONS, MAX_WORKER_SLOTS } from '../../src/shared/layout'
+import { MODES, startLb, openClientConnections, type RunningLb } from './harness'
 
 const BIG = 32 * 1024 * 1024
 /** Longer than the 2 s the proxy waits for a client's close once everything is out. */
@@ -57,13 +56,6 @@ class LateReader {
 
 const get = (path: string, close: boolean): string => `GET ${path} HTTP/1.1\r\nHost: linger.test\r\n${close ? 'Connection: close\r\n' : ''}\r\n`
 const sleep = async (ms: number): Promise<void> => await new Promise((resolve) => setTimeout(resolve, ms))
-
-/** Client connections the balancer holds open, over every thread (sequential mode has a worker slot too). */
-function openClientConnections (r: RunningLb): number {
-  let n = 0
-  for (let slot = 0; slot < MAX_WORKER_SLOTS; slot++) n += r.lb.state.worker(slot, W_OPEN_CONNECTIONS)
-  return n
-}
 
 for (const mode of MODES) {
   describe(`the close after the last response (${mode.name})`, () => {

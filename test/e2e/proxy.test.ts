@@ -18,9 +18,9 @@ import * as net from 'node:net'
 import { once } from 'node:events'
 import { createHash, randomBytes } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
-import { MODES, startLb, type RunningLb } from './harness'
+import { MODES, startLb, openClientConnections, type RunningLb } from './harness'
 import { waitFor, startEchoUpstream, startRawServer, freePort, rawExchange, splitResponses, httpRequest } from '../helpers'
-import { U_ACTIVE_REQUESTS, U_OPEN_SOCKETS, W_OPEN_CONNECTIONS, MAX_WORKER_SLOTS } from '../../src/shared/layout'
+import { U_ACTIVE_REQUESTS, U_OPEN_SOCKETS } from '../../src/shared/layout'
 
 // ---- test-side HTTP framing (independent of the proxy's parser) ---------------------------
 
@@ -239,13 +239,6 @@ function openSockets (r: RunningLb, index = 0): number {
 /** Nothing is left for the upstream: no request in flight, no socket open (failed ones are not pooled). */
 async function upstreamSettled (r: RunningLb): Promise<void> {
   await waitFor(() => activeRequests(r) === 0 && openSockets(r) === 0, 3000, 'U_ACTIVE_REQUESTS and U_OPEN_SOCKETS back to 0')
-}
-
-/** Client connections the proxy holds open, over every thread (sequential mode has a worker slot too). */
-function openClientConnections (r: RunningLb): number {
-  let n = 0
-  for (let slot = 0; slot < MAX_WORKER_SLOTS; slot++) n += r.lb.state.worker(slot, W_OPEN_CONNECTIONS)
-  return n
 }
 
 const delay = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }

@@ -11,22 +11,16 @@ import assert from 'node:assert/strict'
 import * as net from 'node:net'
 import * as tls from 'node:tls'
 import { once } from 'node:events'
-import { MODES, startLb, type RunningLb } from './harness'
+import { MODES, startLb, openClientConnections, type RunningLb } from './harness'
 import { startEchoUpstream, waitFor, type TestServer } from '../helpers'
 import { makeTestCa, type TestCa } from '../tls-fixtures'
 import { optionalHandoff } from '../../src/primary/handoff'
-import { W_OPEN_CONNECTIONS, MAX_WORKER_SLOTS, U_OPEN_SOCKETS, L_HANDSHAKES_OK } from '../../src/shared/layout'
+import { U_OPEN_SOCKETS, L_HANDSHAKES_OK } from '../../src/shared/layout'
 
 const BIG = 3 * 1024 * 1024
 /** Without Linux's TCP_INFO through the addon a reset TLS client is taken for a half-close (README, HTTPS). */
 const skip = typeof optionalHandoff()?.tcpState !== 'function' ? 'no tcpState (Linux only, needs the addon)' : false
 const UPGRADE = 'GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n'
-
-function openClientConnections (r: RunningLb): number {
-  let n = 0
-  for (let slot = 0; slot < MAX_WORKER_SLOTS; slot++) n += r.lb.state.worker(slot, W_OPEN_CONNECTIONS)
-  return n
-}
 
 for (const mode of MODES) {
   describe(`a TLS client's reset (${mode.name})`, () => {
