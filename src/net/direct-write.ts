@@ -44,6 +44,16 @@ function loadSender (): Send | null {
  */
 export function directDescriptor (socket: net.Socket): number {
   if (socket instanceof TLSSocket || loadSender() === null) return -1
+  return handleDescriptor(socket)
+}
+
+/**
+ * The descriptor of `socket`'s handle (`socket._handle.fd`, undocumented;
+ * pinned by test/unit/direct-write.test.ts), or -1 when it has none. The one
+ * place the request path reads it: direct writes here, a TLS client's TCP
+ * state in ./peer-reset.ts.
+ */
+export function handleDescriptor (socket: net.Socket): number {
   const handle = (socket as unknown as { _handle: { fd?: unknown } | null })._handle
   const fd = handle !== null && handle !== undefined ? handle.fd : undefined
   return typeof fd === 'number' && fd >= 0 ? fd : -1

@@ -21,11 +21,13 @@
  * test/unit/peer-reset.test.ts, which fails if one changes:
  * - the raw TCP socket under a server TLSSocket made from a net.Socket
  *   (`_parent`, which src/net/accept.ts reads already) keeps its handle, and
- *   the handle's `fd` names the connection (as src/net/direct-write.ts reads);
+ *   the handle's `fd` names the connection (read by direct-write.ts's
+ *   handleDescriptor);
  * - Linux's TCP_INFO, through the addon's `tcpState`.
  */
 import type * as net from 'node:net'
 import { optionalHandoff } from '../primary/handoff'
+import { handleDescriptor } from './direct-write'
 
 /** Linux's TCP_CLOSE (include/net/tcp_states.h): no connection left. */
 const TCP_CLOSE = 7
@@ -46,10 +48,7 @@ function loadTcpState (): ((fd: number) => number) | null {
  * taken for a half-close). Valid while the TLS socket is not destroyed.
  */
 export function tcpDescriptor (raw: net.Socket): number {
-  if (loadTcpState() === null) return -1
-  const handle = (raw as unknown as { _handle: { fd?: unknown } | null })._handle
-  const fd = handle !== null && handle !== undefined ? handle.fd : undefined
-  return typeof fd === 'number' && fd >= 0 ? fd : -1
+  return loadTcpState() === null ? -1 : handleDescriptor(raw)
 }
 
 /** Is the TCP connection of `fd` (from tcpDescriptor, -1 for none) gone, reset or fully closed? */

@@ -5,6 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { join } from 'node:path'
+import { existsSync, readFileSync } from 'node:fs'
 import { start, type Switchyard } from '../../src/index'
 import { W_OPEN_CONNECTIONS, MAX_WORKER_SLOTS } from '../../src/shared/layout'
 
@@ -36,6 +37,13 @@ export function openClientConnections (r: RunningLb): number {
   let n = 0
   for (let slot = 0; slot < MAX_WORKER_SLOTS; slot++) n += r.lb.state.worker(slot, W_OPEN_CONNECTIONS)
   return n
+}
+
+/** The access-log lines for `path` in `file` (log.accessFile) written so far, parsed; none while there is no file. */
+export function accessFileLines (file: string, path: string): Array<Record<string, unknown>> {
+  if (!existsSync(file)) return []
+  return readFileSync(file, 'utf8').split('\n').filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.path === path)
 }
 
 export interface SpawnedLb {

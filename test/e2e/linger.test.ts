@@ -10,11 +10,11 @@ import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import * as http from 'node:http'
 import * as net from 'node:net'
-import { mkdtempSync, readFileSync, existsSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { listenHttp, waitFor, type TestServer } from '../helpers'
-import { MODES, startLb, openClientConnections, type RunningLb } from './harness'
+import { MODES, startLb, openClientConnections, accessFileLines, type RunningLb } from './harness'
 
 const BIG = 32 * 1024 * 1024
 /** Longer than the 2 s the proxy waits for a client's close once everything is out. */
@@ -99,12 +99,6 @@ for (const mode of MODES) {
       rmSync(dir, { recursive: true, force: true })
     })
 
-    function accessLines (accessFile: string, path: string): Array<Record<string, unknown>> {
-      if (!existsSync(accessFile)) return []
-      return readFileSync(accessFile, 'utf8').split('\n').filter((l) => l.startsWith('{'))
-        .map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.path === path)
-    }
-
     /** Fetch `path` whole through the balancer (the miss that stores it), then wait for its line and its close. */
     async function warm (target: { lb: RunningLb, accessFile: string }, path: string): Promise<void> {
       const c = await LateReader.send(target.lb.port, get(path, true))
@@ -116,7 +110,7 @@ for (const mode of MODES) {
       } finally {
         c.socket.destroy()
       }
-      await waitFor(() => accessLines(target.accessFile, path).length === 1, 5000, `the miss's access line for ${path}`)
+      await waitFor(() => accessFileLines(target.accessFile, path).length === 1, 5000, `the miss's access line for ${path}`)
       await waitFor(() => openClientConnections(target.lb) === 0, 5000, 'the miss\'s connection closed')
     }
 
@@ -124,7 +118,7 @@ for (const mode of MODES) {
     async function answeredUnread (target: { lb: RunningLb, accessFile: string }, path: string, request: string): Promise<LateReader> {
       const c = await LateReader.send(target.lb.port, request)
       try {
-        await waitFor(() => accessLines(target.accessFile, path).length === 2, 10_000, `the hit's access line for ${path}`)
+        await waitFor(() => accessFileLines(target.accessFile, path).length === 2, 10_000, `the hit's access line for ${path}`)
       } catch (err) {
         c.socket.destroy()
         throw err

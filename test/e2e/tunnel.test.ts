@@ -8,11 +8,11 @@
 import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import * as net from 'node:net'
-import { mkdtempSync, readFileSync, existsSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startRawServer, waitFor, type TestServer } from '../helpers'
-import { MODES, startLb, type RunningLb } from './harness'
+import { MODES, startLb, accessFileLines, type RunningLb } from './harness'
 
 const UPGRADE = (path: string): string => `GET ${path} HTTP/1.1\r\nHost: example.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`
 const SWITCHING = 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n'
@@ -115,11 +115,7 @@ for (const mode of MODES) {
     })
 
     /** The access lines of tunnels to `path` written so far. */
-    function accessLines (path: string): Array<Record<string, unknown>> {
-      if (!existsSync(accessFile)) return []
-      return readFileSync(accessFile, 'utf8').split('\n').filter((l) => l.startsWith('{'))
-        .map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.path === path)
-    }
+    const accessLines = (path: string): Array<Record<string, unknown>> => accessFileLines(accessFile, path)
 
     function sideFor (path: string): UpstreamSide {
       const side = sides.find((s) => s.path === path)
