@@ -6,6 +6,7 @@ import * as net from 'node:net'
 import * as http from 'node:http'
 import { Worker } from 'node:worker_threads'
 import type { AddressInfo } from 'node:net'
+import { readFileSync } from 'node:fs'
 
 export async function waitFor (condition: () => boolean | Promise<boolean>, timeoutMs = 5000, what = 'condition'): Promise<void> {
   const deadline = Date.now() + timeoutMs
@@ -95,13 +96,50 @@ export async function startRawServer (onConnection: (socket: net.Socket) => void
   return result
 }
 
-/** A port that was free a moment ago (for upstreams that must be "down"). */
+/**
+ * A port that was free a moment ago, for a server the test starts itself. Not for an upstream
+ * that must stay down: the kernel hands the same port to the next listen(0), which in a parallel
+ * suite is another test's server (a "dead" upstream once answered 431). Use refusedPort() there.
+ */
 export async function freePort (): Promise<number> {
   const server = net.createServer()
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   const port = (server.address() as AddressInfo).port
   await new Promise<void>((resolve) => server.close(() => resolve()))
   return port
+}
+
+/** The low end of the kernel's ephemeral port range (listen(0) and connections' source ports). */
+function ephemeralLow (): number {
+  try {
+    const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0])
+    if (Number.isInteger(low) && low > 2048) return low
+  } catch { /* not Linux: the IANA range starts at 49152, Linux's default at 32768 */ }
+  return 32768
+}
+
+/** Whether a connection to 127.0.0.1:port is refused (nothing listens). */
+async function connectRefused (port: number): Promise<boolean> {
+  return await new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1')
+    socket.once('connect', () => { socket.destroy(); resolve(false) })
+    socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'ECONNREFUSED'))
+  })
+}
+
+/**
+ * A loopback port where connections are refused for the whole run, for an upstream (or Redis, or
+ * collector) that must be down. It lies below the kernel's ephemeral range, so no listen(0) in the
+ * suite and no connection's own source port (a self-connect) can take it; checked refused here.
+ */
+export async function refusedPort (): Promise<number> {
+  const low = ephemeralLow()
+  const from = Math.max(1024, low - 8192)
+  for (let attempt = 0; attempt < 32; attempt++) {
+    const port = from + Math.floor(Math.random() * (low - from))
+    if (await connectRefused(port)) return port
+  }
+  throw new Error(`no refused port found in ${from}-${low - 1}`)
 }
 
 /**

@@ -14,7 +14,7 @@ import { writeFileSync, statSync, existsSync } from 'node:fs'
 import { join } from 'node:path'
 import * as https from 'node:https'
 import { MODES, startLb, type RunningLb } from './harness'
-import { startEchoUpstream, waitFor, freePort, type TestServer } from '../helpers'
+import { startEchoUpstream, waitFor, freePort, refusedPort, type TestServer } from '../helpers'
 import { makeTestCa, type TestCa } from '../tls-fixtures'
 import { TlsClient } from './tls-client'
 
@@ -130,7 +130,7 @@ describe('ACME against pebble', () => {
   }
 
   test('an unreachable ACME server: the fallback keeps serving, the order is retried', async () => {
-    const deadPort = await freePort()
+    const deadPort = await refusedPort()
     const run = await startLb({
       listen: [
         { address: '127.0.0.1:0', tls: { acme: { directoryUrl: `https://localhost:${deadPort}/dir`, email: 'ops@example.com', domains: ['localhost'], storageDir: join(ca.dir, 'acme-dead'), caFile: ca.caFile } } },

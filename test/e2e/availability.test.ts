@@ -21,7 +21,7 @@ import {
   MAX_WORKER_SLOTS, U_ACTIVE_REQUESTS, U_EJECTED_AT, U_FAILURES, U_HEALTHY, U_REQUESTS,
   W_OPEN_CONNECTIONS, W_THREAD_ID,
 } from '../../src/shared/layout'
-import { waitFor, startEchoUpstream, startRawServer, freePort, httpRequest, rawExchange, type TestServer } from '../helpers'
+import { waitFor, startEchoUpstream, startRawServer, refusedPort, httpRequest, rawExchange, type TestServer } from '../helpers'
 import { MODES, startLb, spawnLb, type RunningLb } from './harness'
 
 // ---- helpers -----------------------------------------------------------------
@@ -137,7 +137,7 @@ async function quiescent (run: RunningLb): Promise<void> {
 
 for (const mode of MODES) {
   test(`${mode.name}: a refused upstream is skipped and ejected; every request succeeds`, async () => {
-    const down = `127.0.0.1:${await freePort()}`
+    const down = `127.0.0.1:${await refusedPort()}`
     const up = await startEchoUpstream('b')
     const run = await startReady({ upstreams: [{ address: down }, { address: up.address }] }, mode.workers)
     try {
@@ -157,8 +157,8 @@ for (const mode of MODES) {
   })
 
   test(`${mode.name}: all upstreams down answers 502 at once, then without connect attempts once ejected`, async () => {
-    const a = `127.0.0.1:${await freePort()}`
-    const b = `127.0.0.1:${await freePort()}`
+    const a = `127.0.0.1:${await refusedPort()}`
+    const b = `127.0.0.1:${await refusedPort()}`
     // ejected on their first failure (the default, maxFailures 5, would need five requests first);
     // panic mode off: with it (test/e2e/panic-backup.test.ts) a pool whose upstreams all look down keeps trying them
     const run = await startReady({ upstreams: [{ address: a }, { address: b }], healthCheck: { panicThresholdPercent: 0, passive: { maxFailures: 1 } } }, mode.workers)

@@ -10,7 +10,7 @@ import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
 import * as http from 'node:http'
 import { freePort as benchFreePort, peerDefinitions, spawnTracked, stopProcess, type Managed, type PeerDefinition } from '../../bench/peers'
-import { freePort, startEchoUpstream, type TestServer, type EchoReply } from '../helpers'
+import { refusedPort, startEchoUpstream, type TestServer, type EchoReply } from '../helpers'
 
 /** Requests one after another on one kept-alive client connection; the echoes in order. */
 async function sequentialRequests (port: number, count: number): Promise<EchoReply[]> {
@@ -119,7 +119,7 @@ describe('bench peers', () => {
 
     test(`${id}: an unreachable upstream is a 502, and the peer keeps serving`, async () => {
       const port = await benchFreePort()
-      const running = await peer(id).start(port, [await freePort()], 1, null)
+      const running = await peer(id).start(port, [await refusedPort()], 1, null)
       try {
         assert.equal(await statusOf(port), 502)
         assert.equal(await statusOf(port), 502)

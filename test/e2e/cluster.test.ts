@@ -10,7 +10,7 @@ import assert from 'node:assert/strict'
 import * as http from 'node:http'
 import { startLb, type RunningLb } from './harness'
 import { RedisServer, redisTimeMs } from './redis-server'
-import { freePort, httpRequest, startEchoUpstream, waitFor, type TestServer } from '../helpers'
+import { refusedPort, httpRequest, startEchoUpstream, waitFor, type TestServer } from '../helpers'
 import { ASK_MARGIN_MS } from '../../src/cluster/global-limiter'
 import { BREAKER_BACKOFF_MS } from '../../src/cluster/redis-link'
 
@@ -263,7 +263,7 @@ describe('cluster: Redis unreachable at start', () => {
   for (const mode of ['open', 'closed', 'local-share'] as const) {
     test(`starts and serves; onRedisFailure ${mode}`, async () => {
       const upstream = await startEchoUpstream('u')
-      const deadPort = await freePort()
+      const deadPort = await refusedPort()
       const r = await startLb({
         upstreams: [{ address: upstream.address }],
         rateLimit: { maxRequests: 2, windowMs: 60_000 },

@@ -15,7 +15,7 @@ import { mkdtempSync, writeFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { MODES, startLb, type RunningLb } from './harness'
-import { startEchoUpstream, httpRequest, waitFor, freePort } from '../helpers'
+import { startEchoUpstream, httpRequest, waitFor, refusedPort } from '../helpers'
 import { startAdmin, type AdminServer } from '../../src/admin/server'
 import { loadConfigFile } from '../../src/config/load'
 
@@ -49,7 +49,7 @@ for (const mode of MODES) {
 
     before(async () => {
       live = await startEchoUpstream('live')
-      deadAddress = `127.0.0.1:${await freePort()}` // nothing listens there
+      deadAddress = `127.0.0.1:${await refusedPort()}` // nothing listens there
       dir = mkdtempSync(join(tmpdir(), 'switchyard-metrics-'))
       running = await startLb({ upstreams: [{ address: deadAddress }], retries: 0 }, mode.workers)
       admin = await startAdmin(running.lb, { listen: '127.0.0.1:0' })

@@ -13,7 +13,7 @@ import assert from 'node:assert/strict'
 import * as http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { P_PANIC, P_PANIC_TRANSITIONS, U_HEALTHY, U_REQUESTS } from '../../src/shared/layout'
-import { waitFor, freePort, httpRequest } from '../helpers'
+import { waitFor, refusedPort, httpRequest } from '../helpers'
 import { MODES, startLb, type RunningLb } from './harness'
 import { startAdmin } from '../../src/admin/server'
 
@@ -94,7 +94,7 @@ for (const mode of MODES) {
 
   test(`${mode.name}: two of three upstreams down, threshold 50: traffic spread over all three, every request answered`, async () => {
     const live = await startNamed('live')
-    const dead = [`127.0.0.1:${await freePort()}`, `127.0.0.1:${await freePort()}`]
+    const dead = [`127.0.0.1:${await refusedPort()}`, `127.0.0.1:${await refusedPort()}`]
     const run = await startLb({
       upstreams: [{ address: live.address }, { address: dead[0] }, { address: dead[1] }],
       healthCheck: { panicThresholdPercent: 50, passive: { maxFailures: 1, cooldownMs: 60_000 } },

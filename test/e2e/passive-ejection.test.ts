@@ -16,7 +16,7 @@ import assert from 'node:assert/strict'
 import * as http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { U_HEALTHY, U_REQUESTS } from '../../src/shared/layout'
-import { waitFor, freePort } from '../helpers'
+import { waitFor, refusedPort } from '../helpers'
 import { MODES, startLb, type RunningLb } from './harness'
 
 // ---- helpers -----------------------------------------------------------------
@@ -189,7 +189,7 @@ for (const mode of MODES) {
   })
 
   test(`${mode.name}: a dead upstream (connection refused) is still ejected; requests keep succeeding on the live one`, async () => {
-    const dead = `127.0.0.1:${await freePort()}`
+    const dead = `127.0.0.1:${await refusedPort()}`
     const live = await startUpstream('live')
     let run: RunningLb | null = null
     try {

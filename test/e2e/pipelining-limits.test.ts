@@ -32,7 +32,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { H_WORKER_RESTARTS } from '../../src/shared/layout'
-import { waitFor, startEchoUpstream, startRawServer, freePort, type TestServer } from '../helpers'
+import { waitFor, startEchoUpstream, startRawServer, refusedPort, type TestServer } from '../helpers'
 import { MODES, startLb, spawnLb, type RunningLb, type SpawnedLb } from './harness'
 
 // ---- helpers -----------------------------------------------------------------
@@ -294,7 +294,7 @@ const FLOODS: FloodCase[] = [
     kind: '502 with no healthy upstream',
     count: 10_000,
     // a closed port: the first request is refused and ejects it (default passive check)
-    config: async () => ({ upstreams: [{ address: `127.0.0.1:${await freePort()}` }] }),
+    config: async () => ({ upstreams: [{ address: `127.0.0.1:${await refusedPort()}` }] }),
     requests: (n) => GET_X.repeat(n),
     check: (r) => {
       // SWY_ERR_UPSTREAM_CONNECT for the request that tried, SWY_ERR_NO_HEALTHY_UPSTREAM after

@@ -6,7 +6,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { P_QUEUE_TIMEOUTS, P_PANIC } from '../../src/shared/layout'
-import { freePort } from '../helpers'
+import { refusedPort } from '../helpers'
 import { MODES, startLb, type RunningLb } from './harness'
 import { startScripted, send } from './resilience-util'
 
@@ -20,7 +20,7 @@ for (const mode of MODES) {
   test(`${mode.name}: a pool's queue and caps are its own; its panic mode is its own`, async () => {
     const slowApi = await startScripted('api', () => ({ status: 200, delayMs: 800 }))
     const web = await startScripted('web')
-    const deadApi = `127.0.0.1:${await freePort()}`
+    const deadApi = `127.0.0.1:${await refusedPort()}`
     const run = await startLb({
       upstreams: [{ address: web.address }],
       queue: { maxSize: 100, timeoutMs: 10_000 },

@@ -19,7 +19,7 @@ import { once } from 'node:events'
 import { createHash, randomBytes } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
 import { MODES, startLb, openClientConnections, type RunningLb } from './harness'
-import { waitFor, startEchoUpstream, startRawServer, freePort, rawExchange, splitResponses, httpRequest } from '../helpers'
+import { waitFor, startEchoUpstream, startRawServer, refusedPort, rawExchange, splitResponses, httpRequest } from '../helpers'
 import { U_ACTIVE_REQUESTS, U_OPEN_SOCKETS } from '../../src/shared/layout'
 
 // ---- test-side HTTP framing (independent of the proxy's parser) ---------------------------
@@ -792,7 +792,7 @@ for (const mode of MODES) {
 
     describe('upstream failures', () => {
       test('502 with a short text body when the upstream port is closed', async (t) => {
-        const port = await freePort()
+        const port = await refusedPort()
         const lb = await startLb(upstreamsOf(`127.0.0.1:${port}`), mode.workers)
         t.after(async () => await lb.stop())
         const res = await httpRequest(lb.port, { path: '/down' })
@@ -804,7 +804,7 @@ for (const mode of MODES) {
       })
 
       test('502 answered while the request body is still arriving: the client reads it, and its connection is released when it hangs up', async (t) => {
-        const port = await freePort()
+        const port = await refusedPort()
         const lb = await startLb(upstreamsOf(`127.0.0.1:${port}`), mode.workers)
         // a short drain: while this bug stands, a graceful stop would wait its full 2 s for the stuck connection
         t.after(async () => await lb.lb.stop(200))

@@ -10,7 +10,7 @@ import { mkdtempSync, writeFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { MODES, spawnLb, type SpawnedLb } from './harness'
-import { startEchoUpstream, httpRequest, rawExchange, waitFor, freePort, type EchoReply } from '../helpers'
+import { startEchoUpstream, httpRequest, rawExchange, waitFor, refusedPort, type EchoReply } from '../helpers'
 import { RequestIds, saneRequestId } from '../../src/proxy/request-id'
 import { HeadParser, KIND_REQUEST } from '../../src/http/head-parser'
 
@@ -111,7 +111,7 @@ for (const mode of MODES) {
     })
 
     test('a local answer (502, no upstream) carries the ID too; the header name is configurable; off means none', async (t) => {
-      const dead = await freePort()
+      const dead = await refusedPort()
       const lb = await startCli(t, { workers: mode.workers, upstreams: [{ address: `127.0.0.1:${dead}` }], requestId: { header: 'x-correlation-id' } })
       const res = await httpRequest(lb.port, { path: '/down', headers: { 'x-correlation-id': 'corr-7' } })
       assert.equal(res.status, 502)

@@ -10,7 +10,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { U_HEALTHY } from '../../src/shared/layout'
-import { freePort, startRawServer, waitFor } from '../helpers'
+import { refusedPort, startRawServer, waitFor } from '../helpers'
 import { MODES, startLb, type RunningLb } from './harness'
 import { startScripted, send } from './resilience-util'
 
@@ -75,7 +75,7 @@ for (const mode of MODES) {
   })
 
   test(`${mode.name}: Proxy-Status for refused, timeout and protocol error; details only with statusDetails`, async () => {
-    const dead = `127.0.0.1:${await freePort()}`
+    const dead = `127.0.0.1:${await refusedPort()}`
     const hung = await startRawServer(() => { /* reads, never answers */ })
     const garbage = await startRawServer((socket) => { socket.on('data', () => socket.end('HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok')) })
     const cases = [

@@ -13,7 +13,7 @@ import assert from 'node:assert/strict'
 import * as http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { MODES, startLb, type RunningLb } from './harness'
-import { startEchoUpstream, httpRequest, waitFor, freePort, type EchoReply } from '../helpers'
+import { startEchoUpstream, httpRequest, waitFor, refusedPort, type EchoReply } from '../helpers'
 import { T_SPANS_DROPPED, T_SPANS_EXPORTED } from '../../src/shared/layout'
 import { parseTraceParent, sampledByRatio, TraceParent } from '../../src/tracing/trace-context'
 
@@ -181,7 +181,7 @@ for (const mode of MODES) {
       t.after(async () => await receiver.close())
       const up = await startEchoUpstream('second')
       t.after(async () => await up.close())
-      const dead = await freePort()
+      const dead = await refusedPort()
       // round-robin starts with the first: the dead one, then the retry goes to the live one
       const run = await start(t, { upstreams: [{ address: `127.0.0.1:${dead}` }, { address: up.address }], tracing: { otlpEndpoint: receiver.url, sampleRatio: 1 } })
       const res = await httpRequest(run.port, { path: '/retry' })
@@ -222,7 +222,7 @@ for (const mode of MODES) {
     })
 
     test('collector down: requests are not slowed, spans are dropped and counted', async (t) => {
-      const dead = await freePort()
+      const dead = await refusedPort()
       const up = await startEchoUpstream('nocollector')
       t.after(async () => await up.close())
       const run = await start(t, { upstreams: [{ address: up.address }], admin: { listen: '127.0.0.1:0' }, tracing: { otlpEndpoint: `http://127.0.0.1:${dead}/v1/traces`, sampleRatio: 1 } })

@@ -17,7 +17,7 @@ import {
   U_LAST_CHECK_AT, U_LAST_CHECK_LATENCY_US, U_LAST_CHECK_STATUS,
 } from '../../src/shared/layout'
 import { SharedState, type UpstreamEntry } from '../../src/shared/state'
-import { freePort, startEchoUpstream, startRawServer, waitFor, type TestServer } from '../helpers'
+import { refusedPort, startEchoUpstream, startRawServer, waitFor, type TestServer } from '../helpers'
 import { recorder } from './health-log'
 
 function entries (ports: number[]): UpstreamEntry[] {
@@ -176,7 +176,7 @@ describe('ActiveHealthChecker', () => {
   })
 
   test('a refused connection is CHECK_REFUSED, "connection refused"', async () => {
-    const table = entries([await freePort()])
+    const table = entries([await refusedPort()])
     const state = freshState(table)
     const { log, lines } = recorder()
     run(new ActiveHealthChecker(activeConfig(), state, table, log))
