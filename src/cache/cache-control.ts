@@ -25,6 +25,8 @@ export class CacheControl {
   maxAgeSec = ABSENT
   sMaxAgeSec = ABSENT
   minFreshSec = ABSENT
+  /** §5.2.1.2: seconds of staleness the client accepts, DELTA_SECONDS_MAX without a value (any), or ABSENT. */
+  maxStaleSec = ABSENT
   /** RFC 5861 §3: seconds a stale response may be served while it is revalidated in the background, or ABSENT. */
   staleWhileRevalidateSec = ABSENT
   /** RFC 5861 §4: seconds a stale response may be served when the upstream fails, or ABSENT. */
@@ -41,6 +43,7 @@ export class CacheControl {
     this.maxAgeSec = ABSENT
     this.sMaxAgeSec = ABSENT
     this.minFreshSec = ABSENT
+    this.maxStaleSec = ABSENT
     this.staleWhileRevalidateSec = ABSENT
     this.staleIfErrorSec = ABSENT
   }
@@ -105,8 +108,9 @@ function apply (v: string, s: number, e: number, seconds: number, out: CacheCont
       else if (nameIs(v, s, 's-maxage')) { if (out.sMaxAgeSec === ABSENT) out.sMaxAgeSec = seconds < 0 ? 0 : seconds }
       break
     case 9:
-      // a min-fresh we cannot read asks for nothing
-      if (nameIs(v, s, 'min-fresh')) { if (out.minFreshSec === ABSENT && seconds >= 0) out.minFreshSec = seconds }
+      // a min-fresh we cannot read asks for nothing; max-stale alone accepts any staleness
+      // (§5.2.1.2), one we cannot read accepts none
+      if (nameIs(v, s, 'min-fresh')) { if (out.minFreshSec === ABSENT && seconds >= 0) out.minFreshSec = seconds } else if (nameIs(v, s, 'max-stale')) { if (out.maxStaleSec === ABSENT && seconds !== -2) out.maxStaleSec = seconds === ABSENT ? DELTA_SECONDS_MAX : seconds }
       break
     case 14:
       if (nameIs(v, s, 'only-if-cached')) out.onlyIfCached = true

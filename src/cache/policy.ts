@@ -10,9 +10,9 @@
  *   with lifetime 0 (every use is revalidated), which is worth storing only
  *   when it carries a validator (ETag or Last-Modified).
  * - Stale responses are served only as RFC 5861 allows (stale-while-revalidate,
- *   stale-if-error, or the configured stale-if-error default), never a
- *   request's max-stale, and never when mustRevalidate() or no-cache forbids
- *   it (RFC 9111 §4.2.4); see staleAllowed().
+ *   stale-if-error, or the configured stale-if-error default) or a request's
+ *   max-stale allows (RFC 9111 §5.2.1.2), and never when mustRevalidate() or
+ *   no-cache forbids it (RFC 9111 §4.2.4); see staleAllowed().
  * - As a CDN-like shared cache we obey targeted fields (RFC 9213): the
  *   configured one (cache.targetedField), then CDN-Cache-Control; the first
  *   valid one replaces Cache-Control and Expires (responseCacheControl).
@@ -205,6 +205,19 @@ export function freshEnoughForRequest (cc: CacheControl, ageMs: number, freshFor
   if (cc.maxAgeSec !== ABSENT && ageMs > cc.maxAgeSec * 1000) return false
   if (cc.minFreshSec !== ABSENT && freshForMs - ageMs < cc.minFreshSec * 1000) return false
   return true
+}
+
+/**
+ * A stale entry the client takes as it is: its max-stale (§5.2.1.2) covers how
+ * long the entry has been stale, counted in whole seconds as the Age it will
+ * read, and its max-age still holds (min-fresh never does for a stale entry).
+ * The caller checks first that the entry may be served stale at all
+ * (staleAllowed() at store time).
+ */
+export function staleAcceptedByRequest (cc: CacheControl, ageMs: number, freshForMs: number): boolean {
+  if (cc.maxStaleSec === ABSENT || cc.minFreshSec !== ABSENT || ageMs < freshForMs) return false
+  if (cc.maxAgeSec !== ABSENT && ageMs > cc.maxAgeSec * 1000) return false
+  return Math.floor((ageMs - freshForMs) / 1000) <= cc.maxStaleSec
 }
 
 /**

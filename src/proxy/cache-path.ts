@@ -23,7 +23,7 @@ import { writeDirect, writeSpans } from '../net/direct-write'
 import { SharedCacheStore, CacheEntry } from '../cache/store'
 import { CacheHook, type CacheUser } from './cache-hook'
 import {
-  requestCacheMode, responseFreshness, correctedInitialAgeSec, freshEnoughForRequest, conditionalMatches, varyNames,
+  requestCacheMode, responseFreshness, correctedInitialAgeSec, freshEnoughForRequest, staleAcceptedByRequest, conditionalMatches, varyNames,
   parseHttpDate, staleAllowed, staleUse, currentAgeMs, CacheControl, CACHE_BYPASS, CACHE_LOOKUP, STALE_NEVER, STALE_REVALIDATE,
 } from '../cache/policy'
 import { mergeNotModified, fieldsOfParser, FieldsView } from '../cache/stored-head'
@@ -188,6 +188,13 @@ export class CacheState {
           this.serve('STALE', this.staleStatus('', 'stale-while-revalidate'))
           return 'hit'
         }
+        if (!entry.neverStale && staleAcceptedByRequest(this.requestCc, entry.currentAgeMs, entry.freshForMs)) {
+          // RFC 9111 §5.2.1.2: the client takes it stale, as it is; the next request without
+          // max-stale revalidates it
+          this.hook.count(H_CACHE_HITS)
+          this.serve('STALE', this.staleStatus('', 'max-stale'))
+          return 'hit'
+        }
         this.staleOnError = use !== STALE_NEVER
       }
       // stale, or the client asked for revalidation: ask the upstream with our validators,
@@ -264,7 +271,7 @@ export class CacheState {
   private staleStatus (fwdStatus: string, detail: string): string {
     const e = this.entry
     const ttl = Math.floor((e.freshForMs - e.currentAgeMs) / 1000)
-    return detail === 'stale-while-revalidate'
+    return detail !== 'stale-if-error'
       ? 'switchyard; hit; ttl=' + ttl + '; detail=' + detail
       : 'switchyard; fwd=stale' + (fwdStatus !== '' ? '; fwd-status=' + fwdStatus : '') + '; ttl=' + ttl + '; detail=' + detail
   }

@@ -208,6 +208,45 @@ for (const mode of MODES) {
         assert.equal(origin.seen(path)[1].headers['if-none-match'], '"s1"')
       })
 
+      test('§5.2.1.2 max-stale: a stale entry within it is a stale hit; beyond it, or with must-revalidate, max-age or min-fresh, it goes upstream', async () => {
+        const path = '/status/max-stale'
+        // stored 100 s stale (Age 3700 on max-age 3600), with a validator
+        origin.route(path, (_req, res) => { res.setHeader('age', '3700'); send(res, 200, { 'cache-control': 'max-age=3600', etag: '"m1"' }, 'old body\n') })
+        assert.equal((await get(path)).status, 200)
+        for (const accepted of ['max-stale', 'max-stale=200', 'max-stale=150', 'max-stale=200, max-age=4000', 'max-stale, only-if-cached']) {
+          const stale = await get(path, { 'cache-control': accepted })
+          assert.equal(stale.status, 200, accepted)
+          assert.equal(stale.body, 'old body\n', accepted)
+          assert.equal(stale.headers['x-cache'], 'STALE', accepted)
+          assert.match(String(stale.headers['cache-status']), /^switchyard; hit; ttl=-10\d; detail=max-stale$/, accepted)
+          assert.ok(Number(stale.headers.age) >= 3700, `${accepted}: Age ${String(stale.headers.age)}`)
+        }
+        assert.equal(origin.count(path), 1, 'every stale hit answered without the upstream')
+        // the client's own validator still gets a 304 from the stale entry it accepts
+        const conditional = await get(path, { 'cache-control': 'max-stale', 'if-none-match': '"m1"' })
+        assert.equal(conditional.status, 304)
+        assert.equal(origin.count(path), 1)
+        for (const refused of ['max-stale=60', 'max-stale, max-age=3650', 'max-stale, min-fresh=1']) {
+          const before = origin.count(path)
+          const reply = await get(path, { 'cache-control': refused })
+          assert.equal(reply.status, 200, refused)
+          assert.equal(origin.count(path), before + 1, `${refused}: revalidated upstream`)
+          assert.equal(origin.seen(path)[before].headers['if-none-match'], '"m1"', refused)
+        }
+      })
+
+      test('§4.2.4 max-stale never serves what must-revalidate, no-cache or s-maxage forbid to serve stale', async () => {
+        for (const [name, cacheControl] of [['must-revalidate', 'max-age=3600, must-revalidate'], ['no-cache', 'max-age=3600, no-cache'], ['s-maxage', 's-maxage=3600']]) {
+          const path = `/status/max-stale-forbidden-${name}`
+          origin.route(path, (_req, res) => { res.setHeader('age', '3700'); send(res, 200, { 'cache-control': cacheControl, etag: '"f1"' }, 'x\n') })
+          assert.equal((await get(path)).status, 200)
+          const reply = await get(path, { 'cache-control': 'max-stale' })
+          assert.equal(reply.status, 200)
+          assert.notEqual(reply.headers['x-cache'], 'STALE', name)
+          assert.equal(origin.count(path), 2, `${name}: revalidated upstream`)
+        }
+      })
+
       test('§5.2.1.7 a HEAD with only-if-cached and nothing stored: the 504 has no body, and the next response on the connection follows cleanly', async () => {
         origin.route('/status/after-head', fixed({ 'cache-control': 'no-store' }, 'second\n'))
         const r = await rawExchange(run.port,

@@ -7,7 +7,7 @@ import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import {
   CacheControl, parseCacheControl, parseHttpDate, requestCacheMode, responseFreshness, correctedInitialAgeSec,
-  remainingFreshMs, freshEnoughForRequest, mustRevalidate, varyNames, conditionalMatches,
+  remainingFreshMs, freshEnoughForRequest, staleAcceptedByRequest, mustRevalidate, varyNames, conditionalMatches,
   CACHE_BYPASS, CACHE_LOOKUP, CACHE_REVALIDATE, type RequestView, type ResponseView,
 } from '../../src/cache/policy'
 import { primaryKey, varyValues, variantKey } from '../../src/cache/key'
@@ -117,6 +117,41 @@ describe('requestCacheMode', () => {
     assert.equal(freshEnoughForRequest(cc, 9_000, 60_000), true)
     assert.equal(freshEnoughForRequest(cc, 11_000, 60_000), false) // older than max-age
     assert.equal(freshEnoughForRequest(cc, 1_000, 5_000), false) // 4 s left < min-fresh 5 s
+  })
+
+  it('max-stale (RFC 9111 §5.2.1.2): parsed with or without a value; an unreadable one accepts nothing', () => {
+    const cc = new CacheControl()
+    const parsed: Array<[string, number]> = [
+      ['max-stale', 2147483648], ['max-stale=30', 30], ['MAX-STALE="30"', 30], ['max-stale=0', 0],
+      ['max-stale=abc', -1], ['max-stale=-1', -1], ['max-stale=30, max-stale=5', 30], ['max-age=5', -1],
+    ]
+    for (const [value, want] of parsed) {
+      parseCacheControl(value, cc)
+      assert.equal(cc.maxStaleSec, want, value)
+    }
+  })
+
+  it('staleAcceptedByRequest: staleness in whole seconds within max-stale, max-age still holds, never with min-fresh', () => {
+    const cc = new CacheControl()
+    const cases: Array<[string, number, number, boolean]> = [
+      // [request Cache-Control, age ms, freshness lifetime ms, served stale]
+      ['max-stale=60', 100_000, 60_000, true], // 40 s stale
+      ['max-stale=60', 120_999, 60_000, true], // 60.999 s: 60 whole seconds
+      ['max-stale=60', 121_000, 60_000, false],
+      ['max-stale', 1e12, 60_000, true],
+      ['max-stale=0', 60_500, 60_000, true], // stale by 0 whole seconds, as the client reads Age
+      ['max-stale=0', 61_000, 60_000, false],
+      ['max-stale=60', 59_000, 60_000, false], // fresh: not this function's business
+      ['', 100_000, 60_000, false],
+      ['max-stale=60, max-age=90', 100_000, 60_000, false], // older than max-age
+      ['max-stale=60, max-age=120', 100_000, 60_000, true],
+      ['max-stale=60, min-fresh=0', 100_000, 60_000, false],
+      ['max-stale, no-cache', 100_000, 60_000, true], // no-cache makes the request CACHE_REVALIDATE before this is asked
+    ]
+    for (const [value, age, freshFor, want] of cases) {
+      parseCacheControl(value, cc)
+      assert.equal(staleAcceptedByRequest(cc, age, freshFor), want, `${value} age ${age} lifetime ${freshFor}`)
+    }
   })
 })
 
