@@ -232,5 +232,6 @@ function reload (ctx: AdminContext, res: http.ServerResponse): void {
   const restartNeeded = [...result.restartNeeded]
   // this listener stays where it is until a restart
   if (next.admin?.listen !== adminBefore) restartNeeded.push('admin.listen')
-  sendJson(res, 200, { applied: result.applied, restartNeeded })
+  // certificate files that failed to load (the previous certificates stay): logged, and said here
+  sendJson(res, 200, { applied: result.applied, restartNeeded, warnings: result.warnings ?? [] })
 }

@@ -446,7 +446,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
 
   /** RFC 8555 §8.3: GET /.well-known/acme-challenge/TOKEN answers the key authorization; false for other paths. */
   private answerChallenge (challenges: Map<string, string>): boolean {
-    const reply = acmeChallengeReply(this.parser, challenges, !this.keepAlive || !this.bodyDone, this.isHead)
+    const reply = acmeChallengeReply(this.parser, challenges, !this.keepAlive || !this.bodyDone, this.isHead, this.responseIdLine())
     if (reply === null) return false
     this.status = reply.status
     this.responseStarted = true
@@ -459,7 +459,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
   /** httpsRedirect: answer 308 to the https URL; false when the request names no host (answered as usual). */
   private redirect (listener: ListenerRuntime): boolean {
     const close = !this.keepAlive || !this.bodyDone || this.ctx.draining
-    const reply = httpsRedirectReply(this.parser, listener.redirectPort as string, close, this.isHead)
+    const reply = httpsRedirectReply(this.parser, listener.redirectPort as string, close, this.isHead, this.responseIdLine())
     if (reply === null) return false
     this.ctx.state.addListener(listener.index, L_REDIRECTS, 1)
     this.status = 308

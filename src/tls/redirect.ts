@@ -6,8 +6,11 @@
  */
 import type { HeadParser } from '../http/head-parser'
 
-/** The 308 for this request; null when it names no host to redirect to (answered like any other request). */
-export function httpsRedirectReply (p: HeadParser, portSuffix: string, close: boolean, head: boolean): Buffer | null {
+/**
+ * The 308 for this request; null when it names no host to redirect to (answered like any other request).
+ * `extra`: more field lines (the request ID's).
+ */
+export function httpsRedirectReply (p: HeadParser, portSuffix: string, close: boolean, head: boolean, extra = ''): Buffer | null {
   const host = p.hostName()
   if (host === '') return null
   const location = `https://${host}${portSuffix}${p.path()}`
@@ -17,14 +20,17 @@ export function httpsRedirectReply (p: HeadParser, portSuffix: string, close: bo
     `Location: ${location}\r\n` +
     'Content-Type: text/plain; charset=utf-8\r\n' +
     `Content-Length: ${head ? Buffer.byteLength(`Redirecting to ${location}\n`) : Buffer.byteLength(body)}\r\n` +
-    (close ? 'Connection: close\r\n' : '') +
+    (close ? 'Connection: close\r\n' : '') + extra +
     '\r\n' + body, 'latin1')
 }
 
 const CHALLENGE_PREFIX = '/.well-known/acme-challenge/'
 
-/** The HTTP-01 answer for a challenge path (200 with the key authorization, 404 for an unknown token); null for any other path. */
-export function acmeChallengeReply (p: HeadParser, challenges: ReadonlyMap<string, string>, close: boolean, head: boolean): { status: number, bytes: Buffer } | null {
+/**
+ * The HTTP-01 answer for a challenge path (200 with the key authorization, 404 for an unknown token); null for
+ * any other path. `extra`: more field lines (the request ID's).
+ */
+export function acmeChallengeReply (p: HeadParser, challenges: ReadonlyMap<string, string>, close: boolean, head: boolean, extra = ''): { status: number, bytes: Buffer } | null {
   const path = p.path()
   if (!path.startsWith(CHALLENGE_PREFIX)) return null
   const keyAuthorization = challenges.get(path.slice(CHALLENGE_PREFIX.length))
@@ -37,7 +43,7 @@ export function acmeChallengeReply (p: HeadParser, challenges: ReadonlyMap<strin
       'Content-Type: text/plain\r\n' +
       `Content-Length: ${Buffer.byteLength(body)}\r\n` +
       'Cache-Control: no-store\r\n' +
-      (close ? 'Connection: close\r\n' : '') +
+      (close ? 'Connection: close\r\n' : '') + extra +
       '\r\n' + (head ? '' : body), 'latin1'),
   }
 }

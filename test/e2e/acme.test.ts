@@ -14,7 +14,7 @@ import { writeFileSync, statSync, existsSync } from 'node:fs'
 import { join } from 'node:path'
 import * as https from 'node:https'
 import { MODES, startLb, type RunningLb } from './harness'
-import { startEchoUpstream, waitFor, freePort, refusedPort, type TestServer } from '../helpers'
+import { startEchoUpstream, waitFor, freePort, refusedPort, httpRequest, type TestServer } from '../helpers'
 import { makeTestCa, type TestCa } from '../tls-fixtures'
 import { TlsClient } from './tls-client'
 
@@ -111,6 +111,11 @@ describe('ACME against pebble', () => {
           assert.equal(statSync(join(storageDir, file)).mode & 0o777, 0o600, file)
         }
         assert.ok(pebbleOut.includes(`Attempting to validate w/ HTTP: http://localhost:${httpPort}/.well-known/acme-challenge/`), 'pebble validated over HTTP-01 on our plain listener')
+        // a token nobody ordered: switchyard's own 404, with the request's ID as every local answer
+        const unknown = await httpRequest(httpPort, { path: '/.well-known/acme-challenge/no-such-token', headers: { host: 'localhost', 'x-request-id': 'acme-404' } })
+        assert.equal(unknown.status, 404)
+        assert.equal(unknown.body, 'no such ACME challenge\n')
+        assert.equal(unknown.headers['x-request-id'], 'acme-404')
         await run.stop()
 
         // a restart reuses the stored account and certificate: served at once, no new order

@@ -207,7 +207,7 @@ for (const mode of MODES) {
         write({ ...base, upstreams: [{ address: c.address }] })
         const reloaded = await json(admin, '/api/reload', { method: 'POST' })
         assert.equal(reloaded.status, 200, JSON.stringify(reloaded.body))
-        assert.deepEqual(reloaded.body, { applied: true, restartNeeded: [] })
+        assert.deepEqual(reloaded.body, { applied: true, restartNeeded: [], warnings: [] })
         // every thread has the new table once the last requests all go to c
         await waitFor(() => results.length >= 10 && results.slice(-10).every((name) => name === 'c'), 5000, 'requests going to the new upstream list')
         const status = (await json(admin, '/api/status')).body

@@ -15,6 +15,7 @@ import { MODES, startLb, CLI, type RunningLb } from './harness'
 import { startEchoUpstream, waitFor, httpRequest, type TestServer } from '../helpers'
 import { makeTestCa, type TestCa } from '../tls-fixtures'
 import { TlsClient } from './tls-client'
+import { startAdmin } from '../../src/admin/server'
 import { L_HANDSHAKE_ERRORS, L_HANDSHAKES_OK, L_HANDSHAKES_RESUMED, L_OPEN_CONNECTIONS, TLS_ERROR_REASONS, MAX_WORKER_SLOTS, W_THREAD_ID, W_OPEN_CONNECTIONS } from '../../src/shared/layout'
 
 function handshakeErrors (run: RunningLb, reason: typeof TLS_ERROR_REASONS[number]): number {
@@ -177,6 +178,10 @@ for (const mode of MODES) {
       const res = await httpRequest(plainPort, { path: '/a/b?c=d', headers: { host: 'localhost:' + plainPort } })
       assert.equal(res.status, 308)
       assert.equal(res.headers.location, `https://localhost:${run.port}/a/b?c=d`)
+      assert.match(String(res.headers['x-request-id']), /^[A-Za-z0-9_-]{8}-[0-9a-z]+$/, 'a new request ID, as on every local answer')
+      const kept = await httpRequest(plainPort, { path: '/', headers: { host: 'localhost', 'x-request-id': 'redirect-1' } })
+      assert.equal(kept.status, 308)
+      assert.equal(kept.headers['x-request-id'], 'redirect-1')
     })
 
     test('bad handshakes close only their connection, are counted by reason, and leak no descriptor', async () => {
@@ -230,11 +235,24 @@ for (const mode of MODES) {
       assert.equal((await old.request('GET', '/old-again')).status, 200, 'the open connection still serves')
       fresh.close()
 
-      // a broken file on reload: the previous certificates stay, and the answer says why
+      // a broken file on reload: the previous certificates stay, and the answer says why (POST /api/reload's too)
       writeFileSync(certA.keyFile, 'not a key')
       const broken = run.lb.reload(run.lb.config)
       assert.equal(broken.warnings?.length, 1)
       assert.match(broken.warnings?.[0] ?? '', /a\.key.*not PEM.*keeping the previous certificates/)
+      run.lb.configSource = () => run.lb.config
+      const admin = await startAdmin(run.lb, { listen: '127.0.0.1:0' })
+      try {
+        const answer = await httpRequest(admin.address.port, { path: '/api/reload', method: 'POST' })
+        assert.equal(answer.status, 200)
+        const body = JSON.parse(answer.body) as { applied: boolean, warnings: string[] }
+        assert.equal(body.applied, true)
+        assert.equal(body.warnings.length, 1)
+        assert.match(body.warnings[0], /a\.key.*not PEM.*keeping the previous certificates/)
+      } finally {
+        run.lb.configSource = null
+        await admin.close()
+      }
       const still = await TlsClient.connect(run.port, { ca: ca.ca, servername: 'localhost' })
       assert.equal(still.certificate.serialNumber, freshSerial)
       still.close()
