@@ -557,8 +557,12 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     this.connectPicked(index)
   }
 
+  protected pickForRetry (): number {
+    return pickUpstream(this.ctx, this.pool as PoolRuntime, this.pick, this.stickyIndex)
+  }
+
   /** Connect to the upstream the pick phase chose (it holds its in-flight count), or answer when there is none. */
-  private connectPicked (index: number): void {
+  protected connectPicked (index: number): void {
     const ctx = this.ctx
     const pool = this.pool as PoolRuntime
     if (index === PICK_NONE) {

@@ -51,6 +51,10 @@ export abstract class Exchange implements AccessRecord {
   keptBytes = 0
   /** Some body bytes went upstream without being kept: the request can no longer be replayed. */
   lostBody = false
+  /** A retry retryElsewhere decided, counted once its attempt starts (an upstream was picked): its RETRY_REASONS index, or -1. */
+  pendingRetry = -1
+  /** The upstream slot whose U_RETRIES that retry counts on (it spends one of `retries`), -1 for a free one. */
+  pendingRetryFrom = -1
   /** The next attempt is a retry that spends the pool's retry budget while in flight. */
   retryInFlight = false
   /** Upstream slot whose U_RETRIES_ACTIVE this request holds, -1 for none. */
@@ -128,6 +132,8 @@ export abstract class Exchange implements AccessRecord {
     this.kept = null
     this.keptBytes = 0
     this.lostBody = false
+    this.pendingRetry = -1
+    this.pendingRetryFrom = -1
     this.retryInFlight = false
     this.retrySlot = -1
     this.connectTimedOut = false

@@ -25,6 +25,7 @@ import type { PoolRuntime } from '../routing/pools'
 import { renderCachedResponse, type CacheState } from './cache-path'
 import { decideRetry, blamesUpstream, failureReason, statusReason, type RetryAction, type RetryReason } from './retry'
 import { RETRY_REASONS } from '../health/pool-status'
+import { PICK_NONE } from './pick'
 import { isBackOffStatus, parseRetryAfter, holdForRetryAfter } from '../health/retry-after'
 import { receivedStatusLine } from '../http/proxy-status'
 import { logger } from '../log'
@@ -101,6 +102,10 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
 
   /** Pick an upstream not tried yet for this request and connect to it; answers locally when there is none. */
   protected abstract dispatch (): void
+  /** Another upstream for a retry, now: its index (its in-flight count taken, see connectPicked), or PICK_NONE / PICK_FULL. */
+  protected abstract pickForRetry (): number
+  /** Connect to the upstream a pick chose, or answer when there is none (PICK_NONE). */
+  protected abstract connectPicked (index: number): void
   /** Answer with a response the proxy makes itself; no response has started. */
   protected abstract failRequest (code: ErrorCode, detail: string): void
   /** The response went out completely: log, then the next request or close. */
@@ -128,6 +133,7 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
    */
   protected connectTo (entry: UpstreamEntry, pooled: boolean): void {
     const ctx = this.ctx
+    if (this.pendingRetry !== -1) this.countRetry()
     this.entry = entry
     ctx.state.addUpstream(entry.slot, U_REQUESTS, 1)
     this.activeSlot = entry.slot
@@ -494,6 +500,16 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
     }
   }
 
+  /** The retry retryElsewhere decided is going ahead: an attempt is starting. */
+  private countRetry (): void {
+    const ctx = this.ctx
+    this.retries++
+    ctx.state.addPool((this.pool as PoolRuntime).slot, P_RETRIES + this.pendingRetry, 1)
+    if (this.pendingRetryFrom !== -1) ctx.state.addUpstream(this.pendingRetryFrom, U_RETRIES, 1)
+    this.pendingRetry = -1
+    this.pendingRetryFrom = -1
+  }
+
   /** The retry decision for this request as it stands (what was sent, kept, allowed, and the pool's budget). */
   private decide (reason: RetryReason | null, staleReuse: boolean): RetryAction {
     const policy = this.ctx.retry
@@ -505,19 +521,23 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
     return decideRetry(policy, reason, { staleReuse, replayable, safe: this.replaySafe, retriesLeft: this.retriesLeft, budgetLeft })
   }
 
-  /** Send the request to another upstream (`spend`: one of `retries`, held against the budget while in flight). */
-  private retryElsewhere (reason: RetryReason, from: UpstreamEntry, spend: boolean): void {
-    const ctx = this.ctx
-    this.retries++
-    ctx.state.addPool((this.pool as PoolRuntime).slot, P_RETRIES + RETRY_REASONS.indexOf(reason), 1)
+  /**
+   * Send the request to another upstream (`spend`: one of `retries`, held against the budget while in flight).
+   * `picked`: the upstream already chosen (considerStatus), else dispatch picks. Counted (the access log's
+   * `retries`, the pool's and the upstream's counters) only when another upstream is picked: with none left
+   * the request fails as it is, with nothing tried again.
+   */
+  private retryElsewhere (reason: RetryReason, from: UpstreamEntry, spend: boolean, picked = PICK_NONE): void {
+    this.pendingRetry = RETRY_REASONS.indexOf(reason)
+    this.pendingRetryFrom = spend ? from.slot : -1
     if (spend) {
       this.retriesLeft--
       this.retryInFlight = true
-      ctx.state.addUpstream(from.slot, U_RETRIES, 1)
     }
     this.phase = 'connecting'
     if (!this.bodyDone) this.socket.pause() // the body waits for the new connection, as on the first try
-    this.dispatch()
+    if (picked >= 0) this.connectPicked(picked)
+    else this.dispatch()
   }
 
   /**
@@ -545,11 +565,14 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
     const action = this.decide(reason, false)
     if (action === 'budget') ctx.state.addPool((this.pool as PoolRuntime).slot, P_RETRY_BUDGET_DENIED, 1)
     if (action !== 'next') return false
+    // somewhere else to go now, or this response is the answer (dropped for nothing, a 503 would become a 502)
+    const index = this.pickForRetry()
+    if (index < 0) return false
     // this response is dropped: its connection cannot carry another request before its body is read, so it goes
     this.upstream = null
     this.releaseActive()
     up.destroy()
-    this.retryElsewhere(reason, entry, true)
+    this.retryElsewhere(reason, entry, true, index)
     return true
   }
 

@@ -12,6 +12,7 @@ import { P_RETRIES, P_RETRY_BUDGET_DENIED } from '../../src/shared/layout'
 import { RETRY_REASONS } from '../../src/health/pool-status'
 import { MODES, startLb } from './harness'
 import { startScripted, send, type Scripted } from './resilience-util'
+import { refusedPort } from '../helpers'
 
 const GATEWAY = P_RETRIES + RETRY_REASONS.indexOf('gateway-error')
 
@@ -125,6 +126,37 @@ for (const mode of MODES) {
     } finally {
       await run.stop()
       await closeAll(ups)
+    }
+  })
+}
+
+for (const mode of MODES) {
+  test(`${mode.name}: with no other upstream to go to, the 503 is the answer; a retry that cannot start is not counted`, async () => {
+    const only = await startScripted('only', () => ({ status: 503 }))
+    const run = await startLb({ upstreams: [{ address: only.address }], retryOn: ['gateway-error'], healthCheck: { panicThresholdPercent: 0, passive: { maxFailures: 100 } } }, mode.workers)
+    try {
+      for (let i = 0; i < 3; i++) {
+        const answer = await send(run.port)
+        assert.equal(answer.status, 503, `request ${i}: the upstream's own answer, not a 502`)
+        assert.equal(answer.upstream, 'only')
+        assert.equal(answer.headers['proxy-status'], undefined, 'nothing was tried again')
+      }
+      assert.equal(only.count, 3)
+      assert.equal(run.lb.state.pool(0, GATEWAY), 0, 'no retry counted')
+    } finally {
+      await run.stop()
+      await closeAll([only])
+    }
+  })
+
+  test(`${mode.name}: a refused connection with no other upstream: a 502 and no retry counted`, async () => {
+    const dead = await refusedPort()
+    const run = await startLb({ upstreams: [{ address: `127.0.0.1:${dead}` }], healthCheck: { panicThresholdPercent: 0 } }, mode.workers)
+    try {
+      assert.equal((await send(run.port)).status, 502)
+      for (const reason of RETRY_REASONS) assert.equal(run.lb.state.pool(0, P_RETRIES + RETRY_REASONS.indexOf(reason)), 0, reason)
+    } finally {
+      await run.stop()
     }
   })
 }
