@@ -354,7 +354,8 @@ export function buildStoredHead (p: HeadParser): Buffer {
   const base = p.base
   plan.drop = DROP_STORED
   plan.keepUpgrade = false
-  plan.contentLength = true
+  // as on the relay (planResponseHead): a stored 204 carries no Content-Length (RFC 9110 §8.6), whatever it arrived with
+  plan.contentLength = p.status !== 204
   plan.transferEncoding = 'drop'
   plan.host = ''
   plan.remove = null

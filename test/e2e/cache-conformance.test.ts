@@ -14,7 +14,7 @@ import type * as http from 'node:http'
 import { MODES, startLb, type RunningLb } from './harness'
 import { Origin, send, fixed } from './cache-origin'
 import { frame, values } from './wire'
-import { httpRequest, rawExchange } from '../helpers'
+import { httpRequest, rawExchange, startRawServer } from '../helpers'
 
 const DAYS = ['Sunday', 'Monday', 'Tuesday', 'Wednesday', 'Thursday', 'Friday', 'Saturday']
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec']
@@ -244,6 +244,30 @@ for (const mode of MODES) {
           assert.equal(reply.status, 200)
           assert.notEqual(reply.headers['x-cache'], 'STALE', name)
           assert.equal(origin.count(path), 2, `${name}: revalidated upstream`)
+        }
+      })
+
+      test('RFC 9110 §8.6 a 204 that arrived with Content-Length is stored and replayed without it', async () => {
+        const upstream = await startRawServer((socket) => {
+          socket.on('data', () => socket.write('HTTP/1.1 204 No Content\r\nCache-Control: max-age=60\r\nContent-Length: 5\r\n\r\n'))
+        })
+        const own = await startLb({ upstreams: [{ address: upstream.address }], cache: { maxBytes: 1024 * 1024 } }, mode.workers)
+        try {
+          const request = 'GET /no-content HTTP/1.1\r\nHost: a.test\r\n\r\n'
+          const ends = (b: Buffer): boolean => b.toString('latin1').includes('\r\n\r\n')
+          const relayed = await rawExchange(own.port, request, { until: ends, timeoutMs: 5000 })
+          const hit = await rawExchange(own.port, request, { until: ends, timeoutMs: 5000 })
+          for (const [name, r] of [['relayed', relayed], ['hit', hit]] as const) {
+            const m = frame(r.data, { response: true, noBody: true })
+            assert.ok(m !== null && typeof m !== 'string', `${name}: ${JSON.stringify(r.text)}`)
+            assert.equal(m.message.status, 204, name)
+            assert.deepEqual(values(m.message.fields, 'content-length'), [], `${name}: ${JSON.stringify(r.text)}`)
+          }
+          assert.match(hit.text, /\r\nX-Cache: HIT\r\n/)
+          assert.equal(upstream.count, 1)
+        } finally {
+          await own.stop()
+          await upstream.close()
         }
       })
 
