@@ -429,6 +429,13 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
     if (!writeChunks(this.socket, chunk, scanner, dechunk, head, this.heldHeadBytes) && this.upstream !== null && !done) this.upstream.socket.pause()
   }
 
+  /** Forget a held response head that never went out: the response has not started after all. */
+  private dropHeldHead (): void {
+    this.heldHead = null
+    this.bytesOut -= this.heldHeadBytes
+    this.responseStarted = false
+  }
+
   /** Write a held response head (a response without body bytes in this read). */
   flushHead (): void {
     const head = this.heldHead
@@ -456,7 +463,9 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
 
   onUpstreamFailure (up: UpstreamConnection, code: UpstreamFailure, detail: string): void {
     if (up !== this.upstream) return
-    this.flushHead()
+    // a head still held has not gone out (the failure came in the read that completed it, before any body
+    // byte was relayed): the client gets an error answer (or a retry) instead of that head and a cut
+    if (this.heldHead !== null) this.dropHeldHead()
     this.upstream = null
     const entry = this.entry as UpstreamEntry
     this.lastFailure = entry.address + ': ' + detail

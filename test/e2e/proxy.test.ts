@@ -829,6 +829,21 @@ for (const mode of MODES) {
         await upstreamSettled(lb)
       })
 
+      test('502 when a malformed chunked body comes in the same read as the head: no head of a response that cannot be relayed', async (t) => {
+        const bodies = ['zz\r\nhello\r\n0\r\n\r\n', '5\nhello\r\n0\r\n\r\n', '5\r\nhelloXX0\r\n\r\n', 'FFFFFFFFFFFFFFFFFFFF\r\nx\r\n']
+        let n = 0
+        const up = await startRecordingUpstream((socket) => { socket.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n' + bodies[n++ % bodies.length]) })
+        t.after(async () => await up.close())
+        const lb = await startLb(upstreamsOf(up.address), mode.workers)
+        t.after(async () => await lb.stop())
+        for (let i = 0; i < bodies.length; i++) {
+          const result = await rawExchange(lb.port, get(`/bad-chunk/${i}`), { timeoutMs: 5000, until: (b) => b.includes('\r\n\r\n') && b[b.length - 1] === 0x0a && !b.toString('latin1').endsWith('\r\n\r\n') })
+          assert.match(result.text, /^HTTP\/1\.1 502 /, `${JSON.stringify(bodies[i])}: ${JSON.stringify(result.text.slice(0, 80))}`)
+          assert.equal(result.text.indexOf('HTTP/1.1 200'), -1, 'nothing of the upstream\'s response')
+        }
+        await upstreamSettled(lb)
+      })
+
       test('502 when the upstream closes in the middle of the response head', async (t) => {
         const up = await startRecordingUpstream((socket) => { socket.write('HTTP/1.1 200 OK\r\nContent-Type: text/pl'); setTimeout(() => socket.destroy(), 20) })
         t.after(async () => await up.close())
