@@ -55,8 +55,8 @@ Options:
   -c, --config PATH                       lb.json to load (default: ./lb.json when no --upstream is given)
   -b, --bind HOST:PORT                    address to listen on (lb.json "listen"; default ${BIND_WITHOUT_FILE} without a file)
   -u, --upstream HOST:PORT                an upstream server; repeat for more (replaces lb.json "upstreams")
-      --active-health-check-interval S    seconds between active health checks (enables them)
-      --active-health-check-path PATH     path the active health check requests (default ${String(schemaDefault('healthCheck.active.path'))})
+      --active-health-check-interval S    seconds between active health checks; enables them (default ${schemaDefault('healthCheck.active.intervalMs') as number / 1000})
+      --active-health-check-path PATH     path the active health check requests; enables them (default ${String(schemaDefault('healthCheck.active.path'))})
       --max-requests-per-minute N         per-client-IP limit: fixed window of ${MINUTE_MS / 1000} s (0 = off)
   -w, --workers N                         worker threads; 0 = sequential mode (one thread)
       --algorithm NAME                    ${valueList('balancing algorithm: ', algorithms)}

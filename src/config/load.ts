@@ -222,7 +222,8 @@ export function resolveConfig (raw: unknown, source = 'configuration', warnings:
   const copy = structuredClone(raw) as Record<string, unknown>
   const errors = validate(copy) ? [] : (validate.errors ?? []).map(formatAjvError)
   // the one default JSON Schema cannot hold: it depends on the machine
-  if (isObject(copy) && copy.workers === undefined) copy.workers = availableParallelism()
+  // (one per core, up to the schema's maximum: there are 64 worker slots in shared memory)
+  if (isObject(copy) && copy.workers === undefined) copy.workers = Math.min(availableParallelism(), (configSchema.properties.workers as { maximum: number }).maximum)
   // a semantic error at a path the schema already faulted says the same thing twice
   const faulted = errors.map((e) => e.slice(0, e.indexOf(': ')))
   for (const e of semanticErrors(copy, raw, warnings)) {

@@ -446,11 +446,9 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
 
   /** RFC 8555 §8.3: GET /.well-known/acme-challenge/TOKEN answers the key authorization; false for other paths. */
   private answerChallenge (challenges: Map<string, string>): boolean {
-    const reply = acmeChallengeReply(this.parser, challenges, !this.keepAlive || !this.bodyDone, this.isHead, this.responseIdLine())
+    const reply = acmeChallengeReply(this.parser, challenges, !this.keepAlive || !this.bodyDone || this.ctx.draining, this.isHead, this.responseIdLine())
     if (reply === null) return false
-    this.status = reply.status
-    this.responseStarted = true
-    this.closeAfterResponse = !this.keepAlive || !this.bodyDone || this.ctx.draining
+    this.beginLocalAnswer(reply.status, '-')
     this.writeOut(reply.bytes)
     this.finishRequest()
     return true
@@ -462,9 +460,7 @@ export class ClientConnection extends UpstreamSide implements Expirable, Filtere
     const reply = httpsRedirectReply(this.parser, listener.redirectPort as string, close, this.isHead, this.responseIdLine())
     if (reply === null) return false
     this.ctx.state.addListener(listener.index, L_REDIRECTS, 1)
-    this.status = 308
-    this.responseStarted = true
-    this.closeAfterResponse = close
+    this.beginLocalAnswer(308, '-')
     this.writeOut(reply)
     this.finishRequest()
     return true

@@ -16,7 +16,7 @@ import { startEchoUpstream, waitFor, httpRequest, type TestServer } from '../hel
 import { makeTestCa, type TestCa } from '../tls-fixtures'
 import { TlsClient } from './tls-client'
 import { startAdmin } from '../../src/admin/server'
-import { L_HANDSHAKE_ERRORS, L_HANDSHAKES_OK, L_HANDSHAKES_RESUMED, L_OPEN_CONNECTIONS, TLS_ERROR_REASONS, MAX_WORKER_SLOTS, W_THREAD_ID, W_OPEN_CONNECTIONS } from '../../src/shared/layout'
+import { L_HANDSHAKE_ERRORS, L_HANDSHAKES_OK, L_HANDSHAKES_RESUMED, L_OPEN_CONNECTIONS, TLS_ERROR_REASONS, MAX_WORKER_SLOTS, W_THREAD_ID, W_OPEN_CONNECTIONS, W_RESPONSES, SOURCE_LOCAL } from '../../src/shared/layout'
 
 function handshakeErrors (run: RunningLb, reason: typeof TLS_ERROR_REASONS[number]): number {
   return run.lb.state.listener(0, L_HANDSHAKE_ERRORS + TLS_ERROR_REASONS.indexOf(reason))
@@ -175,6 +175,13 @@ for (const mode of MODES) {
 
     test('httpsRedirect answers 308 to the TLS listener with host and target', async () => {
       const plainPort = run.lb.addresses[1].port
+      // switchyard's own answers: counted as local 3xx (switchyard_requests_total{source="local",class="3xx"})
+      const local3xx = (): number => {
+        let n = 0
+        for (let slot = 0; slot < MAX_WORKER_SLOTS; slot++) n += run.lb.state.worker(slot, W_RESPONSES + SOURCE_LOCAL * 5 + 2)
+        return n
+      }
+      const before = local3xx()
       const res = await httpRequest(plainPort, { path: '/a/b?c=d', headers: { host: 'localhost:' + plainPort } })
       assert.equal(res.status, 308)
       assert.equal(res.headers.location, `https://localhost:${run.port}/a/b?c=d`)
@@ -182,6 +189,7 @@ for (const mode of MODES) {
       const kept = await httpRequest(plainPort, { path: '/', headers: { host: 'localhost', 'x-request-id': 'redirect-1' } })
       assert.equal(kept.status, 308)
       assert.equal(kept.headers['x-request-id'], 'redirect-1')
+      await waitFor(() => local3xx() - before === 2, 3000, 'both 308s counted as local answers')
     })
 
     test('bad handshakes close only their connection, are counted by reason, and leak no descriptor', async () => {
