@@ -66,6 +66,14 @@ function addBytes (i32: Int32Array, lo: number, hi: number, bytes: number): void
   if (bytes >= TWO_32) Atomics.add(i32, hi, (bytes / TWO_32) | 0)
 }
 
+/**
+ * A status code's class, 1..5; 0 for no status. 600..999 (three digits, outside RFC 9110's range, relayed as
+ * they are) count as 5xx, as RFC 9110 §15 tells a client to process them.
+ */
+export function statusClass (status: number): number {
+  return status >= 600 ? 5 : (status / 100) | 0
+}
+
 export class SharedState {
   readonly buffer: SharedArrayBuffer
   readonly i32: Int32Array
@@ -280,8 +288,8 @@ export class SharedState {
   /** Record a response's status class and head latency. */
   recordResponse (slot: number, status: number, latencyMs: number): void {
     const base = L.UPSTREAMS_OFFSET + slot * L.UPSTREAM_INTS
-    const cls = (status / 100) | 0
-    if (cls >= 1 && cls <= 5) Atomics.add(this.i32, base + L.U_STATUS_1XX + cls - 1, 1)
+    const cls = statusClass(status)
+    if (cls >= 1) Atomics.add(this.i32, base + L.U_STATUS_1XX + cls - 1, 1)
     Atomics.add(this.i32, base + L.U_LATENCY_SUM_US, (latencyMs * 1000) | 0)
     Atomics.add(this.i32, base + L.U_LATENCY_BUCKETS + latencyBucket(latencyMs), 1)
   }
@@ -296,8 +304,8 @@ export class SharedState {
    */
   recordClientResponse (workerSlot: number, upstreamSlot: number, status: number, local: boolean,
     durationMs: number, requestBytes: number, responseBytes: number): void {
-    const cls = (status / 100) | 0
-    if (cls < 1 || cls > 5) return
+    const cls = statusClass(status)
+    if (cls < 1) return // no response
     const i32 = this.i32
     const w = L.WORKERS_OFFSET + workerSlot * L.WORKER_INTS
     Atomics.add(i32, w + L.W_RESPONSES + (local ? L.SOURCE_LOCAL : L.SOURCE_UPSTREAM) * 5 + cls - 1, 1)

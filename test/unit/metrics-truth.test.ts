@@ -105,3 +105,19 @@ test('hand-off: fewest connections first, ties taken round-robin', () => {
   workers[2].destroyed = true
   assert.equal(pick(null, workers), null)
 })
+
+test('a status of 600..999 (relayed as it is) counts as 5xx, for the client and for the upstream; no status is not counted', () => {
+  const state = SharedState.create(0)
+  const a = entry(state, 3, '127.0.0.1:8003')
+  const w = state.claimWorkerSlot(8)
+  state.recordResponse(a.slot, 999, 1)
+  state.recordResponse(a.slot, 600, 1)
+  state.recordClientResponse(w, a.slot, 999, false, 1, 10, 20)
+  state.recordClientResponse(w, a.slot, 0, false, 1, 10, 20) // the client went before any response
+  const totals = new CounterTotals(state)
+  totals.sample([a])
+  assert.equal(totals.allWorkersTotal(L.W_RESPONSES + L.SOURCE_UPSTREAM * 5 + 4), 1)
+  assert.equal(totals.allWorkersBytes(L.W_RESPONSE_BYTES), 20, 'the 999 counted once, the status 0 not at all')
+  assert.equal(state.upstream(a.slot, L.U_STATUS_1XX + 4), 2)
+  assert.deepEqual([0, 1, 2, 3].map((c) => state.upstream(a.slot, L.U_STATUS_1XX + c)), [0, 0, 0, 0])
+})
