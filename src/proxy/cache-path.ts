@@ -405,14 +405,22 @@ export class CacheState {
   }
 
   /** Called before the bytes go to the client, so the entry is stored before the client has the whole response. */
-  onResponseBody (chunk: Buffer, start: number, end: number, status: number): void {
+  onResponseBody (chunk: Buffer, start: number, end: number): void {
     if (this.storedHead === null) return
     this.chunks.push(owned(chunk.subarray(start, end))) // kept past this read (read-arena.ts)
     this.capturedBytes += end - start
-    if (this.capturedBytes === this.expectedBytes) this.commit(status)
   }
 
-  /** The response is complete: store what was captured (a bodiless one), then let waiters in. */
+  /** What was captured of this response is not to be stored (onResponseEnd then stores nothing). */
+  dropCapture (): void {
+    this.storedHead = null
+    this.chunks = []
+  }
+
+  /**
+   * The response is complete (in the read that brought its last byte, so nothing waits longer): store what
+   * was captured, then let waiters in. Not before: bytes behind the response (dropCapture) forbid storing it.
+   */
   onResponseEnd (status: number): void {
     if (this.storedHead !== null && this.capturedBytes === this.expectedBytes) this.commit(status)
     this.storedHead = null

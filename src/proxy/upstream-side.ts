@@ -407,7 +407,7 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
 
   onResponseBody (chunk: Buffer, start: number, end: number): void {
     if (end <= start) return
-    if (this.cacheState !== null) this.cacheState.onResponseBody(chunk, start, end, this.status)
+    if (this.cacheState !== null) this.cacheState.onResponseBody(chunk, start, end)
     const n = end - start
     this.bytesOut += n
     const head = this.heldHead
@@ -445,9 +445,15 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
     }
   }
 
-  onResponseEnd (up: UpstreamConnection, reusable: boolean): void {
+  onResponseEnd (up: UpstreamConnection, reusable: boolean, trailing: number): void {
     if (up !== this.upstream) return
     this.flushHead()
+    if (trailing > 0) {
+      // the response went out whole, but the upstream sent more than it framed: its framing cannot be
+      // trusted, so neither the connection (closed) nor this response (not stored) is kept
+      logUpstreamProblem(this, up.entry, 'SWY_ERR_UPSTREAM_PROTOCOL', `${trailing} byte(s) after a complete response; not stored, connection closed`)
+      if (this.cacheState !== null) this.cacheState.dropCapture()
+    }
     if (this.cacheState !== null) this.cacheState.onResponseEnd(this.status)
     this.upstream = null
     this.releaseActive()

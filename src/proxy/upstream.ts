@@ -20,6 +20,7 @@ import type { Expirable } from './sweeper'
 import { arenaRead, borrowed } from '../net/read-arena'
 import { directDescriptor } from '../net/direct-write'
 import { wallNow, deliverRead } from './clock'
+import { logger } from '../log'
 
 /** What the client side does with a response head (see ClientConnection.onResponseHead). */
 export type HeadAction = 'final' | 'interim' | 'tunnel' | 'abort'
@@ -59,7 +60,8 @@ export interface UpstreamClient {
   /** A chunked response's bytes just scanned by `scanner` (its spans, and its end when `done`). */
   onResponseChunks (chunk: Buffer, scanner: ChunkedScanner, done: boolean): void
   flushHead (): void
-  onResponseEnd (up: UpstreamConnection, reusable: boolean): void
+  /** `trailing`: bytes that came after the complete response (the connection is closed after this; 0 normally). */
+  onResponseEnd (up: UpstreamConnection, reusable: boolean, trailing: number): void
   onUpstreamFailure (up: UpstreamConnection, code: UpstreamFailure, detail: string): void
   onTunnelData (chunk: Buffer): void
   onTunnelEnd (): void
@@ -177,13 +179,13 @@ export class UpstreamConnection implements Poolable, Expirable {
   }
 
   /** Back to idle after a complete exchange; the caller pools or destroys it. */
-  private finishExchange (reusable: boolean): void {
+  private finishExchange (reusable: boolean, trailing: number): void {
     const client = this.client
     this.status = 'idle'
     this.reused = true
     if (!reusable) this.keepAlive = false
     this.setDeadline('poolIdle', this.ctx.config.pool.idleTimeoutMs)
-    if (client !== null) client.onResponseEnd(this, reusable)
+    if (client !== null) client.onResponseEnd(this, reusable, trailing)
     // pooled now (let go of that client), unless onResponseEnd handed it straight to the next request
     // (assign() makes it 'head' again) or destroyed it
     if (this.status === 'idle') this.client = null
@@ -235,7 +237,8 @@ export class UpstreamConnection implements Poolable, Expirable {
   handleData (chunk: Buffer): void {
     const client = this.client
     if (client === null) {
-      // bytes nobody asked for on an idle connection: the upstream is confused
+      // bytes nobody asked for on an idle connection: the upstream is confused (a late 408, a desync)
+      logger.warn({ code: 'SWY_ERR_UPSTREAM_PROTOCOL' satisfies ErrorCode, upstream: this.entry.address, bytes: chunk.length }, 'bytes from an upstream on an idle pooled connection; connection closed')
       this.destroy()
       return
     }
@@ -280,7 +283,7 @@ export class UpstreamConnection implements Poolable, Expirable {
         this.bodyRemaining = this.parser.contentLength
         start = r
         if (this.bodyKind === BODY_NONE) {
-          this.finishExchange(start === end && this.keepAlive)
+          this.finishExchange(start === end && this.keepAlive, end - start)
           if (start < end) this.destroy() // bytes after a complete response: framing cannot be trusted
           return
         }
@@ -296,7 +299,7 @@ export class UpstreamConnection implements Poolable, Expirable {
         this.bodyRemaining -= n
         start += n
         if (this.bodyRemaining === 0) {
-          this.finishExchange(start === end && this.keepAlive)
+          this.finishExchange(start === end && this.keepAlive, end - start)
           if (start < end) this.destroy()
           return
         }
@@ -305,7 +308,7 @@ export class UpstreamConnection implements Poolable, Expirable {
         if (e === CHUNKED_ERROR) { this.fail('SWY_ERR_UPSTREAM_PROTOCOL', `invalid chunked response: ${this.chunked.error}`); return }
         client.onResponseChunks(chunk, this.chunked, e >= 0)
         if (e >= 0) {
-          this.finishExchange(e === end && this.keepAlive)
+          this.finishExchange(e === end && this.keepAlive, end - e)
           if (e < end) this.destroy()
           return
         }
@@ -328,7 +331,7 @@ export class UpstreamConnection implements Poolable, Expirable {
     if (this.status === 'body' && this.bodyKind !== BODY_LENGTH && this.bodyKind !== BODY_CHUNKED) {
       // close-delimited body ends here
       this.keepAlive = false
-      this.finishExchange(false)
+      this.finishExchange(false, 0)
       this.destroy()
       return
     }
