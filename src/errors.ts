@@ -61,6 +61,8 @@ export const errorCatalogue = {
   SWY_ERR_TLS_PLAIN_HTTP: { status: 400, flag: 'TLS', message: 'Plain HTTP request sent to an HTTPS port' },
   SWY_ERR_PROXY_PROTOCOL: { status: 400, flag: 'PPE', message: 'Missing, malformed or untrusted PROXY protocol header' },
   SWY_ERR_TLS_CERTIFICATE: { status: 500, flag: '-', message: 'Certificate or key cannot be used' },
+  // limits.maxConnections reached: the new connection is closed at once, before any byte is read
+  SWY_ERR_CONNECTION_LIMIT: { status: 503, flag: '-', message: 'Connection limit reached' },
 } as const satisfies Record<string, ErrorInfo>
 
 export type ErrorCode = keyof typeof errorCatalogue

@@ -378,6 +378,8 @@ export const configSchema = {
         maxHeaderCount: { type: 'integer', minimum: 8, maximum: 1000, default: 100 },
         maxRequestTargetBytes: { type: 'integer', minimum: 256, maximum: 1_048_576, default: 8192 },
         maxBodyBytes: { type: 'integer', minimum: 0, default: 0, description: '0 = unlimited' },
+        // client connections open at once, all listeners and threads together (HAProxy's global maxconn)
+        maxConnections: { type: 'integer', minimum: 0, maximum: 10_000_000, default: 0, description: '0 = unlimited' },
       },
     },
     pool: {

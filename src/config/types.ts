@@ -240,6 +240,8 @@ export interface Config {
     maxHeaderCount: number
     maxRequestTargetBytes: number
     maxBodyBytes: number
+    /** Client connections open at once, all listeners and threads; 0 = no cap. */
+    maxConnections: number
   }
   pool: { maxIdlePerUpstream: number, idleTimeoutMs: number }
   healthCheck: HealthCheckConfig

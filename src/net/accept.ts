@@ -22,7 +22,8 @@ import { directDescriptor, sendLastWord } from './direct-write'
 import { errorReply } from '../http/replies'
 import { TlsTerminator, type TlsListenerMaterial, type TlsMaterial } from '../tls/terminator'
 import {
-  L_OPEN_CONNECTIONS, L_HANDSHAKES_OK, L_HANDSHAKES_RESUMED, L_HANDSHAKE_ERRORS, TLS_ERROR_REASONS, L_PROXY_REJECTED,
+  L_OPEN_CONNECTIONS, L_HANDSHAKES_OK, L_HANDSHAKES_RESUMED, L_HANDSHAKE_ERRORS, TLS_ERROR_REASONS, L_PROXY_REJECTED, L_REFUSED,
+  W_ACCEPTED_OPEN,
 } from '../shared/layout'
 import { logger } from '../log'
 import { CidrSet } from './cidr'
@@ -55,6 +56,8 @@ export class ListenerRuntime {
 }
 
 const kListener = Symbol('switchyard.listener')
+/** The worker slot whose W_ACCEPTED_OPEN counts the connection (-1: not counted, no slot yet). */
+const kCountedIn = Symbol('switchyard.countedIn')
 const kClientIp = Symbol('switchyard.clientIp')
 const kClientPort = Symbol('switchyard.clientPort')
 interface AcceptedSocket extends net.Socket {
@@ -62,6 +65,7 @@ interface AcceptedSocket extends net.Socket {
   [kClientIp]: string
   /** The client's port: the socket's, or the PROXY header's source port. */
   [kClientPort]: number
+  [kCountedIn]: number
 }
 
 /**
@@ -123,9 +127,14 @@ export function readsIntoArena (ctx: ProxyContext, index: number): boolean {
 /** A connected socket from listener `index`: run its listener's steps, then the request path. */
 export function acceptConnection (ctx: ProxyContext, index: number, socket: net.Socket, peerIp: string): void {
   const listener = ctx.listeners[index] ?? ctx.listeners[0]
+  // phase: the connection cap, before anything is read (a TLS handshake costs far more than this sum)
+  const cap = ctx.config.limits.maxConnections
+  if (cap > 0 && ctx.state.acceptedOpen() >= cap) { refuseConnection(listener, socket, cap); return }
   const s = socket as AcceptedSocket
   s[kListener] = listener
   s[kClientPort] = socket.remotePort ?? 0
+  s[kCountedIn] = ctx.workerSlot
+  if (ctx.workerSlot !== -1) ctx.state.addWorker(ctx.workerSlot, W_ACCEPTED_OPEN, 1)
   ctx.state.addListener(listener.index, L_OPEN_CONNECTIONS, 1)
   listener.open.add(socket)
   socket.once('close', onAcceptedClose)
@@ -134,6 +143,26 @@ export function acceptConnection (ctx: ProxyContext, index: number, socket: net.
   if (listener.proxyTrusted === null) { afterProxyHeader(listener, s, ip); return }
   if (!listener.proxyTrusted.has(ip)) { rejectProxy(listener, s, ip, 'the peer is not in proxyProtocol.trustedCidrs'); return }
   new ProxyHeaderReader(listener, s, ip) // eslint-disable-line no-new
+}
+
+/** Refusals since the last log line, and when that line was written (one line a second at most, per thread). */
+let refusedUnlogged = 0
+let refusalLoggedAt = 0
+
+/**
+ * limits.maxConnections reached: close at once, count it on the listener (switchyard_connections_refused_total),
+ * and log at most one line a second on this thread, with how many were refused since the last one.
+ */
+function refuseConnection (listener: ListenerRuntime, socket: net.Socket, cap: number): void {
+  socket.destroy()
+  listener.ctx.state.addListener(listener.index, L_REFUSED, 1)
+  refusedUnlogged++
+  const now = Date.now()
+  if (now - refusalLoggedAt < 1000) return
+  logger.warn({ code: 'SWY_ERR_CONNECTION_LIMIT' satisfies ErrorCode, listener: listener.name, maxConnections: cap, refused: refusedUnlogged },
+    'limits.maxConnections reached: new connections closed')
+  refusedUnlogged = 0
+  refusalLoggedAt = now
 }
 
 /**
@@ -220,6 +249,7 @@ function afterProxyHeader (listener: ListenerRuntime, socket: AcceptedSocket, cl
 
 function onAcceptedClose (this: AcceptedSocket): void {
   const listener = this[kListener]
+  if (this[kCountedIn] !== -1) listener.ctx.state.addWorker(this[kCountedIn], W_ACCEPTED_OPEN, -1)
   listener.ctx.state.addListener(listener.index, L_OPEN_CONNECTIONS, -1)
   listener.open.delete(this)
 }

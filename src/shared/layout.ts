@@ -132,7 +132,9 @@ export const W_OPEN_CONNECTIONS = 1
 export const W_REQUESTS = 2 //           counter
 export const W_LOOP_LAG_US = 3 //        event-loop delay p99 over the last second, sampling interval subtracted
 export const W_HEAP_USED_KB = 4 //       this thread's V8 heap in use, KiB (once a second)
-// 5..7 free. Every response a client receives, counted by the thread that
+export const W_ACCEPTED_OPEN = 5 //      client connections this thread accepted and has not closed (TLS handshakes and
+//                                       PROXY headers included): their sum over the slots is what limits.maxConnections caps
+// 6..7 free. Every response a client receives, counted by the thread that
 // wrote it (SharedState.recordClientResponse), so that no two threads bump
 // the same cells:
 //   W_RESPONSES + source * 5 + (class - 1)   source 0 = relayed from an upstream, 1 = answered locally
@@ -186,6 +188,7 @@ export const L_HANDSHAKE_ERRORS = 4 //   TLS_ERROR_REASONS.length counters, one 
 export const TLS_ERROR_REASONS = ['timeout', 'plain_http', 'protocol', 'reset', 'other'] as const
 export const L_PROXY_REJECTED = L_HANDSHAKE_ERRORS + TLS_ERROR_REASONS.length // 9: PROXY protocol header missing, malformed or untrusted
 export const L_REDIRECTS = L_PROXY_REJECTED + 1 // httpsRedirect answers
+export const L_REFUSED = L_REDIRECTS + 1 // connections closed at once: limits.maxConnections reached
 export const LISTENER_INTS = 16
 
 // ---- per pool (owner: src/routing/pools.ts) --------------------------------

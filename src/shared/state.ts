@@ -350,6 +350,19 @@ export class SharedState {
     return -1
   }
 
+  /**
+   * Client connections open over every thread (W_ACCEPTED_OPEN of the claimed slots): what
+   * limits.maxConnections caps. A dead worker's share is zeroed with its slot (releaseWorkerSlot).
+   */
+  acceptedOpen (): number {
+    let n = 0
+    for (let slot = 0; slot < L.MAX_WORKER_SLOTS; slot++) {
+      const base = L.WORKERS_OFFSET + slot * L.WORKER_INTS
+      if (Atomics.load(this.i32, base + L.W_THREAD_ID) !== 0) n += Atomics.load(this.i32, base + L.W_ACCEPTED_OPEN)
+    }
+    return n
+  }
+
   /** The slot `threadId` claimed, or -1. */
   workerSlotOf (threadId: number): number {
     if (threadId <= 0) return -1 // 0 marks a free slot
@@ -366,6 +379,7 @@ export class SharedState {
       if (Atomics.compareExchange(this.i32, base + L.W_THREAD_ID, threadId, 0) === threadId) {
         // its connections died with it
         Atomics.store(this.i32, base + L.W_OPEN_CONNECTIONS, 0)
+        Atomics.store(this.i32, base + L.W_ACCEPTED_OPEN, 0)
         return slot
       }
     }

@@ -23,6 +23,8 @@ export interface ListenerJson extends ListenerInfo {
   handshakes: { ok: number, resumed: number, errors: Record<string, number> } | null
   proxyProtocolRejected: number
   httpsRedirects: number
+  /** Connections closed at once because limits.maxConnections was reached. */
+  refused: number
 }
 
 export interface CertificateJson extends CertificateStatus {
@@ -45,6 +47,7 @@ export function listenerJson (source: TlsStatusSource): ListenerJson[] {
       : null,
     proxyProtocolRejected: state.listener(i, L.L_PROXY_REJECTED),
     httpsRedirects: state.listener(i, L.L_REDIRECTS),
+    refused: state.listener(i, L.L_REFUSED),
   }))
 }
 
@@ -86,6 +89,8 @@ export function registerTlsFamilies (m: MetricsRegistry, source: TlsStatusSource
     }))
   m.counter('switchyard_proxy_protocol_rejected_total', 'Connections closed for a missing, malformed or untrusted PROXY protocol header.', ['listener'],
     perListener((l, emit) => emit({ listener: l.name }, l.proxyProtocolRejected)))
+  m.counter('switchyard_connections_refused_total', 'Connections closed at once because limits.maxConnections was reached.', ['listener'],
+    perListener((l, emit) => emit({ listener: l.name }, l.refused)))
   m.counter('switchyard_https_redirects_total', 'Requests answered 308 by httpsRedirect.', ['listener'],
     perListener((l, emit) => emit({ listener: l.name }, l.httpsRedirects)))
   m.gauge('switchyard_tls_certificate_expiry_timestamp_seconds', 'notAfter of each certificate in use, seconds since the Unix epoch.', ['name', 'listener', 'source'], (_v, emit) => {

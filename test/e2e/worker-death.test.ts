@@ -20,7 +20,7 @@ import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import { spawn } from 'node:child_process'
 import { join } from 'node:path'
-import { MAX_WORKER_SLOTS, U_ACTIVE_REQUESTS, U_OPEN_SOCKETS, W_OPEN_CONNECTIONS, W_THREAD_ID } from '../../src/shared/layout'
+import { MAX_WORKER_SLOTS, U_ACTIVE_REQUESTS, U_OPEN_SOCKETS, W_ACCEPTED_OPEN, W_OPEN_CONNECTIONS, W_THREAD_ID } from '../../src/shared/layout'
 import { FILL_OFFSET, FILL_SLOTS } from '../../src/cache/layout'
 import { claimOwnerOf } from '../../src/cache/fill-claims'
 import type { SharedState } from '../../src/shared/state'
@@ -136,6 +136,8 @@ interface Scenario {
   upstream: number
   victimSlot: number
   victimHeldActive: number
+  /** The victim's W_ACCEPTED_OPEN right before the kill (its share of limits.maxConnections' count). */
+  victimAccepted: number
   /** ms from the kill until each waiter's answer, with its status and X-Cache. */
   answers: Array<{ ms: number, status: number, xCache: string, body: string }>
   failures: string[]
@@ -158,7 +160,7 @@ describe('workers=2: a worker dies holding a cache fill claim', () => {
       timeouts: { responseMs: RESPONSE_MS },
     }, 2)
     run = r
-    s = { run: r, origin: o, conns, upstream: r.lb.table[0].slot, victimSlot: -1, victimHeldActive: 0, answers: [], failures: [], ownersAfterKill: [] }
+    s = { run: r, origin: o, conns, upstream: r.lb.table[0].slot, victimSlot: -1, victimHeldActive: 0, victimAccepted: 0, answers: [], failures: [], ownersAfterKill: [] }
     const state = r.lb.state
     const pool = r.lb.workerPool
     assert.ok(pool !== null)
@@ -210,6 +212,7 @@ describe('workers=2: a worker dies holding a cache fill claim', () => {
 
     const victim = pool.pool.threads.find((t) => state.workerSlotOf(t.threadId) === victimSlot)
     assert.ok(victim !== undefined, 'the victim thread')
+    s.victimAccepted = state.worker(victimSlot, W_ACCEPTED_OPEN)
     killedAt = Date.now()
     // resolves on 'exit', after the pool's own 'exit' hook has run
     await victim.terminate()
@@ -237,6 +240,16 @@ describe('workers=2: a worker dies holding a cache fill claim', () => {
     // one of them filled in the victim's place, the rest were served the entry it stored
     assert.equal(s.origin.slowRequests(), 2)
     assert.equal(s.answers.filter((a) => a.xCache === 'MISS').length, 1, s.answers.map((a) => a.xCache).join(','))
+  })
+
+  it('the dead worker\'s client connections no longer count toward limits.maxConnections', async () => {
+    assert.ok(s !== null)
+    const state = s.run.lb.state
+    assert.ok(s.victimAccepted >= 1, `the victim held ${s.victimAccepted} connection(s) before the kill`)
+    // what is counted is what the live workers hold (a plain listener: every accepted connection is a client connection)
+    const live = (): number => claimedSlots(state).reduce((n, slot) => n + state.worker(slot, W_OPEN_CONNECTIONS), 0)
+    await waitFor(() => state.acceptedOpen() === live(), 3000, `acceptedOpen ${state.acceptedOpen()} = the live workers' ${live()}`)
+    if (state.worker(s.victimSlot, W_THREAD_ID) === 0) assert.equal(state.worker(s.victimSlot, W_ACCEPTED_OPEN), 0, 'the freed slot starts from 0')
   })
 
   it('no fill claim of the dead worker is left once its exit is seen', () => {

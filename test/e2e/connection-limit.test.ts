@@ -1,0 +1,60 @@
+/**
+ * limits.maxConnections end to end, in both modes: with the cap's worth of client connections open, a new
+ * one is closed at once without an answer and counted on its listener; once one closes, new connections are
+ * served again; a reload that lifts the cap applies to new connections; the count returns to 0 when every
+ * client has gone.
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import * as net from 'node:net'
+import { MODES, startLb, type RunningLb } from './harness'
+import { startEchoUpstream, rawExchange, waitFor, httpRequest } from '../helpers'
+import { resolveConfig } from '../../src/config/load'
+import { L_REFUSED } from '../../src/shared/layout'
+
+/** A kept-alive client connection that has had one answer (so the balancer certainly holds it). */
+async function openServed (port: number): Promise<net.Socket> {
+  const socket = net.connect(port, '127.0.0.1')
+  await new Promise<void>((resolve, reject) => {
+    let got = ''
+    socket.on('data', (c: Buffer) => { got += c.toString('latin1'); if (got.includes('\r\n\r\n')) resolve() })
+    socket.once('error', reject)
+    socket.write('GET /held HTTP/1.1\r\nHost: a.test\r\n\r\n')
+  })
+  return socket
+}
+
+function refused (run: RunningLb): number { return run.lb.state.listener(0, L_REFUSED) }
+
+for (const mode of MODES) {
+  test(`${mode.name}: at limits.maxConnections a new connection is closed unanswered; served again once one closes; a reload lifts the cap`, async (t) => {
+    const upstream = await startEchoUpstream('u')
+    t.after(async () => await upstream.close())
+    const config = { upstreams: [{ address: upstream.address }], limits: { maxConnections: 3 } }
+    const run = await startLb(config, mode.workers)
+    t.after(async () => await run.stop())
+    const held: net.Socket[] = []
+    t.after(() => { for (const s of held) s.destroy() })
+    for (let i = 0; i < 3; i++) held.push(await openServed(run.port))
+    await waitFor(() => run.lb.state.acceptedOpen() === 3, 3000, 'three connections counted')
+
+    const beyond = await rawExchange(run.port, 'GET /beyond HTTP/1.1\r\nHost: a.test\r\n\r\n', { timeoutMs: 3000 })
+    assert.equal(beyond.timedOut, false, 'closed at once, not left waiting')
+    assert.equal(beyond.data.length, 0, `nothing answered: ${JSON.stringify(beyond.text)}`)
+    await waitFor(() => refused(run) === 1, 3000, 'counted on the listener')
+    assert.equal(run.lb.state.acceptedOpen(), 3, 'the refused one was never counted as open')
+
+    held.pop()?.destroy()
+    await waitFor(() => run.lb.state.acceptedOpen() === 2, 3000, 'the closed connection given back')
+    assert.equal((await httpRequest(run.port, { path: '/again' })).status, 200)
+
+    const lifted = run.lb.reload(resolveConfig({ ...config, listen: run.lb.config.listen, workers: mode.workers, log: { level: 'silent', access: false }, limits: { maxConnections: 0 } }))
+    assert.deepEqual(lifted.restartNeeded, [])
+    for (let i = 0; i < 4; i++) held.push(await openServed(run.port))
+    await waitFor(() => run.lb.state.acceptedOpen() === 6, 3000, 'six open under no cap')
+    assert.equal(refused(run), 1)
+
+    for (const s of held.splice(0)) s.destroy()
+    await waitFor(() => run.lb.state.acceptedOpen() === 0, 3000, 'every connection given back')
+  })
+}
