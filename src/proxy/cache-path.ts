@@ -404,17 +404,25 @@ export class CacheState {
       notModified, this.isHead, this.response)
   }
 
-  /** Called before the bytes go to the client, so the entry is stored before the client has the whole response. */
+  /** A response body's bytes as they go to the client: captured for the store (committed at onResponseEnd). */
   onResponseBody (chunk: Buffer, start: number, end: number): void {
     if (this.storedHead === null) return
     this.chunks.push(owned(chunk.subarray(start, end))) // kept past this read (read-arena.ts)
     this.capturedBytes += end - start
   }
 
-  /** What was captured of this response is not to be stored (onResponseEnd then stores nothing). */
-  dropCapture (): void {
+  /**
+   * What was captured of this response is not to be stored (onResponseEnd then stores nothing), and the URL is
+   * marked uncacheable for a while, as for any response that cannot be stored, so requests waiting for this
+   * fill go upstream together rather than one after another. (Its Cache-Status went out saying `stored`
+   * with the head.) false when nothing was being captured.
+   */
+  dropCapture (): boolean {
+    if (this.storedHead === null) return false
     this.storedHead = null
     this.chunks = []
+    this.hook.markPass(this.key, Date.now())
+    return true
   }
 
   /**

@@ -451,8 +451,8 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
     if (trailing > 0) {
       // the response went out whole, but the upstream sent more than it framed: its framing cannot be
       // trusted, so neither the connection (closed) nor this response (not stored) is kept
-      logUpstreamProblem(this, up.entry, 'SWY_ERR_UPSTREAM_PROTOCOL', `${trailing} byte(s) after a complete response; not stored, connection closed`)
-      if (this.cacheState !== null) this.cacheState.dropCapture()
+      const dropped = this.cacheState !== null && this.cacheState.dropCapture()
+      logUpstreamProblem(this, up.entry, 'SWY_ERR_UPSTREAM_PROTOCOL', `${trailing} byte(s) after a complete response; ${dropped ? 'not stored, ' : ''}connection closed`)
     }
     if (this.cacheState !== null) this.cacheState.onResponseEnd(this.status)
     this.upstream = null
@@ -504,11 +504,13 @@ export abstract class UpstreamSide extends Exchange implements UpstreamClient {
         this.connectTo(entry, false)
         return
       case 'next':
-        this.retryElsewhere(reason as RetryReason, entry, true)
+      case 'nextFree': {
+        // nowhere else to go: the answer is this failure's own (a timeout's 504, not a connect failure's 502)
+        const index = this.pickForRetry()
+        if (index === PICK_NONE) { this.failRequest(code, this.lastFailure); return }
+        this.retryElsewhere(reason as RetryReason, entry, action === 'next', index)
         return
-      case 'nextFree':
-        this.retryElsewhere(reason as RetryReason, entry, false)
-        return
+      }
       default:
         if (action === 'budget') this.ctx.state.addPool((this.pool as PoolRuntime).slot, P_RETRY_BUDGET_DENIED, 1)
         this.failRequest(code, detail)

@@ -160,3 +160,19 @@ for (const mode of MODES) {
     }
   })
 }
+
+for (const mode of MODES) {
+  test(`${mode.name}: a timeout with retryOn timeout and no other upstream: the 504 of a timeout, not a connect failure's 502`, async () => {
+    const hung = await startScripted('hung', () => ({ status: 200, delayMs: 5_000 }))
+    const run = await startLb({ upstreams: [{ address: hung.address }], retryOn: ['timeout'], timeouts: { responseMs: 300 }, healthCheck: { panicThresholdPercent: 0 } }, mode.workers)
+    try {
+      const answer = await send(run.port)
+      assert.equal(answer.status, 504)
+      assert.match(String(answer.headers['proxy-status']), /^switchyard; error=http_response_timeout/)
+      assert.equal(run.lb.state.pool(0, P_RETRIES + RETRY_REASONS.indexOf('timeout')), 0, 'no retry counted')
+    } finally {
+      await run.stop()
+      await closeAll([hung])
+    }
+  })
+}

@@ -49,6 +49,26 @@ for (const mode of MODES) {
     await waitFor(() => warnings(lb, 'after a complete response').length === 3, 5000, 'one log line per response')
   })
 
+  test(`${mode.name}: requests waiting for such a response's fill go upstream together, not one after another`, async (t) => {
+    let inFlight = 0
+    let most = 0
+    const upstream = await startRawServer((socket) => {
+      socket.on('data', () => {
+        most = Math.max(most, ++inFlight)
+        setTimeout(() => {
+          inFlight--
+          // cacheable, and a stray CRLF behind it: not stored
+          socket.write('HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 3\r\n\r\nok\n\r\n')
+        }, 300)
+      })
+    })
+    t.after(async () => await upstream.close())
+    const lb = await startCli(t, { workers: mode.workers, upstreams: [{ address: upstream.address }], cache: { maxBytes: 1024 * 1024 } })
+    const replies = await Promise.all([0, 1, 2, 3].map(async () => await httpRequest(lb.port, { path: '/collapsed' })))
+    for (const r of replies) assert.equal(r.body, 'ok\n')
+    assert.ok(most >= 2, `the upstream saw at most ${most} of the waiting requests at once: they went one after another`)
+  })
+
   test(`${mode.name}: bytes on an idle pooled connection: it is closed with one log line, the next request gets its own response`, async (t) => {
     let n = 0
     const upstream = await startRawServer((socket) => {
