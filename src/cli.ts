@@ -67,7 +67,13 @@ async function main (): Promise<void> {
     process.exit(1)
   }
 
-  lb.configSource = () => loadConfig(options, [])
+  // reload (SIGHUP, POST /api/reload): what a valid file still warns about is logged as at start
+  lb.configSource = () => {
+    const reloadWarnings: string[] = []
+    const next = loadConfig(options, reloadWarnings)
+    for (const w of reloadWarnings) logger.warn({ source: options.configPath ?? 'command line' }, w)
+    return next
+  }
 
   let signals = 0
   const shutdown = (signal: string): void => {

@@ -2,7 +2,8 @@
  * The command as an operator runs it (a child process): `--check` validates
  * and binds nothing (exit 0 / 1), a missing ./lb.json without flags says so,
  * bad flag values exit 2 naming the flag, and an admin port already taken is
- * reported as the admin listener's. Each runs in sequential and worker mode.
+ * reported as the admin listener's; SIGHUP reloads the file and logs its warnings as at start. Each runs in
+ * sequential and worker mode.
  */
 import { describe, test } from 'node:test'
 import assert from 'node:assert/strict'
@@ -12,8 +13,8 @@ import { once } from 'node:events'
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { MODES, CLI } from './harness'
-import { freePort } from '../helpers'
+import { MODES, CLI, spawnLb } from './harness'
+import { freePort, startEchoUpstream, waitFor, httpRequest } from '../helpers'
 
 interface CliRun { code: number | null, stdout: string, stderr: string }
 
@@ -121,5 +122,28 @@ for (const mode of MODES) {
     })
 
     test('cleanup', () => { rmSync(dir, { recursive: true, force: true }) })
+  })
+}
+
+for (const mode of MODES) {
+  test(`cli: SIGHUP re-reads the file, applies it, and logs what it still warns about, as at start (${mode.name})`, async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'swy-hup-'))
+    t.after(() => rmSync(dir, { recursive: true, force: true }))
+    const upstream = await startEchoUpstream('hup')
+    t.after(async () => await upstream.close())
+    const file = join(dir, 'lb.json')
+    // a cache too small for the default maxEntryBytes: a warning at start, and again on every reload of the file
+    const config = { listen: '127.0.0.1:0', workers: mode.workers, upstreams: [{ address: upstream.address }], cache: { maxBytes: 65536 } }
+    writeFileSync(file, JSON.stringify(config))
+    const lb = await spawnLb(['--config', file])
+    t.after(async () => { if (lb.child.exitCode === null) await lb.stop() })
+    const warned = (): number => lb.output().split('\n').filter((l) => l.includes('"level":"warn"') && l.includes('/cache/maxEntryBytes: the default')).length
+    await waitFor(() => warned() === 1, 5000, 'the warning at start')
+    writeFileSync(file, JSON.stringify({ ...config, retries: 2 }))
+    lb.child.kill('SIGHUP')
+    await waitFor(() => lb.output().includes('"msg":"configuration reloaded"'), 5000, 'the reload')
+    await waitFor(() => warned() === 2, 5000, 'the warning again on reload')
+    assert.equal((await httpRequest(lb.port, { path: '/after-hup' })).status, 200)
+    assert.equal(await lb.stop(), 0)
   })
 }
