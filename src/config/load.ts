@@ -133,6 +133,8 @@ function semanticErrors (config: unknown, raw: unknown, warnings: string[]): str
     // pools or routes of the wrong shape: the schema pass reported them
   }
   const maxBytes = num(config.cache, 'maxBytes')
+  // one shared arena, indexed by 32-bit offsets: more than that is never used, and it says so
+  if (maxBytes !== undefined && maxBytes > MAX_ARENA_BYTES) warnings.push(`/cache/maxBytes: ${maxBytes} is over the ${MAX_ARENA_BYTES} bytes one cache can use; ${MAX_ARENA_BYTES} are used`)
   const maxEntryBytes = num(config.cache, 'maxEntryBytes')
   if (maxBytes !== undefined && maxEntryBytes !== undefined && maxEntryBytes > cacheEntryLimit(maxBytes)) {
     const limit = cacheEntryLimit(maxBytes)

@@ -70,6 +70,15 @@ describe('config errors: one pass', () => {
     resolveConfig({ ...MINIMAL, cache: { maxBytes: 4 << 20 } }, 'test', none)
     assert.deepEqual(none, [])
   })
+
+  test('cache.maxBytes over what one arena can use: a warning, and that is what is used', () => {
+    const warnings: string[] = []
+    resolveConfig({ ...MINIMAL, cache: { maxBytes: 3 * 2 ** 30 } }, 'test', warnings)
+    assert.deepEqual(warnings, ['/cache/maxBytes: 3221225472 is over the 2147483640 bytes one cache can use; 2147483640 are used'])
+    const none: string[] = []
+    resolveConfig({ ...MINIMAL, cache: { maxBytes: 2147483640 } }, 'test', none)
+    assert.deepEqual(none, [])
+  })
 })
 
 describe('config errors: the file', () => {
