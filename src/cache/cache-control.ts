@@ -108,9 +108,13 @@ function apply (v: string, s: number, e: number, seconds: number, out: CacheCont
       else if (nameIs(v, s, 's-maxage')) { if (out.sMaxAgeSec === ABSENT) out.sMaxAgeSec = seconds < 0 ? 0 : seconds }
       break
     case 9:
-      // a min-fresh we cannot read asks for nothing; max-stale alone accepts any staleness
-      // (§5.2.1.2), one we cannot read accepts none
-      if (nameIs(v, s, 'min-fresh')) { if (out.minFreshSec === ABSENT && seconds >= 0) out.minFreshSec = seconds } else if (nameIs(v, s, 'max-stale')) { if (out.maxStaleSec === ABSENT && seconds !== -2) out.maxStaleSec = seconds === ABSENT ? DELTA_SECONDS_MAX : seconds }
+      if (nameIs(v, s, 'min-fresh')) {
+        // a min-fresh we cannot read asks for nothing
+        if (out.minFreshSec === ABSENT && seconds >= 0) out.minFreshSec = seconds
+      } else if (nameIs(v, s, 'max-stale')) {
+        // alone it accepts any staleness (§5.2.1.2); one we cannot read accepts none
+        if (out.maxStaleSec === ABSENT && seconds !== -2) out.maxStaleSec = seconds === ABSENT ? DELTA_SECONDS_MAX : seconds
+      }
       break
     case 14:
       if (nameIs(v, s, 'only-if-cached')) out.onlyIfCached = true
