@@ -380,6 +380,8 @@ export const configSchema = {
         maxBodyBytes: { type: 'integer', minimum: 0, default: 0, description: '0 = unlimited' },
         // client connections open at once, all listeners and threads together (HAProxy's global maxconn)
         maxConnections: { type: 'integer', minimum: 0, maximum: 10_000_000, default: 0, description: '0 = unlimited' },
+        // ... of one client address (after the PROXY protocol header): nginx's limit_conn, HAProxy's src_conn_cur
+        maxConnectionsPerClient: { type: 'integer', minimum: 0, maximum: 1_000_000, default: 0, description: '0 = unlimited' },
       },
     },
     pool: {

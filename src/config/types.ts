@@ -242,6 +242,8 @@ export interface Config {
     maxBodyBytes: number
     /** Client connections open at once, all listeners and threads; 0 = no cap. */
     maxConnections: number
+    /** ... of one client address; 0 = no cap. */
+    maxConnectionsPerClient: number
   }
   pool: { maxIdlePerUpstream: number, idleTimeoutMs: number }
   healthCheck: HealthCheckConfig

@@ -23,11 +23,12 @@ import { errorReply } from '../http/replies'
 import { TlsTerminator, type TlsListenerMaterial, type TlsMaterial } from '../tls/terminator'
 import {
   L_OPEN_CONNECTIONS, L_HANDSHAKES_OK, L_HANDSHAKES_RESUMED, L_HANDSHAKE_ERRORS, TLS_ERROR_REASONS, L_PROXY_REJECTED, L_REFUSED,
-  W_ACCEPTED_OPEN,
+  L_REFUSED_PER_CLIENT, W_ACCEPTED_OPEN,
 } from '../shared/layout'
 import { logger } from '../log'
 import { CidrSet } from './cidr'
 import { ProxyHeaderParser, PP_ERROR, PP_INCOMPLETE } from './proxy-protocol'
+import { acquireClient, releaseClient, CLIENT_REFUSED } from './client-table'
 import type { ErrorCode } from '../errors'
 
 export type TlsErrorReason = typeof TLS_ERROR_REASONS[number]
@@ -58,6 +59,8 @@ export class ListenerRuntime {
 const kListener = Symbol('switchyard.listener')
 /** The worker slot whose W_ACCEPTED_OPEN counts the connection (-1: not counted, no slot yet). */
 const kCountedIn = Symbol('switchyard.countedIn')
+/** Its client's entry in the client connection table (client-table.ts), -1 when not counted there. */
+const kClientEntry = Symbol('switchyard.clientEntry')
 const kClientIp = Symbol('switchyard.clientIp')
 const kClientPort = Symbol('switchyard.clientPort')
 interface AcceptedSocket extends net.Socket {
@@ -66,6 +69,7 @@ interface AcceptedSocket extends net.Socket {
   /** The client's port: the socket's, or the PROXY header's source port. */
   [kClientPort]: number
   [kCountedIn]: number
+  [kClientEntry]: number
 }
 
 /**
@@ -129,11 +133,12 @@ export function acceptConnection (ctx: ProxyContext, index: number, socket: net.
   const listener = ctx.listeners[index] ?? ctx.listeners[0]
   // phase: the connection cap, before anything is read (a TLS handshake costs far more than this sum)
   const cap = ctx.config.limits.maxConnections
-  if (cap > 0 && ctx.state.acceptedOpen() >= cap) { refuseConnection(listener, socket, cap); return }
+  if (cap > 0 && ctx.state.acceptedOpen() >= cap) { refuseConnection(listener, socket, REFUSED_TOTAL, cap, ''); return }
   const s = socket as AcceptedSocket
   s[kListener] = listener
   s[kClientPort] = socket.remotePort ?? 0
   s[kCountedIn] = ctx.workerSlot
+  s[kClientEntry] = -1
   if (ctx.workerSlot !== -1) ctx.state.addWorker(ctx.workerSlot, W_ACCEPTED_OPEN, 1)
   ctx.state.addListener(listener.index, L_OPEN_CONNECTIONS, 1)
   listener.open.add(socket)
@@ -145,24 +150,30 @@ export function acceptConnection (ctx: ProxyContext, index: number, socket: net.
   new ProxyHeaderReader(listener, s, ip) // eslint-disable-line no-new
 }
 
-/** Refusals since the last log line, and when that line was written (one line a second at most, per thread). */
-let refusedUnlogged = 0
-let refusalLoggedAt = 0
+/** Which cap refused a connection: limits.maxConnections, limits.maxConnectionsPerClient. */
+const REFUSED_TOTAL = 0
+const REFUSED_PER_CLIENT = 1
+const REFUSED_FIELD = [L_REFUSED, L_REFUSED_PER_CLIENT]
+const REFUSED_KEY = ['maxConnections', 'maxConnectionsPerClient']
+/** Refusals since the last log line, and when that line was written (one line a second at most, per thread and cap). */
+const refusedUnlogged = [0, 0]
+const refusalLoggedAt = [0, 0]
 
 /**
- * limits.maxConnections reached: close at once, count it on the listener (switchyard_connections_refused_total),
- * and log at most one line a second on this thread, with how many were refused since the last one.
+ * A cap reached: close at once, count it on the listener (switchyard_connections_refused_total), and log at
+ * most one line a second per cap on this thread, with how many were refused since the last one (and the
+ * client of this one, for the per-client cap).
  */
-function refuseConnection (listener: ListenerRuntime, socket: net.Socket, cap: number): void {
+function refuseConnection (listener: ListenerRuntime, socket: net.Socket, which: number, cap: number, client: string): void {
   socket.destroy()
-  listener.ctx.state.addListener(listener.index, L_REFUSED, 1)
-  refusedUnlogged++
+  listener.ctx.state.addListener(listener.index, REFUSED_FIELD[which], 1)
+  refusedUnlogged[which]++
   const now = Date.now()
-  if (now - refusalLoggedAt < 1000) return
-  logger.warn({ code: 'SWY_ERR_CONNECTION_LIMIT' satisfies ErrorCode, listener: listener.name, maxConnections: cap, refused: refusedUnlogged },
-    'limits.maxConnections reached: new connections closed')
-  refusedUnlogged = 0
-  refusalLoggedAt = now
+  if (now - refusalLoggedAt[which] < 1000) return
+  logger.warn({ code: 'SWY_ERR_CONNECTION_LIMIT' satisfies ErrorCode, listener: listener.name, limit: REFUSED_KEY[which], value: cap, refused: refusedUnlogged[which], client: client === '' ? undefined : client },
+    `limits.${REFUSED_KEY[which]} reached: new connections closed`)
+  refusedUnlogged[which] = 0
+  refusalLoggedAt[which] = now
 }
 
 /**
@@ -234,6 +245,13 @@ function rejectProxy (listener: ListenerRuntime, socket: net.Socket, peerIp: str
 }
 
 function afterProxyHeader (listener: ListenerRuntime, socket: AcceptedSocket, clientIp: string): void {
+  // phase: the per-client cap, once the client's address is known (the PROXY header's, where there is one)
+  const perClient = listener.ctx.config.limits.maxConnectionsPerClient
+  if (perClient > 0 && socket[kCountedIn] !== -1) {
+    const entry = acquireClient(listener.ctx.state, socket[kCountedIn], clientIp, perClient)
+    if (entry === CLIENT_REFUSED) { refuseConnection(listener, socket, REFUSED_PER_CLIENT, perClient, clientIp); return }
+    if (entry >= 0) socket[kClientEntry] = entry
+  }
   const terminator = listener.tls
   if (terminator === null) {
     if (listener.proto === 'https') { socket.destroy(); return } // no certificate yet: nothing to serve with
@@ -250,6 +268,7 @@ function afterProxyHeader (listener: ListenerRuntime, socket: AcceptedSocket, cl
 function onAcceptedClose (this: AcceptedSocket): void {
   const listener = this[kListener]
   if (this[kCountedIn] !== -1) listener.ctx.state.addWorker(this[kCountedIn], W_ACCEPTED_OPEN, -1)
+  if (this[kClientEntry] !== -1) releaseClient(listener.ctx.state, this[kClientEntry], this[kCountedIn])
   listener.ctx.state.addListener(listener.index, L_OPEN_CONNECTIONS, -1)
   listener.open.delete(this)
 }

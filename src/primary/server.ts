@@ -15,6 +15,7 @@ import { H_CONNECTIONS_ACCEPTED, L_ACCEPTED } from '../shared/layout'
 import { createThreadProxy, applyConfig, startThreadStats, drainThread } from '../proxy/thread'
 import { acceptConnection, adoptedSocketOptions, applyTlsMaterial, clientOnRead, destroyAccepted, installListeners, openAccepted, readsIntoArena } from '../net/accept'
 import { takeAccepts, socketOnHandle, type AcceptedHandle } from '../net/raw-accept'
+import { seedClientTable } from '../net/client-table'
 import { optionalHandoff, type FdHandoff } from './handoff'
 import { startMemoryRelease } from './memory-release'
 import { TlsManager, TICKET_KEY_ROTATION_MS, type CertificateStatus } from '../tls/manager'
@@ -110,6 +111,7 @@ export class Switchyard implements AdminTarget {
     // first: an unusable certificate fails the start before anything is allocated or bound
     this.tls = TlsManager.needed(config) ? new TlsManager(config) : null
     this.state = SharedState.create(rateTableSlots(config))
+    seedClientTable(this.state)
     this.table = buildUpstreamTable(config, this.state, null)
     warnShadowedRoutes(config)
     this.stickySecret = config.stickySessions !== undefined

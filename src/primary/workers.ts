@@ -20,6 +20,7 @@ import { logger, openLogRings, closeLogRings } from '../log'
 import type { ErrorCode } from '../errors'
 import type { TlsMaterial } from '../tls/terminator'
 import { peerOf, type AcceptedHandle } from '../net/raw-accept'
+import { releaseClientLanes } from '../net/client-table'
 
 export interface WorkerInit {
   config: Config
@@ -250,7 +251,8 @@ export class WorkerPool {
    * A worker has exited ('exit' fires once the thread has stopped: none of its
    * code runs any more). Whatever it held in shared memory would stay held for
    * ever or until a timeout, so take it back: its share of the upstreams'
-   * in-flight gauges, its cache fill claims (their waiters would wait up to
+   * in-flight gauges, its client connections' counts per client address (its
+   * W_ACCEPTED_OPEN goes with the slot), its cache fill claims (their waiters would wait up to
    * responseMs + 1 s) and the cache's write lock if it died inside it. The
    * slot is freed last: freed first, it could be claimed by a replacement
    * whose fresh claims and counts would then be taken for the dead worker's.
@@ -259,6 +261,7 @@ export class WorkerPool {
     const slot = this.state.workerSlotOf(threadId)
     if (slot === -1) return // it died before claiming a slot: it held nothing
     const gauges = this.state.releaseWorkerHoldings(slot)
+    releaseClientLanes(this.state, slot)
     const owner = ownerOfWorkerSlot(slot)
     const fillClaims = this.cache === null ? 0 : this.cache.releaseFillsOf(owner)
     const cacheLock = this.cache === null ? false : this.cache.recoverLockOf(owner)

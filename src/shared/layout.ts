@@ -28,6 +28,8 @@
  *   | ... MAX_POOLS slots      |
  *   +--------------------------+  ROUTES_OFFSET
  *   | hits per route           |  MAX_ROUTES ints (owner: src/routing)
+ *   +--------------------------+  CLIENT_TABLE_OFFSET
+ *   | client connection table  |  CLIENT_TABLE_INTS (owner: src/net/client-table.ts)
  *   +--------------------------+  RATE_OFFSET
  *   | rate-limit table         |  tableSize * RATE_SLOT_INTS (0 when rate limiting is off)
  *   +--------------------------+
@@ -189,6 +191,7 @@ export const TLS_ERROR_REASONS = ['timeout', 'plain_http', 'protocol', 'reset', 
 export const L_PROXY_REJECTED = L_HANDSHAKE_ERRORS + TLS_ERROR_REASONS.length // 9: PROXY protocol header missing, malformed or untrusted
 export const L_REDIRECTS = L_PROXY_REJECTED + 1 // httpsRedirect answers
 export const L_REFUSED = L_REDIRECTS + 1 // connections closed at once: limits.maxConnections reached
+export const L_REFUSED_PER_CLIENT = L_REFUSED + 1 // ... limits.maxConnectionsPerClient reached
 export const LISTENER_INTS = 16
 
 // ---- per pool (owner: src/routing/pools.ts) --------------------------------
@@ -220,6 +223,13 @@ export const POOL_INTS = 24 //           20..23 spare
 // matched; zeroed by the primary for positions whose route changed on reload.
 export const MAX_ROUTES = 1024
 
+// ---- client connection table (owner: src/net/client-table.ts) ---------------
+// Connections open per client address for limits.maxConnectionsPerClient: a seed word, then entries of a key
+// word and one count per worker slot (so that a dead worker's counts can be zeroed, as its holdings are).
+export const CLIENT_TABLE_ENTRIES = 4096
+export const CLIENT_ENTRY_INTS = 1 + MAX_WORKER_SLOTS
+export const CLIENT_TABLE_INTS = 1 + CLIENT_TABLE_ENTRIES * CLIENT_ENTRY_INTS
+
 // ---- rate-limit table slot --------------------------------------------------
 export const RATE_SLOT_INTS = 4 //       layout owned by src/ratelimit
 
@@ -232,7 +242,8 @@ export const TRACING_OFFSET = HOLDINGS_OFFSET + MAX_WORKER_SLOTS * MAX_UPSTREAMS
 export const LISTENERS_OFFSET = TRACING_OFFSET + TRACING_INTS
 export const POOLS_OFFSET = LISTENERS_OFFSET + MAX_LISTENERS * LISTENER_INTS
 export const ROUTES_OFFSET = POOLS_OFFSET + MAX_POOLS * POOL_INTS
-export const RATE_OFFSET = ROUTES_OFFSET + MAX_ROUTES
+export const CLIENT_TABLE_OFFSET = ROUTES_OFFSET + MAX_ROUTES
+export const RATE_OFFSET = CLIENT_TABLE_OFFSET + CLIENT_TABLE_INTS
 
 export function stateInts (rateTableSlots: number): number {
   return RATE_OFFSET + rateTableSlots * RATE_SLOT_INTS

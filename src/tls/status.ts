@@ -23,8 +23,8 @@ export interface ListenerJson extends ListenerInfo {
   handshakes: { ok: number, resumed: number, errors: Record<string, number> } | null
   proxyProtocolRejected: number
   httpsRedirects: number
-  /** Connections closed at once because limits.maxConnections was reached. */
-  refused: number
+  /** Connections closed at once because a cap was reached: limits.maxConnections, limits.maxConnectionsPerClient. */
+  refused: { maxConnections: number, maxConnectionsPerClient: number }
 }
 
 export interface CertificateJson extends CertificateStatus {
@@ -47,7 +47,7 @@ export function listenerJson (source: TlsStatusSource): ListenerJson[] {
       : null,
     proxyProtocolRejected: state.listener(i, L.L_PROXY_REJECTED),
     httpsRedirects: state.listener(i, L.L_REDIRECTS),
-    refused: state.listener(i, L.L_REFUSED),
+    refused: { maxConnections: state.listener(i, L.L_REFUSED), maxConnectionsPerClient: state.listener(i, L.L_REFUSED_PER_CLIENT) },
   }))
 }
 
@@ -89,8 +89,11 @@ export function registerTlsFamilies (m: MetricsRegistry, source: TlsStatusSource
     }))
   m.counter('switchyard_proxy_protocol_rejected_total', 'Connections closed for a missing, malformed or untrusted PROXY protocol header.', ['listener'],
     perListener((l, emit) => emit({ listener: l.name }, l.proxyProtocolRejected)))
-  m.counter('switchyard_connections_refused_total', 'Connections closed at once because limits.maxConnections was reached.', ['listener'],
-    perListener((l, emit) => emit({ listener: l.name }, l.refused)))
+  m.counter('switchyard_connections_refused_total', 'Connections closed at once by a cap: limits.maxConnections (limit="max_connections") or limits.maxConnectionsPerClient (limit="max_connections_per_client").', ['listener', 'limit'],
+    perListener((l, emit) => {
+      emit({ listener: l.name, limit: 'max_connections' }, l.refused.maxConnections)
+      emit({ listener: l.name, limit: 'max_connections_per_client' }, l.refused.maxConnectionsPerClient)
+    }))
   m.counter('switchyard_https_redirects_total', 'Requests answered 308 by httpsRedirect.', ['listener'],
     perListener((l, emit) => emit({ listener: l.name }, l.httpsRedirects)))
   m.gauge('switchyard_tls_certificate_expiry_timestamp_seconds', 'notAfter of each certificate in use, seconds since the Unix epoch.', ['name', 'listener', 'source'], (_v, emit) => {

@@ -197,7 +197,7 @@ const COMPLETE: Complete<Config> = {
   retryBudgetPercent: 30,
   queue: { maxSize: 5, timeoutMs: 6 },
   timeouts: { connectMs: 1, responseMs: 2, upstreamIdleMs: 3, clientHeaderMs: 4, clientIdleMs: 5, tunnelIdleMs: 19, drainMs: 6 },
-  limits: { maxHeaderBytes: 2048, maxHeaderCount: 10, maxRequestTargetBytes: 512, maxBodyBytes: 1, maxConnections: 20 },
+  limits: { maxHeaderBytes: 2048, maxHeaderCount: 10, maxRequestTargetBytes: 512, maxBodyBytes: 1, maxConnections: 20, maxConnectionsPerClient: 4 },
   pool: { maxIdlePerUpstream: 1, idleTimeoutMs: 7 },
   healthCheck: {
     panicThresholdPercent: 40,
