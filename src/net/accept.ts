@@ -131,15 +131,21 @@ export function readsIntoArena (ctx: ProxyContext, index: number): boolean {
 /** A connected socket from listener `index`: run its listener's steps, then the request path. */
 export function acceptConnection (ctx: ProxyContext, index: number, socket: net.Socket, peerIp: string): void {
   const listener = ctx.listeners[index] ?? ctx.listeners[0]
-  // phase: the connection cap, before anything is read (a TLS handshake costs far more than this sum)
+  // phase: the connection cap, before anything is read (a TLS handshake costs far more than this sum);
+  // counted, then compared: threads accepting at once cannot all pass it
+  const slot = ctx.workerSlot
+  if (slot !== -1) ctx.state.addWorker(slot, W_ACCEPTED_OPEN, 1)
   const cap = ctx.config.limits.maxConnections
-  if (cap > 0 && ctx.state.acceptedOpen() >= cap) { refuseConnection(listener, socket, REFUSED_TOTAL, cap, ''); return }
+  if (cap > 0 && ctx.state.acceptedOpen() > cap) {
+    if (slot !== -1) ctx.state.addWorker(slot, W_ACCEPTED_OPEN, -1)
+    refuseConnection(listener, socket, REFUSED_TOTAL, cap, '')
+    return
+  }
   const s = socket as AcceptedSocket
   s[kListener] = listener
   s[kClientPort] = socket.remotePort ?? 0
-  s[kCountedIn] = ctx.workerSlot
+  s[kCountedIn] = slot
   s[kClientEntry] = -1
-  if (ctx.workerSlot !== -1) ctx.state.addWorker(ctx.workerSlot, W_ACCEPTED_OPEN, 1)
   ctx.state.addListener(listener.index, L_OPEN_CONNECTIONS, 1)
   listener.open.add(socket)
   socket.once('close', onAcceptedClose)

@@ -11,7 +11,7 @@
  * The header is at most V1_MAX_BYTES or 16 + MAX_V2_LENGTH bytes, so it is
  * gathered into a small buffer owned by the parser and decoded once complete.
  */
-import { isIPv4, isIPv6 } from 'node:net'
+import { isIPv4, isIPv6, SocketAddress } from 'node:net'
 
 /** §2.1: "the maximum line lengths the receiver must support including the CRLF are: TCP/UDP over IPv4 and IPv6: 107 characters". */
 export const V1_MAX_BYTES = 107
@@ -101,8 +101,8 @@ export class ProxyHeaderParser {
     const sp = port(sport)
     const dp = port(dport)
     if (sp < 0 || dp < 0) { this.error = 'v1 ports must be decimal 0-65535 without leading zeros'; return false }
-    this.sourceAddress = src
-    this.destinationAddress = dst
+    this.sourceAddress = proto === 'TCP6' ? canonicalIpv6(src) : src
+    this.destinationAddress = proto === 'TCP6' ? canonicalIpv6(dst) : dst
     this.sourcePort = sp
     this.destinationPort = dp
     return true
@@ -151,10 +151,17 @@ function port (text: string): number {
 function ipv6 (h: Buffer, at: number): string {
   const groups: string[] = []
   for (let g = 0; g < 8; g++) groups.push(h.readUInt16BE(at + g * 2).toString(16))
-  const text = groups.join(':')
-  // an IPv4-mapped address is the IPv4 client (how the rest of switchyard writes it)
-  if (text.startsWith('0:0:0:0:0:ffff:')) return `${h[at + 12]}.${h[at + 13]}.${h[at + 14]}.${h[at + 15]}`
-  return text
+  return canonicalIpv6(groups.join(':'))
+}
+
+/**
+ * An IPv6 address as node reports a peer's (RFC 5952: `::1`, `2001:db8::1`), whatever spelling the header
+ * used, so one client is one client for the rate limit, the connection caps, ip-hash and the logs; an
+ * IPv4-mapped one is the IPv4 client (how the rest of switchyard writes it).
+ */
+function canonicalIpv6 (text: string): string {
+  const canonical = new SocketAddress({ address: text, family: 'ipv6' }).address
+  return canonical.startsWith('::ffff:') && canonical.includes('.') ? canonical.slice(7) : canonical
 }
 
 /** Build a header (upstreams[].proxyProtocol, tests). Addresses as node reports them. */

@@ -376,12 +376,11 @@ export class SharedState {
   releaseWorkerSlot (threadId: number): number {
     for (let slot = 0; slot < L.MAX_WORKER_SLOTS; slot++) {
       const base = L.WORKERS_OFFSET + slot * L.WORKER_INTS
-      if (Atomics.compareExchange(this.i32, base + L.W_THREAD_ID, threadId, 0) === threadId) {
-        // its connections died with it
-        Atomics.store(this.i32, base + L.W_OPEN_CONNECTIONS, 0)
-        Atomics.store(this.i32, base + L.W_ACCEPTED_OPEN, 0)
-        return slot
-      }
+      if (Atomics.load(this.i32, base + L.W_THREAD_ID) !== threadId) continue
+      // its connections died with it: zeroed before the slot is free, so a replacement's counts are its own
+      Atomics.store(this.i32, base + L.W_OPEN_CONNECTIONS, 0)
+      Atomics.store(this.i32, base + L.W_ACCEPTED_OPEN, 0)
+      if (Atomics.compareExchange(this.i32, base + L.W_THREAD_ID, threadId, 0) === threadId) return slot
     }
     return -1
   }

@@ -32,7 +32,11 @@ const VALID: Array<[string, Buffer, Partial<Decoded>]> = [
   ['v1 TCP6', Buffer.from('PROXY TCP6 2001:db8::1 2001:db8::2 1 65535\r\n'), { src: '2001:db8::1', sport: 1, dst: '2001:db8::2', dport: 65535 }],
   ['v1 UNKNOWN', Buffer.from('PROXY UNKNOWN ffff:f...f:ffff 1 2\r\n'), { local: true }],
   ['v2 TCP4', encodeProxyHeader('v2', '203.0.113.9', '10.0.0.1', 40000, 8443), { src: '203.0.113.9', sport: 40000, dst: '10.0.0.1', dport: 8443 }],
-  ['v2 TCP6', encodeProxyHeader('v2', '2001:db8::5', '2001:db8::6', 5, 6), { src: '2001:db8:0:0:0:0:0:5', sport: 5, dport: 6 }],
+  ['v2 TCP6', encodeProxyHeader('v2', '2001:db8::5', '2001:db8::6', 5, 6), { src: '2001:db8::5', sport: 5, dport: 6 }],
+  // one client, one spelling (RFC 5952, as node reports a peer): the caps and the rate limit count it once
+  ['v1 TCP6 spelled long', Buffer.from('PROXY TCP6 2001:0DB8:0:0::0001 0:0:0:0:0:0:0:1 1 2\r\n'), { src: '2001:db8::1', dst: '::1' }],
+  ['v1 TCP6 IPv4-mapped', Buffer.from('PROXY TCP6 ::ffff:192.0.2.3 ::1 1 2\r\n'), { src: '192.0.2.3' }],
+  ['v2 TCP6 loopback', encodeProxyHeader('v2', '::1', '::1', 7, 8), { src: '::1', dst: '::1' }],
   ['v2 LOCAL', encodeProxyHeader('v2', 'x', 'y', 0, 0), { local: true }],
   ['v2 TCP4 with a TLV after the addresses', (() => {
     const h = encodeProxyHeader('v2', '198.51.100.1', '10.0.0.1', 1234, 443)
