@@ -11,6 +11,7 @@ import { MODES, startLb, type RunningLb } from './harness'
 import { startEchoUpstream, rawExchange, waitFor, httpRequest } from '../helpers'
 import { resolveConfig } from '../../src/config/load'
 import { L_REFUSED, L_REFUSED_PER_CLIENT } from '../../src/shared/layout'
+import { encodeProxyHeader } from '../../src/net/proxy-protocol'
 
 /** A kept-alive client connection that has had one answer (so the balancer certainly holds it). */
 async function openServed (port: number, from = '127.0.0.1'): Promise<net.Socket> {
@@ -86,5 +87,30 @@ for (const mode of MODES) {
     assert.equal(run.lb.state.acceptedOpen(), 4)
     for (const s of held.splice(0)) s.destroy()
     await waitFor(() => run.lb.state.acceptedOpen() === 0, 3000, 'every connection given back')
+  })
+}
+
+for (const mode of MODES) {
+  test(`${mode.name}: behind a PROXY protocol peer the header's address is the client, in one spelling however it is written`, async (t) => {
+    const upstream = await startEchoUpstream('u')
+    t.after(async () => await upstream.close())
+    const run = await startLb({ listen: [{ address: '127.0.0.1:0', proxyProtocol: { trustedCidrs: ['127.0.0.0/8'] } }], upstreams: [{ address: upstream.address }], limits: { maxConnectionsPerClient: 1 } }, mode.workers)
+    t.after(async () => await run.stop())
+    const request = 'GET /pp HTTP/1.1\r\nHost: a.test\r\n\r\n'
+    const held = net.connect(run.port, '127.0.0.1')
+    t.after(() => held.destroy())
+    await new Promise<void>((resolve, reject) => {
+      held.on('data', (c: Buffer) => { if (c.toString('latin1').includes('\r\n\r\n')) resolve() })
+      held.once('error', reject)
+      held.write(Buffer.concat([encodeProxyHeader('v2', '::1', '::1', 40000, 80), Buffer.from(request)]))
+    })
+    // the same client, spelled out in a v1 header: over its cap
+    const same = await rawExchange(run.port, 'PROXY TCP6 0:0:0::1 ::1 40001 80\r\n' + request, { timeoutMs: 3000 })
+    assert.equal(same.data.length, 0, `nothing answered: ${JSON.stringify(same.text)}`)
+    await waitFor(() => refusedPerClient(run) === 1, 3000, 'counted on the listener')
+    // another client through the same peer: served
+    const other = await rawExchange(run.port, 'PROXY TCP4 192.0.2.9 10.0.0.1 40002 80\r\n' + request, { timeoutMs: 3000, until: (b) => b.includes('\r\n\r\n') })
+    assert.match(other.text, /^HTTP\/1\.1 200 /)
+    assert.equal(refusedPerClient(run), 1)
   })
 }
