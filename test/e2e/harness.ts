@@ -5,7 +5,8 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { join } from 'node:path'
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, readFileSync, mkdtempSync, writeFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { start, type Switchyard } from '../../src/index'
 import { W_OPEN_CONNECTIONS, MAX_WORKER_SLOTS } from '../../src/shared/layout'
 
@@ -37,6 +38,24 @@ export function openClientConnections (r: RunningLb): number {
   let n = 0
   for (let slot = 0; slot < MAX_WORKER_SLOTS; slot++) n += r.lb.state.worker(slot, W_OPEN_CONNECTIONS)
   return n
+}
+
+/**
+ * Run the CLI on an lb.json written from `config` (listen defaults to 127.0.0.1:0) in a temporary folder;
+ * stopped (SIGKILL after 10 s if it hangs) and the folder removed when the test ends.
+ */
+export async function spawnWithConfig (t: { after: (fn: () => Promise<void>) => void }, config: Record<string, unknown>): Promise<SpawnedLb> {
+  const dir = mkdtempSync(join(tmpdir(), 'swy-cli-'))
+  const file = join(dir, 'lb.json')
+  writeFileSync(file, JSON.stringify({ listen: '127.0.0.1:0', ...config }))
+  const lb = await spawnLb(['--config', file], 30_000)
+  t.after(async () => {
+    const timer = setTimeout(() => { if (lb.child.exitCode === null) lb.child.kill('SIGKILL') }, 10_000)
+    await lb.stop()
+    clearTimeout(timer)
+    rmSync(dir, { recursive: true, force: true })
+  })
+  return lb
 }
 
 /** The access-log lines for `path` in `file` (log.accessFile) written so far, parsed; none while there is no file. */

@@ -6,29 +6,14 @@
  */
 import { describe, test } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { MODES, spawnLb, type SpawnedLb } from './harness'
+import { MODES, spawnWithConfig, type SpawnedLb } from './harness'
 import { startEchoUpstream, httpRequest, rawExchange, waitFor, refusedPort, type EchoReply } from '../helpers'
 import { RequestIds, saneRequestId } from '../../src/proxy/request-id'
 import { HeadParser, KIND_REQUEST } from '../../src/http/head-parser'
 
 const GENERATED = /^[A-Za-z0-9_-]{8}-[0-9a-z]+$/
 
-async function startCli (t: { after: (fn: () => Promise<void>) => void }, config: Record<string, unknown>): Promise<SpawnedLb> {
-  const dir = mkdtempSync(join(tmpdir(), 'swy-reqid-'))
-  const file = join(dir, 'lb.json')
-  writeFileSync(file, JSON.stringify({ listen: '127.0.0.1:0', ...config }))
-  const lb = await spawnLb(['--config', file], 30_000)
-  t.after(async () => {
-    const timer = setTimeout(() => { if (lb.child.exitCode === null) lb.child.kill('SIGKILL') }, 10_000)
-    await lb.stop()
-    clearTimeout(timer)
-    rmSync(dir, { recursive: true, force: true })
-  })
-  return lb
-}
+const startCli = spawnWithConfig
 
 /** The access-log lines written so far, parsed. */
 function accessLines (lb: SpawnedLb): Array<Record<string, unknown>> {

@@ -6,24 +6,11 @@
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { MODES, spawnLb, type SpawnedLb } from './harness'
+import { MODES, spawnWithConfig, type SpawnedLb } from './harness'
 import { httpRequest, startRawServer, waitFor } from '../helpers'
 
 async function startCli (t: { after: (fn: () => Promise<void>) => void }, config: Record<string, unknown>): Promise<SpawnedLb> {
-  const dir = mkdtempSync(join(tmpdir(), 'swy-trailing-'))
-  const file = join(dir, 'lb.json')
-  writeFileSync(file, JSON.stringify({ listen: '127.0.0.1:0', log: { access: false }, ...config }))
-  const lb = await spawnLb(['--config', file], 30_000)
-  t.after(async () => {
-    const timer = setTimeout(() => { if (lb.child.exitCode === null) lb.child.kill('SIGKILL') }, 10_000)
-    await lb.stop()
-    clearTimeout(timer)
-    rmSync(dir, { recursive: true, force: true })
-  })
-  return lb
+  return await spawnWithConfig(t, { log: { access: false }, ...config })
 }
 
 function warnings (lb: SpawnedLb, text: string): string[] {
