@@ -178,9 +178,13 @@ export class UpstreamConnection implements Poolable, Expirable {
     if (this.status === 'head' && !this.receivedAny) this.setDeadline('bodyIdle', this.upstreamIdleMs)
   }
 
-  /** Back to idle after a complete exchange; the caller pools or destroys it. */
-  private finishExchange (reusable: boolean, trailing: number): void {
+  /**
+   * Back to idle after a complete exchange; the client pools it or destroys it. `trailing`: bytes that came
+   * after the response in the same read: its framing cannot be trusted, so the connection is not kept.
+   */
+  private finishExchange (trailing: number): void {
     const client = this.client
+    const reusable = trailing === 0 && this.keepAlive
     this.status = 'idle'
     this.reused = true
     if (!reusable) this.keepAlive = false
@@ -189,6 +193,7 @@ export class UpstreamConnection implements Poolable, Expirable {
     // pooled now (let go of that client), unless onResponseEnd handed it straight to the next request
     // (assign() makes it 'head' again) or destroyed it
     if (this.status === 'idle') this.client = null
+    if (trailing > 0) this.destroy()
   }
 
   destroy (): void {
@@ -283,8 +288,7 @@ export class UpstreamConnection implements Poolable, Expirable {
         this.bodyRemaining = this.parser.contentLength
         start = r
         if (this.bodyKind === BODY_NONE) {
-          this.finishExchange(start === end && this.keepAlive, end - start)
-          if (start < end) this.destroy() // bytes after a complete response: framing cannot be trusted
+          this.finishExchange(end - start)
           return
         }
         this.status = 'body'
@@ -299,8 +303,7 @@ export class UpstreamConnection implements Poolable, Expirable {
         this.bodyRemaining -= n
         start += n
         if (this.bodyRemaining === 0) {
-          this.finishExchange(start === end && this.keepAlive, end - start)
-          if (start < end) this.destroy()
+          this.finishExchange(end - start)
           return
         }
       } else if (this.bodyKind === BODY_CHUNKED) {
@@ -308,8 +311,7 @@ export class UpstreamConnection implements Poolable, Expirable {
         if (e === CHUNKED_ERROR) { this.fail('SWY_ERR_UPSTREAM_PROTOCOL', `invalid chunked response: ${this.chunked.error}`); return }
         client.onResponseChunks(chunk, this.chunked, e >= 0)
         if (e >= 0) {
-          this.finishExchange(e === end && this.keepAlive, end - e)
-          if (e < end) this.destroy()
+          this.finishExchange(end - e)
           return
         }
         start = end
@@ -331,7 +333,7 @@ export class UpstreamConnection implements Poolable, Expirable {
     if (this.status === 'body' && this.bodyKind !== BODY_LENGTH && this.bodyKind !== BODY_CHUNKED) {
       // close-delimited body ends here
       this.keepAlive = false
-      this.finishExchange(false, 0)
+      this.finishExchange(0)
       this.destroy()
       return
     }
